@@ -1,0 +1,84 @@
+"""medmask: self-describing, compact, cloud-readable medical segmentation masks."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AllocationLimitError,
+    ChecksumError,
+    CodecError,
+    FormatError,
+    LabelNotFoundError,
+    MaskFileNotFoundError,
+    MedmaskError,
+    MemberNotFoundError,
+    ReadOnlyError,
+    SpaceMismatchError,
+    TruncatedFileError,
+    UnsupportedVersionError,
+)
+from .mapping import LabelMapping
+from .mask import SegmentationMask
+from .values import LabelStats, label_counts, label_stats, match_allowed_values
+
+if TYPE_CHECKING:
+    from .api import MaskFile, MaskInfo, load_mask, read_info, save_mask
+    from .archive import MaskArchive, pack_folder, unpack
+
+__version__ = "0.2.0.dev0"
+
+# I/O entry points load on first use so that `import medmask` stays light (no fsspec).
+_LAZY = {
+    "MaskFile": "api",
+    "MaskInfo": "api",
+    "load_mask": "api",
+    "read_info": "api",
+    "save_mask": "api",
+    "MaskArchive": "archive",
+    "pack_folder": "archive",
+    "unpack": "archive",
+}
+
+__all__ = [
+    "AllocationLimitError",
+    "ChecksumError",
+    "CodecError",
+    "FormatError",
+    "LabelMapping",
+    "LabelNotFoundError",
+    "LabelStats",
+    "MaskArchive",
+    "MaskFile",
+    "MaskFileNotFoundError",
+    "MaskInfo",
+    "MedmaskError",
+    "MemberNotFoundError",
+    "ReadOnlyError",
+    "SegmentationMask",
+    "SpaceMismatchError",
+    "TruncatedFileError",
+    "UnsupportedVersionError",
+    "label_counts",
+    "label_stats",
+    "load_mask",
+    "match_allowed_values",
+    "pack_folder",
+    "read_info",
+    "save_mask",
+    "unpack",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medmask' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

