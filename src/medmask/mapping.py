@@ -86,8 +86,13 @@ class LabelMapping:
     _label_to_name: dict[int, str]
 
     def __init__(self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None):
+        # a LabelMapping's .items() is unreachable when it has a label named "items"
         pairs = (
-            mapping.items() if isinstance(mapping, Mapping | LabelMapping) else (mapping or ())
+            mapping_items(mapping)
+            if isinstance(mapping, LabelMapping)
+            else mapping.items()
+            if isinstance(mapping, Mapping)
+            else (mapping or ())
         )
         name_to_label: dict[str, int] = {}
         label_to_name: dict[int, str] = {}
@@ -146,19 +151,16 @@ class LabelMapping:
 
     def inverse(self, label: int) -> str:
         """Return the name of label value ``label``."""
-        try:
-            return self._label_to_name[int(label)]
-        except (KeyError, TypeError, ValueError):
+        name = self._label_to_name.get(_as_lookup_value(label))  # type: ignore[arg-type]
+        if name is None:
             raise LabelNotFoundError(
                 f"No label with value {label!r}. Known values: {sorted(self._label_to_name)}."
-            ) from None
+            )
+        return name
 
     def has_label(self, label: int) -> bool:
         """Return whether some name maps to label value ``label``."""
-        try:
-            return int(label) in self._label_to_name
-        except (TypeError, ValueError):
-            return False
+        return _as_lookup_value(label) in self._label_to_name
 
     def has_name(self, name: str) -> bool:
         """Return whether ``name`` is in the mapping."""
@@ -209,11 +211,14 @@ class LabelMapping:
         """Parse a JSON object ``{"name": value, ...}`` (as written by :meth:`to_json`)."""
         try:
             obj = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"Expected a JSON object of name -> label value. {exc}") from None
         if not isinstance(obj, dict):
             raise ValueError(f"Expected a JSON object of name -> label value. Got {obj!r:.80}.")
-        return cls(obj)
+        try:
+            return cls(obj)
+        except TypeError as exc:  # bad content of valid JSON is a value error
+            raise ValueError(str(exc)) from None
 
     # -- protocol ------------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -235,6 +240,13 @@ class LabelMapping:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LabelMapping:
         return self
+
+
+def _as_lookup_value(label: object) -> int | None:
+    # Only integers (not bool, float or str) name a label value.
+    if isinstance(label, bool | np.bool_) or not isinstance(label, numbers.Integral):
+        return None
+    return int(label)
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -61,9 +61,9 @@ def _max_label(bit_depth: int) -> int:
 
 
 def _smallest_bit_depth(max_value: int) -> BitDepth:
-    for depth in (8, 16, 32):
+    for depth in BIT_DEPTHS[1:]:
         if max_value <= _max_label(depth):
-            return depth  # type: ignore[return-value]
+            return depth
     raise ValueError(f"Expected label values below 2**32. Got {max_value}.")
 
 
@@ -90,6 +90,8 @@ def _as_label_array(array: object, what: str) -> npt.NDArray[Any]:
         raise ValueError(
             f"Expected {what} with 3 dimensions (z, y, x). Got {arr.ndim} with shape {arr.shape}."
         )
+    if arr.size == 0:
+        raise ValueError(f"Expected {what} with every axis of size >= 1. Got shape {arr.shape}.")
     return arr
 
 
@@ -142,7 +144,9 @@ class SegmentationMask:
             )
         unmapped = sorted(v for v in counts if v != 0 and v not in mapped)
         if unmapped:
-            shown = ", ".join(str(v) for v in unmapped[:20]) + (" ..." if len(unmapped) > 20 else "")
+            shown = ", ".join(str(v) for v in unmapped[:20]) + (
+                " ..." if len(unmapped) > 20 else ""
+            )
             raise ValueError(
                 f"Values present in the array are missing from the mapping: {shown}. "
                 "Add a name for each (or zero those voxels)."
@@ -150,7 +154,9 @@ class SegmentationMask:
         data = arr.astype(_DTYPES[depth], copy=True, order="C")
         self._init(data, mapping, parse_space(space, data.shape), depth)
 
-    def _init(self, data: npt.NDArray[Any], mapping: LabelMapping, space: Space, depth: int) -> None:
+    def _init(
+        self, data: npt.NDArray[Any], mapping: LabelMapping, space: Space, depth: int
+    ) -> None:
         data.flags.writeable = False
         self._data = data
         self._mapping = mapping
@@ -176,13 +182,22 @@ class SegmentationMask:
     ) -> SegmentationMask:
         """Return an empty (all-zero) mask to fill with :meth:`add_label`."""
         depth = parse_bit_depth(bit_depth)
-        if space is None and shape is None:
-            raise ValueError("Expected a space or a shape for lazy_init. Got neither.")
+        if space is not None and not isinstance(space, Space):
+            raise TypeError(
+                f"Expected a spacetransformer.Space or None. Got {type(space).__name__}."
+            )
         if shape is not None:
-            shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-            if len(shape) != 3 or min(shape) < 1:  # type: ignore[arg-type]
-                raise ValueError(f"Expected a 3-D shape of positive sizes. Got {shape}.")
-        target_shape = shape if shape is not None else tuple(int(s) for s in space.shape)  # type: ignore[union-attr]
+            given: tuple[object, ...] = tuple(shape)
+            sizes = [
+                int(s) for s in given if isinstance(s, int | np.integer) and not isinstance(s, bool)
+            ]
+            if len(given) != 3 or len(sizes) != 3 or min(sizes) < 1:
+                raise ValueError(f"Expected a 3-D shape of positive integer sizes. Got {shape!r}.")
+            target_shape = tuple(sizes)
+        elif space is not None:
+            target_shape = tuple(int(s) for s in space.shape)
+        else:
+            raise ValueError("Expected a space or a shape for lazy_init. Got neither.")
         data = np.zeros(target_shape, dtype=_DTYPES[depth])
         return cls._trusted(data, LabelMapping(), parse_space(space, data.shape), depth)
 
@@ -240,13 +255,15 @@ class SegmentationMask:
         self, labels: int | np.integer[Any] | Iterable[int | np.integer[Any]]
     ) -> npt.NDArray[np.bool_]:
         """Return a bool array, True where the voxel has any of the given label values."""
-        values = [labels] if isinstance(labels, numbers.Integral) else list(labels)
+        values = [labels] if isinstance(labels, int | np.integer) else list(labels)
         checked = []
         for value in values:
             label = parse_label_value(value)
             if name_of(self._mapping, label) is None:
                 known = [v for _, v in mapping_items(self._mapping)]
-                raise LabelNotFoundError(f"No label with value {label} in this mask. Known: {known}.")
+                raise LabelNotFoundError(
+                    f"No label with value {label} in this mask. Known: {known}."
+                )
             checked.append(label)
         return match_allowed_values(self._data, checked)
 

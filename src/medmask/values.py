@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,21 +41,27 @@ def match_allowed_values(
     allowed values costs one range comparison instead of one comparison per value.
     """
     arr = np.asarray(array)
-    values = np.unique(np.asarray(allowed).ravel())
+    if isinstance(allowed, Iterable) and not isinstance(allowed, np.ndarray | Sequence):
+        # np.asarray would turn a set or generator into a single object element
+        values = np.unique(np.asarray(list(allowed)).ravel())
+    else:
+        values = np.unique(np.asarray(allowed).ravel())
     if values.size == 0 or arr.size == 0:
         return np.zeros(arr.shape, dtype=bool)
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
     if arr.dtype.kind not in "iu" or values.dtype.kind not in "iub":
-        return np.isin(arr, values)
+        return np.asarray(np.isin(arr, values), dtype=bool)
     info = np.iinfo(arr.dtype)
-    values = values[(values >= info.min) & (values <= info.max)].astype(np.int64)
+    # no cast to int64 here: uint64 values above 2**63 would wrap around
+    values = values[(values >= info.min) & (values <= info.max)]
     if values.size == 0:
         return np.zeros(arr.shape, dtype=bool)
     if arr.dtype.itemsize <= 2 and info.min >= 0:
         table = np.zeros(int(info.max) + 1, dtype=bool)
-        table[values] = True
-        return table[arr]
+        table[values.astype(np.intp)] = True
+        looked_up: npt.NDArray[np.bool_] = table[arr]
+        return looked_up
     out = np.zeros(arr.shape, dtype=bool)
     for first, last in _value_runs(values.tolist()):
         if first == last:
@@ -114,7 +120,7 @@ def label_stats(array: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> dict[
         return {}
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
-    nz, ny, nx = arr.shape
+    _, ny, nx = arr.shape
     rows = arr.reshape(-1, nx)
     change = np.empty(rows.shape, dtype=bool)
     change[:, 0] = True  # every row starts a run, so a run ends where the next one starts
@@ -149,4 +155,3 @@ def label_stats(array: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> dict[
         )
         for i in range(n)
     }
-

@@ -1,0 +1,266 @@
+"""Reading and writing ``.msk`` files: ``save_mask``, ``load_mask``, ``read_info``, ``MaskFile``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from spacetransformer import Space
+
+from .format.container import MAGIC_MSK, Header
+from .format.descriptor import LabelEntry, MaskDescriptor, Roi, parse_roi
+from .format.encoding import check_index, chunk_ranges, decode_region, encode_mask
+from .format.msk import MskHead, build_msk, parse_msk_head
+from .io import HEAD_GUESS, ByteSource, Target, open_source, write_atomic
+from .mapping import LabelMapping
+from .mask import SegmentationMask
+
+__all__ = ["MaskFile", "MaskInfo", "load_mask", "read_head", "read_info", "save_mask"]
+
+
+def read_head(source: ByteSource, magic: bytes) -> tuple[Header, bytes, bytes, bytes]:
+    """Read header, metadata and index with one guessed read (more only if they extend past it).
+
+    Returns the header, the metadata bytes, the index bytes and the first read.
+    """
+    head = source.read(0, HEAD_GUESS)
+    header = Header.parse(head, magic=magic, name=source.name)
+    wanted = [
+        (header.metadata_offset, header.metadata_offset + header.metadata_length),
+        (header.index_offset, header.index_offset + header.index_length),
+    ]
+    missing = [(s, e) for s, e in wanted if e > len(head) and len(head) == HEAD_GUESS]
+    fetched = dict(zip(missing, source.read_ranges(missing), strict=True))
+    blocks = [fetched[r] if r in fetched else head[r[0] : r[1]] for r in wanted]
+    return header, blocks[0], blocks[1], head
+
+
+@dataclass(frozen=True)
+class MaskInfo:
+    """Metadata of a stored mask, answered without decoding voxels."""
+
+    name: str
+    shape: tuple[int, int, int]
+    dtype: np.dtype[Any]
+    bit_depth: int
+    space: Space | None
+    labels: tuple[LabelEntry, ...]
+    codec: dict[str, Any]
+    chunks: tuple[int, int, int]
+    compressed_bytes: int
+    raw_bytes: int
+
+    @property
+    def mapping(self) -> LabelMapping:
+        """Label names."""
+        return LabelMapping([(e.name, e.value) for e in self.labels])
+
+    def voxel_counts(self) -> dict[str, int]:
+        """``{name: voxel count}`` from the write-time statistics."""
+        return {e.name: e.count for e in self.labels}
+
+    def volumes_mm3(self) -> dict[str, float]:
+        """``{name: volume in mm^3}`` (voxel count times voxel volume)."""
+        voxel = math.prod(float(s) for s in self.space.spacing) if self.space is not None else 1.0
+        return {e.name: e.count * voxel for e in self.labels}
+
+    def bboxes(self) -> dict[str, tuple[tuple[int, int], ...] | None]:
+        """``{name: inclusive ((z0, z1), (y0, y1), (x0, x1))}``; None for an absent label."""
+        return {e.name: e.bbox for e in self.labels}
+
+    @property
+    def ratio(self) -> float:
+        """Raw bytes over compressed bytes."""
+        return self.raw_bytes / max(1, self.compressed_bytes)
+
+
+def info_from(descriptor: MaskDescriptor, index: npt.NDArray[Any], name: str) -> MaskInfo:
+    """Build a :class:`MaskInfo` from a parsed descriptor and its chunk index."""
+    return MaskInfo(
+        name=name,
+        shape=descriptor.shape,
+        dtype=descriptor.dtype,
+        bit_depth=descriptor.bit_depth,
+        space=descriptor.space,
+        labels=descriptor.labels,
+        codec=dict(descriptor.codec),
+        chunks=descriptor.chunks,
+        compressed_bytes=int(index["length"].sum()),
+        raw_bytes=descriptor.nbytes,
+    )
+
+
+def read_chunks(
+    source: ByteSource,
+    descriptor: MaskDescriptor,
+    index: npt.NDArray[Any],
+    roi: Roi,
+    *,
+    payload_start: int,
+    max_voxels: int | None,
+) -> npt.NDArray[Any]:
+    """Fetch and decode the chunks of ``roi`` (one merged read per run of adjacent chunks)."""
+    check_index(
+        index, descriptor, name=source.name, payload_start=payload_start, max_voxels=max_voxels
+    )
+    ranges = chunk_ranges(index, descriptor.chunks_in(roi))
+    blobs = source.read_ranges([(s, e) for _, s, e in ranges])
+    streams = {chunk_id: blob for (chunk_id, _, _), blob in zip(ranges, blobs, strict=True)}
+    return decode_region(descriptor, index, roi, streams, name=source.name)
+
+
+def mask_from_region(
+    descriptor: MaskDescriptor, space: Space, data: npt.NDArray[Any], roi: Roi
+) -> SegmentationMask:
+    """Wrap decoded voxels of ``roi`` in a SegmentationMask with the cropped space."""
+    full = all(r.start == 0 and r.stop == s for r, s in zip(roi, descriptor.shape, strict=True))
+    if not full:
+        space = space.apply_bbox(np.array([[r.start, r.stop] for r in roi]))
+    return SegmentationMask._trusted(data, descriptor.mapping, space, descriptor.bit_depth)
+
+
+class MaskFile:
+    """Lower-level access to one ``.msk`` file: metadata, ROI reads, chunk byte ranges.
+
+    The header, metadata and chunk index are read once, on opening (one request when they fit
+    in the first 64 KiB). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        source: Target,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        max_voxels: int | None = None,
+    ) -> None:
+        self._source = open_source(source, storage_options)
+        self._max_voxels = max_voxels
+        try:
+            header, meta, index, _ = read_head(self._source, MAGIC_MSK)
+            self._head: MskHead = parse_msk_head(header, meta, index, name=self._source.name)
+        except BaseException:
+            self._source.close()
+            raise
+
+    @property
+    def name(self) -> str:
+        """Path or URL of the file."""
+        return self._source.name
+
+    @property
+    def descriptor(self) -> MaskDescriptor:
+        """Parsed metadata."""
+        return self._head.descriptor
+
+    @property
+    def index(self) -> npt.NDArray[Any]:
+        """Chunk index (offset, length, crc per chunk)."""
+        return self._head.index
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Raw metadata JSON object."""
+        return self._head.metadata
+
+    @property
+    def space(self) -> Space:
+        """Geometry, (z, y, x), LPS."""
+        assert self._head.descriptor.space is not None  # required by .msk parsing
+        return self._head.descriptor.space
+
+    @property
+    def mapping(self) -> LabelMapping:
+        """Label names."""
+        return self._head.descriptor.mapping
+
+    def info(self) -> MaskInfo:
+        """Metadata and sizes without decoding."""
+        return info_from(self._head.descriptor, self._head.index, self.name)
+
+    def read_array(self, roi: object = None) -> npt.NDArray[Any]:
+        """Decode the array, or only ``roi`` (3 slices, z/y/x), reading only its chunks."""
+        region = parse_roi(roi, self.descriptor.shape)
+        return read_chunks(
+            self._source,
+            self.descriptor,
+            self.index,
+            region,
+            payload_start=self._head.payload_start,
+            max_voxels=self._max_voxels,
+        )
+
+    def read(self, roi: object = None) -> SegmentationMask:
+        """Decode into a :class:`SegmentationMask` (cropped, with cropped space, for ``roi``)."""
+        region = parse_roi(roi, self.descriptor.shape)
+        return mask_from_region(self.descriptor, self.space, self.read_array(region), region)
+
+    def chunk_byte_range(self, chunk_id: int) -> tuple[int, int] | None:
+        """``(start, end)`` of a chunk's stream in the file, or None for an all-zero chunk."""
+        entry = self.index[chunk_id]
+        length = int(entry["length"])
+        return None if length == 0 else (int(entry["offset"]), int(entry["offset"]) + length)
+
+    def close(self) -> None:
+        """Release the file."""
+        self._source.close()
+
+    def __enter__(self) -> MaskFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        d = self.descriptor
+        return f"MaskFile({self.name!r}, shape={d.shape}, labels={len(d.labels)})"
+
+
+def save_mask(
+    mask: SegmentationMask,
+    target: Target,
+    *,
+    level: int | None = None,
+    chunks: object = None,
+    attributes: Mapping[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> int:
+    """Write ``mask`` as a ``.msk`` file; return the number of bytes written.
+
+    ``target`` is a local path, ``pathlib.Path``, fsspec URL (``s3://``, ``gs://``,
+    ``memory://``, ``file://``), fsspec ``OpenFile`` or binary file object. Local writes are
+    atomic: the old file stays untouched if anything fails. ``chunks`` is None (whole slices,
+    about 4 MiB each), a number of z slices, or a (z, y, x) chunk shape; ``level`` trades
+    encoding time for size (see ``docs/codecs.md``).
+    """
+    if not isinstance(mask, SegmentationMask):
+        raise TypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
+    pieces = build_msk(encode_mask(mask, level=level, chunks=chunks, attributes=attributes))
+    write_atomic(target, pieces, storage_options)
+    return sum(len(p) for p in pieces)
+
+
+def load_mask(
+    source: Target,
+    *,
+    roi: object = None,
+    storage_options: dict[str, Any] | None = None,
+    max_voxels: int | None = None,
+) -> SegmentationMask:
+    """Read a ``.msk`` file (or only ``roi``: three slices in (z, y, x))."""
+    with MaskFile(source, storage_options=storage_options, max_voxels=max_voxels) as f:
+        return f.read(roi)
+
+
+def read_info(
+    source: Target,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> MaskInfo:
+    """Read only the metadata of a ``.msk`` file (one small read): labels, counts, bboxes."""
+    with MaskFile(source, storage_options=storage_options) as f:
+        return f.info()
+

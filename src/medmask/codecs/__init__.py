@@ -1,0 +1,112 @@
+"""Pure encode/decode of mask chunks (numpy + zstandard only).
+
+Two codecs, each a small frozen dataclass with a zstd ``level`` knob:
+
+- :class:`BinaryCodec` (``"medmask.binary"``): bit-packed binary masks.
+- :class:`LabelCodec` (``"medmask.labels"``): run-length coded label maps.
+
+Every encoded stream is self-describing (magic, version, dtype, shape, CRC-32 header) and
+every zstd frame carries a checksum; see ``docs/codecs.md`` for the byte layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from medmask.codecs._binary import BinaryCodec
+from medmask.codecs._labels import LabelCodec
+from medmask.codecs._stream import MAX_DECODED_NBYTES, MAX_LEVEL, MIN_LEVEL, normalize_input
+from medmask.errors import CodecError
+
+__all__ = [
+    "CODECS",
+    "MAX_DECODED_NBYTES",
+    "MAX_LEVEL",
+    "MIN_LEVEL",
+    "BinaryCodec",
+    "Codec",
+    "LabelCodec",
+    "choose_codec",
+    "decode",
+    "get_codec",
+]
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """What the format layer and the adapters call."""
+
+    codec_id: ClassVar[str]
+
+    def encode(self, array: np.ndarray) -> bytes:
+        """Encode a C-contiguous 1..3-D array of a supported dtype."""
+        ...
+
+    def decode(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        shape: tuple[int, ...] | None = None,
+        dtype: np.dtype[Any] | type | str | None = None,
+    ) -> np.ndarray:
+        """Decode a stream to an array of its original shape and dtype."""
+        ...
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able configuration, including ``"id"``."""
+        ...
+
+
+#: codec_id -> codec class.
+CODECS: Mapping[str, type[BinaryCodec] | type[LabelCodec]] = {
+    BinaryCodec.codec_id: BinaryCodec,
+    LabelCodec.codec_id: LabelCodec,
+}
+
+
+def get_codec(config: Mapping[str, Any]) -> Codec:
+    """Build a codec from ``get_config()`` output, e.g. ``{"id": "medmask.labels", "level": 9}``."""
+    if not isinstance(config, Mapping):
+        raise CodecError(f"Expected a codec config mapping. Got {type(config).__name__}.")
+    codec_id = config.get("id")
+    cls = CODECS.get(codec_id) if isinstance(codec_id, str) else None
+    if cls is None:
+        raise CodecError(f"Expected a codec id in {sorted(CODECS)}. Got {codec_id!r}.")
+    extra = set(config) - {"id", "level"}
+    if extra:
+        raise CodecError(f"Expected config keys 'id' and 'level'. Got also {sorted(extra)}.")
+    if "level" not in config:
+        return cls()
+    return cls(level=config["level"])
+
+
+def choose_codec(array: np.ndarray, *, level: int | None = None) -> Codec:
+    """Binary codec for bool arrays or arrays with max <= 1, else the label codec."""
+    a = normalize_input(array, "auto")
+    binary = a.dtype == np.bool_ or a.size == 0 or int(a.max()) <= 1
+    cls: type[BinaryCodec] | type[LabelCodec] = BinaryCodec if binary else LabelCodec
+    return cls() if level is None else cls(level=level)
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    shape: tuple[int, ...] | None = None,
+    dtype: np.dtype[Any] | type | str | None = None,
+) -> np.ndarray:
+    """Decode a stream of any medmask codec, dispatching on its header's kind byte."""
+    buf = memoryview(data).cast("B")
+    if len(buf) < 5:
+        raise CodecError(f"Expected a codec stream of at least 5 bytes. Got {len(buf)} bytes.")
+    kind = buf[4]
+    codec: Codec
+    if kind == 1:
+        codec = BinaryCodec()
+    elif kind == 2:
+        codec = LabelCodec()
+    else:
+        raise CodecError(f"Expected codec kind 1 (binary) or 2 (labels). Got {kind}.")
+    return codec.decode(buf, shape=shape, dtype=dtype)

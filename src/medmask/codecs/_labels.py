@@ -1,0 +1,254 @@
+"""``medmask.labels``: run-length coded label maps (optional XOR with the previous slice)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+import numpy as np
+
+from medmask.codecs._stream import (
+    check_level,
+    compress,
+    decompress,
+    normalize_input,
+    pack_header,
+    parse_header,
+)
+from medmask.errors import CodecError
+
+__all__ = ["FIELDS", "N_SECTIONS", "LabelCodec", "decode_body", "encode_body"]
+
+KIND: Final = 2
+MODE_CONSTANT: Final = 0
+MODE_RUNS: Final = 1
+MODE_PLAIN: Final = 2
+TRANSFORM_NONE: Final = 0
+TRANSFORM_XOR0: Final = 1
+ESCAPE: Final = 255
+MAX_RUN: Final = 0xFFFFFFFF
+# transform u8, value width u8, constant value u32, run count u64, long-run count u64
+_FIELDS: Final = struct.Struct("<BBIQQ")
+_N_SECTIONS: Final = 3
+_ACCUMULATE_BELOW: Final = 256  # rows shorter than this are un-XORed with ufunc.accumulate
+
+
+def _xor_axis0(a: np.ndarray) -> np.ndarray:
+    d = np.empty_like(a)
+    d[0] = a[0]
+    np.bitwise_xor(a[1:], a[:-1], out=d[1:])
+    return d
+
+
+def _unxor_axis0(d: np.ndarray) -> None:
+    r = d.reshape(d.shape[0], -1)
+    if r.shape[1] < _ACCUMULATE_BELOW:
+        np.bitwise_xor.accumulate(r, axis=0, out=r)
+        return
+    for i in range(1, r.shape[0]):
+        np.bitwise_xor(r[i], r[i - 1], out=r[i])
+
+
+def _width(vmax: int) -> int:
+    return 1 if vmax < 1 << 8 else 2 if vmax < 1 << 16 else 4
+
+
+FIELDS: Final = _FIELDS
+N_SECTIONS: Final = _N_SECTIONS
+
+
+def encode_body(a: np.ndarray, level: int) -> tuple[int, tuple[int, ...], list[bytes]]:
+    """Encode a C-contiguous array: (mode, header field values, section frames)."""
+    n = a.size
+    flat = a.reshape(-1)
+    empty: list[bytes] = [b"", b"", b""]
+    if n == 0:
+        return MODE_CONSTANT, (0, 0, 0, 0, 0), empty
+    # Pick the transform with fewer runs.
+    ne = flat[1:] != flat[:-1]
+    n_changes = int(np.count_nonzero(ne))
+    if n_changes == 0:
+        return MODE_CONSTANT, (0, 0, int(flat[0]), 0, 0), empty
+    transform = TRANSFORM_NONE
+    src = flat
+    if a.ndim >= 2 and a.shape[0] > 1:
+        dflat = _xor_axis0(a).reshape(-1)
+        ne_x = dflat[1:] != dflat[:-1]
+        n_x = int(np.count_nonzero(ne_x))
+        if n_x < n_changes:
+            transform, src, ne, n_changes = TRANSFORM_XOR0, dflat, ne_x, n_x
+    n_runs = n_changes + 1
+    itemsize = a.dtype.itemsize
+    if n_runs * 2 > a.nbytes:  # runs cannot pay off: plain byte planes
+        return _encode_plain(a, level)
+    starts = np.empty(n_runs + 1, dtype=np.intp)
+    starts[0] = 0
+    starts[1:-1] = np.flatnonzero(ne)
+    starts[1:-1] += 1
+    starts[-1] = n
+    lengths = np.diff(starts)
+    values = src[starts[:-1]]
+    if lengths.max() > MAX_RUN:  # only for arrays of more than 2**32 elements
+        pieces = (lengths + MAX_RUN - 1) // MAX_RUN
+        values = np.repeat(values, pieces)
+        ends = np.cumsum(pieces)
+        lengths = np.full(int(ends[-1]), MAX_RUN, dtype=np.intp)
+        lengths[ends - 1] = np.diff(starts) - (pieces - 1) * MAX_RUN
+        n_runs = lengths.size
+    width = min(_width(int(values.max())), itemsize)
+    if n_runs * (width + 1) > a.nbytes:
+        return _encode_plain(a, level)
+    if itemsize == 1:
+        vbytes = values.view(np.uint8)
+    else:
+        planes = values.astype(f"<u{itemsize}").view(np.uint8).reshape(n_runs, itemsize)
+        vbytes = np.ascontiguousarray(planes[:, :width].T)
+    short = np.minimum(lengths, ESCAPE).astype(np.uint8)
+    long = lengths[lengths >= ESCAPE].astype("<u4")
+    frames = [
+        compress(vbytes, level),
+        compress(short, level),
+        compress(long, level) if long.size else b"",
+    ]
+    return MODE_RUNS, (transform, width, 0, n_runs, int(long.size)), frames
+
+
+def _encode_plain(a: np.ndarray, level: int) -> tuple[int, tuple[int, ...], list[bytes]]:
+    itemsize = a.dtype.itemsize
+    if itemsize == 1:
+        raw = a.reshape(-1).view(np.uint8)
+    else:
+        le = a.reshape(-1).astype(f"<u{itemsize}").view(np.uint8).reshape(-1, itemsize)
+        raw = np.ascontiguousarray(le.T)
+    return MODE_PLAIN, (0, itemsize, 0, 0, 0), [compress(raw, level), b"", b""]
+
+
+def decode_body(
+    buf: memoryview,
+    off: int,
+    mode: int,
+    fields: tuple[int, ...],
+    sizes: tuple[int, ...],
+    shape: tuple[int, ...],
+    dt: np.dtype[Any],
+) -> np.ndarray:
+    """Decode the sections starting at ``buf[off]`` to an array of ``shape`` and ``dt``."""
+    transform, width, value, n_runs, n_long = fields
+    s_values, s_short, s_long = sizes
+    itemsize = dt.itemsize
+    n = 1
+    for s in shape:
+        n *= s
+    nbytes = n * itemsize
+    if mode == MODE_CONSTANT:
+        vmax = 1 if dt == np.bool_ else (1 << (8 * itemsize)) - 1
+        if transform or width or n_runs or n_long or s_values or s_short or s_long:
+            raise CodecError("Expected zero fields and sections for a constant array. Got some.")
+        if value > vmax:
+            raise CodecError(f"Expected a constant value <= {vmax} for {dt}. Got {value}.")
+        if value == 0:
+            return np.zeros(shape, dtype=dt)
+        return np.full(shape, value, dtype=dt)
+    if mode == MODE_PLAIN:
+        if transform or width != itemsize or value or n_runs or n_long or s_short or s_long:
+            raise CodecError("Expected plain-mode fields (0, itemsize, 0, 0, 0). Got others.")
+        raw = decompress(buf[off:], nbytes, "plain values")
+        return _from_planes(raw, n, itemsize, dt, validate=True).reshape(shape)
+    if mode != MODE_RUNS:
+        raise CodecError(f"Expected mode 0, 1 or 2. Got {mode}.")
+    if transform not in (TRANSFORM_NONE, TRANSFORM_XOR0):
+        raise CodecError(f"Expected transform 0 or 1. Got {transform}.")
+    if not 1 <= width <= itemsize or value:
+        raise CodecError(f"Expected a value width in 1..{itemsize}. Got {width}.")
+    if n_runs < 1 or n_runs * (width + 1) > nbytes or n_long > n_runs:
+        raise CodecError(
+            f"Expected 1..{nbytes // (width + 1)} runs and at most as many long runs. "
+            f"Got {n_runs} runs, {n_long} long."
+        )
+    raw_v = decompress(buf[off : off + s_values], n_runs * width, "run values")
+    off += s_values
+    raw_s = decompress(buf[off : off + s_short], n_runs, "run lengths")
+    off += s_short
+    raw_l = b""
+    if n_long:
+        raw_l = decompress(buf[off : off + s_long], 4 * n_long, "long run lengths")
+    elif s_long:
+        raise CodecError(f"Expected an empty long-run section. Got {s_long} bytes.")
+    short = np.frombuffer(raw_s, dtype=np.uint8)
+    lengths = short.astype(np.intp)
+    esc = np.flatnonzero(short == ESCAPE)
+    if esc.size != n_long:
+        raise CodecError(f"Expected {n_long} escaped run lengths. Got {esc.size}.")
+    if n_long:
+        long = np.frombuffer(raw_l, dtype="<u4")
+        if int(long.min()) < ESCAPE:
+            raise CodecError(f"Expected long run lengths >= {ESCAPE}. Got {int(long.min())}.")
+        lengths[esc] = long
+    total = int(lengths.sum())
+    if total != n or not short.all():
+        raise CodecError(
+            f"Expected positive run lengths summing to {n} elements. Got a sum of {total}."
+        )
+    values = _from_planes(raw_v, n_runs, width, dt, validate=True)
+    out = np.repeat(values, lengths).reshape(shape)
+    if transform == TRANSFORM_XOR0:
+        _unxor_axis0(out)
+    return out
+
+
+def _from_planes(
+    raw: bytes, n: int, width: int, dt: np.dtype[Any], *, validate: bool
+) -> np.ndarray:
+    if dt.itemsize == 1:
+        u8 = np.frombuffer(raw, dtype=np.uint8)
+        if dt == np.bool_:
+            if validate and n and int(u8.max()) > 1:
+                raise CodecError("Expected values 0 or 1 for a bool array. Got larger values.")
+            return u8.view(np.bool_)
+        return u8
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(width, n)
+    le = np.zeros((n, dt.itemsize), dtype=np.uint8)
+    le[:, :width] = planes.T
+    return le.view(f"<u{dt.itemsize}").reshape(n).astype(dt, copy=False)
+
+
+@dataclass(frozen=True)
+class LabelCodec:
+    """Lossless codec for label maps (bool, uint8, uint16 or uint32).
+
+    The flattened (C-order) array, optionally XORed with its predecessor along axis 0, is cut
+    into runs; run values (byte planes), short run lengths (uint8, 255 = escape) and long run
+    lengths (uint32) are three zstd frames at ``level`` (1..22, default 9).
+    """
+
+    codec_id: ClassVar[str] = "medmask.labels"
+    level: int = 9
+
+    def __post_init__(self) -> None:
+        check_level(self.level, self.codec_id)
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able configuration, including ``"id"``."""
+        return {"id": self.codec_id, "level": self.level}
+
+    def encode(self, array: np.ndarray) -> bytes:
+        """Encode a label array."""
+        a = normalize_input(array, self.codec_id)
+        mode, fields, frames = encode_body(a, self.level)
+        sizes = tuple(len(f) for f in frames)
+        head = pack_header(KIND, a.dtype, a.shape, mode, _FIELDS, fields, sizes)
+        return b"".join((head, *frames))
+
+    def decode(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        shape: tuple[int, ...] | None = None,
+        dtype: np.dtype[Any] | type | str | None = None,
+    ) -> np.ndarray:
+        """Decode a stream; ``shape``/``dtype`` are checked against its header first."""
+        buf = memoryview(data).cast("B")
+        want = None if dtype is None else np.dtype(dtype)
+        h = parse_header(buf, KIND, self.codec_id, _FIELDS, _N_SECTIONS, shape, want)
+        return decode_body(buf, h.end, h.mode, h.fields, h.section_sizes, h.shape, h.dtype)

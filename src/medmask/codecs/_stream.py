@@ -1,0 +1,273 @@
+"""Shared stream header and zstd helpers of the medmask codecs (pure: numpy + zstandard)."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import zstandard as zstd
+
+from medmask.errors import CodecError
+
+__all__ = [
+    "DTYPE_CODES",
+    "HEADER_PREFIX",
+    "MAGIC",
+    "MAX_DECODED_NBYTES",
+    "MAX_LEVEL",
+    "MIN_LEVEL",
+    "VERSION",
+    "StreamHeader",
+    "check_level",
+    "compress",
+    "decompress",
+    "normalize_input",
+    "pack_header",
+    "parse_header",
+]
+
+MAGIC: Final = b"MMC"
+VERSION: Final = 1
+MIN_LEVEL: Final = 1
+MAX_LEVEL: Final = 22
+
+#: Largest decoded array (bytes) accepted when the caller does not pass ``shape=``.
+MAX_DECODED_NBYTES: Final = 1 << 32
+
+#: dtype code (stream byte 5) <-> numpy dtype (native little-endian on decode).
+DTYPE_CODES: Final[dict[int, np.dtype[np.generic]]] = {
+    1: np.dtype(np.bool_),
+    2: np.dtype("<u1"),
+    3: np.dtype("<u2"),
+    4: np.dtype("<u4"),
+}
+_CODE_OF_KIND: Final = {("b", 1): 1, ("u", 1): 2, ("u", 2): 3, ("u", 4): 4}
+
+# magic(3) version(1) kind(1) dtype(1) ndim(1) mode(1)
+HEADER_PREFIX: Final = struct.Struct("<3sBBBBB")
+_CRC: Final = struct.Struct("<I")
+_MAX_NDIM: Final = 3
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """Decoded common header of a codec stream."""
+
+    kind: int
+    dtype: np.dtype[np.generic]
+    shape: tuple[int, ...]
+    mode: int
+    fields: tuple[int, ...]
+    section_sizes: tuple[int, ...]
+    end: int
+
+    @property
+    def size(self) -> int:
+        """Number of elements of the decoded array."""
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def check_level(level: object, codec_id: str) -> int:
+    """Validate a zstd level (an int in ``MIN_LEVEL..MAX_LEVEL``)."""
+    if isinstance(level, bool) or not isinstance(level, int | np.integer):
+        raise CodecError(
+            f"Expected an int level for codec {codec_id!r}. Got {type(level).__name__}: {level!r}."
+        )
+    if not MIN_LEVEL <= int(level) <= MAX_LEVEL:
+        raise CodecError(
+            f"Expected a level in {MIN_LEVEL}..{MAX_LEVEL} for codec {codec_id!r}. Got {level}."
+        )
+    return int(level)
+
+
+def normalize_input(array: object, codec_id: str) -> np.ndarray:
+    """Return ``array`` as a C-contiguous, native-order 1..3-D array of a supported dtype."""
+    if not isinstance(array, np.ndarray):
+        raise CodecError(
+            f"Expected a numpy array for codec {codec_id!r}. Got {type(array).__name__}."
+        )
+    dt = array.dtype
+    if (dt.kind, dt.itemsize) not in _CODE_OF_KIND:
+        raise CodecError(
+            f"Expected dtype bool, uint8, uint16 or uint32 for codec {codec_id!r}. Got {dt}."
+        )
+    if not 1 <= array.ndim <= _MAX_NDIM:
+        raise CodecError(
+            f"Expected a 1-D, 2-D or 3-D array for codec {codec_id!r}. Got {array.ndim}-D."
+        )
+    if any(s > 0xFFFFFFFF for s in array.shape):
+        raise CodecError(f"Expected every dimension < 2**32. Got shape {array.shape}.")
+    if not dt.isnative:
+        array = array.astype(dt.newbyteorder("="))
+    return np.ascontiguousarray(array)
+
+
+def dtype_code(dtype: np.dtype[np.generic]) -> int:
+    """Stream dtype code of a supported dtype."""
+    return _CODE_OF_KIND[(dtype.kind, dtype.itemsize)]
+
+
+def pack_header(
+    kind: int,
+    dtype: np.dtype[np.generic],
+    shape: tuple[int, ...],
+    mode: int,
+    fields: struct.Struct,
+    field_values: tuple[int, ...],
+    section_sizes: tuple[int, ...],
+) -> bytes:
+    """Build a header: prefix, shape, codec fields, section sizes, CRC-32 of all of it."""
+    head = b"".join(
+        (
+            HEADER_PREFIX.pack(MAGIC, VERSION, kind, dtype_code(dtype), len(shape), mode),
+            struct.pack(f"<{len(shape)}I", *shape),
+            fields.pack(*field_values),
+            struct.pack(f"<{len(section_sizes)}Q", *section_sizes),
+        )
+    )
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def parse_header(
+    data: memoryview,
+    kind: int,
+    codec_id: str,
+    fields: struct.Struct,
+    n_sections: int,
+    shape: tuple[int, ...] | None,
+    dtype: np.dtype[np.generic] | None,
+) -> StreamHeader:
+    """Parse and validate a header; check it against the expected ``shape``/``dtype``."""
+    n = len(data)
+    if n < HEADER_PREFIX.size:
+        raise CodecError(
+            f"Expected a {codec_id} stream of at least {HEADER_PREFIX.size} bytes. "
+            f"Got {n} bytes (truncated)."
+        )
+    magic, version, got_kind, code, ndim, mode = HEADER_PREFIX.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise CodecError(f"Expected stream magic {MAGIC!r}. Got {bytes(magic)!r}.")
+    if version != VERSION:
+        raise CodecError(f"Expected codec stream version {VERSION}. Got {version}.")
+    if got_kind != kind:
+        raise CodecError(f"Expected a {codec_id} stream (kind {kind}). Got kind {got_kind}.")
+    if not 1 <= ndim <= _MAX_NDIM:
+        raise CodecError(f"Expected ndim 1..{_MAX_NDIM} in the stream header. Got {ndim}.")
+    header_size = HEADER_PREFIX.size + 4 * ndim + fields.size + 8 * n_sections + _CRC.size
+    if n < header_size:
+        raise CodecError(
+            f"Expected a {codec_id} header of {header_size} bytes. Got {n} bytes (truncated)."
+        )
+    (crc,) = _CRC.unpack_from(data, header_size - _CRC.size)
+    if zlib.crc32(data[: header_size - _CRC.size]) != crc:
+        raise CodecError(f"Expected a valid {codec_id} header checksum. Got a mismatch (corrupt).")
+    got_dtype = DTYPE_CODES.get(code)
+    if got_dtype is None:
+        raise CodecError(f"Expected a dtype code in 1..4. Got {code}.")
+    off = HEADER_PREFIX.size
+    got_shape = tuple(int(s) for s in struct.unpack_from(f"<{ndim}I", data, off))
+    off += 4 * ndim
+    values = tuple(int(v) for v in fields.unpack_from(data, off))
+    off += fields.size
+    sizes = tuple(int(s) for s in struct.unpack_from(f"<{n_sections}Q", data, off))
+    if shape is not None and tuple(int(s) for s in shape) != got_shape:
+        raise CodecError(f"Expected shape {tuple(shape)}. Got {got_shape} in the stream header.")
+    if dtype is not None and np.dtype(dtype).newbyteorder("=") != got_dtype.newbyteorder("="):
+        raise CodecError(f"Expected dtype {np.dtype(dtype)}. Got {got_dtype} in the stream header.")
+    header = StreamHeader(kind, got_dtype, got_shape, mode, values, sizes, header_size)
+    nbytes = header.size * got_dtype.itemsize
+    if shape is None and nbytes > MAX_DECODED_NBYTES:
+        raise CodecError(
+            f"Expected at most {MAX_DECODED_NBYTES} decoded bytes without an explicit shape=. "
+            f"Got a stream declaring {got_shape} ({nbytes} bytes)."
+        )
+    if header_size + sum(sizes) != n:
+        raise CodecError(
+            f"Expected a {codec_id} stream of {header_size + sum(sizes)} bytes. "
+            f"Got {n} bytes ({'truncated' if n < header_size + sum(sizes) else 'trailing data'})."
+        )
+    return header
+
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstd.ZstdCompressor:
+    cache: dict[int, zstd.ZstdCompressor] | None = getattr(_local, "cctx", None)
+    if cache is None:
+        cache = _local.cctx = {}
+    cctx = cache.get(level)
+    if cctx is None:
+        cctx = cache[level] = zstd.ZstdCompressor(
+            level=level, write_checksum=True, write_content_size=True
+        )
+    return cctx
+
+
+def _decompressor() -> zstd.ZstdDecompressor:
+    dctx: zstd.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstd.ZstdDecompressor()
+    return dctx
+
+
+def compress(data: bytes | memoryview | np.ndarray, level: int) -> bytes:
+    """One zstd frame with content size and checksum."""
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).data.cast("B")
+    out: bytes = _compressor(level).compress(data)
+    return out
+
+
+def _frame_size(frame: memoryview) -> int:
+    """Compressed size of the zstd frame at the start of ``frame`` (walks block headers)."""
+    n = len(frame)
+    off = int(zstd.frame_header_size(frame))
+    while True:
+        if off + 3 > n:
+            raise CodecError("Expected a complete zstd block header. Got end of section.")
+        bh = frame[off] | (frame[off + 1] << 8) | (frame[off + 2] << 16)
+        off += 3
+        last, btype, bsize = bh & 1, (bh >> 1) & 3, bh >> 3
+        if btype == 3:
+            raise CodecError("Expected a zstd block type 0..2. Got reserved type 3.")
+        off += 1 if btype == 1 else bsize
+        if last:
+            return off + 4  # content checksum (required, checked by the caller)
+
+
+def decompress(frame: memoryview, expected: int, what: str) -> bytes:
+    """Decompress one checksummed zstd frame that must hold exactly ``expected`` bytes.
+
+    The frame's declared content size is checked before any allocation, so a hostile frame
+    cannot make us allocate more than ``expected`` bytes.
+    """
+    try:
+        params = zstd.get_frame_parameters(frame)
+        if params.content_size != expected:
+            raise CodecError(
+                f"Expected the {what} section to decode to {expected} bytes. "
+                f"Got a frame declaring {params.content_size}."
+            )
+        if not params.has_checksum:
+            raise CodecError(f"Expected a checksummed zstd frame in the {what} section. Got none.")
+        if _frame_size(frame) != len(frame):
+            raise CodecError(
+                f"Expected the {what} section to be exactly one zstd frame of {len(frame)} bytes. "
+                "Got a frame of another size."
+            )
+        out: bytes = _decompressor().decompress(frame, max_output_size=expected)
+    except zstd.ZstdError as exc:
+        raise CodecError(f"Expected a valid zstd frame in the {what} section. Got: {exc}.") from exc
+    if len(out) != expected:
+        raise CodecError(
+            f"Expected {expected} bytes from the {what} section. Got {len(out)} bytes."
+        )
+    return out

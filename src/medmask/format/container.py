@@ -1,0 +1,216 @@
+"""Pieces shared by ``.msk`` and ``.mska``: the 64-byte header, metadata block, chunk index.
+
+Bytes in, bytes out; see ``docs/format.md`` sections 1-3.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zstandard
+
+from ..errors import ChecksumError, FormatError, TruncatedFileError, UnsupportedVersionError
+
+__all__ = [
+    "FLAG_METADATA_ZSTD",
+    "HEADER_SIZE",
+    "INDEX_DTYPE",
+    "INDEX_ENTRY_SIZE",
+    "MAGIC_MSK",
+    "MAGIC_MSKA",
+    "MAJOR_VERSION",
+    "MAX_METADATA_SIZE",
+    "MINOR_VERSION",
+    "Header",
+    "crc32",
+    "decode_metadata",
+    "encode_metadata",
+    "pack_index",
+    "parse_index",
+]
+
+MAGIC_MSK = b"\x89MSK\r\n\x1a\n"
+MAGIC_MSKA = b"\x89MSA\r\n\x1a\n"
+MAJOR_VERSION = 1
+MINOR_VERSION = 0
+HEADER_SIZE = 64
+FLAG_METADATA_ZSTD = 1 << 0
+KNOWN_REQUIRED_FLAGS = FLAG_METADATA_ZSTD
+MAX_METADATA_SIZE = 64 << 20
+
+_HEADER = struct.Struct("<8sHHIIQQIIQII")  # without the trailing header CRC
+assert _HEADER.size == HEADER_SIZE - 4
+
+INDEX_DTYPE = np.dtype([("offset", "<u8"), ("length", "<u8"), ("crc", "<u4"), ("reserved", "<u4")])
+INDEX_ENTRY_SIZE = INDEX_DTYPE.itemsize
+
+
+def crc32(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32 (zlib) of ``data``."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def _describe_magic(found: bytes) -> str:
+    if found in (MAGIC_MSK, MAGIC_MSKA):
+        return "a .msk file" if found == MAGIC_MSK else "a .mska archive"
+    if found.startswith(b"MSK1") or found.startswith(b"MSKA"):
+        return "a medmask 0.1 file (unsupported by this reader)"
+    if found.startswith(b"\x1f\x8b"):
+        return "a gzip file (a .nii.gz?)"
+    if found.startswith(b"PK"):
+        return "a zip file (an .npz?)"
+    return f"unknown bytes {found!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The fixed 64-byte header (docs/format.md section 1)."""
+
+    magic: bytes
+    metadata_offset: int
+    metadata_length: int
+    metadata_crc: int
+    index_offset: int
+    index_count: int
+    index_crc: int
+    required_flags: int = 0
+    optional_flags: int = 0
+    generation: int = 0
+    major: int = MAJOR_VERSION
+    minor: int = MINOR_VERSION
+
+    def pack(self) -> bytes:
+        """Return the 64 header bytes, CRC included."""
+        body = _HEADER.pack(
+            self.magic,
+            self.major,
+            self.minor,
+            self.required_flags,
+            self.optional_flags,
+            self.generation,
+            self.metadata_offset,
+            self.metadata_length,
+            self.metadata_crc,
+            self.index_offset,
+            self.index_count,
+            self.index_crc,
+        )
+        return body + struct.pack("<I", crc32(body))
+
+    @property
+    def index_length(self) -> int:
+        """Byte length of the chunk index."""
+        return self.index_count * INDEX_ENTRY_SIZE
+
+    @classmethod
+    def parse(cls, data: bytes | memoryview, *, magic: bytes, name: str) -> Header:
+        """Parse and validate a header; ``name`` is used in error messages."""
+        kind = ".msk file" if magic == MAGIC_MSK else ".mska archive"
+        if len(data) < len(magic) or bytes(data[: len(magic)]) != magic:
+            found = bytes(data[: len(magic)])
+            if len(data) < len(magic) and magic.startswith(found):
+                raise TruncatedFileError(
+                    f"{name}: file is {len(data)} bytes, too short for a {kind} header."
+                )
+            raise FormatError(f"{name}: not a {kind}: starts with {_describe_magic(found)}.")
+        if len(data) < HEADER_SIZE:
+            raise TruncatedFileError(
+                f"{name}: file ends inside the {HEADER_SIZE}-byte header ({len(data)} bytes)."
+            )
+        body = bytes(data[: HEADER_SIZE - 4])
+        (stored_crc,) = struct.unpack_from("<I", data, HEADER_SIZE - 4)
+        if crc32(body) != stored_crc:
+            raise ChecksumError(f"{name}: header checksum mismatch; the file is corrupted.")
+        fields = _HEADER.unpack(body)
+        header = cls(
+            magic=fields[0],
+            major=fields[1],
+            minor=fields[2],
+            required_flags=fields[3],
+            optional_flags=fields[4],
+            generation=fields[5],
+            metadata_offset=fields[6],
+            metadata_length=fields[7],
+            metadata_crc=fields[8],
+            index_offset=fields[9],
+            index_count=fields[10],
+            index_crc=fields[11],
+        )
+        if header.major != MAJOR_VERSION:
+            raise UnsupportedVersionError(
+                f"{name}: format version {header.major}.{header.minor} is not supported; "
+                f"this reader knows version {MAJOR_VERSION}.x. Upgrade medmask."
+            )
+        unknown = header.required_flags & ~KNOWN_REQUIRED_FLAGS
+        if unknown:
+            raise UnsupportedVersionError(
+                f"{name}: requires features this reader does not know (flags {unknown:#x}). "
+                "Upgrade medmask."
+            )
+        if header.metadata_offset < HEADER_SIZE or header.index_offset < HEADER_SIZE:
+            raise FormatError(f"{name}: header points into itself (corrupted offsets).")
+        if header.metadata_length > MAX_METADATA_SIZE:
+            raise FormatError(
+                f"{name}: metadata length {header.metadata_length} exceeds the "
+                f"{MAX_METADATA_SIZE}-byte limit."
+            )
+        return header
+
+
+def encode_metadata(obj: dict[str, Any]) -> tuple[bytes, int]:
+    """Return (stored bytes, required flags) for a metadata object; compress when it pays."""
+    raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    if len(raw) > 2048:
+        packed = zstandard.ZstdCompressor(level=9, write_content_size=True).compress(raw)
+        if len(packed) < len(raw):
+            return packed, FLAG_METADATA_ZSTD
+    return raw, 0
+
+
+def decode_metadata(data: bytes | memoryview, header: Header, *, name: str) -> dict[str, Any]:
+    """Verify, decompress and parse a metadata block."""
+    if len(data) != header.metadata_length:
+        raise TruncatedFileError(
+            f"{name}: file ends inside the metadata (expected {header.metadata_length} bytes at "
+            f"offset {header.metadata_offset}, got {len(data)})."
+        )
+    if crc32(data) != header.metadata_crc:
+        raise ChecksumError(f"{name}: metadata checksum mismatch; the file is corrupted.")
+    raw: bytes = bytes(data)
+    if header.required_flags & FLAG_METADATA_ZSTD:
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=MAX_METADATA_SIZE)
+        except zstandard.ZstdError as exc:
+            raise FormatError(
+                f"{name}: compressed metadata cannot be decompressed: {exc}"
+            ) from None
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{name}: metadata is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise FormatError(f"{name}: metadata must be a JSON object, got {type(obj).__name__}.")
+    return obj
+
+
+def pack_index(entries: npt.NDArray[Any]) -> bytes:
+    """Return the bytes of a chunk index array (dtype :data:`INDEX_DTYPE`)."""
+    return np.ascontiguousarray(entries, dtype=INDEX_DTYPE).tobytes()
+
+
+def parse_index(data: bytes | memoryview, header: Header, *, name: str) -> npt.NDArray[Any]:
+    """Verify and parse a chunk index into an array of :data:`INDEX_DTYPE`."""
+    if len(data) != header.index_length:
+        raise TruncatedFileError(
+            f"{name}: file ends inside the chunk index (expected {header.index_length} bytes at "
+            f"offset {header.index_offset}, got {len(data)})."
+        )
+    if crc32(data) != header.index_crc:
+        raise ChecksumError(f"{name}: chunk index checksum mismatch; the file is corrupted.")
+    return np.frombuffer(bytes(data), dtype=INDEX_DTYPE)

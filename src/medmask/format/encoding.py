@@ -1,0 +1,233 @@
+"""Encode a mask into checksummed chunk streams and decode them back (no I/O)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from .._version import __version__
+from ..codecs import Codec, choose_codec, get_codec
+from ..errors import AllocationLimitError, ChecksumError, CodecError, FormatError
+from ..mapping import mapping_items
+from ..mask import SegmentationMask
+from ..values import label_stats
+from .container import INDEX_DTYPE, crc32
+from .descriptor import MaskDescriptor, Roi, label_entries, parse_chunks
+
+__all__ = [
+    "DEFAULT_MAX_VOXELS",
+    "MAX_VOXELS_PER_BYTE",
+    "EncodedMask",
+    "check_index",
+    "decode_region",
+    "encode_mask",
+    "max_voxels_limit",
+]
+
+#: Default limit on the voxels of one decoded mask (override: ``MEDMASK_MAX_VOXELS``).
+DEFAULT_MAX_VOXELS = 1 << 33
+#: A stored chunk may not claim more voxels than this per compressed byte.
+MAX_VOXELS_PER_BYTE = 1 << 20
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def max_voxels_limit(max_voxels: int | None = None) -> int:
+    """The effective voxel limit: argument, else ``MEDMASK_MAX_VOXELS``, else the default."""
+    if max_voxels is not None:
+        return int(max_voxels)
+    env = os.environ.get("MEDMASK_MAX_VOXELS")
+    return int(env) if env else DEFAULT_MAX_VOXELS
+
+
+def _parallel_map(func: Callable[[_T], _R], items: Sequence[_T], nbytes: int) -> list[_R]:
+    workers = min(len(items), os.cpu_count() or 1, 8)
+    if workers <= 1 or nbytes < (2 << 20):
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # zstd and numpy release the GIL
+        return list(pool.map(func, items))
+
+
+@dataclass(frozen=True)
+class EncodedMask:
+    """A mask as its descriptor plus one stream per chunk (``b""`` for an all-zero chunk)."""
+
+    descriptor: MaskDescriptor
+    streams: list[bytes]
+
+    @property
+    def payload_size(self) -> int:
+        """Sum of the stream lengths."""
+        return sum(len(s) for s in self.streams)
+
+    def index(self, first_offset: int) -> npt.NDArray[Any]:
+        """Chunk index entries when the streams are stored back to back from ``first_offset``."""
+        entries = np.zeros(len(self.streams), dtype=INDEX_DTYPE)
+        lengths = np.array([len(s) for s in self.streams], dtype=np.uint64)
+        offsets = first_offset + np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.uint64)
+        entries["offset"] = np.where(lengths > 0, offsets, 0)
+        entries["length"] = lengths
+        entries["crc"] = [crc32(s) if s else 0 for s in self.streams]
+        return entries
+
+
+def encode_mask(
+    mask: SegmentationMask,
+    *,
+    level: int | None = None,
+    chunks: object = None,
+    attributes: Mapping[str, Any] | None = None,
+    include_space: bool = True,
+) -> EncodedMask:
+    """Compute label statistics, pick a codec and encode every chunk."""
+    data = mask.data
+    chunk_shape = parse_chunks(chunks, data.shape, data.dtype.itemsize)
+    codec = choose_codec(data, level=level)
+    descriptor = MaskDescriptor(
+        shape=mask.shape,
+        bit_depth=mask.bit_depth,
+        labels=(),
+        codec=codec.get_config(),
+        chunks=chunk_shape,
+        space=mask.space if include_space else None,
+        attributes=dict(attributes or {}),
+        created_by=f"medmask {__version__}",
+    )
+    boxes = [descriptor.chunk_box(i) for i in range(descriptor.n_chunks)]
+
+    def encode_one(box: Roi) -> bytes:
+        block = data[box]
+        if not block.any():
+            return b""
+        return codec.encode(np.ascontiguousarray(block))
+
+    tasks: list[Callable[[], Any]] = [lambda: label_stats(data)]
+    tasks += [lambda box=box: encode_one(box) for box in boxes]  # type: ignore[misc]
+    results = _parallel_map(lambda task: task(), tasks, data.nbytes)
+    stats, streams = results[0], results[1:]
+    entries = label_entries(mapping_items(mask.mapping), stats)
+    background = math.prod(mask.shape) - sum(s.count for s in stats.values())
+    entries = tuple(
+        e if e.value != 0 else type(e)(e.name, 0, background, None) for e in entries
+    )
+    return EncodedMask(
+        MaskDescriptor(
+            shape=descriptor.shape,
+            bit_depth=descriptor.bit_depth,
+            labels=entries,
+            codec=descriptor.codec,
+            chunks=chunk_shape,
+            space=descriptor.space,
+            attributes=descriptor.attributes,
+            created_by=descriptor.created_by,
+        ),
+        streams,
+    )
+
+
+def check_index(
+    index: npt.NDArray[Any],
+    descriptor: MaskDescriptor,
+    *,
+    name: str,
+    payload_start: int,
+    max_voxels: int | None = None,
+    file_size: int | None = None,
+) -> None:
+    """Validate a mask's chunk index against its descriptor before anything is allocated."""
+    limit = max_voxels_limit(max_voxels)
+    voxels = math.prod(descriptor.shape)
+    if voxels > limit:
+        raise AllocationLimitError(
+            f"{name}: declares {descriptor.shape} = {voxels:,} voxels, above the limit of "
+            f"{limit:,} (raise it with max_voxels= or MEDMASK_MAX_VOXELS if this is intended)."
+        )
+    if len(index) != descriptor.n_chunks:
+        raise FormatError(
+            f"{name}: chunk index has {len(index)} entries but the chunk grid "
+            f"{descriptor.grid} needs {descriptor.n_chunks}."
+        )
+    offsets = index["offset"].astype(np.uint64)
+    lengths = index["length"].astype(np.uint64)
+    stored = lengths > 0
+    if np.any(offsets[stored] < payload_start):
+        raise FormatError(f"{name}: a chunk index entry points into the header or metadata.")
+    ends = offsets + lengths
+    if np.any(ends < offsets) or (file_size is not None and np.any(ends[stored] > file_size)):
+        raise FormatError(f"{name}: a chunk index entry points past the end of the file.")
+    for chunk_id in np.flatnonzero(stored):
+        box = descriptor.chunk_box(int(chunk_id))
+        chunk_voxels = math.prod(s.stop - s.start for s in box)
+        if chunk_voxels > int(lengths[chunk_id]) * MAX_VOXELS_PER_BYTE:
+            raise AllocationLimitError(
+                f"{name}: chunk {chunk_id} claims {chunk_voxels:,} voxels from "
+                f"{int(lengths[chunk_id])} bytes; the file is corrupted or hostile."
+            )
+
+
+def decode_region(
+    descriptor: MaskDescriptor,
+    index: npt.NDArray[Any],
+    roi: Roi,
+    streams: Mapping[int, bytes | memoryview],
+    *,
+    name: str,
+) -> npt.NDArray[Any]:
+    """Verify and decode the chunks of ``roi`` (``streams``: chunk id -> stored bytes)."""
+    try:
+        codec: Codec = get_codec(descriptor.codec)
+    except CodecError as exc:
+        raise FormatError(f"{name}: cannot decode: {exc}") from None
+    out_shape = tuple(r.stop - r.start for r in roi)
+    out = np.zeros(out_shape, dtype=descriptor.dtype)
+    wanted = [i for i in descriptor.chunks_in(roi) if int(index["length"][i]) > 0]
+
+    def decode_one(chunk_id: int) -> None:
+        stream = streams.get(chunk_id)
+        if stream is None or len(stream) != int(index["length"][chunk_id]):
+            got = "nothing" if stream is None else f"{len(stream)} bytes"
+            raise FormatError(
+                f"{name}: chunk {chunk_id} is truncated (expected "
+                f"{int(index['length'][chunk_id])} bytes, got {got})."
+            )
+        if crc32(stream) != int(index["crc"][chunk_id]):
+            raise ChecksumError(f"{name}: chunk {chunk_id} checksum mismatch; file is corrupted.")
+        box = descriptor.chunk_box(chunk_id)
+        shape = tuple(s.stop - s.start for s in box)
+        try:
+            block = codec.decode(stream, shape=shape, dtype=descriptor.dtype)
+        except CodecError as exc:
+            raise FormatError(f"{name}: chunk {chunk_id} cannot be decoded: {exc}") from None
+        src, dst = _overlap(box, roi)
+        out[dst] = block[src]
+
+    _parallel_map(decode_one, wanted, out.nbytes)
+    return out
+
+
+def _overlap(box: Roi, roi: Roi) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices into a chunk block and into the roi output for their intersection."""
+    src, dst = [], []
+    for b, r in zip(box, roi, strict=True):
+        lo, hi = max(b.start, r.start), min(b.stop, r.stop)
+        src.append(slice(lo - b.start, hi - b.start))
+        dst.append(slice(lo - r.start, hi - r.start))
+    return tuple(src), tuple(dst)
+
+
+def chunk_ranges(index: npt.NDArray[Any], chunk_ids: Iterable[int]) -> list[tuple[int, int, int]]:
+    """``(chunk_id, start, end)`` byte ranges of the stored chunks among ``chunk_ids``."""
+    out = []
+    for chunk_id in chunk_ids:
+        length = int(index["length"][chunk_id])
+        if length:
+            start = int(index["offset"][chunk_id])
+            out.append((chunk_id, start, start + length))
+    return out

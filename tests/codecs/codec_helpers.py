@@ -1,0 +1,27 @@
+"""Array generators shared by the codec tests (imported by name; test dirs have no __init__)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DTYPES = [np.bool_, np.uint8, np.uint16, np.uint32]
+
+
+def label_volume(shape: tuple[int, ...], dtype: type, seed: int = 0, n: int = 6) -> np.ndarray:
+    """Random boxes and spheres of labels, like a segmentation."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros(shape, dtype=dtype)
+    vmax = 1 if dtype is np.bool_ else int(np.iinfo(dtype).max)
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    for _ in range(n):
+        value = int(rng.integers(1, vmax + 1)) if vmax > 1 else 1
+        center = [rng.uniform(0, s) for s in shape]
+        radius = rng.uniform(1, max(shape) / 2)
+        if rng.random() < 0.5:
+            sel = sum((g - c) ** 2 for g, c in zip(grids, center, strict=True)) <= radius**2
+        else:
+            sel = np.ones(shape, dtype=bool)
+            for g, c in zip(grids, center, strict=True):
+                sel = sel & (np.abs(g - c) <= radius)
+        a[sel] = value
+    return a

@@ -1,0 +1,109 @@
+"""get_codec, choose_codec, configs and input validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medmask.codecs import BinaryCodec, Codec, LabelCodec, choose_codec, get_codec
+from medmask.errors import CodecError
+
+
+def test_get_config_roundtrip(codec_cls: type) -> None:
+    codec = codec_cls(level=5)
+    config = codec.get_config()
+    assert config == {"id": codec_cls.codec_id, "level": 5}
+    assert json.loads(json.dumps(config)) == config
+    assert get_codec(config) == codec
+    assert get_codec({"id": codec_cls.codec_id}) == codec_cls()
+    assert isinstance(codec, Codec)
+
+
+def test_default_levels() -> None:
+    assert BinaryCodec().level == 9
+    assert LabelCodec().level == 9
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"id": "medmask.nope"}, "Expected a codec id"),
+        ({}, "Expected a codec id"),
+        ({"id": 3}, "Expected a codec id"),
+        ({"id": "medmask.labels", "level": 0}, "Expected a level in 1..22"),
+        ({"id": "medmask.labels", "level": 23}, "Expected a level in 1..22"),
+        ({"id": "medmask.binary", "level": "3"}, "Expected an int level"),
+        ({"id": "medmask.binary", "level": True}, "Expected an int level"),
+        ({"id": "medmask.binary", "speed": 3}, "Expected config keys"),
+    ],
+)
+def test_get_codec_rejects_bad_configs(config: dict[str, object], message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        get_codec(config)
+
+
+def test_get_codec_rejects_non_mapping() -> None:
+    with pytest.raises(CodecError, match="Expected a codec config mapping"):
+        get_codec([("id", "medmask.labels")])  # type: ignore[arg-type]
+
+
+def test_choose_codec() -> None:
+    assert choose_codec(np.zeros((2, 2), bool)) == BinaryCodec()
+    assert choose_codec(np.ones((2, 2), np.uint32)) == BinaryCodec()
+    assert choose_codec(np.zeros((0, 2), np.uint16)) == BinaryCodec()
+    assert choose_codec(np.full((2, 2), 2, np.uint8)) == LabelCodec()
+    assert choose_codec(np.full((2, 2), 2, np.uint8), level=3) == LabelCodec(level=3)
+    with pytest.raises(CodecError, match="Expected dtype bool, uint8"):
+        choose_codec(np.zeros(3, np.int16))
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros(3, np.float32), "Expected dtype bool, uint8, uint16 or uint32"),
+        (np.zeros(3, np.uint64), "Expected dtype bool, uint8, uint16 or uint32"),
+        (np.zeros((1, 1, 1, 1), np.uint8), "Expected a 1-D, 2-D or 3-D array"),
+        (np.zeros((), np.uint8), "Expected a 1-D, 2-D or 3-D array"),
+    ],
+)
+def test_encode_rejects_unsupported_input(codec_cls: type, array: np.ndarray, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        codec_cls().encode(array)
+
+
+def test_encode_rejects_non_arrays(codec_cls: type) -> None:
+    with pytest.raises(CodecError, match="Expected a numpy array"):
+        codec_cls().encode(b"\x00\x01")
+
+
+def test_binary_rejects_labels() -> None:
+    with pytest.raises(CodecError, match="Expected only values 0 and 1"):
+        BinaryCodec().encode(np.array([0, 1, 2], np.uint8))
+
+
+def test_decode_checks_expected_shape_and_dtype(codec_cls: type) -> None:
+    a = np.zeros((2, 3, 4), np.uint8)
+    a[1, 1, 1] = 1
+    data = codec_cls().encode(a)
+    with pytest.raises(CodecError, match=r"Expected shape \(2, 3, 5\)\. Got \(2, 3, 4\)"):
+        codec_cls().decode(data, shape=(2, 3, 5))
+    with pytest.raises(CodecError, match=r"Expected dtype uint16\. Got uint8"):
+        codec_cls().decode(data, dtype=np.uint16)
+    np.testing.assert_array_equal(codec_cls().decode(data, shape=[2, 3, 4], dtype="u1"), a)
+
+
+def test_decode_rejects_the_other_codec_stream() -> None:
+    a = np.eye(4, dtype=np.uint8)
+    with pytest.raises(CodecError, match=r"Expected a medmask\.labels stream"):
+        LabelCodec().decode(BinaryCodec().encode(a))
+    with pytest.raises(CodecError, match=r"Expected a medmask\.binary stream"):
+        BinaryCodec().decode(LabelCodec().encode(a))
+
+
+def test_codecs_are_frozen_and_hashable(codec_cls: type) -> None:
+    codec = codec_cls()
+    with pytest.raises(AttributeError):
+        codec.level = 3
+    assert len({codec_cls(), codec_cls(), codec_cls(level=2)}) == 2

@@ -1,0 +1,42 @@
+"""Round trips on the shared TotalSegmentator masks (skipped only if ../shared/data is absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medmask.codecs import BinaryCodec, LabelCodec, choose_codec
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "totalseg"
+nib = pytest.importorskip("nibabel", reason="nibabel is needed to read the shared NIfTI files")
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared test data absent: {DATA}")
+
+
+def load(path: Path) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(nib.load(path).dataobj).transpose(2, 1, 0))
+
+
+def test_multilabel_roundtrip_and_size() -> None:
+    a = load(DATA / "multilabel_42.nii.gz")
+    data = LabelCodec().encode(a)
+    np.testing.assert_array_equal(LabelCodec().decode(data, shape=a.shape, dtype=a.dtype), a)
+    assert choose_codec(a) == LabelCodec()
+    assert len(data) < (DATA / "multilabel_42.nii.gz").stat().st_size
+
+
+def test_organ_masks_roundtrip() -> None:
+    labels = json.loads((DATA / "labels_total.json").read_text())
+    ref = load(DATA / "multilabel_41_fast.nii.gz")
+    for name in ["liver", "spleen", "kidney_left", "lung_upper_lobe_left", "brain"]:
+        mask = load(DATA / "organs" / f"{name}.nii.gz")
+        np.testing.assert_array_equal(mask, ref == labels[name])
+        assert choose_codec(mask) == BinaryCodec()
+        for level in (1, 9):
+            codec = BinaryCodec(level=level)
+            np.testing.assert_array_equal(codec.decode(codec.encode(mask)), mask)
+            chunks = [codec.encode(np.ascontiguousarray(mask[z : z + 8])) for z in range(0, 30, 8)]
+            got = np.concatenate([codec.decode(c) for c in chunks])
+            np.testing.assert_array_equal(got, mask)
