@@ -1,0 +1,191 @@
+"""The ``.mska`` layout (docs/format.md section 5): two header slots, directories, payload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from spacetransformer import Space
+
+from ..errors import ChecksumError, FormatError, TruncatedFileError
+from .container import (
+    HEADER_SIZE,
+    INDEX_DTYPE,
+    MAGIC_MSKA,
+    Header,
+    crc32,
+    decode_metadata,
+    encode_metadata,
+    pack_index,
+    parse_index,
+)
+from .descriptor import MaskDescriptor, space_from_json, space_to_json
+
+__all__ = [
+    "SLOTS_SIZE",
+    "ArchiveDirectory",
+    "Member",
+    "directory_bytes",
+    "parse_directory",
+    "slot_header",
+    "valid_slots",
+]
+
+SLOTS_SIZE = 2 * HEADER_SIZE
+
+
+@dataclass(frozen=True)
+class Member:
+    """One archive member: its descriptor and its chunk index entries (absolute offsets)."""
+
+    name: str
+    descriptor: MaskDescriptor
+    index: npt.NDArray[Any]
+    layer: bool = False
+
+    @property
+    def compressed_bytes(self) -> int:
+        """Stored bytes of the member's chunks."""
+        return int(self.index["length"].sum())
+
+
+@dataclass(frozen=True)
+class ArchiveDirectory:
+    """The archive's state: shared space and members, plus where the writer keeps directories."""
+
+    space: Space | None
+    members: tuple[Member, ...] = ()
+    regions: tuple[tuple[int, int], ...] = ()
+    created_by: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def member(self, name: str) -> Member | None:
+        """The member called ``name``, or None."""
+        for m in self.members:
+            if m.name == name:
+                return m
+        return None
+
+
+def directory_bytes(directory: ArchiveDirectory) -> tuple[bytes, int, bytes, int]:
+    """Return (metadata bytes, required flags, index bytes, index entry count)."""
+    members_json = []
+    first = 0
+    for m in directory.members:
+        members_json.append(
+            {
+                "name": m.name,
+                "mask": m.descriptor.to_json(include_space=False),
+                "index": [first, len(m.index)],
+                "layer": m.layer,
+            }
+        )
+        first += len(m.index)
+    obj: dict[str, Any] = {"format": "medmask.mska"}
+    if directory.space is not None:
+        obj["space"] = space_to_json(directory.space)
+    obj["members"] = members_json
+    obj["directory_regions"] = [list(r) for r in directory.regions]
+    if directory.created_by:
+        obj["created_by"] = directory.created_by
+    meta, flags = encode_metadata(obj)
+    entries = (
+        np.concatenate([m.index for m in directory.members])
+        if directory.members
+        else np.zeros(0, dtype=INDEX_DTYPE)
+    )
+    return meta, flags, pack_index(entries), len(entries)
+
+
+def slot_header(
+    generation: int, meta_offset: int, meta: bytes, flags: int, index_offset: int, index: bytes
+) -> Header:
+    """Header slot for a directory written at the given offsets."""
+    return Header(
+        magic=MAGIC_MSKA,
+        metadata_offset=meta_offset,
+        metadata_length=len(meta),
+        metadata_crc=crc32(meta),
+        index_offset=index_offset,
+        index_count=len(index) // INDEX_DTYPE.itemsize,
+        index_crc=crc32(index),
+        required_flags=flags,
+        generation=generation,
+    )
+
+
+def valid_slots(data: bytes | memoryview, *, name: str) -> list[tuple[int, Header]]:
+    """Parse both header slots; return ``(slot, header)`` of the valid ones, newest first."""
+    if len(data) < HEADER_SIZE:
+        # Let the single-header parser produce the precise error (magic, truncation).
+        Header.parse(data, magic=MAGIC_MSKA, name=name)
+    headers: list[tuple[int, Header]] = []
+    errors: list[Exception] = []
+    for slot in range(2):
+        chunk = data[slot * HEADER_SIZE : (slot + 1) * HEADER_SIZE]
+        try:
+            headers.append((slot, Header.parse(chunk, magic=MAGIC_MSKA, name=name)))
+        except FormatError as exc:
+            errors.append(exc)
+    if not headers:
+        first = errors[0]
+        if isinstance(first, ChecksumError | TruncatedFileError):
+            raise type(first)(f"{name}: no valid header slot ({first}).")
+        raise first
+    return sorted(headers, key=lambda sh: sh[1].generation, reverse=True)
+
+
+def parse_directory(
+    header: Header, meta: bytes | memoryview, index: bytes | memoryview, *, name: str
+) -> ArchiveDirectory:
+    """Validate and parse the directory a header slot points to."""
+    obj = decode_metadata(meta, header, name=name)
+    entries = parse_index(index, header, name=name)
+    space = space_from_json(obj["space"], name=name) if "space" in obj else None
+    raw_members = obj.get("members")
+    if not isinstance(raw_members, list):
+        raise FormatError(f"{name}: invalid archive directory: 'members' must be a list.")
+    members: list[Member] = []
+    seen: set[str] = set()
+    for item in raw_members:
+        if not isinstance(item, dict):
+            raise FormatError(f"{name}: invalid archive directory: member is not an object.")
+        member_name = item.get("name")
+        if not isinstance(member_name, str) or not member_name or member_name in seen:
+            raise FormatError(
+                f"{name}: invalid archive directory: member names must be unique non-empty "
+                f"strings, got {member_name!r}."
+            )
+        seen.add(member_name)
+        where = f"{name} [{member_name}]"
+        descriptor = MaskDescriptor.from_json(item.get("mask"), name=where, space=space)
+        span = item.get("index")
+        if (
+            not isinstance(span, list)
+            or len(span) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in span)
+            or span[0] + span[1] > len(entries)
+        ):
+            raise FormatError(f"{where}: invalid chunk index span {span!r}.")
+        members.append(
+            Member(
+                member_name,
+                descriptor,
+                entries[span[0] : span[0] + span[1]],
+                layer=bool(item.get("layer", False)),
+            )
+        )
+    regions = tuple(
+        (int(r[0]), int(r[1]))
+        for r in obj.get("directory_regions", [])
+        if isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) for v in r)
+    )
+    created_by = obj.get("created_by", "")
+    return ArchiveDirectory(
+        space=space,
+        members=tuple(members),
+        regions=regions,
+        created_by=created_by if isinstance(created_by, str) else "",
+    )
