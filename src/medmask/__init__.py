@@ -25,7 +25,7 @@ from .values import LabelStats, label_counts, label_stats, match_allowed_values
 
 if TYPE_CHECKING:
     from .api import MaskFile, MaskInfo, load_mask, read_info, save_mask
-    from .archive import MaskArchive, pack_folder, unpack  # type: ignore[import-not-found]
+    from .archive import MaskArchive, pack_folder, unpack
 
 from ._version import __version__ as __version__
 

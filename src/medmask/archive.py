@@ -22,7 +22,7 @@ from .errors import (
     SpaceMismatchError,
 )
 from .format.container import HEADER_SIZE, Header
-from .format.descriptor import MaskDescriptor, parse_roi
+from .format.descriptor import MaskDescriptor, Roi, parse_roi
 from .format.encoding import EncodedMask, check_index, chunk_ranges, decode_region, encode_mask
 from .format.mska import (
     SLOTS_SIZE,
@@ -302,9 +302,9 @@ class MaskArchive:
 
     # -- reading -------------------------------------------------------------------------------
     def _decode_members(
-        self, names: Sequence[str], roi: object = None
+        self, names: Sequence[str], roi: object = None, rois: Mapping[str, Roi] | None = None
     ) -> dict[str, npt.NDArray[Any]]:
-        """Decode several members with one merged set of range reads."""
+        """Decode several members (``roi`` for all, or per member ``rois``) with merged reads."""
         plans = []
         out = {}
         for name in names:
@@ -312,12 +312,12 @@ class MaskArchive:
             if member is None:
                 descriptor = self._descriptor(name)  # MemberNotFoundError when absent
                 encoded = next(p[1] for p in self._pending if p[0] == name)
-                region = parse_roi(roi, descriptor.shape)
+                region = parse_roi(rois[name] if rois else roi, descriptor.shape)
                 index = encoded.index(0)
                 streams = {i: s for i, s in enumerate(encoded.streams) if s}
                 out[name] = decode_region(descriptor, index, region, streams, name=self._name)
                 continue
-            region = parse_roi(roi, member.descriptor.shape)
+            region = parse_roi(rois[name] if rois else roi, member.descriptor.shape)
             where = f"{self._name} [{name}]"
             check_index(
                 member.index,
@@ -366,11 +366,21 @@ class MaskArchive:
         wanted = [names] if isinstance(names, str) else list(names)
         space = self._shared_space()
         located = [self.locate(n) for n in wanted]
-        members = sorted({m for m, _ in located}, key=self.all_names().index)
-        arrays = self._decode_members(members)
+        rois: dict[str, Roi] = {}
+        for member in sorted({m for m, _ in located}, key=self.all_names().index):
+            wanted_values = {v for m, v in located if m == member}
+            labels = self._descriptor(member).labels
+            boxes = [e.bbox for e in labels if e.value in wanted_values and e.bbox]
+            if boxes:  # decode only the chunks around the structures (write-time bboxes)
+                rois[member] = tuple(  # type: ignore[assignment]
+                    slice(min(b[a][0] for b in boxes), max(b[a][1] for b in boxes) + 1)
+                    for a in range(3)
+                )
+        arrays = self._decode_members(list(rois), rois=rois)
         out = np.zeros(tuple(int(s) for s in space.shape), dtype=bool)
-        for member in members:
-            out |= match_allowed_values(arrays[member], [v for m, v in located if m == member])
+        for member, region in rois.items():
+            values = [v for m, v in located if m == member]
+            out[region] |= match_allowed_values(arrays[member], values)
         return out
 
     def load_structure(self, name: str) -> npt.NDArray[np.bool_]:
@@ -499,7 +509,9 @@ class MaskArchive:
     def _layout(
         self, members: list[tuple[str, EncodedMask, bool]], payload_at: int
     ) -> tuple[list[Member], list[bytes]]:
-        placed, pieces, offset = [], [], payload_at
+        placed: list[Member] = []
+        pieces: list[bytes] = []
+        offset = payload_at
         for name, encoded, layer in members:
             index = encoded.index(offset)
             placed.append(Member(name, encoded.descriptor, index, layer))
@@ -509,7 +521,7 @@ class MaskArchive:
 
     def _write_full(self) -> None:
         """Write a fresh archive: slots, two directory regions, payload; atomically."""
-        if self._source is not None and self._directory.members:
+        if self._directory.members:  # already written (an earlier flush, or mode "a")
             self._pending = [
                 (m.name, self._reload_encoded(m), m.layer) for m in self._directory.members
             ] + self._pending
@@ -547,7 +559,8 @@ class MaskArchive:
 
     def _commit_local_append(self) -> None:
         """Append pending members to a local archive in place, crash-safely (format.md 5)."""
-        assert self._local is not None and self._header is not None
+        assert self._local is not None
+        assert self._header is not None
         with open(self._local, "r+b") as f:
             end = f.seek(0, os.SEEK_END)
             placed, payload = self._layout(self._pending, end)

@@ -1,1 +1,1 @@
-"""Converters between medmask and other formats (NIfTI). Optional extras; never imported by the core."""
+"""Converters between medmask and other formats (NIfTI); optional extras, not used by the core."""

@@ -12,6 +12,7 @@ from spacetransformer import Space
 from ..errors import FormatError
 from ..mapping import LabelMapping
 from ..mask import SegmentationMask
+from ..values import label_counts
 
 __all__ = [
     "affine_from_space",
@@ -112,8 +113,8 @@ def load_nifti_mask(
     """Read a NIfTI label image as a SegmentationMask (names default to ``label_<value>``)."""
     array, space = read_nifti(path)
     if mapping is None:
-        values = np.flatnonzero(np.bincount(array.ravel().astype(np.int64))) if array.size else []
-        mapping = {f"label_{int(v)}": int(v) for v in values if v}
+        values = label_counts(array)
+        mapping = {f"label_{v}": v for v in values if v}
     return SegmentationMask(array, mapping, space)
 
 
