@@ -91,11 +91,14 @@ def _reheader(data: bytes, ndim: int, n_sections: int, fields_size: int, **patch
 @pytest.mark.parametrize("codec", [BinaryCodec(), LabelCodec()], ids=["binary", "labels"])
 def test_huge_declared_shape_is_refused_before_allocating(codec: LabelCodec) -> None:
     a = np.zeros((2, 2, 2), np.uint8)
-    data = _reheader(codec.encode(a), 3, 3, 22, shape=0xFFFFFFFF)
+    data = _reheader(codec.encode(a), 3, 3, 22, shape=100_000)  # 10**15 elements
     with pytest.raises(CodecError, match="Expected at most"):
         codec.decode(data)
     with pytest.raises(CodecError, match="Expected shape"):
         codec.decode(data, shape=(2, 2, 2))
+    huge = _reheader(data, 3, 3, 22, shape=0xFFFFFFFF)
+    with pytest.raises(CodecError, match="Expected a shape numpy can allocate"):
+        codec.decode(huge, shape=(0xFFFFFFFF,) * 3)
 
 
 def test_forged_run_count_and_lengths_are_refused() -> None:

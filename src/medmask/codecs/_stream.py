@@ -183,6 +183,8 @@ def parse_header(
         raise CodecError(f"Expected dtype {np.dtype(dtype)}. Got {got_dtype} in the stream header.")
     header = StreamHeader(kind, got_dtype, got_shape, mode, values, sizes, header_size)
     nbytes = header.size * got_dtype.itemsize
+    if nbytes >= 1 << 62:
+        raise CodecError(f"Expected a shape numpy can allocate. Got {got_shape}.")
     if shape is None and nbytes > MAX_DECODED_NBYTES:
         raise CodecError(
             f"Expected at most {MAX_DECODED_NBYTES} decoded bytes without an explicit shape=. "
