@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import medmask
 import zstandard as zstd
 
 from medmask.codecs import BinaryCodec, LabelCodec
@@ -282,6 +284,24 @@ def table(title: str, arrays: list[np.ndarray], rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def msk_file_row(arrays: list[np.ndarray], reps: int, tmp: Path) -> Row:
+    """End to end: ``save_mask`` to a .msk file (stats, chunking, checksums) and ``load_mask``."""
+    enc = dec = 0.0
+    size = 0
+    for i, a in enumerate(arrays):
+        labels = [int(v) for v in np.flatnonzero(np.bincount(a.ravel().astype(np.int64))) if v]
+        mask = medmask.SegmentationMask(a, {f"label_{v}": v for v in labels})
+        path = tmp / f"bench_{i}.msk"
+        t, _ = best_time(lambda mask=mask, path=path: medmask.save_mask(mask, path), reps)
+        enc += t
+        t, got = best_time(lambda path=path: medmask.load_mask(path).data, reps)
+        dec += t
+        if not np.array_equal(got, a):
+            raise AssertionError("medmask .msk: round trip differs")
+        size += path.stat().st_size
+    return Row("**medmask .msk file, default** (save_mask / load_mask)", size, enc, dec)
+
+
 def run_case(
     title: str,
     arrays: list[np.ndarray],
@@ -292,7 +312,7 @@ def run_case(
 ) -> str:
     reps = args.reps
     print(f"... {title}", file=sys.stderr)
-    rows = [nifti_row(arrays, reps, tmp)]
+    rows = [nifti_row(arrays, reps, tmp), msk_file_row(arrays, reps, tmp)]
     rows.append(generic_row("np.savez_compressed", arrays, reps, savez_enc, savez_dec, len))
     rows.append(generic_row("zstd-3 raw", arrays, reps, zstd_raw_enc, zstd_raw_dec, len))
     if binary:

@@ -105,7 +105,12 @@ def read_chunks(
 ) -> npt.NDArray[Any]:
     """Fetch and decode the chunks of ``roi`` (one merged read per run of adjacent chunks)."""
     check_index(
-        index, descriptor, name=source.name, payload_start=payload_start, max_voxels=max_voxels
+        index,
+        descriptor,
+        name=source.name,
+        payload_start=payload_start,
+        max_voxels=max_voxels,
+        file_size=source.size,
     )
     ranges = chunk_ranges(index, descriptor.chunks_in(roi))
     blobs = source.read_ranges([(s, e) for _, s, e in ranges])

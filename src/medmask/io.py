@@ -42,6 +42,8 @@ class ByteSource(Protocol):
     """Random-access reads from one file or object."""
 
     name: str
+    #: File size in bytes when known without an extra request, else None.
+    size: int | None
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)``; fewer at the end of the file."""
@@ -83,6 +85,7 @@ def _split(
 
 class _RangeReader:
     name: str
+    size: int | None = None
 
     def read(self, start: int, end: int) -> bytes:
         raise NotImplementedError
@@ -105,18 +108,26 @@ class LocalSource(_RangeReader):
 
     def __init__(self, path: str) -> None:
         self.name = path
+        self._fd = -1
         try:
-            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
             raise MaskFileNotFoundError(f"{path}: no such file.") from None
         except IsADirectoryError:
             raise MaskFileNotFoundError(f"{path}: is a directory, not a file.") from None
         if os.path.isdir(path):
-            os.close(self._fd)
+            os.close(fd)
             raise MaskFileNotFoundError(f"{path}: is a directory, not a file.")
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+        self.size = self._size
 
     def read(self, start: int, end: int) -> bytes:
-        return os.pread(self._fd, max(0, end - start), start)
+        # clamp to the file: a hostile index may ask for 2**63 offsets or terabyte lengths
+        end = min(end, self._size)
+        if end <= start:
+            return b""
+        return os.pread(self._fd, end - start, start)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -132,6 +143,7 @@ class FsspecSource(_RangeReader):
 
     def __init__(self, fs: Any, path: str, name: str) -> None:
         self.fs, self.path, self.name = fs, path, name
+        self.size = None  # unknown without an extra request
 
     def _translate(self, exc: Exception) -> Exception:
         if isinstance(exc, FileNotFoundError):
@@ -172,11 +184,18 @@ class FileObjectSource(_RangeReader):
     def __init__(self, fileobj: BinaryIO, name: str) -> None:
         self.fileobj, self.name = fileobj, name
         self._lock = threading.Lock()
+        self.size = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self.size = int(fileobj.seek(0, os.SEEK_END))
 
     def read(self, start: int, end: int) -> bytes:
+        if self.size is not None:
+            end = min(end, self.size)  # never ask a file object for a hostile length
+        if end <= start:
+            return b""
         with self._lock:
             self.fileobj.seek(start)
-            return self.fileobj.read(max(0, end - start))
+            return self.fileobj.read(end - start)
 
 
 def source_name(target: Target) -> str:
@@ -194,9 +213,10 @@ def _url_to_fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, s
     import fsspec.core
 
     try:
-        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     except (ImportError, ValueError) as exc:
         raise MedmaskError(f"{url}: cannot open this URL: {exc}") from exc
+    return fs, str(path)
 
 
 def _is_local_fs(fs: Any) -> bool:

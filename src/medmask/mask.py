@@ -255,7 +255,10 @@ class SegmentationMask:
         self, labels: int | np.integer[Any] | Iterable[int | np.integer[Any]]
     ) -> npt.NDArray[np.bool_]:
         """Return a bool array, True where the voxel has any of the given label values."""
-        values = [labels] if isinstance(labels, int | np.integer) else list(labels)
+        # a lone non-iterable (or a str) is one value, so it gets a clear error if it is no int
+        values: list[object] = [labels]
+        if isinstance(labels, Iterable) and not isinstance(labels, str | bytes):
+            values = list(labels)
         checked = []
         for value in values:
             label = parse_label_value(value)
