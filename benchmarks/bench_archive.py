@@ -122,7 +122,8 @@ def main() -> None:
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for label, size, w, r1, ra in rows:
             cells = [f"{v:.1f}" if v == v else "-" for v in (w, r1, ra)]
-            print(f"| {label} | {size:,} | {nifti_bytes / size:.1f}x smaller | " + " | ".join(cells) + " |")
+            smaller = f"{nifti_bytes / size:.1f}x smaller"
+            print(f"| {label} | {size:,} | {smaller} | " + " | ".join(cells) + " |")
         print(f"\nmetadata only (open + info(), no decoding): {best_ms(mska_info, repeat):.2f} ms")
         print(f"layers: {report.n_layers}; archive is {one_per_bytes / archive_bytes:.2f}x smaller "
               "than one member per structure")

@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-import medmask
 import zstandard as zstd
 
+import medmask
 from medmask.codecs import BinaryCodec, LabelCodec
 
 HERE = Path(__file__).resolve().parent

@@ -30,6 +30,6 @@ except ValueError as error:
 odd = LabelMapping({"items": 7})
 print("Label called 'items':", odd["items"])
 try:
-    odd.items
+    odd.items  # noqa: B018 - the attribute access is what raises
 except AttributeError as error:
     print("Attribute access refused:", error)

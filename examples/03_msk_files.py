@@ -1,4 +1,4 @@
-"""Save a real TotalSegmentator labelmap as .msk, read its metadata without decoding, load an ROI."""
+"""Save a TotalSegmentator labelmap as .msk, read metadata without decoding, load an ROI."""
 
 import json
 import sys

@@ -123,6 +123,9 @@ class LocalSource(_RangeReader):
         self.size = self._size
 
     def read(self, start: int, end: int) -> bytes:
+        if end > self._size:  # re-check: the file may have grown since it was opened
+            self._size = os.fstat(self._fd).st_size
+            self.size = self._size
         # clamp to the file: a hostile index may ask for 2**63 offsets or terabyte lengths
         end = min(end, self._size)
         if end <= start:
