@@ -15,7 +15,14 @@ from .format.container import MAGIC_MSK, Header
 from .format.descriptor import LabelEntry, MaskDescriptor, Roi, parse_roi
 from .format.encoding import check_index, chunk_ranges, decode_region, encode_mask
 from .format.msk import MskHead, build_msk, parse_msk_head
-from .io import HEAD_GUESS, ByteSource, Target, open_source, write_atomic
+from .io import (
+    HEAD_GUESS,
+    ByteSource,
+    Target,
+    open_source,
+    read_ranges_after_head,
+    write_atomic,
+)
 from .mapping import LabelMapping
 from .mask import SegmentationMask
 
@@ -33,9 +40,7 @@ def read_head(source: ByteSource, magic: bytes) -> tuple[Header, bytes, bytes, b
         (header.metadata_offset, header.metadata_offset + header.metadata_length),
         (header.index_offset, header.index_offset + header.index_length),
     ]
-    missing = [(s, e) for s, e in wanted if e > len(head) and len(head) == HEAD_GUESS]
-    fetched = dict(zip(missing, source.read_ranges(missing), strict=True))
-    blocks = [fetched[r] if r in fetched else head[r[0] : r[1]] for r in wanted]
+    blocks = read_ranges_after_head(source, head, wanted)
     return header, blocks[0], blocks[1], head
 
 
@@ -102,8 +107,10 @@ def read_chunks(
     *,
     payload_start: int,
     max_voxels: int | None,
+    head: bytes = b"",
 ) -> npt.NDArray[Any]:
-    """Fetch and decode the chunks of ``roi`` (one merged read per run of adjacent chunks)."""
+    """Fetch and decode the chunks of ``roi`` (one merged read per run of adjacent chunks;
+    none for chunks inside ``head``, the file's first read)."""
     check_index(
         index,
         descriptor,
@@ -113,7 +120,8 @@ def read_chunks(
         file_size=source.size,
     )
     ranges = chunk_ranges(index, descriptor.chunks_in(roi))
-    blobs = source.read_ranges([(s, e) for _, s, e in ranges])
+    wanted = [(s, e) for _, s, e in ranges]
+    blobs = read_ranges_after_head(source, head, wanted) if head else source.read_ranges(wanted)
     streams = {chunk_id: blob for (chunk_id, _, _), blob in zip(ranges, blobs, strict=True)}
     return decode_region(descriptor, index, roi, streams, name=source.name)
 
@@ -145,7 +153,7 @@ class MaskFile:
         self._source = open_source(source, storage_options)
         self._max_voxels = max_voxels
         try:
-            header, meta, index, _ = read_head(self._source, MAGIC_MSK)
+            header, meta, index, self._first_read = read_head(self._source, MAGIC_MSK)
             self._head: MskHead = parse_msk_head(header, meta, index, name=self._source.name)
         except BaseException:
             self._source.close()
@@ -196,6 +204,7 @@ class MaskFile:
             region,
             payload_start=self._head.payload_start,
             max_voxels=self._max_voxels,
+            head=self._first_read,
         )
 
     def read(self, roi: object = None) -> SegmentationMask:

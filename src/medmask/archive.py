@@ -205,6 +205,8 @@ class MaskArchive:
 
     def _read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Serve ranges from the first read when it covers them; fetch the rest (merged)."""
+        if not ranges:  # e.g. only unwritten members: there may be no file to open yet
+            return []
         source = self._ensure_source()
         head, out = self._head, {}
         complete_head = len(head) < HEAD_GUESS  # the whole file was read

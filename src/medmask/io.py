@@ -26,6 +26,7 @@ __all__ = [
     "local_path",
     "merge_ranges",
     "open_source",
+    "read_ranges_after_head",
     "source_name",
     "write_atomic",
 ]
@@ -199,6 +200,20 @@ class FileObjectSource(_RangeReader):
         with self._lock:
             self.fileobj.seek(start)
             return self.fileobj.read(end - start)
+
+
+def read_ranges_after_head(
+    source: ByteSource, head: bytes, ranges: Sequence[tuple[int, int]]
+) -> list[bytes]:
+    """Bytes of ``ranges``, served from ``head`` (the file's first read) where it covers them.
+
+    A head shorter than :data:`HEAD_GUESS` is the whole file, so it covers every range; the
+    other ranges are fetched merged.
+    """
+    whole_file = len(head) < HEAD_GUESS
+    missing = [(s, e) for s, e in ranges if not (e <= len(head) or whole_file)]
+    fetched = dict(zip(missing, source.read_ranges(missing), strict=True))
+    return [fetched[(s, e)] if (s, e) in fetched else head[s:e] for s, e in ranges]
 
 
 def source_name(target: Target) -> str:
