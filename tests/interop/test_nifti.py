@@ -1,0 +1,225 @@
+"""NIfTI interop: RAS affines <-> LPS (z, y, x) spaces, reading and writing label images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+import pytest
+from spacetransformer import Space
+
+from medmask import FormatError, SegmentationMask
+from medmask.archive import spaces_match
+from medmask.interop.nifti import (
+    affine_from_space,
+    load_nifti_mask,
+    read_nifti,
+    save_nifti_mask,
+    space_from_affine,
+    write_nifti,
+)
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _lps_of_voxel(space: Space, zyx: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """LPS position of voxel (i, j, k) by the formula of docs/format.md section 2."""
+    i, j, k = (float(v) for v in np.asarray(zyx))
+    return (
+        np.asarray(space.origin, float)
+        + i * space.spacing[0] * np.asarray(space.x_orientation, float)
+        + j * space.spacing[1] * np.asarray(space.y_orientation, float)
+        + k * space.spacing[2] * np.asarray(space.z_orientation, float)
+    )
+
+
+def _lps_from_affine(
+    affine: npt.NDArray[np.float64], zyx: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    i, j, k = (float(v) for v in np.asarray(zyx))
+    ras = affine @ np.array([k, j, i, 1.0])  # NIfTI array index order is (x, y, z)
+    return RAS_TO_LPS @ ras[:3]
+
+
+def _rotation(a: float, b: float, c: float) -> npt.NDArray[np.float64]:
+    ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
+    rx = np.array([[1, 0, 0], [0, ca, -sa], [0, sa, ca]])
+    ry = np.array([[cb, 0, sb], [0, 1, 0], [-sb, 0, cb]])
+    rz = np.array([[cc, -sc, 0], [sc, cc, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _oblique_affine() -> npt.NDArray[np.float64]:
+    affine = np.eye(4)
+    affine[:3, :3] = _rotation(0.3, -0.2, 0.7) @ np.diag([0.7, 0.8, 2.5])
+    affine[:3, 3] = [12.5, -40.25, 301.0]
+    return affine
+
+
+def _check_geometry(affine: npt.NDArray[np.float64], space: Space, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    shape = np.asarray(space.shape)
+    for zyx in [(0, 0, 0), tuple(shape - 1), *rng.integers(0, shape, size=(20, 3))]:
+        np.testing.assert_allclose(
+            _lps_of_voxel(space, zyx), _lps_from_affine(affine, zyx), atol=1e-6
+        )
+
+
+# --- affine <-> space -------------------------------------------------------------------------
+
+
+def test_oblique_affine_round_trip() -> None:
+    affine = _oblique_affine()
+    space = space_from_affine(affine, (14, 12, 10))
+    assert tuple(space.shape) == (10, 12, 14)  # (z, y, x)
+    np.testing.assert_allclose(space.spacing, (2.5, 0.8, 0.7))
+    axes = np.array([space.x_orientation, space.y_orientation, space.z_orientation])
+    np.testing.assert_allclose(axes @ axes.T, np.eye(3), atol=1e-12)  # orthonormal
+    assert not np.allclose(np.abs(axes), np.round(np.abs(axes)))  # really oblique
+    np.testing.assert_allclose(affine_from_space(space), affine, atol=1e-9)
+    _check_geometry(affine, space)
+
+
+@pytest.mark.parametrize(
+    "diagonal",
+    [(1.0, 1.0, 1.0), (-0.9765625, 0.9765625, 2.0), (-1.5, -1.5, 3.0), (2.0, -0.5, -1.25)],
+    ids=["RAS", "LAS", "LPS", "RPI"],
+)
+def test_axis_aligned_affines_round_trip(diagonal: tuple[float, float, float]) -> None:
+    affine = np.diag([*diagonal, 1.0])
+    affine[:3, 3] = [100.0, -20.0, 7.5]
+    space = space_from_affine(affine, (5, 6, 7))
+    np.testing.assert_allclose(space.spacing, np.abs(diagonal)[::-1])
+    np.testing.assert_allclose(space.origin, (-100.0, 20.0, 7.5))
+    np.testing.assert_allclose(affine_from_space(space), affine)
+    _check_geometry(affine, space)
+
+
+def test_zero_length_axis_is_refused() -> None:
+    affine = np.diag([1.0, 0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="zero-length axis"):
+        space_from_affine(affine, (2, 2, 2))
+
+
+def test_las_ct_seg_lands_on_lps(shared_data: Path) -> None:
+    img = nib.load(shared_data / "totalseg" / "ct_dicom_seg.nii.gz")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    assert nib.aff2axcodes(affine) == ("L", "A", "S")
+    array, space = read_nifti(shared_data / "totalseg" / "ct_dicom_seg.nii.gz")
+    assert array.shape == (20, 512, 512)
+    assert tuple(space.shape) == (20, 512, 512)
+    np.testing.assert_allclose(space.origin, (-affine[0, 3], -affine[1, 3], affine[2, 3]))
+    np.testing.assert_allclose(_lps_of_voxel(space, (0, 0, 0)), space.origin)
+    np.testing.assert_allclose(space.spacing, (2.0, 0.9765625, 0.9765625))
+    # LAS: x grows to patient left (+L in LPS), y to anterior (-P), z to superior (+S)
+    np.testing.assert_allclose(space.z_orientation, (1.0, 0.0, 0.0), atol=1e-12)
+    np.testing.assert_allclose(space.y_orientation, (0.0, -1.0, 0.0), atol=1e-12)
+    np.testing.assert_allclose(space.x_orientation, (0.0, 0.0, 1.0), atol=1e-12)
+    np.testing.assert_allclose(affine_from_space(space), affine, atol=1e-9)
+    _check_geometry(affine, space)
+    np.testing.assert_array_equal(array, np.asarray(img.dataobj).transpose(2, 1, 0))
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def test_read_nifti_is_the_transposed_array(shared_data: Path) -> None:
+    path = shared_data / "totalseg" / "multilabel_42.nii.gz"
+    img = nib.load(path)
+    array, space = read_nifti(path)
+    expected = np.asarray(img.dataobj).transpose(2, 1, 0)
+    np.testing.assert_array_equal(array, expected)
+    assert array.dtype == expected.dtype
+    assert array.flags.c_contiguous
+    assert array.shape == (30, 101, 122)
+    assert tuple(space.shape) == array.shape
+    np.testing.assert_allclose(space.spacing, (3.0, 3.0, 3.0))
+    _check_geometry(np.asarray(img.affine, float), space)
+
+
+def test_organ_files_share_the_labelmap_space(shared_data: Path) -> None:
+    _, labelmap_space = read_nifti(shared_data / "totalseg" / "multilabel_41_fast.nii.gz")
+    for name in ["liver", "aorta", "spleen"]:
+        _, space = read_nifti(shared_data / "totalseg" / "organs" / f"{name}.nii.gz")
+        assert space == labelmap_space
+
+
+def test_read_nifti_rejects_other_files(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.nii.gz"
+    bogus.write_bytes(b"not a nifti file at all")
+    with pytest.raises(FormatError, match=r"bogus\.nii\.gz: cannot read as NIfTI"):
+        read_nifti(bogus)
+    flat = tmp_path / "flat.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5), np.uint8), np.eye(4)), flat)
+    with pytest.raises(FormatError, match="expected a 3-D image"):
+        read_nifti(flat)
+
+
+def test_read_nifti_accepts_a_trailing_unit_dimension_and_integral_floats(tmp_path: Path) -> None:
+    data = np.zeros((4, 5, 6, 1), np.float32)
+    data[1, 2, 3, 0] = 7.0
+    path = tmp_path / "f.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    array, _ = read_nifti(path)
+    assert array.shape == (6, 5, 4)
+    assert array[3, 2, 1] == 7
+    assert array.dtype.kind in "iu"
+    data[0, 0, 0, 0] = 0.5
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    with pytest.raises(FormatError, match="non-integer"):
+        read_nifti(path)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def test_write_nifti_round_trip_with_oblique_space(tmp_path: Path) -> None:
+    affine = _oblique_affine()
+    space = space_from_affine(affine, (14, 12, 10))
+    rng = np.random.default_rng(3)
+    array = rng.integers(0, 5, (10, 12, 14)).astype(np.uint8)
+    path = tmp_path / "oblique.nii.gz"
+    write_nifti(array, space, path)
+    img = nib.load(path)
+    np.testing.assert_allclose(img.affine, affine, atol=1e-5)
+    assert int(img.header["qform_code"]) == 1
+    assert int(img.header["sform_code"]) == 1
+    np.testing.assert_allclose(img.get_qform(), affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), array.transpose(2, 1, 0))
+    back, back_space = read_nifti(path)
+    np.testing.assert_array_equal(back, array)
+    assert spaces_match(back_space, space) is None
+
+
+def test_write_nifti_bool_and_dtype(tmp_path: Path) -> None:
+    space = Space(shape=(3, 4, 5), origin=(1.0, 2.0, 3.0), spacing=(2.0, 1.0, 0.5))
+    mask = np.zeros((3, 4, 5), bool)
+    mask[1, 2, 3] = True
+    write_nifti(mask, space, tmp_path / "b.nii.gz")
+    img = nib.load(tmp_path / "b.nii.gz")
+    assert img.get_data_dtype() == np.uint8
+    assert np.asarray(img.dataobj)[3, 2, 1] == 1
+    write_nifti(mask.astype(np.int64) * 300, space, tmp_path / "w.nii.gz", dtype=np.uint16)
+    assert nib.load(tmp_path / "w.nii.gz").get_data_dtype() == np.uint16
+    back, back_space = read_nifti(tmp_path / "w.nii.gz")
+    assert back[1, 2, 3] == 300
+    assert spaces_match(back_space, space) is None
+
+
+def test_save_and_load_nifti_mask(tmp_path: Path) -> None:
+    space = space_from_affine(_oblique_affine(), (14, 12, 10))
+    data = np.zeros((10, 12, 14), np.uint8)
+    data[2:5, 3:7, 4:9] = 3
+    data[6:8, 1:2, 0:14] = 9
+    mask = SegmentationMask(data, {"kidney": 3, "vessel": 9}, space)
+    path = tmp_path / "mask.nii.gz"
+    save_nifti_mask(mask, path)
+    plain = load_nifti_mask(path)
+    assert plain.mapping.to_dict() == {"label_3": 3, "label_9": 9}
+    np.testing.assert_array_equal(plain.data, data)
+    assert spaces_match(plain.space, space) is None
+    named = load_nifti_mask(path, {"kidney": 3, "vessel": 9})
+    assert named.mapping == mask.mapping
+    np.testing.assert_array_equal(named.get_binary_mask_by_names("vessel"), data == 9)

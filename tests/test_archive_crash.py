@@ -1,0 +1,261 @@
+"""Crash safety of ``.mska`` appends: SIGKILL a writer at random moments, tear slots by hand."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from spacetransformer import Space
+
+from archive_writer import BIG_ENV, make_member, member_name
+from medmask import ChecksumError, FormatError
+from medmask.archive import MaskArchive
+from medmask.format.container import HEADER_SIZE, INDEX_DTYPE, Header
+from medmask.format.mska import valid_slots
+
+WRITER = Path(__file__).with_name("archive_writer.py")
+SPACE = Space(shape=(16, 40, 48), origin=(12.0, -30.5, 100.0), spacing=(2.0, 0.9, 0.9))
+BASE = ["base_0", "base_1", "base_2"]
+N_WRITES = 40
+TRIALS = 20
+LINE_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def base_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("crash") / "base.mska"
+    with MaskArchive(path, "w", space=SPACE) as archive:
+        for name in BASE:
+            archive.add_segmask(make_member(name, SPACE), name)
+    return path
+
+
+def _expected(name: str, big: bool) -> np.ndarray:
+    return make_member(name, SPACE, big=big and name not in BASE).data
+
+
+def _used_end(path: Path) -> tuple[int, int]:
+    """(end of the live data of the newest valid slot, file size)."""
+    data = path.read_bytes()
+    _, header = valid_slots(data, name=str(path))[0]
+    end = header.index_offset + header.index_length
+    index = np.frombuffer(data[header.index_offset : end], dtype=INDEX_DTYPE)
+    if len(index):
+        end = max(end, int(np.max(index["offset"] + index["length"])))
+    return end, len(data)
+
+
+class _Lines:
+    """Reads a process's stdout lines on a thread (so the test never blocks on a pipe)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                self.queue.put(line.strip())
+            self.queue.put(None)
+
+        self.thread = threading.Thread(target=pump, daemon=True)
+        self.thread.start()
+
+    def next(self) -> str | None:
+        line = self.queue.get(timeout=LINE_TIMEOUT)
+        if line is not None:
+            self.seen.append(line)
+        return line
+
+    def rest(self) -> list[str]:
+        self.thread.join(timeout=LINE_TIMEOUT)
+        while True:
+            try:
+                line = self.queue.get_nowait()
+            except queue.Empty:
+                return self.seen
+            if line is not None:
+                self.seen.append(line)
+
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_sigkill_during_appends_never_corrupts(
+    base_archive: Path, tmp_path: Path, trial: int
+) -> None:
+    rng = np.random.default_rng(20_000 + trial)
+    big = trial % 2 == 1
+    path = tmp_path / "archive.mska"
+    shutil.copyfile(base_archive, path)
+    env = {**os.environ, BIG_ENV: "1" if big else "0"}
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), str(path), "0", str(N_WRITES)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = _Lines(proc)
+        first = lines.next()
+        assert first == "ready", (
+            f"writer failed: {first!r} {proc.stderr.read() if proc.stderr else ''}"
+        )
+        if rng.random() < 0.5:
+            strategy = f"sleep {rng.uniform(0, 0.5):.3f}s"
+            time.sleep(float(strategy.split()[1][:-1]))
+        else:
+            k = int(rng.integers(0, 8))
+            strategy = f"after {k} lines"
+            for _ in range(k):
+                if lines.next() in (None, "done"):
+                    break
+            time.sleep(rng.uniform(0, 0.01))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=LINE_TIMEOUT)
+    seen = lines.rest()
+    if proc.stderr is not None:
+        proc.stderr.close()
+    printed = [line.split()[1] for line in seen if line.startswith("added ")]
+    assert printed == [member_name(i) for i in range(len(printed))]
+
+    with MaskArchive(path) as archive:
+        names = archive.all_names()
+        assert names[: len(BASE)] == BASE
+        written = names[len(BASE) :]
+        # every acknowledged member is there, plus possibly the ones committed but not reported
+        assert written == [member_name(i) for i in range(len(written))]
+        assert len(written) >= len(printed)
+        for name in names:
+            loaded = archive.load_segmask(name)
+            assert loaded.space == SPACE
+            np.testing.assert_array_equal(loaded.data, _expected(name, big), err_msg=name)
+    used, size = _used_end(path)
+    print(
+        f"\ntrial {trial:2d} big={big!s:5} {strategy:16} exit={proc.returncode}: printed "
+        f"{len(printed):2d}, committed {len(written):2d}, uncommitted tail {size - used} B"
+    )
+    assert proc.returncode in (-signal.SIGKILL, 0)
+
+    # the archive stays appendable after the crash
+    extra = make_member("after_crash", SPACE)
+    with MaskArchive(path, "a") as archive:
+        archive.add_segmask(extra, "after_crash")
+    with MaskArchive(path) as archive:
+        assert archive.all_names() == [*names, "after_crash"]
+        np.testing.assert_array_equal(archive.load_segmask("after_crash").data, extra.data)
+        np.testing.assert_array_equal(
+            archive.load_segmask(names[-1]).data, _expected(names[-1], big)
+        )
+
+
+# --- byte-level surgery on header slots and directories -----------------------------------------
+
+
+def _flip(path: Path, offset: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _slots(path: Path) -> dict[int, Header]:
+    return dict(valid_slots(path.read_bytes(), name=str(path)))
+
+
+@pytest.fixture
+def two_generations(base_archive: Path, tmp_path: Path) -> Path:
+    """The base archive plus one appended member: generation 1 in slot 0, 2 in slot 1."""
+    path = tmp_path / "gen.mska"
+    shutil.copyfile(base_archive, path)
+    assert {s: h.generation for s, h in _slots(path).items()} == {0: 1}
+    with MaskArchive(path, "a") as archive:
+        archive.add_segmask(make_member("newest", SPACE), "newest")
+    assert {s: h.generation for s, h in _slots(path).items()} == {0: 1, 1: 2}
+    return path
+
+
+def _assert_previous_generation(path: Path) -> None:
+    with MaskArchive(path) as archive:
+        assert archive.all_names() == BASE
+        for name in BASE:
+            np.testing.assert_array_equal(
+                archive.load_segmask(name).data, make_member(name, SPACE).data
+            )
+
+
+def test_corrupt_newest_header_slot_falls_back_to_previous_generation(
+    two_generations: Path,
+) -> None:
+    _flip(two_generations, HEADER_SIZE + 24)  # inside slot 1's generation/offset fields
+    assert set(_slots(two_generations)) == {0}
+    _assert_previous_generation(two_generations)
+
+
+def test_torn_newest_header_slot_falls_back(two_generations: Path) -> None:
+    with two_generations.open("r+b") as f:  # only the first half of the slot got written
+        f.seek(HEADER_SIZE + 32)
+        f.write(bytes(32))
+    _assert_previous_generation(two_generations)
+
+
+@pytest.mark.parametrize("part", ["metadata", "index"])
+def test_corrupt_newest_directory_falls_back_to_older_slot(
+    two_generations: Path, part: str
+) -> None:
+    newest = _slots(two_generations)[1]
+    offset = newest.metadata_offset + 7 if part == "metadata" else newest.index_offset + 9
+    _flip(two_generations, offset)
+    assert set(_slots(two_generations)) == {0, 1}  # both headers are intact
+    _assert_previous_generation(two_generations)
+    # appending after the fallback overwrites the bad slot with a new generation
+    with MaskArchive(two_generations, "a") as archive:
+        archive.add_segmask(make_member("again", SPACE), "again")
+    assert {s: h.generation for s, h in _slots(two_generations).items()} == {0: 1, 1: 2}
+    with MaskArchive(two_generations) as archive:
+        assert archive.all_names() == [*BASE, "again"]
+        np.testing.assert_array_equal(
+            archive.load_segmask("again").data, make_member("again", SPACE).data
+        )
+
+
+def test_both_slots_unusable_is_a_clear_error(two_generations: Path) -> None:
+    slots = _slots(two_generations)
+    _flip(two_generations, slots[1].metadata_offset + 3)
+    _flip(two_generations, slots[0].metadata_offset + 3)
+    with pytest.raises(ChecksumError, match=r"gen\.mska"):
+        MaskArchive(two_generations)
+    _flip(two_generations, 10)
+    _flip(two_generations, HEADER_SIZE + 10)
+    with pytest.raises(FormatError, match=r"gen\.mska"):
+        MaskArchive(two_generations)
+
+
+def test_garbage_after_the_last_commit_is_ignored(two_generations: Path) -> None:
+    with two_generations.open("ab") as f:  # an interrupted append: payload without a header
+        f.write(os.urandom(5000))
+    with MaskArchive(two_generations) as archive:
+        assert archive.all_names() == [*BASE, "newest"]
+    with MaskArchive(two_generations, "a") as archive:
+        archive.add_segmask(make_member("more", SPACE), "more")
+    with MaskArchive(two_generations) as archive:
+        assert archive.all_names() == [*BASE, "newest", "more"]
+        np.testing.assert_array_equal(
+            archive.load_segmask("newest").data, make_member("newest", SPACE).data
+        )
+        np.testing.assert_array_equal(
+            archive.load_segmask("more").data, make_member("more", SPACE).data
+        )
