@@ -33,7 +33,15 @@ from .format.mska import (
     slot_header,
     valid_slots,
 )
-from .io import HEAD_GUESS, ByteSource, Target, local_path, open_source, write_atomic
+from .io import (
+    HEAD_GUESS,
+    ByteSource,
+    Target,
+    local_path,
+    open_source,
+    read_ranges_after_head,
+    write_atomic,
+)
 from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
 from .mask import SegmentationMask
 from .values import match_allowed_values
@@ -208,17 +216,7 @@ class MaskArchive:
         if not ranges:  # e.g. only unwritten members: there may be no file to open yet
             return []
         source = self._ensure_source()
-        head, out = self._head, {}
-        complete_head = len(head) < HEAD_GUESS  # the whole file was read
-        missing = []
-        for start, end in ranges:
-            if end <= len(head) or (complete_head and start <= len(head)):
-                out[(start, end)] = head[start:end]
-            else:
-                missing.append((start, end))
-        for rng, blob in zip(missing, source.read_ranges(missing), strict=True):
-            out[rng] = blob
-        return [out[r] for r in ranges]
+        return read_ranges_after_head(source, self._head, ranges)
 
     # -- queries -------------------------------------------------------------------------------
     @property
