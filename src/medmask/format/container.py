@@ -173,15 +173,23 @@ def encode_metadata(obj: dict[str, Any]) -> tuple[bytes, int]:
     return raw, 0
 
 
+def _verify_block(
+    data: bytes | memoryview, length: int, offset: int, crc: int, what: str, name: str
+) -> None:
+    """Check a block read from ``offset`` has its declared length and CRC."""
+    if len(data) != length:
+        raise TruncatedFileError(
+            f"{name}: file ends inside the {what} (expected {length} bytes at "
+            f"offset {offset}, got {len(data)})."
+        )
+    if crc32(data) != crc:
+        raise ChecksumError(f"{name}: {what} checksum mismatch; the file is corrupted.")
+
+
 def decode_metadata(data: bytes | memoryview, header: Header, *, name: str) -> dict[str, Any]:
     """Verify, decompress and parse a metadata block."""
-    if len(data) != header.metadata_length:
-        raise TruncatedFileError(
-            f"{name}: file ends inside the metadata (expected {header.metadata_length} bytes at "
-            f"offset {header.metadata_offset}, got {len(data)})."
-        )
-    if crc32(data) != header.metadata_crc:
-        raise ChecksumError(f"{name}: metadata checksum mismatch; the file is corrupted.")
+    h = header
+    _verify_block(data, h.metadata_length, h.metadata_offset, h.metadata_crc, "metadata", name)
     raw: bytes = bytes(data)
     if header.required_flags & FLAG_METADATA_ZSTD:
         try:
@@ -206,11 +214,6 @@ def pack_index(entries: npt.NDArray[Any]) -> bytes:
 
 def parse_index(data: bytes | memoryview, header: Header, *, name: str) -> npt.NDArray[Any]:
     """Verify and parse a chunk index into an array of :data:`INDEX_DTYPE`."""
-    if len(data) != header.index_length:
-        raise TruncatedFileError(
-            f"{name}: file ends inside the chunk index (expected {header.index_length} bytes at "
-            f"offset {header.index_offset}, got {len(data)})."
-        )
-    if crc32(data) != header.index_crc:
-        raise ChecksumError(f"{name}: chunk index checksum mismatch; the file is corrupted.")
+    h = header
+    _verify_block(data, h.index_length, h.index_offset, h.index_crc, "chunk index", name)
     return np.frombuffer(bytes(data), dtype=INDEX_DTYPE)
