@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Final
 
 import numpy as np
 
-from medmask.codecs._labels import FIELDS, N_SECTIONS, decode_body, encode_body
-from medmask.codecs._stream import check_level, normalize_input, pack_header, parse_header
+from medmask.codecs._labels import decode_body, encode_stream, read_header
+from medmask.codecs._stream import check_level, normalize_input
 from medmask.errors import CodecError
 
 __all__ = ["BinaryCodec"]
@@ -48,10 +48,7 @@ class BinaryCodec:
                 )
         bits = a if a.dtype.itemsize == 1 else a.astype(np.bool_)
         packed = np.packbits(bits, axis=-1)
-        mode, fields, frames = encode_body(packed, self.level)
-        sizes = tuple(len(f) for f in frames)
-        head = pack_header(KIND, a.dtype, a.shape, mode, FIELDS, fields, sizes)
-        return b"".join((head, *frames))
+        return encode_stream(KIND, a.dtype, a.shape, packed, self.level)
 
     def decode(
         self,
@@ -62,8 +59,7 @@ class BinaryCodec:
     ) -> np.ndarray:
         """Decode a stream; ``shape``/``dtype`` are checked against its header first."""
         buf = memoryview(data).cast("B")
-        want = None if dtype is None else np.dtype(dtype)
-        h = parse_header(buf, KIND, self.codec_id, FIELDS, N_SECTIONS, shape, want)
+        h = read_header(buf, KIND, self.codec_id, shape, dtype)
         nx = h.shape[-1]
         packed_shape = (*h.shape[:-1], (nx + 7) // 8)
         u8 = np.dtype(np.uint8)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from medmask.codecs._stream import (
+    StreamHeader,
     check_level,
     compress,
     decompress,
@@ -18,7 +19,7 @@ from medmask.codecs._stream import (
 )
 from medmask.errors import CodecError
 
-__all__ = ["FIELDS", "N_SECTIONS", "LabelCodec", "decode_body", "encode_body"]
+__all__ = ["LabelCodec", "decode_body", "encode_stream", "read_header"]
 
 KIND: Final = 2
 MODE_CONSTANT: Final = 0
@@ -54,8 +55,25 @@ def _width(vmax: int) -> int:
     return 1 if vmax < 1 << 8 else 2 if vmax < 1 << 16 else 4
 
 
-FIELDS: Final = _FIELDS
-N_SECTIONS: Final = _N_SECTIONS
+def encode_stream(
+    kind: int, dtype: np.dtype[Any], shape: tuple[int, ...], body: np.ndarray, level: int
+) -> bytes:
+    """Stream header for an array of ``dtype``/``shape``, then the run-coded ``body``."""
+    mode, fields, frames = encode_body(body, level)
+    sizes = tuple(len(f) for f in frames)
+    return b"".join((pack_header(kind, dtype, shape, mode, _FIELDS, fields, sizes), *frames))
+
+
+def read_header(
+    buf: memoryview,
+    kind: int,
+    codec_id: str,
+    shape: tuple[int, ...] | None,
+    dtype: np.dtype[Any] | type | str | None,
+) -> StreamHeader:
+    """Parse and check a stream header (``shape``/``dtype``: expected values, or None)."""
+    want = None if dtype is None else np.dtype(dtype)
+    return parse_header(buf, kind, codec_id, _FIELDS, _N_SECTIONS, shape, want)
 
 
 def encode_body(a: np.ndarray, level: int) -> tuple[int, tuple[int, ...], list[bytes]]:
@@ -235,10 +253,7 @@ class LabelCodec:
     def encode(self, array: np.ndarray) -> bytes:
         """Encode a label array."""
         a = normalize_input(array, self.codec_id)
-        mode, fields, frames = encode_body(a, self.level)
-        sizes = tuple(len(f) for f in frames)
-        head = pack_header(KIND, a.dtype, a.shape, mode, _FIELDS, fields, sizes)
-        return b"".join((head, *frames))
+        return encode_stream(KIND, a.dtype, a.shape, a, self.level)
 
     def decode(
         self,
@@ -249,6 +264,5 @@ class LabelCodec:
     ) -> np.ndarray:
         """Decode a stream; ``shape``/``dtype`` are checked against its header first."""
         buf = memoryview(data).cast("B")
-        want = None if dtype is None else np.dtype(dtype)
-        h = parse_header(buf, KIND, self.codec_id, _FIELDS, _N_SECTIONS, shape, want)
+        h = read_header(buf, KIND, self.codec_id, shape, dtype)
         return decode_body(buf, h.end, h.mode, h.fields, h.section_sizes, h.shape, h.dtype)
