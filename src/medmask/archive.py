@@ -488,14 +488,7 @@ class MaskArchive:
     def compact(self) -> None:
         """Rewrite the archive with only its live members (atomically)."""
         self._check_writable()
-        if self._directory.members:
-            self._pending = [
-                (m.name, self._reload_encoded(m), m.layer) for m in self._directory.members
-            ] + self._pending
-            self._directory = replace(self._directory, members=())
-        self._header = None  # force a full rewrite on close / now for local append
-        self._dirty = True
-        self._write_full()
+        self._write_full()  # re-lays out live members (and pending ones) in a new file
 
     def _reload_encoded(self, member: Member) -> EncodedMask:
         ranges = [

@@ -46,6 +46,21 @@ MAX_METADATA_SIZE = 64 << 20
 
 _HEADER = struct.Struct("<8sHHIIQQIIQII")  # without the trailing header CRC
 assert _HEADER.size == HEADER_SIZE - 4
+# Header fields in on-disk order (docs/format.md section 1).
+_HEADER_FIELDS = (
+    "magic",
+    "major",
+    "minor",
+    "required_flags",
+    "optional_flags",
+    "generation",
+    "metadata_offset",
+    "metadata_length",
+    "metadata_crc",
+    "index_offset",
+    "index_count",
+    "index_crc",
+)
 
 INDEX_DTYPE = np.dtype([("offset", "<u8"), ("length", "<u8"), ("crc", "<u4"), ("reserved", "<u4")])
 INDEX_ENTRY_SIZE = INDEX_DTYPE.itemsize
@@ -87,20 +102,7 @@ class Header:
 
     def pack(self) -> bytes:
         """Return the 64 header bytes, CRC included."""
-        body = _HEADER.pack(
-            self.magic,
-            self.major,
-            self.minor,
-            self.required_flags,
-            self.optional_flags,
-            self.generation,
-            self.metadata_offset,
-            self.metadata_length,
-            self.metadata_crc,
-            self.index_offset,
-            self.index_count,
-            self.index_crc,
-        )
+        body = _HEADER.pack(*(getattr(self, field) for field in _HEADER_FIELDS))
         return body + struct.pack("<I", crc32(body))
 
     @property
@@ -127,21 +129,7 @@ class Header:
         (stored_crc,) = struct.unpack_from("<I", data, HEADER_SIZE - 4)
         if crc32(body) != stored_crc:
             raise ChecksumError(f"{name}: header checksum mismatch; the file is corrupted.")
-        fields = _HEADER.unpack(body)
-        header = cls(
-            magic=fields[0],
-            major=fields[1],
-            minor=fields[2],
-            required_flags=fields[3],
-            optional_flags=fields[4],
-            generation=fields[5],
-            metadata_offset=fields[6],
-            metadata_length=fields[7],
-            metadata_crc=fields[8],
-            index_offset=fields[9],
-            index_count=fields[10],
-            index_crc=fields[11],
-        )
+        header = cls(**dict(zip(_HEADER_FIELDS, _HEADER.unpack(body), strict=True)))
         if header.major != MAJOR_VERSION:
             raise UnsupportedVersionError(
                 f"{name}: format version {header.major}.{header.minor} is not supported; "
