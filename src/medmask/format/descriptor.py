@@ -329,11 +329,19 @@ def _parse_bbox(
 
 
 def label_entries(
-    mapping: Iterable[tuple[str, int]], stats: dict[int, Any]
+    mapping: Iterable[tuple[str, int]], stats: dict[int, Any], voxels: int
 ) -> tuple[LabelEntry, ...]:
-    """Build label entries from ``(name, value)`` pairs and ``values.label_stats`` output."""
+    """Build label entries from ``(name, value)`` pairs and ``values.label_stats`` output.
+
+    ``label_stats`` covers non-zero values only; a label named for 0 (background) gets the
+    remaining voxel count and no bbox.
+    """
     out = []
     for label_name, label in mapping:
+        if label == 0:
+            background = voxels - sum(s.count for s in stats.values())
+            out.append(LabelEntry(label_name, 0, background, None))
+            continue
         stat = stats.get(label)
         out.append(
             LabelEntry(

@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -112,24 +112,8 @@ def encode_mask(
     tasks += [lambda box=box: encode_one(box) for box in boxes]  # type: ignore[misc]
     results = _parallel_map(lambda task: task(), tasks, data.nbytes)
     stats, streams = results[0], results[1:]
-    entries = label_entries(mapping_items(mask.mapping), stats)
-    background = math.prod(mask.shape) - sum(s.count for s in stats.values())
-    entries = tuple(
-        e if e.value != 0 else type(e)(e.name, 0, background, None) for e in entries
-    )
-    return EncodedMask(
-        MaskDescriptor(
-            shape=descriptor.shape,
-            bit_depth=descriptor.bit_depth,
-            labels=entries,
-            codec=descriptor.codec,
-            chunks=chunk_shape,
-            space=descriptor.space,
-            attributes=descriptor.attributes,
-            created_by=descriptor.created_by,
-        ),
-        streams,
-    )
+    entries = label_entries(mapping_items(mask.mapping), stats, math.prod(mask.shape))
+    return EncodedMask(replace(descriptor, labels=entries), streams)
 
 
 def check_index(
