@@ -120,15 +120,14 @@ class LocalSource(_RangeReader):
             os.close(fd)
             raise MaskFileNotFoundError(f"{path}: is a directory, not a file.")
         self._fd = fd
-        self._size = os.fstat(fd).st_size
-        self.size = self._size
+        self.size = os.fstat(fd).st_size
 
     def read(self, start: int, end: int) -> bytes:
-        if end > self._size:  # re-check: the file may have grown since it was opened
-            self._size = os.fstat(self._fd).st_size
-            self.size = self._size
+        size = self.size or 0
+        if end > size:  # re-check: the file may have grown since it was opened
+            size = self.size = os.fstat(self._fd).st_size
         # clamp to the file: a hostile index may ask for 2**63 offsets or terabyte lengths
-        end = min(end, self._size)
+        end = min(end, size)
         if end <= start:
             return b""
         return os.pread(self._fd, end - start, start)
