@@ -81,10 +81,8 @@ def label_counts(array: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> dict
         counts = {0: flat.size - nonzero, 1: nonzero}
         return {k: v for k, v in counts.items() if v}
     top = int(flat.max())
-    if flat.dtype.kind == "i" and int(flat.min()) < 0:
-        values, n = np.unique(flat, return_counts=True)
-        return dict(zip(values.tolist(), n.tolist(), strict=True))
-    if top < _BINCOUNT_LIMIT:
+    negative = flat.dtype.kind == "i" and int(flat.min()) < 0
+    if not negative and top < _BINCOUNT_LIMIT:
         total = np.zeros(top + 1, dtype=np.int64)
         for start in range(0, flat.size, _BLOCK):
             total += np.bincount(flat[start : start + _BLOCK], minlength=top + 1)
