@@ -43,7 +43,7 @@ from .io import (
     write_atomic,
 )
 from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
-from .mask import SegmentationMask
+from .mask import SegmentationMask, smallest_bit_depth
 from .values import match_allowed_values
 
 __all__ = ["LayeringReport", "MaskArchive", "pack_folder", "unpack"]
@@ -462,9 +462,7 @@ class MaskArchive:
             taken.add(member)
             names = sorted(layer, key=lambda n: (labels[n] if labels else 0, n))
             values = {n: (labels[n] if labels else i + 1) for i, n in enumerate(names)}
-            depth = (
-                8 if max(values.values()) <= 255 else (16 if max(values.values()) <= 65535 else 32)
-            )
+            depth = smallest_bit_depth(max(values.values()))
             shape = next(iter(masks.values())).shape
             space = self.space if self.space is not None else Space(shape=shape)
             layer_mask = SegmentationMask.lazy_init(depth, space=space)

@@ -31,6 +31,7 @@ __all__ = [
     "dtype_for_bit_depth",
     "parse_bit_depth",
     "parse_space",
+    "smallest_bit_depth",
 ]
 
 BitDepth = Literal[1, 8, 16, 32]
@@ -60,7 +61,8 @@ def _max_label(bit_depth: int) -> int:
     return 1 if bit_depth == 1 else (1 << bit_depth) - 1
 
 
-def _smallest_bit_depth(max_value: int) -> BitDepth:
+def smallest_bit_depth(max_value: int) -> BitDepth:
+    """The smallest integer bit depth (8, 16 or 32) that holds ``max_value``."""
     for depth in BIT_DEPTHS[1:]:
         if max_value <= _max_label(depth):
             return depth
@@ -134,7 +136,7 @@ class SegmentationMask:
         mapped = dict((v, n) for n, v in mapping_items(mapping))
         max_value = max(max(counts, default=0), max(mapped, default=0))
         if bit_depth is None:
-            depth = 1 if arr.dtype == np.bool_ else _smallest_bit_depth(max_value)
+            depth = 1 if arr.dtype == np.bool_ else smallest_bit_depth(max_value)
         else:
             depth = parse_bit_depth(bit_depth)
         if max_value > _max_label(depth):
