@@ -22,7 +22,8 @@ from medmask import (
     SegmentationMask,
     SpaceMismatchError,
 )
-from medmask.archive import MaskArchive, assign_layers, pack_folder, unpack
+from medmask.archive import MaskArchive, assign_layers
+from medmask.interop.folders import pack_folder, unpack
 
 SPACE = Space(
     shape=(12, 20, 24),

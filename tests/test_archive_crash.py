@@ -17,8 +17,8 @@ import pytest
 from spacetransformer import Space
 
 from archive_writer import BIG_ENV, make_member, member_name
-from medmask import ChecksumError, FormatError
-from medmask.archive import MaskArchive
+from medmask import ChecksumError, FormatError, ReadOnlyError
+from medmask.archive import MaskArchive, RecoveryReport, RecoveryWarning
 from medmask.format.container import HEADER_SIZE, INDEX_DTYPE, Header
 from medmask.format.mska import valid_slots
 
@@ -188,8 +188,8 @@ def two_generations(base_archive: Path, tmp_path: Path) -> Path:
     return path
 
 
-def _assert_previous_generation(path: Path) -> None:
-    with MaskArchive(path) as archive:
+def _assert_previous_generation(path: Path, recover: bool = False) -> None:
+    with MaskArchive(path, recover=recover) as archive:
         assert archive.all_names() == BASE
         for name in BASE:
             np.testing.assert_array_equal(
@@ -213,19 +213,42 @@ def test_torn_newest_header_slot_falls_back(two_generations: Path) -> None:
 
 
 @pytest.mark.parametrize("part", ["metadata", "index"])
-def test_corrupt_newest_directory_falls_back_to_older_slot(
+def test_corrupt_newest_directory_is_reported_and_recovery_is_explicit(
     two_generations: Path, part: str
 ) -> None:
     newest = _slots(two_generations)[1]
     offset = newest.metadata_offset + 7 if part == "metadata" else newest.index_offset + 9
     _flip(two_generations, offset)
     assert set(_slots(two_generations)) == {0, 1}  # both headers are intact
-    _assert_previous_generation(two_generations)
-    # appending after the fallback overwrites the bad slot with a new generation
-    with MaskArchive(two_generations, "a") as archive:
+    # a valid slot whose directory fails its CRC is corruption, not a torn write
+    for mode in ("r", "a"):
+        with pytest.raises(ChecksumError, match=r"gen\.mska.*generation 2.*recover=True"):
+            MaskArchive(two_generations, mode)  # type: ignore[arg-type]
+    with pytest.warns(RecoveryWarning, match="opened generation 1"):
+        archive = MaskArchive(two_generations, recover=True)
+    with archive:
+        assert archive.recovered == RecoveryReport(1, 2, archive.recovered.problem)
+        assert "checksum mismatch" in archive.recovered.problem
+        assert archive.generation == 1
+    with pytest.warns(RecoveryWarning):
+        _assert_previous_generation(two_generations, recover=True)
+    # appends never start from the rolled-back state unless asked for
+    with (
+        pytest.warns(RecoveryWarning),
+        MaskArchive(two_generations, "a", recover=True) as archive,
+        pytest.raises(ReadOnlyError, match="allow_rollback=True"),
+    ):
         archive.add_segmask(make_member("again", SPACE), "again")
     assert {s: h.generation for s, h in _slots(two_generations).items()} == {0: 1, 1: 2}
+    with (
+        pytest.warns(RecoveryWarning),
+        MaskArchive(two_generations, "a", recover=True, allow_rollback=True) as archive,
+    ):
+        archive.add_segmask(make_member("again", SPACE), "again")
+    # the new generation supersedes the damaged one
+    assert {s: h.generation for s, h in _slots(two_generations).items()} == {0: 1, 1: 3}
     with MaskArchive(two_generations) as archive:
+        assert archive.recovered is None
         assert archive.all_names() == [*BASE, "again"]
         np.testing.assert_array_equal(
             archive.load_segmask("again").data, make_member("again", SPACE).data

@@ -11,8 +11,9 @@ import pytest
 from spacetransformer import Space
 
 from medmask import SegmentationMask
-from medmask.archive import MaskArchive, pack_folder
+from medmask.archive import MaskArchive
 from medmask.format.mska import ArchiveDirectory, parse_directory, valid_slots
+from medmask.interop.folders import pack_folder
 from servers import BucketFixture
 
 SLACK = 64 << 10  # the first read of an archive is 64 KiB

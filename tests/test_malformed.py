@@ -600,7 +600,7 @@ def test_huge_shape_refused_before_allocating(tmp_path: Path, valid: bytes) -> N
     assert read_info(path).shape == (100_000,) * 3  # the metadata alone is fine
     # raising the limit gets past the check, to the next problem (the index does not match)
     with pytest.raises(medmask.FormatError, match="chunk index has 8 entries") as info:
-        load_mask(path, max_voxels=10**16)
+        load_mask(path, max_voxels=10**16, max_bytes=10**16)
     assert not isinstance(info.value, medmask.AllocationLimitError)
 
 

@@ -9,14 +9,22 @@ from .errors import (
     AllocationLimitError,
     ChecksumError,
     CodecError,
+    ConcurrentModificationError,
     FormatError,
+    InvalidTypeError,
+    InvalidValueError,
     LabelNotFoundError,
+    LockTimeoutError,
+    MaskFileExistsError,
     MaskFileNotFoundError,
     MedmaskError,
     MemberNotFoundError,
     ReadOnlyError,
     SpaceMismatchError,
+    StorageError,
+    StoragePermissionError,
     TruncatedFileError,
+    UnsafeNameError,
     UnsupportedVersionError,
 )
 from .mapping import LabelMapping
@@ -25,7 +33,8 @@ from .values import LabelStats, label_counts, label_stats, match_allowed_values
 
 if TYPE_CHECKING:
     from .api import MaskFile, MaskInfo, load_mask, read_info, save_mask
-    from .archive import MaskArchive, pack_folder, unpack
+    from .archive import MaskArchive
+    from .interop.folders import pack_folder, unpack
 
 from ._version import __version__ as __version__
 
@@ -37,20 +46,25 @@ _LAZY = {
     "read_info": "api",
     "save_mask": "api",
     "MaskArchive": "archive",
-    "pack_folder": "archive",
-    "unpack": "archive",
+    "pack_folder": "interop.folders",
+    "unpack": "interop.folders",
 }
 
 __all__ = [
     "AllocationLimitError",
     "ChecksumError",
     "CodecError",
+    "ConcurrentModificationError",
     "FormatError",
+    "InvalidTypeError",
+    "InvalidValueError",
     "LabelMapping",
     "LabelNotFoundError",
     "LabelStats",
+    "LockTimeoutError",
     "MaskArchive",
     "MaskFile",
+    "MaskFileExistsError",
     "MaskFileNotFoundError",
     "MaskInfo",
     "MedmaskError",
@@ -58,7 +72,10 @@ __all__ = [
     "ReadOnlyError",
     "SegmentationMask",
     "SpaceMismatchError",
+    "StorageError",
+    "StoragePermissionError",
     "TruncatedFileError",
+    "UnsafeNameError",
     "UnsupportedVersionError",
     "label_counts",
     "label_stats",

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .errors import FormatError, InvalidTypeError, MedmaskError
 from .format.container import MAGIC_MSK, Header
 from .format.descriptor import LabelEntry, MaskDescriptor, Roi, parse_roi
 from .format.encoding import check_index, chunk_ranges, decode_region, encode_mask
@@ -25,8 +26,18 @@ from .io import (
 )
 from .mapping import LabelMapping
 from .mask import SegmentationMask
+from .values import label_stats, match_allowed_values
 
-__all__ = ["MaskFile", "MaskInfo", "load_mask", "read_head", "read_info", "save_mask"]
+__all__ = [
+    "MaskFile",
+    "MaskInfo",
+    "check_decoded_values",
+    "load_mask",
+    "read_head",
+    "read_info",
+    "save_mask",
+    "verify_decoded",
+]
 
 
 def read_head(source: ByteSource, magic: bytes) -> tuple[Header, bytes, bytes, bytes]:
@@ -107,6 +118,7 @@ def read_chunks(
     *,
     payload_start: int,
     max_voxels: int | None,
+    max_bytes: int | None = None,
     head: bytes = b"",
 ) -> npt.NDArray[Any]:
     """Fetch and decode the chunks of ``roi`` (one merged read per run of adjacent chunks;
@@ -117,6 +129,7 @@ def read_chunks(
         name=source.name,
         payload_start=payload_start,
         max_voxels=max_voxels,
+        max_bytes=max_bytes,
         file_size=source.size,
     )
     ranges = chunk_ranges(index, descriptor.chunks_in(roi))
@@ -136,6 +149,57 @@ def mask_from_region(
     return SegmentationMask._trusted(data, descriptor.mapping, space, descriptor.bit_depth)
 
 
+def check_decoded_values(data: npt.NDArray[Any], descriptor: MaskDescriptor, *, name: str) -> None:
+    """Raise :class:`FormatError` if decoded voxels hold a value no label lists (0 is always
+    allowed): what a :class:`SegmentationMask` could not hold."""
+    if data.size == 0:
+        return
+    values = sorted({0, *(e.value for e in descriptor.labels)})
+    top = values[-1]
+    largest = int(data.max())
+    if largest > top:
+        bad = [largest]
+    elif len(values) == top + 1:  # labels 1..top without gaps: the maximum says it all
+        return
+    else:
+        allowed = match_allowed_values(data, values)
+        if allowed.all():
+            return
+        bad = np.unique(data[~allowed])[:10].tolist()
+    raise FormatError(
+        f"{name}: decoded voxels hold values {bad} that no label lists; the file is corrupted "
+        "or was written by a faulty writer (MaskFile.read_array() returns the raw voxels)."
+    )
+
+
+def verify_decoded(data: npt.NDArray[Any], descriptor: MaskDescriptor, *, name: str) -> list[str]:
+    """Compare decoded voxels with the stored per-label counts and bounding boxes."""
+    stats = label_stats(data)
+    listed = {e.value for e in descriptor.labels}
+    problems = []
+    for entry in descriptor.labels:
+        if entry.value == 0:
+            count = int(data.size) - sum(s.count for s in stats.values())
+            bbox = None
+        else:
+            stat = stats.get(entry.value)
+            count, bbox = (0, None) if stat is None else (stat.count, stat.bbox)
+        if count != entry.count:
+            problems.append(
+                f"{name}: label {entry.name!r} (value {entry.value}) has {count:,} voxels; "
+                f"the metadata says {entry.count:,}."
+            )
+        if entry.value != 0 and bbox != entry.bbox:
+            problems.append(
+                f"{name}: label {entry.name!r} (value {entry.value}) has bbox {bbox}; "
+                f"the metadata says {entry.bbox}."
+            )
+    unlisted = sorted(v for v in stats if v not in listed)
+    if unlisted:
+        problems.append(f"{name}: voxels hold values {unlisted[:10]} that no label lists.")
+    return problems
+
+
 class MaskFile:
     """Lower-level access to one ``.msk`` file: metadata, ROI reads, chunk byte ranges.
 
@@ -149,9 +213,11 @@ class MaskFile:
         *,
         storage_options: dict[str, Any] | None = None,
         max_voxels: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self._source = open_source(source, storage_options)
         self._max_voxels = max_voxels
+        self._max_bytes = max_bytes
         try:
             header, meta, index, self._first_read = read_head(self._source, MAGIC_MSK)
             self._head: MskHead = parse_msk_head(header, meta, index, name=self._source.name)
@@ -195,7 +261,10 @@ class MaskFile:
         return info_from(self._head.descriptor, self._head.index, self.name)
 
     def read_array(self, roi: object = None) -> npt.NDArray[Any]:
-        """Decode the array, or only ``roi`` (3 slices, z/y/x), reading only its chunks."""
+        """Decode the array, or only ``roi`` (3 slices, z/y/x), reading only its chunks.
+
+        The raw voxels: unlike :meth:`read`, values are not checked against the labels.
+        """
         region = parse_roi(roi, self.descriptor.shape)
         return read_chunks(
             self._source,
@@ -204,13 +273,28 @@ class MaskFile:
             region,
             payload_start=self._head.payload_start,
             max_voxels=self._max_voxels,
+            max_bytes=self._max_bytes,
             head=self._first_read,
         )
 
     def read(self, roi: object = None) -> SegmentationMask:
         """Decode into a :class:`SegmentationMask` (cropped, with cropped space, for ``roi``)."""
         region = parse_roi(roi, self.descriptor.shape)
-        return mask_from_region(self.descriptor, self.space, self.read_array(region), region)
+        data = self.read_array(region)
+        check_decoded_values(data, self.descriptor, name=self.name)
+        return mask_from_region(self.descriptor, self.space, data, region)
+
+    def verify(self) -> list[str]:
+        """Decode everything and compare it with the stored label counts and bounding boxes.
+
+        Returns the problems found (empty when the file is sound); checksum and format errors
+        are reported in the list too.
+        """
+        try:
+            data = self.read_array()
+        except MedmaskError as exc:
+            return [str(exc)]
+        return verify_decoded(data, self.descriptor, name=self.name)
 
     def chunk_byte_range(self, chunk_id: int) -> tuple[int, int] | None:
         """``(start, end)`` of a chunk's stream in the file, or None for an all-zero chunk."""
@@ -241,6 +325,7 @@ def save_mask(
     chunks: object = None,
     attributes: Mapping[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> int:
     """Write ``mask`` as a ``.msk`` file; return the number of bytes written.
 
@@ -248,12 +333,14 @@ def save_mask(
     ``memory://``, ``file://``), fsspec ``OpenFile`` or binary file object. Local writes are
     atomic: the old file stays untouched if anything fails. ``chunks`` is None (whole slices,
     about 4 MiB each), a number of z slices, or a (z, y, x) chunk shape; ``level`` trades
-    encoding time for size (see ``docs/codecs.md``).
+    encoding time for size (see ``docs/codecs.md``). ``overwrite=False`` refuses to replace an
+    existing file or object (:class:`MaskFileExistsError`), atomically on local files, S3 and
+    GCS, so two writers of the same name cannot silently replace each other's result.
     """
     if not isinstance(mask, SegmentationMask):
-        raise TypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
+        raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
     pieces = build_msk(encode_mask(mask, level=level, chunks=chunks, attributes=attributes))
-    write_atomic(target, pieces, storage_options)
+    write_atomic(target, pieces, storage_options, overwrite=overwrite)
     return sum(len(p) for p in pieces)
 
 
@@ -263,9 +350,14 @@ def load_mask(
     roi: object = None,
     storage_options: dict[str, Any] | None = None,
     max_voxels: int | None = None,
+    max_bytes: int | None = None,
 ) -> SegmentationMask:
-    """Read a ``.msk`` file (or only ``roi``: three slices in (z, y, x))."""
-    with MaskFile(source, storage_options=storage_options, max_voxels=max_voxels) as f:
+    """Read a ``.msk`` file (or only ``roi``: three slices in (z, y, x)).
+
+    ``max_voxels``/``max_bytes`` bound the decoded size (defaults in ``docs/format.md``).
+    """
+    options = {"max_voxels": max_voxels, "max_bytes": max_bytes}
+    with MaskFile(source, storage_options=storage_options, **options) as f:
         return f.read(roi)
 
 

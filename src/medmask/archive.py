@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -13,15 +13,21 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from ._version import __version__
-from .api import MaskInfo, info_from, mask_from_region
+from .api import MaskInfo, check_decoded_values, info_from, mask_from_region, verify_decoded
 from .errors import (
+    ConcurrentModificationError,
     FormatError,
+    InvalidTypeError,
+    InvalidValueError,
     LabelNotFoundError,
+    MaskFileExistsError,
+    MaskFileNotFoundError,
+    MedmaskError,
     MemberNotFoundError,
     ReadOnlyError,
     SpaceMismatchError,
 )
-from .format.container import HEADER_SIZE, Header
+from .format.container import HEADER_SIZE, INDEX_DTYPE, Header
 from .format.descriptor import MaskDescriptor, Roi, parse_roi
 from .format.encoding import EncodedMask, check_index, chunk_ranges, decode_region, encode_mask
 from .format.mska import (
@@ -36,22 +42,30 @@ from .format.mska import (
 from .io import (
     HEAD_GUESS,
     ByteSource,
+    LocalLock,
+    ObjectVersion,
     Target,
     local_path,
+    object_version,
     open_source,
     read_ranges_after_head,
+    storage_error,
     write_atomic,
 )
+from .io import _write_local_atomic as write_local_atomic
 from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
 from .mask import SegmentationMask, smallest_bit_depth
 from .values import match_allowed_values
 
-__all__ = ["LayeringReport", "MaskArchive", "pack_folder", "unpack"]
+__all__ = ["LayeringReport", "MaskArchive", "RecoveryReport", "RecoveryWarning"]
 
 #: Tolerances when checking that a member's space equals the archive's.
 SPACE_ATOL_MM = 1e-3
 SPACE_RTOL = 1e-5
+#: Default wait for another writer's lock on a local archive (seconds).
+DEFAULT_LOCK_TIMEOUT = 60.0
 _MIN_REGION = 4 << 10
+_OPEN_ATTEMPTS = 3  # re-reads when a writer commits while we read the directory
 
 
 def spaces_match(a: Space, b: Space) -> str | None:
@@ -89,6 +103,28 @@ class LayeringReport:
         return len(self.layers)
 
 
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What ``MaskArchive(..., recover=True)`` did when the newest state was damaged."""
+
+    generation: int  # the generation opened
+    damaged_generation: int  # the newest one, which failed verification
+    problem: str  # why it was refused
+
+
+class RecoveryWarning(UserWarning):
+    """An archive was opened at an older generation because the newest one is damaged."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A member added in this session and not yet written."""
+
+    name: str
+    encoded: EncodedMask
+    layer: bool
+
+
 def assign_layers(masks: Mapping[str, npt.NDArray[np.bool_]]) -> list[list[str]]:
     """Greedy colouring of the overlap graph: each structure, largest first, goes to the first
     layer in which it overlaps nothing."""
@@ -117,6 +153,32 @@ def _overlaps(
     return bool(np.any(occupied[z0:z1] & mask[z0:z1]))
 
 
+def usable_regions(directory: ArchiveDirectory, file_end: int) -> tuple[tuple[int, int], ...]:
+    """The writer's ``directory_regions`` that are safe to reuse for a new directory.
+
+    ``directory_regions`` is only bookkeeping (readers ignore it) and its CRC says nothing
+    about its truth: a region is kept only if it lies after the slots, inside the file and
+    overlaps neither a live member's chunks nor another kept region.
+    """
+    entries = np.concatenate(
+        [np.zeros(0, dtype=INDEX_DTYPE), *(m.index for m in directory.members)]
+    )
+    entries = entries[entries["length"] > 0]
+    starts = entries["offset"].astype(np.uint64)
+    ends = starts + entries["length"].astype(np.uint64)
+    kept: list[tuple[int, int]] = []
+    for start, capacity in directory.regions:
+        stop = start + capacity
+        if start < SLOTS_SIZE or capacity <= 0 or stop > file_end:
+            continue
+        if np.any((starts < np.uint64(stop)) & (ends > np.uint64(start))):
+            continue
+        if any(start < b + c and b < stop for b, c in kept):
+            continue
+        kept.append((start, capacity))
+    return tuple(kept)
+
+
 class MaskArchive:
     """Many named :class:`SegmentationMask` members sharing one space, in one ``.mska`` file.
 
@@ -125,11 +187,24 @@ class MaskArchive:
     source
         Path, ``pathlib.Path``, fsspec URL or ``OpenFile``.
     mode
-        ``"r"`` read, ``"w"`` create/overwrite (written atomically when closed), ``"a"`` append
-        (local files: every added member is committed at once, crash-safe; remote objects are
-        rewritten with one PUT when closed).
+        ``"r"`` read, ``"w"`` create/overwrite (written atomically when closed), ``"a"`` append.
+        Local ``"a"``: the file is created if missing, locked against other writers until
+        :meth:`close` (``lock_timeout``), and every added member is committed at once,
+        crash-safely. Remote ``"a"``: the object is rewritten with one conditional PUT when
+        closed; if another writer replaced it meanwhile, :class:`ConcurrentModificationError`.
     space
         The shared space; default: the first member's.
+    recover
+        If the newest archive state fails verification (a damaged directory), open the newest
+        intact generation instead, read-only (see :attr:`recovered`). Without it such an
+        archive raises :class:`ChecksumError` (or another :class:`FormatError`).
+    allow_rollback
+        With ``recover=True`` and mode ``"a"``: allow appending on top of the recovered
+        generation; the next commit supersedes the damaged one, whose changes are lost.
+    lock_timeout
+        Seconds to wait for another writer's lock on a local archive (mode ``"a"``/``"w"``).
+    max_voxels, max_bytes
+        Limits on one decoded member (defaults: see ``docs/format.md``, section 6).
     """
 
     def __init__(
@@ -139,59 +214,150 @@ class MaskArchive:
         *,
         space: Space | None = None,
         storage_options: dict[str, Any] | None = None,
+        recover: bool = False,
+        allow_rollback: bool = False,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         max_voxels: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         if mode not in ("r", "w", "a"):
-            raise ValueError(f"Expected mode 'r', 'w' or 'a'. Got {mode!r}.")
+            raise InvalidValueError(f"Expected mode 'r', 'w' or 'a'. Got {mode!r}.")
+        if space is not None and not isinstance(space, Space):
+            raise InvalidTypeError(
+                f"Expected a spacetransformer.Space or None. Got {type(space).__name__}."
+            )
         self._target = source
         self._mode = mode
         self._options = storage_options
         self._max_voxels = max_voxels
+        self._max_bytes = max_bytes
+        self._lock_timeout = float(lock_timeout)
         self._local = local_path(source, storage_options)
+        self._name = self._local or str(source)
         self._source: ByteSource | None = None
         self._head = b""
-        self._header: Header | None = None
+        self._header: Header | None = None  # slot header of the state we hold
         self._slot = 0
-        self._pending: list[tuple[str, EncodedMask, bool]] = []  # members not yet on disk
+        self._slot_bytes = b""  # both slots as last seen: compared before every commit
+        self._max_generation = 0  # highest generation of any valid slot
+        self._lock: LocalLock | None = None
+        self._version: ObjectVersion | None = None  # remote "a": what a conditional PUT expects
+        self._pending: list[_Pending] = []
         self._closed = False
         self._dirty = False
-        self._name = self._local or str(source)
+        self._read_only_reason = ""
+        self.recovered: RecoveryReport | None = None
         self._directory = ArchiveDirectory(space=space)
-        exists = mode != "w" and (os.path.exists(self._local) if self._local is not None else True)
-        if mode == "r" or (mode == "a" and exists):
-            try:
-                self._open_existing()
-            except FileNotFoundError:
-                if mode == "r":
-                    raise
-                self._source = None
+        try:
+            self._open(recover, allow_rollback, space)
+        except BaseException:
+            self._release()
+            raise
         if space is not None and self._directory.space is not None:
             problem = spaces_match(space, self._directory.space)
             if problem:
+                self._release()
                 raise SpaceMismatchError(
                     f"{self._name}: space differs from the archive's: {problem}."
                 )
 
     # -- opening -------------------------------------------------------------------------------
-    def _open_existing(self) -> None:
-        source = self._ensure_source()
-        self._name = source.name
-        last_error: Exception | None = None
-        for slot, header in valid_slots(self._head, name=source.name):
+    def _open(self, recover: bool, allow_rollback: bool, space: Space | None) -> None:
+        if self._mode == "w":
+            return
+        if self._mode == "a" and self._local is not None:
+            self._lock = self._lock_or_create(self._local, space)
+        elif self._mode == "a":
+            self._version = object_version(self._target, self._options)
+            if not self._version.exists:
+                return  # created by the first (conditional) write
+        self._open_existing(recover)
+        if self.recovered is not None and self._mode == "a" and not allow_rollback:
+            self._read_only_reason = (
+                f"opened at generation {self.recovered.generation} because generation "
+                f"{self.recovered.damaged_generation} is damaged; appending would discard it "
+                "(pass allow_rollback=True to do so)"
+            )
+
+    def _lock_or_create(self, path: str, space: Space | None) -> LocalLock:
+        """Lock an existing local archive, or create (and lock) an empty one."""
+        lock = LocalLock.acquire(path, self._lock_timeout)
+        if lock is not None:
+            return lock
+        empty = self._full_file_pieces([], ArchiveDirectory(space=space), generation=1)[0]
+        try:
+            created = write_local_atomic(path, empty, exclusive=True, keep_lock=True)
+            assert created is not None
+            return created
+        except MaskFileExistsError:  # another writer created it first: use theirs
+            lock = LocalLock.acquire(path, self._lock_timeout)
+            if lock is None:
+                raise MaskFileNotFoundError(f"{path}: was deleted while opening.") from None
+            return lock
+
+    def _open_existing(self, recover: bool) -> None:
+        damage: FormatError | None = None
+        slots: list[tuple[int, Header]] = []
+        for _ in range(_OPEN_ATTEMPTS):
+            source = self._reopen()
+            slots = valid_slots(self._head, name=source.name)
+            self._max_generation = max(h.generation for _, h in slots)
+            slot, header = slots[0]
             try:
                 self._directory = self._read_directory(header)
-                self._header, self._slot = header, slot
-                return
-            except FormatError as exc:  # torn directory: fall back to the older slot
-                last_error = exc
-        assert last_error is not None
-        raise last_error
+            except FormatError as exc:
+                damage = exc
+                if self._slots_changed():  # a writer committed while we read: read again
+                    continue
+                break
+            self._header, self._slot = header, slot
+            return
+        assert damage is not None
+        newest = slots[0][1].generation
+        if not recover:
+            raise type(damage)(
+                f"{damage} This is the archive's newest state (generation {newest}): the file "
+                "is corrupted. Open it with recover=True to read the newest intact "
+                "generation (read-only)."
+            ) from damage
+        for slot, header in slots[1:]:
+            try:
+                self._directory = self._read_directory(header)
+            except FormatError:
+                continue
+            self._header, self._slot = header, slot
+            self.recovered = RecoveryReport(header.generation, newest, str(damage))
+            warnings.warn(
+                f"{self._name}: opened generation {header.generation}; the newest generation "
+                f"{newest} is damaged ({damage})",
+                RecoveryWarning,
+                stacklevel=3,
+            )
+            return
+        raise type(damage)(f"{damage} No older intact generation exists.") from damage
+
+    def _reopen(self) -> ByteSource:
+        """(Re)open the file and take its first read."""
+        if self._source is not None:
+            self._source.close()
+        self._source = open_source(self._target, self._options)
+        self._name = self._source.name
+        self._head = self._source.read(0, HEAD_GUESS)
+        self._slot_bytes = self._head[:SLOTS_SIZE]
+        return self._source
+
+    def _current_slot_bytes(self) -> bytes:
+        if self._lock is not None:
+            return os.pread(self._lock.fd, SLOTS_SIZE, 0)
+        source = self._source or open_source(self._target, self._options)
+        return source.read(0, SLOTS_SIZE)
+
+    def _slots_changed(self) -> bool:
+        return self._current_slot_bytes() != self._slot_bytes
 
     def _ensure_source(self) -> ByteSource:
-        """Open the file (again, after a write) and take its first read."""
         if self._source is None:
-            self._source = open_source(self._target, self._options)
-            self._head = self._source.read(0, HEAD_GUESS)
+            return self._reopen()
         return self._source
 
     def _read_directory(self, header: Header) -> ArchiveDirectory:
@@ -207,7 +373,8 @@ class MaskArchive:
                 member.descriptor,
                 name=f"{self._name} [{member.name}]",
                 payload_start=SLOTS_SIZE,
-                max_voxels=1 << 62,
+                max_voxels=1 << 62,  # limits apply when a member is decoded
+                max_bytes=1 << 62,
             )
         return directory
 
@@ -229,12 +396,17 @@ class MaskArchive:
         """``"r"``, ``"w"`` or ``"a"``."""
         return self._mode
 
-    def _members(self) -> list[Member | tuple[str, EncodedMask, bool]]:
-        return [*self._directory.members, *self._pending]
+    @property
+    def generation(self) -> int:
+        """Generation of the state this handle holds (0 before anything is written)."""
+        return self._header.generation if self._header is not None else 0
+
+    def _pending_member(self, name: str) -> _Pending | None:
+        return next((p for p in self._pending if p.name == name), None)
 
     def all_names(self) -> list[str]:
         """Member names in insertion order."""
-        return [m.name if isinstance(m, Member) else m[0] for m in self._members()]
+        return [m.name for m in self._directory.members] + [p.name for p in self._pending]
 
     def __contains__(self, name: object) -> bool:
         return name in self.all_names()
@@ -246,25 +418,22 @@ class MaskArchive:
         return iter(self.all_names())
 
     def _descriptor(self, name: str) -> MaskDescriptor:
-        for m in self._members():
-            if isinstance(m, Member) and m.name == name:
-                return m.descriptor
-            if isinstance(m, tuple) and m[0] == name:
-                return replace(m[1].descriptor, space=self.space)
+        member = self._directory.member(name)
+        if member is not None:
+            return member.descriptor
+        pending = self._pending_member(name)
+        if pending is not None:
+            return replace(pending.encoded.descriptor, space=self.space)
         raise MemberNotFoundError(
             f"{self._name}: no member named {name!r}." + close_matches_hint(name, self.all_names())
         )
 
     def info(self) -> list[MaskInfo]:
         """Per member: name, shape, dtype, labels (counts, bboxes), compressed and raw bytes."""
-        out = []
-        for m in self._members():
-            if isinstance(m, Member):
-                out.append(info_from(m.descriptor, m.index, m.name))
-            else:
-                name, encoded, _ = m
-                desc = replace(encoded.descriptor, space=self.space)
-                out.append(info_from(desc, encoded.index(0), name))
+        out = [info_from(m.descriptor, m.index, m.name) for m in self._directory.members]
+        for p in self._pending:
+            desc = replace(p.encoded.descriptor, space=self.space)
+            out.append(info_from(desc, p.encoded.index(0), p.name))
         return out
 
     def read_all_mapping(self) -> dict[str, LabelMapping]:
@@ -297,7 +466,7 @@ class MaskArchive:
         names = list(self.structures())
         raise LabelNotFoundError(
             f"{self._name}: no structure named {structure!r}."
-            + close_matches_hint(structure, names)
+            + close_matches_hint(str(structure), names)
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -311,10 +480,11 @@ class MaskArchive:
             member = self._directory.member(name)
             if member is None:
                 descriptor = self._descriptor(name)  # MemberNotFoundError when absent
-                encoded = next(p[1] for p in self._pending if p[0] == name)
+                pending = self._pending_member(name)
+                assert pending is not None
                 region = parse_roi(rois[name] if rois else roi, descriptor.shape)
-                index = encoded.index(0)
-                streams = {i: s for i, s in enumerate(encoded.streams) if s}
+                index = pending.encoded.index(0)
+                streams = {i: s for i, s in enumerate(pending.encoded.streams) if s}
                 out[name] = decode_region(descriptor, index, region, streams, name=self._name)
                 continue
             region = parse_roi(rois[name] if rois else roi, member.descriptor.shape)
@@ -325,6 +495,7 @@ class MaskArchive:
                 name=where,
                 payload_start=SLOTS_SIZE,
                 max_voxels=self._max_voxels,
+                max_bytes=self._max_bytes,
             )
             ranges = chunk_ranges(member.index, member.descriptor.chunks_in(region))
             plans.append((name, member, region, ranges, where))
@@ -335,25 +506,44 @@ class MaskArchive:
             out[name] = decode_region(member.descriptor, member.index, region, streams, name=where)
         return out
 
+    def _mask(self, name: str, data: npt.NDArray[Any], region: Roi) -> SegmentationMask:
+        descriptor = self._descriptor(name)
+        check_decoded_values(data, descriptor, name=f"{self._name} [{name}]")
+        return mask_from_region(descriptor, self._shared_space(), data, region)
+
     def load_segmask(self, name: str, *, roi: object = None) -> SegmentationMask:
         """Decode member ``name`` (or only ``roi``)."""
         self._check_open()
-        descriptor = self._descriptor(name)
-        region = parse_roi(roi, descriptor.shape)
-        data = self._decode_members([name], region)[name]
-        return mask_from_region(descriptor, self._shared_space(), data, region)
+        region = parse_roi(roi, self._descriptor(name).shape)
+        return self._mask(name, self._decode_members([name], region)[name], region)
 
     def read_all_masks(self) -> dict[str, SegmentationMask]:
         """Decode every member (one merged read for all of them)."""
         self._check_open()
         names = self.all_names()
         arrays = self._decode_members(names)
-        out = {}
-        for name in names:
-            descriptor = self._descriptor(name)
-            full = parse_roi(None, descriptor.shape)
-            out[name] = mask_from_region(descriptor, self._shared_space(), arrays[name], full)
-        return out
+        return {
+            name: self._mask(name, arrays[name], parse_roi(None, arrays[name].shape))
+            for name in names
+        }
+
+    def verify(self) -> list[str]:
+        """Decode every member and compare its voxels with the stored label statistics.
+
+        Returns the problems found (empty when the archive is sound); checksum and format
+        errors of a member are reported, not raised, so every member is checked.
+        """
+        self._check_open()
+        problems = []
+        for name in self.all_names():
+            where = f"{self._name} [{name}]"
+            try:
+                data = self._decode_members([name])[name]
+            except MedmaskError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            problems += verify_decoded(data, self._descriptor(name), name=where)
+        return problems
 
     def _shared_space(self) -> Space:
         if self.space is None:
@@ -390,12 +580,18 @@ class MaskArchive:
     # -- writing -------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
-            raise ValueError(f"{self._name}: archive is closed.")
+            raise InvalidValueError(f"{self._name}: archive is closed.")
 
     def _check_writable(self) -> None:
         self._check_open()
         if self._mode == "r":
             raise ReadOnlyError(f"{self._name}: archive is open read-only (mode='r').")
+        if self._read_only_reason:
+            raise ReadOnlyError(f"{self._name}: archive is read-only: {self._read_only_reason}.")
+
+    @property
+    def _appends_in_place(self) -> bool:
+        return self._lock is not None and self._header is not None
 
     def add_segmask(
         self,
@@ -409,23 +605,29 @@ class MaskArchive:
         """Add ``mask`` as member ``name``; its space must match the archive's."""
         self._check_writable()
         if not isinstance(mask, SegmentationMask):
-            raise TypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
+            raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
         name = parse_label_name(name)
         if name in self:
-            raise ValueError(f"{self._name}: a member named {name!r} already exists.")
-        if self.space is None:
-            self._directory = replace(self._directory, space=mask.space)
-        else:
+            raise InvalidValueError(f"{self._name}: a member named {name!r} already exists.")
+        if self.space is not None:
             problem = spaces_match(mask.space, self.space)
             if problem:
                 raise SpaceMismatchError(
                     f"{self._name}: mask {name!r} does not share the archive's space: {problem}."
                 )
         encoded = encode_mask(mask, level=level, chunks=chunks, include_space=False)
-        self._pending.append((name, encoded, _layer))
+        before = self._directory
+        if self.space is None:
+            self._directory = replace(self._directory, space=mask.space)
+        self._pending.append(_Pending(name, encoded, _layer))
         self._dirty = True
-        if self._mode == "a" and self._local is not None and self._header is not None:
-            self._commit_local_append()
+        if self._appends_in_place:
+            try:
+                self._commit_local_append()
+            except BaseException:  # nothing committed: this handle stays usable
+                self._pending.pop()
+                self._directory = before
+                raise
 
     def add_structures(
         self,
@@ -447,10 +649,10 @@ class MaskArchive:
         for name, array in structures.items():
             parse_label_name(name)
             if name in existing:
-                raise ValueError(f"{self._name}: structure {name!r} already exists.")
+                raise InvalidValueError(f"{self._name}: structure {name!r} already exists.")
             arr = np.asarray(array)
             if arr.dtype != np.bool_ and arr.dtype.kind not in "iu":
-                raise TypeError(f"Structure {name!r}: expected a bool or integer array.")
+                raise InvalidTypeError(f"Structure {name!r}: expected a bool or integer array.")
             masks[name] = arr if arr.dtype == np.bool_ else arr != 0
         report: dict[str, list[str]] = {}
         taken = set(self.all_names())
@@ -476,12 +678,17 @@ class MaskArchive:
         """Drop member ``name`` (its bytes remain until :meth:`compact`)."""
         self._check_writable()
         self._descriptor(name)
-        self._pending = [p for p in self._pending if p[0] != name]
+        before = (self._directory, list(self._pending))
+        self._pending = [p for p in self._pending if p.name != name]
         members = tuple(m for m in self._directory.members if m.name != name)
         self._directory = replace(self._directory, members=members)
         self._dirty = True
-        if self._mode == "a" and self._local is not None and self._header is not None:
-            self._commit_local_append()
+        if self._appends_in_place:
+            try:
+                self._commit_local_append()
+            except BaseException:
+                self._directory, self._pending = before
+                raise
 
     def compact(self) -> None:
         """Rewrite the archive with only its live members (atomically)."""
@@ -497,67 +704,106 @@ class MaskArchive:
         return EncodedMask(member.descriptor, streams)
 
     # -- committing ----------------------------------------------------------------------------
-    def _layout(
-        self, members: list[tuple[str, EncodedMask, bool]], payload_at: int
-    ) -> tuple[list[Member], list[bytes]]:
+    @staticmethod
+    def _layout(members: Sequence[_Pending], payload_at: int) -> tuple[list[Member], list[bytes]]:
         placed: list[Member] = []
         pieces: list[bytes] = []
         offset = payload_at
-        for name, encoded, layer in members:
-            index = encoded.index(offset)
-            placed.append(Member(name, encoded.descriptor, index, layer))
-            pieces.extend(s for s in encoded.streams if s)
-            offset += encoded.payload_size
+        for p in members:
+            placed.append(Member(p.name, p.encoded.descriptor, p.encoded.index(offset), p.layer))
+            pieces.extend(s for s in p.encoded.streams if s)
+            offset += p.encoded.payload_size
         return placed, pieces
 
-    def _write_full(self) -> None:
-        """Write a fresh archive: slots, two directory regions, payload; atomically."""
-        if self._directory.members:  # already written (an earlier flush, or mode "a")
-            self._pending = [
-                (m.name, self._reload_encoded(m), m.layer) for m in self._directory.members
-            ] + self._pending
-            self._directory = replace(self._directory, members=())
-        members = self._pending
+    def _full_file_pieces(
+        self, members: Sequence[_Pending], base: ArchiveDirectory, generation: int
+    ) -> tuple[list[bytes], ArchiveDirectory, Header]:
+        """A fresh archive: slots, two directory regions, payload."""
         # size the directory regions from a first rendering, leaving room to grow
         probe, _ = self._layout(members, 0)
-        meta, _, index, _ = directory_bytes(replace(self._directory, members=tuple(probe)))
+        meta, _, index, _ = directory_bytes(replace(base, members=tuple(probe)))
         region = _round_up(max(_MIN_REGION, 2 * (len(meta) + len(index)) + 1024), 1024)
         regions = ((SLOTS_SIZE, region), (SLOTS_SIZE + region, region))
-        payload_at = SLOTS_SIZE + 2 * region
-        placed, payload = self._layout(members, payload_at)
+        placed, payload = self._layout(members, SLOTS_SIZE + 2 * region)
         directory = ArchiveDirectory(
-            space=self._directory.space,
+            space=base.space,
             members=tuple(placed),
             regions=regions,
             created_by=f"medmask {__version__}",
         )
         meta, flags, index, _ = directory_bytes(directory)
         if len(meta) + len(index) > region:  # cannot happen: region sized from the same data
-            raise AssertionError("directory larger than its region")
-        header = slot_header(1, SLOTS_SIZE, meta, flags, SLOTS_SIZE + len(meta), index)
+            raise FormatError(f"{self._name}: directory larger than its region (writer bug).")
+        header = slot_header(generation, SLOTS_SIZE, meta, flags, SLOTS_SIZE + len(meta), index)
         area = (meta + index).ljust(2 * region, b"\0")
-        pieces = [header.pack(), bytes(HEADER_SIZE), area, *payload]
-        write_atomic(self._target, pieces, self._options)
-        self._after_write(directory, header, slot=0)
+        return [header.pack(), bytes(HEADER_SIZE), area, *payload], directory, header
 
-    def _after_write(self, directory: ArchiveDirectory, header: Header, slot: int) -> None:
+    def _write_full(self) -> None:
+        """Write the whole archive as a new file (atomically) and continue from it."""
+        members = [
+            _Pending(m.name, self._reload_encoded(m), m.layer) for m in self._directory.members
+        ] + self._pending
+        generation = self._max_generation + 1 if self._header is not None else 1
+        pieces, directory, header = self._full_file_pieces(members, self._directory, generation)
+        if self._local is None:
+            self._version = write_atomic(
+                self._target,
+                pieces,
+                self._options,
+                expect=self._version if self._mode == "a" else None,
+            )
+        elif self._mode == "a":
+            assert self._lock is not None
+            self._check_unchanged()
+            new_lock = write_local_atomic(self._local, pieces, keep_lock=True)
+            self._lock.release()  # waiters on the replaced file move on to the new one
+            self._lock = new_lock
+        else:  # "w": wait for an appender of the file we replace to finish
+            old = LocalLock.acquire(self._local, self._lock_timeout)
+            try:
+                write_local_atomic(self._local, pieces)
+            finally:
+                if old is not None:
+                    old.release()
+        self._after_write(directory, header, slot=0, slots=pieces[0] + pieces[1])
+
+    def _after_write(
+        self, directory: ArchiveDirectory, header: Header, slot: int, slots: bytes
+    ) -> None:
         self._directory, self._header, self._slot = directory, header, slot
+        self._slot_bytes = slots
+        self._max_generation = max(self._max_generation, header.generation)
         self._pending = []
         self._dirty = False
+        self._read_only_reason = ""
         if self._source is not None:  # reopened (and the first read re-taken) on next read
             self._source.close()
             self._source = None
 
+    def _check_unchanged(self) -> None:
+        """Compare-before-commit: the slots and the file must be as this handle last saw them."""
+        assert self._lock is not None
+        if not self._lock.is_current() or self._slots_changed():
+            raise ConcurrentModificationError(
+                f"{self._name}: was changed by another writer since it was opened; nothing "
+                "was written. Open it again and retry."
+            )
+
     def _commit_local_append(self) -> None:
         """Append pending members to a local archive in place, crash-safely (format.md 5)."""
-        assert self._local is not None
+        assert self._lock is not None
         assert self._header is not None
-        with open(self._local, "r+b") as f:
-            end = f.seek(0, os.SEEK_END)
+        self._check_unchanged()
+        fd, name = self._lock.fd, self._name
+        try:
+            end = os.fstat(fd).st_size
             placed, payload = self._layout(self._pending, end)
-            f.write(b"".join(payload))
+            _pwrite(fd, b"".join(payload), end)
             new_end = end + sum(len(p) for p in payload)
-            directory = replace(self._directory, members=(*self._directory.members, *placed))
+            regions = usable_regions(self._directory, end)
+            directory = replace(
+                self._directory, members=(*self._directory.members, *placed), regions=regions
+            )
             meta, flags, index, _ = directory_bytes(directory)
             size = len(meta) + len(index)
             active = (
@@ -567,36 +813,43 @@ class MaskArchive:
             target = next(
                 (
                     start
-                    for start, cap in directory.regions
+                    for start, cap in regions
                     if size <= cap and (start + cap <= active[0] or start >= active[1])
                 ),
                 new_end,
             )
-            f.seek(target)
-            f.write(meta + index)
-            f.flush()
-            os.fsync(f.fileno())
+            _pwrite(fd, meta + index, target)
+            os.fsync(fd)
             slot = 1 - self._slot
-            header = slot_header(
-                self._header.generation + 1, target, meta, flags, target + len(meta), index
-            )
-            f.seek(slot * HEADER_SIZE)
-            f.write(header.pack())
-            f.flush()
-            os.fsync(f.fileno())
-        self._after_write(directory, header, slot)
+            generation = max(self._max_generation, self._header.generation) + 1
+            header = slot_header(generation, target, meta, flags, target + len(meta), index)
+            _pwrite(fd, header.pack(), slot * HEADER_SIZE)
+            os.fsync(fd)
+            slots = os.pread(fd, SLOTS_SIZE, 0)
+        except OSError as exc:
+            raise storage_error(exc, name, "appending") from exc
+        self._after_write(directory, header, slot, slots)
 
     def flush(self) -> None:
         """Write pending changes now (``w`` and remote ``a``: rewrites the whole file)."""
         if not self._dirty or self._mode == "r":
             return
-        if self._mode == "a" and self._local is not None and self._header is not None:
+        self._check_writable()
+        if self._appends_in_place:
             self._commit_local_append()
         else:
             self._write_full()
 
+    def _release(self) -> None:
+        source, lock = getattr(self, "_source", None), getattr(self, "_lock", None)
+        self._source = self._lock = None
+        if source is not None:
+            source.close()
+        if lock is not None:
+            lock.release()
+
     def close(self) -> None:
-        """Write pending changes and release the file."""
+        """Write pending changes and release the file (and its lock)."""
         if self._closed:
             return
         try:
@@ -604,8 +857,7 @@ class MaskArchive:
                 self.flush()
         finally:
             self._closed = True
-            if self._source is not None:
-                self._source.close()
+            self._release()
 
     def __enter__(self) -> MaskArchive:
         return self
@@ -614,89 +866,19 @@ class MaskArchive:
         if exc_type is not None and self._mode == "w":
             # a failed "w" session must not replace the previous file
             self._closed = True
-            if self._source is not None:
-                self._source.close()
+            self._release()
             return
         self.close()
+
+    def __del__(self) -> None:
+        self._release()
 
     def __repr__(self) -> str:
         return f"MaskArchive({self._name!r}, mode={self._mode!r}, members={len(self)})"
 
 
-def pack_folder(
-    folder: str | os.PathLike[str],
-    out: Target,
-    labels: Mapping[str, int] | str | os.PathLike[str] | None = None,
-    *,
-    storage_options: dict[str, Any] | None = None,
-    level: int | None = None,
-) -> LayeringReport:
-    """Pack a folder of per-structure NIfTI masks (TotalSegmentator layout) into one archive.
-
-    Structure names are the file names without ``.nii.gz``/``.nii``. ``labels``
-    (``{name: value}`` or a JSON file of it, e.g. TotalSegmentator's label table) sets label
-    values; structures are layered losslessly (:meth:`MaskArchive.add_structures`).
-    """
-    from .interop.nifti import read_nifti
-
-    root = Path(folder)
-    files = sorted(p for p in root.iterdir() if p.name.endswith((".nii.gz", ".nii")))
-    if not files:
-        raise FileNotFoundError(f"{root}: no .nii or .nii.gz files.")
-    if isinstance(labels, str | os.PathLike):
-        import json
-
-        labels = json.loads(Path(labels).read_text())
-    structures: dict[str, npt.NDArray[np.bool_]] = {}
-    space: Space | None = None
-    for path in files:
-        name = path.name.removesuffix(".gz").removesuffix(".nii")
-        array, file_space = read_nifti(path)
-        if space is None:
-            space = file_space
-        else:
-            problem = spaces_match(file_space, space)
-            if problem:
-                raise SpaceMismatchError(f"{path}: space differs from {files[0].name}: {problem}.")
-        structures[name] = array != 0
-    use_labels = None
-    if labels is not None:
-        assert isinstance(labels, Mapping)
-        use_labels = {n: int(labels[n]) for n in structures if n in labels}
-        if len(use_labels) != len(structures):
-            missing = sorted(set(structures) - set(use_labels))
-            raise ValueError(
-                f"labels has no value for {missing[:5]}{' ...' if len(missing) > 5 else ''}."
-            )
-    with MaskArchive(out, "w", space=space, storage_options=storage_options) as archive:
-        return archive.add_structures(structures, labels=use_labels, level=level)
-
-
-def unpack(
-    archive: Target | MaskArchive,
-    folder: str | os.PathLike[str],
-    *,
-    storage_options: dict[str, Any] | None = None,
-) -> list[Path]:
-    """Write every structure of an archive as ``<folder>/<name>.nii.gz`` (binary uint8)."""
-    from .interop.nifti import write_nifti
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    own = not isinstance(archive, MaskArchive)
-    arc = MaskArchive(archive, "r", storage_options=storage_options) if own else archive
-    assert isinstance(arc, MaskArchive)
-    try:
-        written = []
-        masks = arc.read_all_masks()
-        for member, mask in masks.items():
-            for name, value in mapping_items(mask.mapping):
-                target = out / f"{name}.nii.gz"
-                if target.exists() and target in written:
-                    raise ValueError(f"structure {name!r} occurs in several members ({member}).")
-                write_nifti(mask.data == value, mask.space, target, dtype=np.uint8)
-                written.append(target)
-        return written
-    finally:
-        if own:
-            arc.close()
+def _pwrite(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

@@ -1,8 +1,9 @@
 """Exceptions raised by medmask.
 
-Every error a user can trigger with bad input is a :class:`MedmaskError` and also a subclass of
-the matching builtin (``ValueError``, ``KeyError``, ``FileNotFoundError``), so existing
-``except ValueError`` code keeps working.
+Every error a user can trigger through the public API (bad input files, bad arguments, storage
+failures) is a :class:`MedmaskError` and also a subclass of the matching builtin
+(``ValueError``, ``TypeError``, ``KeyError``, ``FileNotFoundError``, ``FileExistsError``,
+``PermissionError``, ``OSError``), so existing ``except ValueError`` code keeps working.
 """
 
 from __future__ import annotations
@@ -11,14 +12,22 @@ __all__ = [
     "AllocationLimitError",
     "ChecksumError",
     "CodecError",
+    "ConcurrentModificationError",
     "FormatError",
+    "InvalidTypeError",
+    "InvalidValueError",
     "LabelNotFoundError",
+    "LockTimeoutError",
+    "MaskFileExistsError",
     "MaskFileNotFoundError",
     "MedmaskError",
     "MemberNotFoundError",
     "ReadOnlyError",
     "SpaceMismatchError",
+    "StorageError",
+    "StoragePermissionError",
     "TruncatedFileError",
+    "UnsafeNameError",
     "UnsupportedVersionError",
 ]
 
@@ -31,6 +40,14 @@ class _PlainKeyError(KeyError):
     # KeyError.__str__ repr()-quotes its message; show it as written.
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidValueError(MedmaskError, ValueError):
+    """An argument has an acceptable type but an invalid value (shape, range, duplicate...)."""
+
+
+class InvalidTypeError(MedmaskError, TypeError):
+    """An argument has the wrong type (a float array, a list instead of a mask...)."""
 
 
 class FormatError(MedmaskError, ValueError):
@@ -50,7 +67,8 @@ class UnsupportedVersionError(FormatError):
 
 
 class AllocationLimitError(FormatError):
-    """A file declares more decoded data than allowed; refused before allocating."""
+    """A file (or a write) declares more data than the reader's limits allow; refused before
+    allocating."""
 
 
 class CodecError(MedmaskError, ValueError):
@@ -59,6 +77,10 @@ class CodecError(MedmaskError, ValueError):
 
 class SpaceMismatchError(MedmaskError, ValueError):
     """Two spaces that must agree (within tolerance) differ."""
+
+
+class UnsafeNameError(InvalidValueError):
+    """A structure or member name cannot be used as a file name (separators, ``..``, NUL...)."""
 
 
 class ReadOnlyError(MedmaskError, PermissionError):
@@ -75,3 +97,23 @@ class MemberNotFoundError(MedmaskError, _PlainKeyError):
 
 class MaskFileNotFoundError(MedmaskError, FileNotFoundError):
     """The file or object to read does not exist."""
+
+
+class MaskFileExistsError(MedmaskError, FileExistsError):
+    """A write would replace an existing file or object and overwriting was not asked for."""
+
+
+class StorageError(MedmaskError, OSError):
+    """A storage backend (local disk, S3, GCS, ...) failed; the cause is chained."""
+
+
+class StoragePermissionError(StorageError, PermissionError):
+    """The storage backend refused access (missing credentials, access denied)."""
+
+
+class ConcurrentModificationError(MedmaskError, RuntimeError):
+    """Another writer changed the file since it was opened; nothing was written."""
+
+
+class LockTimeoutError(ConcurrentModificationError, TimeoutError):
+    """Another writer held the archive's lock for longer than the allowed wait."""

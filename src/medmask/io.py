@@ -9,25 +9,47 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
-from .errors import MaskFileNotFoundError, MedmaskError
+from .errors import (
+    ConcurrentModificationError,
+    InvalidTypeError,
+    InvalidValueError,
+    LockTimeoutError,
+    MaskFileExistsError,
+    MaskFileNotFoundError,
+    MedmaskError,
+    StorageError,
+    StoragePermissionError,
+)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, compare-before-commit only
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "HEAD_GUESS",
     "ByteSource",
+    "LocalLock",
+    "ObjectVersion",
     "Target",
     "is_local",
     "local_path",
     "merge_ranges",
+    "object_version",
     "open_source",
     "read_ranges_after_head",
     "source_name",
+    "storage_error",
     "write_atomic",
 ]
 
@@ -104,18 +126,60 @@ class _RangeReader:
         pass
 
 
+def _is_range_error(exc: BaseException) -> bool:
+    """A read starting at or past the end of an object (HTTP 416), as backends report it."""
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        return False
+    text = str(exc).lower()
+    return getattr(exc, "code", None) == 416 or "range is not satisfiable" in text
+
+
+def _is_permission_error(exc: BaseException) -> bool:
+    """Access denied or missing credentials (botocore's NoCredentialsError is no OSError)."""
+    if isinstance(exc, PermissionError) or getattr(exc, "code", None) in (401, 403):
+        return True
+    return any(
+        "Credential" in type(e).__name__ or "AccessDenied" in type(e).__name__
+        for e in (exc, exc.__cause__)
+        if e is not None
+    )
+
+
+def storage_error(exc: BaseException, name: str, doing: str) -> MedmaskError:
+    """The medmask error for a backend exception ``exc`` raised while ``doing`` on ``name``.
+
+    Raise it ``from exc`` so the backend's own exception stays chained as the cause.
+    """
+    if isinstance(exc, MedmaskError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return MaskFileNotFoundError(f"{name}: no such file or object.")
+    if isinstance(exc, IsADirectoryError):
+        return MaskFileNotFoundError(f"{name}: is a directory, not a file.")
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if _is_permission_error(exc):
+        return StoragePermissionError(f"{name}: access denied while {doing} ({detail}).")
+    return StorageError(f"{name}: {doing} failed ({detail}).")
+
+
+@contextlib.contextmanager
+def _translated(name: str, doing: str) -> Iterator[None]:
+    try:
+        yield
+    except MedmaskError:
+        raise
+    except Exception as exc:
+        raise storage_error(exc, name, doing) from exc
+
+
 class LocalSource(_RangeReader):
     """A local file read with ``os.pread``."""
 
     def __init__(self, path: str) -> None:
         self.name = path
         self._fd = -1
-        try:
+        with _translated(path, "opening"):
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            raise MaskFileNotFoundError(f"{path}: no such file.") from None
-        except IsADirectoryError:
-            raise MaskFileNotFoundError(f"{path}: is a directory, not a file.") from None
         if os.path.isdir(path):
             os.close(fd)
             raise MaskFileNotFoundError(f"{path}: is a directory, not a file.")
@@ -123,14 +187,15 @@ class LocalSource(_RangeReader):
         self.size = os.fstat(fd).st_size
 
     def read(self, start: int, end: int) -> bytes:
-        size = self.size or 0
-        if end > size:  # re-check: the file may have grown since it was opened
-            size = self.size = os.fstat(self._fd).st_size
-        # clamp to the file: a hostile index may ask for 2**63 offsets or terabyte lengths
-        end = min(end, size)
-        if end <= start:
-            return b""
-        return os.pread(self._fd, end - start, start)
+        with _translated(self.name, "reading"):
+            size = self.size or 0
+            if end > size:  # re-check: the file may have grown since it was opened
+                size = self.size = os.fstat(self._fd).st_size
+            # clamp to the file: a hostile index may ask for 2**63 offsets or terabyte lengths
+            end = min(end, size)
+            if end <= start:
+                return b""
+            return os.pread(self._fd, end - start, start)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -148,37 +213,33 @@ class FsspecSource(_RangeReader):
         self.fs, self.path, self.name = fs, path, name
         self.size = None  # unknown without an extra request
 
-    def _translate(self, exc: Exception) -> Exception:
-        if isinstance(exc, FileNotFoundError):
-            return MaskFileNotFoundError(f"{self.name}: no such file or object.")
-        return exc
-
     def read(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
         try:
             data = self.fs.cat_file(self.path, start=start, end=end)
-        except FileNotFoundError as exc:
-            raise self._translate(exc) from None
-        except OSError as exc:
-            if "Range" in str(exc) or "416" in str(exc):  # start at or beyond the end
+        except Exception as exc:
+            if _is_range_error(exc):  # start at or beyond the end: nothing there
                 return b""
-            raise
+            raise storage_error(exc, self.name, "reading") from exc
         return bytes(data)
 
     def _read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if len(ranges) == 1:
             return [self.read(*ranges[0])]
-        try:
+        with _translated(self.name, "reading"):
             blobs = self.fs.cat_ranges(
                 [self.path] * len(ranges), [s for s, _ in ranges], [e for _, e in ranges]
             )
-        except FileNotFoundError as exc:
-            raise self._translate(exc) from None
+        out = []
         for blob in blobs:
             if isinstance(blob, Exception):
-                raise self._translate(blob)
-        return [bytes(b) for b in blobs]
+                if _is_range_error(blob):
+                    blob = b""
+                else:
+                    raise storage_error(blob, self.name, "reading") from blob
+            out.append(bytes(blob))
+        return out
 
 
 class FileObjectSource(_RangeReader):
@@ -196,9 +257,14 @@ class FileObjectSource(_RangeReader):
             end = min(end, self.size)  # never ask a file object for a hostile length
         if end <= start:
             return b""
-        with self._lock:
+        with self._lock, _translated(self.name, "reading"):
             self.fileobj.seek(start)
-            return self.fileobj.read(end - start)
+            data = self.fileobj.read(end - start)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidTypeError(
+                f"{self.name}: expected a binary file object. Got {type(data).__name__} reads."
+            )
+        return bytes(data)
 
 
 def read_ranges_after_head(
@@ -231,8 +297,10 @@ def _url_to_fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, s
 
     try:
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    except (ImportError, ValueError) as exc:
-        raise MedmaskError(f"{url}: cannot open this URL: {exc}") from exc
+    except ValueError as exc:
+        raise InvalidValueError(f"{url}: cannot open this URL: {exc}") from exc
+    except Exception as exc:  # a missing backend package, bad credentials options...
+        raise storage_error(exc, url, "opening the filesystem") from exc
     return fs, str(path)
 
 
@@ -276,60 +344,276 @@ def open_source(source: Target, storage_options: dict[str, Any] | None = None) -
         return FsspecSource(fs, source.path, source_name(source))
     if hasattr(source, "read") and hasattr(source, "seek"):
         return FileObjectSource(source, source_name(source))  # type: ignore[arg-type]
-    raise TypeError(
+    raise InvalidTypeError(
         "Expected a path, URL, fsspec OpenFile or seekable binary file object. "
         f"Got {type(source).__name__}."
     )
 
 
+# --- conditional writes -------------------------------------------------------------------------
+
+#: Bytes compared by the "content" check on filesystems without conditional writes.
+VERSION_HEAD = 4 << 10
+#: Largest object written with one PUT (S3's limit); conditional writes need a single request.
+_SINGLE_PUT = 5 << 30
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """What a writer saw of an object, to make its later replacement conditional on it.
+
+    ``kind`` says how the check is made: ``"etag"`` (S3 ``If-Match``), ``"generation"``
+    (GCS ``ifGenerationMatch``) or ``"content"`` (other filesystems: size and first bytes
+    re-read right before the write). ``exists`` False means "only if still absent".
+    """
+
+    exists: bool
+    kind: Literal["etag", "generation", "content"]
+    token: str = ""
+    size: int = -1
+    head: bytes = b""
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return tuple(protocol) if isinstance(protocol, tuple | list) else (str(protocol),)
+
+
+def _conditional_kind(fs: Any) -> Literal["etag", "generation", "content"]:
+    protocols = _protocols(fs)
+    if "s3" in protocols or "s3a" in protocols:
+        return "etag"
+    if "gs" in protocols or "gcs" in protocols:
+        return "generation"
+    return "content"
+
+
+def _fs_version(fs: Any, path: str, name: str) -> ObjectVersion:
+    kind = _conditional_kind(fs)
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return ObjectVersion(False, kind)
+    except Exception as exc:
+        raise storage_error(exc, name, "checking the object's version") from exc
+    size = int(info.get("size") or 0)
+    if kind == "etag":
+        return ObjectVersion(True, kind, str(info.get("ETag") or info.get("etag") or ""), size)
+    if kind == "generation":
+        return ObjectVersion(True, kind, str(info.get("generation") or ""), size)
+    with _translated(name, "reading"):
+        head = bytes(fs.cat_file(path, start=0, end=min(size, VERSION_HEAD))) if size else b""
+    return ObjectVersion(True, kind, "", size, head)
+
+
+def _local_version(path: str) -> ObjectVersion:
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            return ObjectVersion(True, "content", "", size, handle.read(VERSION_HEAD))
+    except FileNotFoundError:
+        return ObjectVersion(False, "content")
+    except OSError as exc:
+        raise storage_error(exc, path, "reading") from exc
+
+
+def object_version(target: Target, storage_options: dict[str, Any] | None = None) -> ObjectVersion:
+    """The current :class:`ObjectVersion` of a path or URL (one HEAD request on object stores)."""
+    path = local_path(target, storage_options)
+    if path is not None:
+        return _local_version(path)
+    fs, fs_path, name = _target_fs(target, storage_options)
+    return _fs_version(fs, fs_path, name)
+
+
+def _target_fs(target: Target, storage_options: dict[str, Any] | None) -> tuple[Any, str, str]:
+    if isinstance(target, str):
+        fs, fs_path = _url_to_fs(target, storage_options)
+        return fs, fs_path, target
+    fs = getattr(target, "fs", None)
+    if fs is not None and hasattr(target, "path"):
+        return fs, str(target.path), source_name(target)
+    raise InvalidTypeError(f"Expected a path, URL or fsspec OpenFile. Got {type(target).__name__}.")
+
+
+def _conflict(name: str, expect: ObjectVersion | None) -> MedmaskError:
+    if expect is None or not expect.exists:
+        return MaskFileExistsError(
+            f"{name}: already exists (created by another writer?); nothing was written."
+        )
+    return ConcurrentModificationError(
+        f"{name}: was changed by another writer since it was read; nothing was written. "
+        "Open it again and retry."
+    )
+
+
+def _is_precondition_failure(exc: BaseException) -> bool:
+    if isinstance(exc, FileExistsError) or getattr(exc, "code", None) == 412:
+        return True
+    cause = exc.__cause__
+    code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause else None
+    return code in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def _gcs_put(fs: Any, path: str, data: bytes, generation: str) -> dict[str, Any]:
+    """One multipart upload with ``ifGenerationMatch`` (gcsfs only exposes ``0``)."""
+    from urllib.parse import quote
+
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(path)
+    url = f"{fs._location}/upload/storage/v1/b/{quote(bucket)}/o"
+    body = b"".join(
+        (
+            b"--==0==\nContent-Type: application/json; charset=UTF-8\n\n",
+            json.dumps({"name": key}).encode(),
+            b"\n--==0==\nContent-Type: application/octet-stream\n\n",
+            data,
+            b"\n--==0==--",
+        )
+    )
+    out: dict[str, Any] = sync(
+        fs.loop,
+        fs._call,
+        "POST",
+        url,
+        uploadType="multipart",
+        headers={"Content-Type": 'multipart/related; boundary="==0=="'},
+        data=body,
+        json_out=True,
+        ifGenerationMatch=generation,
+    )
+    fs.invalidate_cache(path)
+    return out
+
+
+def _put_conditional(
+    fs: Any, path: str, data: bytes, name: str, expect: ObjectVersion
+) -> ObjectVersion:
+    kind = _conditional_kind(fs)
+    if len(data) > _SINGLE_PUT:
+        raise InvalidValueError(f"{name}: {len(data):,} bytes exceed one conditional PUT.")
+    try:
+        if kind == "etag":
+            condition = {"IfMatch": expect.token} if expect.exists else {"IfNoneMatch": "*"}
+            out = fs.pipe_file(path, data, chunksize=_SINGLE_PUT, **condition)
+            etag = str(out.get("ETag", "")) if isinstance(out, dict) else ""
+            return ObjectVersion(True, kind, etag, len(data))
+        if kind == "generation":
+            reply = _gcs_put(fs, path, data, expect.token if expect.exists else "0")
+            return ObjectVersion(True, kind, str(reply.get("generation", "")), len(data))
+        # no conditional writes here: compare right before the write (a small race remains)
+        if _fs_version(fs, path, name) != expect:
+            raise _conflict(name, expect)
+        fs.pipe_file(path, data)
+        return _fs_version(fs, path, name)
+    except MedmaskError:
+        raise
+    except Exception as exc:
+        if _is_precondition_failure(exc) or (expect.exists and isinstance(exc, FileNotFoundError)):
+            raise _conflict(name, expect) from exc
+        raise storage_error(exc, name, "writing") from exc
+
+
 def write_atomic(
-    target: Target, pieces: Sequence[bytes], storage_options: dict[str, Any] | None = None
-) -> None:
+    target: Target,
+    pieces: Sequence[bytes],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = True,
+    expect: ObjectVersion | None = None,
+) -> ObjectVersion | None:
     """Write ``pieces`` as the whole content of ``target``, replacing it only on success.
 
     Local files go to a temporary file in the same directory, are flushed to disk and renamed
     over the target. Object stores replace an object atomically with one PUT.
+    ``overwrite=False`` writes only if the target does not exist (else
+    :class:`MaskFileExistsError`); ``expect`` writes only if the object is still the version
+    read earlier (else :class:`ConcurrentModificationError`). Both are atomic on local files,
+    S3 and GCS (conditional requests); other filesystems re-check right before the write.
+    Returns the new version of remote objects when the backend reports it.
     """
+    if not overwrite and expect is None:
+        expect = ObjectVersion(False, "content")
     path = local_path(target, storage_options)
     if path is not None:
-        _write_local_atomic(path, pieces)
-        return
-    if isinstance(target, str):
-        fs, fs_path = _url_to_fs(target, storage_options)
-        fs.pipe_file(fs_path, b"".join(pieces))
-        return
-    fs = getattr(target, "fs", None)
-    if fs is not None and hasattr(target, "path"):
-        fs.pipe_file(target.path, b"".join(pieces))
-        return
+        _write_local_atomic(path, pieces, exclusive=expect is not None and not expect.exists)
+        return None
+    if isinstance(target, str) or (getattr(target, "fs", None) is not None):
+        fs, fs_path, name = _target_fs(target, storage_options)
+        data = b"".join(pieces)
+        if expect is not None:
+            if expect.kind != _conditional_kind(fs) and expect.exists:
+                raise InvalidValueError(f"{name}: version {expect.kind!r} does not fit this store.")
+            return _put_conditional(fs, fs_path, data, name, expect)
+        with _translated(name, "writing"):
+            fs.pipe_file(fs_path, data)
+        return None
     if hasattr(target, "write"):
-        for piece in pieces:
-            target.write(piece)
-        return
-    raise TypeError(
+        with _translated(source_name(target), "writing"):
+            for piece in pieces:
+                target.write(piece)
+        return None
+    raise InvalidTypeError(
         "Expected a path, URL, fsspec OpenFile or writable binary file object. "
         f"Got {type(target).__name__}."
     )
 
 
-def _write_local_atomic(path: str, pieces: Sequence[bytes]) -> None:
+def _write_local_atomic(
+    path: str, pieces: Iterable[bytes], *, exclusive: bool = False, keep_lock: bool = False
+) -> LocalLock | None:
+    """Temp file, fsync, rename (or link, when ``exclusive``); optionally keep it locked."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise MaskFileNotFoundError(f"{path}: directory {directory} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=directory)
+    if exclusive and os.path.lexists(path):
+        raise MaskFileExistsError(f"{path}: already exists; nothing was written.")
+    with _translated(path, "creating a temporary file"):
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=directory)
+    lock: LocalLock | None = None
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with _translated(path, "writing"):
             for piece in pieces:
-                handle.write(piece)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            os.chmod(tmp, 0o666 & ~_umask())
+            if keep_lock:
+                lock = LocalLock(path, fd)  # locked before it is visible under its name
+            if exclusive:
+                _link_exclusive(tmp, path)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if lock is None:
+            os.close(fd)
+        else:
+            lock.release()
         raise
+    if lock is None:
+        os.close(fd)
     _fsync_directory(directory)
+    return lock
+
+
+def _link_exclusive(tmp: str, path: str) -> None:
+    """Give ``tmp`` the name ``path`` only if ``path`` does not exist (atomically)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise MaskFileExistsError(f"{path}: already exists; nothing was written.") from None
+    except OSError:  # no hard links on this filesystem: check, then rename (racy)
+        if os.path.lexists(path):
+            raise MaskFileExistsError(f"{path}: already exists; nothing was written.") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 @functools.cache
@@ -350,3 +634,75 @@ def _fsync_directory(directory: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --- local advisory locks --------------------------------------------------------------------
+
+#: How often a waiting writer retries a held lock.
+_LOCK_POLL = 0.02
+
+
+class LocalLock:
+    """An exclusive advisory lock (``flock``) on a local file, held through an open descriptor.
+
+    ``flock`` locks belong to an open file description, so two handles in one process exclude
+    each other like two processes do. The descriptor is opened read-write and may be used for
+    in-place writes while the lock is held. Without ``fcntl`` (Windows) the lock is a no-op.
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path, self.fd = path, fd
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    @classmethod
+    def acquire(cls, path: str, timeout: float) -> LocalLock | None:
+        """Lock ``path`` (waiting up to ``timeout`` s); None if the file does not exist.
+
+        When the file is replaced (renamed over) while waiting, the new file is locked instead.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with _translated(path, "opening for writing"):
+                    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+            except MaskFileNotFoundError:
+                return None
+            try:
+                lock = cls._try(path, fd, deadline, timeout)
+            except BaseException:
+                os.close(fd)
+                raise
+            if lock.is_current():
+                return lock
+            lock.release()  # replaced while we waited: lock the new file
+
+    @classmethod
+    def _try(cls, path: str, fd: int, deadline: float, timeout: float) -> LocalLock:
+        while True:
+            try:
+                return cls(path, fd)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeoutError(
+                        f"{path}: another writer has held the archive open for appending for "
+                        f"more than {timeout:g} s; close it or pass a longer lock_timeout."
+                    ) from None
+                time.sleep(_LOCK_POLL)
+
+    def is_current(self) -> bool:
+        """Whether ``path`` still names the locked file (not replaced or deleted)."""
+        try:
+            on_disk, held = os.stat(self.path), os.fstat(self.fd)
+        except OSError:
+            return False
+        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+    def release(self) -> None:
+        """Unlock and close (closing releases the lock)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.release()

@@ -33,6 +33,9 @@ MAX_RUN: Final = 0xFFFFFFFF
 _FIELDS: Final = struct.Struct("<BBIQQ")
 _N_SECTIONS: Final = 3
 _ACCUMULATE_BELOW: Final = 256  # rows shorter than this are un-XORed with ufunc.accumulate
+_RUN_BLOCK: Final = 1 << 16  # runs expanded per np.repeat call
+_FILL_FROM: Final = 1 << 10  # runs at least this long are written with a slice fill
+_ONE_SHOT_RATIO: Final = 16  # one np.repeat over all runs when runs <= output bytes / this
 
 
 def _xor_axis0(a: np.ndarray) -> np.ndarray:
@@ -194,38 +197,90 @@ def decode_body(
     elif s_long:
         raise CodecError(f"Expected an empty long-run section. Got {s_long} bytes.")
     short = np.frombuffer(raw_s, dtype=np.uint8)
-    lengths = short.astype(np.intp)
+    if not short.all():
+        raise CodecError("Expected run length codes >= 1. Got a 0 code.")
     esc = np.flatnonzero(short == ESCAPE)
     if esc.size != n_long:
         raise CodecError(f"Expected {n_long} escaped run lengths. Got {esc.size}.")
-    if n_long:
-        long = np.frombuffer(raw_l, dtype="<u4")
-        if int(long.min()) < ESCAPE:
-            raise CodecError(f"Expected long run lengths >= {ESCAPE}. Got {int(long.min())}.")
-        lengths[esc] = long
-    total = int(lengths.sum())
-    if total != n or not short.all():
+    long = np.frombuffer(raw_l, dtype="<u4")
+    if n_long and int(long.min()) < ESCAPE:
+        raise CodecError(f"Expected long run lengths >= {ESCAPE}. Got {int(long.min())}.")
+    # the sum in 64 bits without an 8-byte-per-run array: short codes (escapes count 255 each)
+    total = int(np.add.reduce(short, dtype=np.uint64)) + int(long.sum(dtype=np.uint64))
+    total -= ESCAPE * n_long
+    if total != n:
         raise CodecError(
             f"Expected positive run lengths summing to {n} elements. Got a sum of {total}."
         )
-    values = _from_planes(raw_v, n_runs, width, dt, validate=True)
-    out = np.repeat(values, lengths).reshape(shape)
+    if n_runs * _ONE_SHOT_RATIO <= nbytes:  # few runs: 8-byte lengths cost at most 1/2 output
+        lengths = short.astype(np.intp)
+        lengths[esc] = long
+        values = _from_planes(raw_v, n_runs, width, dt, validate=True)
+        out = np.repeat(values, lengths).reshape(shape)
+    else:
+        out = np.empty(n, dtype=dt)
+        _expand_runs(raw_v, n_runs, width, dt, short, esc, long, out)
+        out = out.reshape(shape)
     if transform == TRANSFORM_XOR0:
         _unxor_axis0(out)
     return out
 
 
+def _expand_runs(
+    raw_v: bytes,
+    n_runs: int,
+    width: int,
+    dt: np.dtype[Any],
+    short: np.ndarray,
+    esc: np.ndarray,
+    long: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Write the runs into ``out`` block by block.
+
+    ``np.repeat`` wants 8-byte run lengths and returns a new array; done on all runs at once
+    that costs up to 8x the output (2-voxel runs). Blocks of :data:`_RUN_BLOCK` runs keep the
+    temporaries small, and runs of :data:`_FILL_FROM` or more elements are filled in place.
+    """
+    planes = np.frombuffer(raw_v, dtype=np.uint8).reshape(width, n_runs)
+    pos = 0
+    esc_at = 0
+    for first in range(0, n_runs, _RUN_BLOCK):
+        last = min(first + _RUN_BLOCK, n_runs)
+        lengths = short[first:last].astype(np.intp)
+        esc_end = int(np.searchsorted(esc, last))
+        big: Any = ()
+        if esc_end > esc_at:  # only escaped (long) runs can reach _FILL_FROM
+            lengths[esc[esc_at:esc_end] - first] = long[esc_at:esc_end]
+            esc_at = esc_end
+            big = np.flatnonzero(lengths >= _FILL_FROM)
+        values = _from_planes(planes[:, first:last], last - first, width, dt, validate=True)
+        start = 0
+        for i in (*big, last - first):
+            if i > start:  # runs shorter than _FILL_FROM: at most _RUN_BLOCK * _FILL_FROM items
+                piece = np.repeat(values[start:i], lengths[start:i])
+                out[pos : pos + piece.size] = piece
+                pos += piece.size
+            if i < last - first:
+                run = int(lengths[i])
+                out[pos : pos + run] = values[i]
+                pos += run
+                start = i + 1
+
+
 def _from_planes(
-    raw: bytes, n: int, width: int, dt: np.dtype[Any], *, validate: bool
+    raw: bytes | np.ndarray, n: int, width: int, dt: np.dtype[Any], *, validate: bool
 ) -> np.ndarray:
+    """Values from ``width`` little-endian byte planes of ``n`` bytes each."""
+    planes = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, bytes) else raw
     if dt.itemsize == 1:
-        u8 = np.frombuffer(raw, dtype=np.uint8)
+        u8 = planes.reshape(n)
         if dt == np.bool_:
             if validate and n and int(u8.max()) > 1:
                 raise CodecError("Expected values 0 or 1 for a bool array. Got larger values.")
             return u8.view(np.bool_)
         return u8
-    planes = np.frombuffer(raw, dtype=np.uint8).reshape(width, n)
+    planes = planes.reshape(width, n)
     le = np.zeros((n, dt.itemsize), dtype=np.uint8)
     le[:, :width] = planes.T
     return le.view(f"<u{dt.itemsize}").reshape(n).astype(dt, copy=False)

@@ -15,7 +15,15 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-from ..errors import ChecksumError, FormatError, TruncatedFileError, UnsupportedVersionError
+from .._json import loads_limited
+from ..errors import (
+    AllocationLimitError,
+    ChecksumError,
+    FormatError,
+    InvalidValueError,
+    TruncatedFileError,
+    UnsupportedVersionError,
+)
 
 __all__ = [
     "FLAG_METADATA_ZSTD",
@@ -45,7 +53,6 @@ KNOWN_REQUIRED_FLAGS = FLAG_METADATA_ZSTD
 MAX_METADATA_SIZE = 64 << 20
 
 _HEADER = struct.Struct("<8sHHIIQQIIQII")  # without the trailing header CRC
-assert _HEADER.size == HEADER_SIZE - 4
 # Header fields in on-disk order (docs/format.md section 1).
 _HEADER_FIELDS = (
     "magic",
@@ -152,8 +159,24 @@ class Header:
 
 
 def encode_metadata(obj: dict[str, Any]) -> tuple[bytes, int]:
-    """Return (stored bytes, required flags) for a metadata object; compress when it pays."""
-    raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """Return (stored bytes, required flags) for a metadata object; compress when it pays.
+
+    The writer applies the reader's limits (size, JSON nesting and counts) first, so it never
+    writes a file that :func:`decode_metadata` would refuse.
+    """
+    try:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValueError(
+            f"Expected metadata (attributes) of JSON types with finite numbers. Got: {exc}."
+        ) from None
+    raw = text.encode()
+    if len(raw) > MAX_METADATA_SIZE:
+        raise AllocationLimitError(
+            f"Expected metadata of at most {MAX_METADATA_SIZE:,} bytes, the readers' limit. "
+            f"Got {len(raw):,} bytes (are the attributes too large?)."
+        )
+    loads_limited(text, InvalidValueError, "Metadata (with attributes)")
     if len(raw) > 2048:
         packed = zstandard.ZstdCompressor(level=9, write_content_size=True).compress(raw)
         if len(packed) < len(raw):
@@ -174,22 +197,44 @@ def _verify_block(
         raise ChecksumError(f"{name}: {what} checksum mismatch; the file is corrupted.")
 
 
+def _decompress_metadata(data: bytes, name: str) -> bytes:
+    """Decompress the metadata frame without ever producing more than the size limit."""
+    try:
+        declared = zstandard.get_frame_parameters(data).content_size
+    except zstandard.ZstdError as exc:
+        raise FormatError(
+            f"{name}: compressed metadata cannot be decompressed (no zstd frame): {exc}"
+        ) from None
+    if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > MAX_METADATA_SIZE:
+        raise AllocationLimitError(
+            f"{name}: compressed metadata declares {declared:,} bytes, above the "
+            f"{MAX_METADATA_SIZE:,}-byte limit; the file is corrupted or hostile."
+        )
+    try:
+        # A streaming read with a cap: the declared size may be absent (or a lie).
+        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False) as r:
+            raw: bytes = r.read(MAX_METADATA_SIZE + 1)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"{name}: compressed metadata cannot be decompressed: {exc}") from None
+    if len(raw) > MAX_METADATA_SIZE:
+        raise AllocationLimitError(
+            f"{name}: compressed metadata holds more than the {MAX_METADATA_SIZE:,}-byte limit."
+        )
+    if declared != zstandard.CONTENTSIZE_UNKNOWN and len(raw) != declared:
+        raise FormatError(
+            f"{name}: compressed metadata declares {declared} bytes but holds {len(raw)}."
+        )
+    return raw
+
+
 def decode_metadata(data: bytes | memoryview, header: Header, *, name: str) -> dict[str, Any]:
-    """Verify, decompress and parse a metadata block."""
+    """Verify, decompress and parse a metadata block (within the reader limits)."""
     h = header
     _verify_block(data, h.metadata_length, h.metadata_offset, h.metadata_crc, "metadata", name)
     raw: bytes = bytes(data)
     if header.required_flags & FLAG_METADATA_ZSTD:
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=MAX_METADATA_SIZE)
-        except zstandard.ZstdError as exc:
-            raise FormatError(
-                f"{name}: compressed metadata cannot be decompressed: {exc}"
-            ) from None
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{name}: metadata is not valid UTF-8 JSON: {exc}") from None
+        raw = _decompress_metadata(raw, name)
+    obj = loads_limited(raw, FormatError, f"{name}: metadata")
     if not isinstance(obj, dict):
         raise FormatError(f"{name}: metadata must be a JSON object, got {type(obj).__name__}.")
     return obj

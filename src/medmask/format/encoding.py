@@ -22,29 +22,69 @@ from .container import INDEX_DTYPE, crc32
 from .descriptor import MaskDescriptor, Roi, label_entries, parse_chunks
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_VOXELS",
     "MAX_VOXELS_PER_BYTE",
     "EncodedMask",
     "check_index",
+    "check_limits",
     "decode_region",
     "encode_mask",
+    "max_bytes_limit",
     "max_voxels_limit",
 ]
 
-#: Default limit on the voxels of one decoded mask (override: ``MEDMASK_MAX_VOXELS``).
+#: Default limit on the voxels of one decoded mask (override: ``max_voxels=`` or
+#: ``MEDMASK_MAX_VOXELS``).
 DEFAULT_MAX_VOXELS = 1 << 33
+#: Default limit on the decoded bytes of one mask (override: ``max_bytes=`` or
+#: ``MEDMASK_MAX_BYTES``).
+DEFAULT_MAX_BYTES = 8 << 30
 #: A stored chunk may not claim more voxels than this per compressed byte.
 MAX_VOXELS_PER_BYTE = 1 << 20
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
+def _limit(value: int | None, env: str, default: int) -> int:
+    if value is not None:
+        return int(value)
+    text = os.environ.get(env)
+    return int(text) if text else default
+
+
 def max_voxels_limit(max_voxels: int | None = None) -> int:
     """The effective voxel limit: argument, else ``MEDMASK_MAX_VOXELS``, else the default."""
-    if max_voxels is not None:
-        return int(max_voxels)
-    env = os.environ.get("MEDMASK_MAX_VOXELS")
-    return int(env) if env else DEFAULT_MAX_VOXELS
+    return _limit(max_voxels, "MEDMASK_MAX_VOXELS", DEFAULT_MAX_VOXELS)
+
+
+def max_bytes_limit(max_bytes: int | None = None) -> int:
+    """The effective decoded-bytes limit: argument, else ``MEDMASK_MAX_BYTES``, else default."""
+    return _limit(max_bytes, "MEDMASK_MAX_BYTES", DEFAULT_MAX_BYTES)
+
+
+def check_limits(
+    descriptor: MaskDescriptor,
+    *,
+    name: str,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+) -> None:
+    """Refuse a mask whose decoded size exceeds the voxel or byte limit."""
+    voxels = math.prod(descriptor.shape)
+    limit = max_voxels_limit(max_voxels)
+    if voxels > limit:
+        raise AllocationLimitError(
+            f"{name}: declares {descriptor.shape} = {voxels:,} voxels, above the limit of "
+            f"{limit:,} (raise it with max_voxels= or MEDMASK_MAX_VOXELS if this is intended)."
+        )
+    limit = max_bytes_limit(max_bytes)
+    if descriptor.nbytes > limit:
+        raise AllocationLimitError(
+            f"{name}: declares {descriptor.shape} {descriptor.dtype} = {descriptor.nbytes:,} "
+            f"bytes, above the limit of {limit:,} bytes (raise it with max_bytes= or "
+            "MEDMASK_MAX_BYTES if this is intended)."
+        )
 
 
 def _parallel_map(func: Callable[[_T], _R], items: Sequence[_T], nbytes: int) -> list[_R]:
@@ -123,16 +163,11 @@ def check_index(
     name: str,
     payload_start: int,
     max_voxels: int | None = None,
+    max_bytes: int | None = None,
     file_size: int | None = None,
 ) -> None:
     """Validate a mask's chunk index against its descriptor before anything is allocated."""
-    limit = max_voxels_limit(max_voxels)
-    voxels = math.prod(descriptor.shape)
-    if voxels > limit:
-        raise AllocationLimitError(
-            f"{name}: declares {descriptor.shape} = {voxels:,} voxels, above the limit of "
-            f"{limit:,} (raise it with max_voxels= or MEDMASK_MAX_VOXELS if this is intended)."
-        )
+    check_limits(descriptor, name=name, max_voxels=max_voxels, max_bytes=max_bytes)
     if len(index) != descriptor.n_chunks:
         raise FormatError(
             f"{name}: chunk index has {len(index)} entries but the chunk grid "
