@@ -25,7 +25,7 @@ MAX_JSON_DEPTH = 64
 #: Longest number literal accepted (a float repr needs at most 24 characters).
 MAX_JSON_NUMBER_CHARS = 40
 #: Most arrays plus objects in one document (each costs ~64 bytes of Python objects).
-MAX_JSON_CONTAINERS = 1 << 21
+MAX_JSON_CONTAINERS = 1 << 20
 #: Most values in one document (counted as separators, an upper bound).
 MAX_JSON_VALUES = 1 << 22
 
@@ -36,9 +36,7 @@ class _Refused(Exception):
 
 def _number(text: str) -> str:
     if len(text) > MAX_JSON_NUMBER_CHARS:
-        raise _Refused(
-            f"a number literal of {len(text)} characters (limit {MAX_JSON_NUMBER_CHARS})"
-        )
+        raise _Refused(f"a JSON number of {len(text)} characters (limit {MAX_JSON_NUMBER_CHARS})")
     return text
 
 
@@ -51,7 +49,7 @@ def _float(text: str) -> float:
 
 
 def _constant(text: str) -> Any:
-    raise _Refused(f"the non-standard constant {text}")
+    raise _Refused(f"the non-standard JSON constant {text}")
 
 
 def json_depth(obj: object) -> int:
@@ -73,45 +71,53 @@ def json_depth(obj: object) -> int:
 
 
 def loads_limited(
-    data: bytes | str,
+    data: bytes | bytearray | memoryview | str,
     error: type[Exception],
-    prefix: str,
+    invalid: str,
+    refused: str,
     *,
     object_pairs_hook: Any = None,
+    allow_constants: bool = False,
 ) -> Any:
-    """Parse JSON within the module limits, else raise ``error(prefix + " is/has <problem>")``."""
+    """Parse JSON within the module limits.
+
+    Raises ``error(invalid + <decoder message>)`` for text that is not UTF-8 JSON and
+    ``error(refused + <limit>)`` for a document beyond the limits. Exceptions raised by
+    ``object_pairs_hook`` propagate unchanged. ``allow_constants`` admits ``NaN`` and
+    ``Infinity`` (Python's extension), refused otherwise.
+    """
     if isinstance(data, bytes | bytearray | memoryview):
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise error(f"{prefix} is not valid UTF-8 JSON: {exc}") from None
+            raise error(f"{invalid}{exc}") from None
     else:
         text = data
     containers = text.count("[") + text.count("{")
     if containers > MAX_JSON_CONTAINERS:
         raise error(
-            f"{prefix} has up to {containers:,} JSON arrays/objects, above the limit of "
+            f"{refused}up to {containers:,} JSON arrays/objects, above the limit of "
             f"{MAX_JSON_CONTAINERS:,}."
         )
     values = text.count(",") + containers
     if values > MAX_JSON_VALUES:
         raise error(
-            f"{prefix} has up to {values:,} JSON values, above the limit of {MAX_JSON_VALUES:,}."
+            f"{refused}up to {values:,} JSON values, above the limit of {MAX_JSON_VALUES:,}."
         )
     try:
         obj = json.loads(
             text,
             parse_int=_int,
             parse_float=_float,
-            parse_constant=_constant,
+            parse_constant=None if allow_constants else _constant,
             object_pairs_hook=object_pairs_hook,
         )
     except _Refused as exc:
-        raise error(f"{prefix} contains {exc}.") from None
+        raise error(f"{refused}{exc}.") from None
     except RecursionError:
-        raise error(f"{prefix} is nested deeper than {MAX_JSON_DEPTH} levels.") from None
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise error(f"{prefix} is not valid UTF-8 JSON: {exc}") from None
+        raise error(f"{refused}JSON nested deeper than {MAX_JSON_DEPTH} levels.") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{invalid}{exc}") from None
     if containers > MAX_JSON_DEPTH and json_depth(obj) > MAX_JSON_DEPTH:
-        raise error(f"{prefix} is nested deeper than {MAX_JSON_DEPTH} levels.")
+        raise error(f"{refused}JSON nested deeper than {MAX_JSON_DEPTH} levels.")
     return obj

@@ -616,18 +616,24 @@ class MaskArchive:
                     f"{self._name}: mask {name!r} does not share the archive's space: {problem}."
                 )
         encoded = encode_mask(mask, level=level, chunks=chunks, include_space=False)
-        before = self._directory
+        before = (self._directory, list(self._pending), self._dirty)
         if self.space is None:
             self._directory = replace(self._directory, space=mask.space)
         self._pending.append(_Pending(name, encoded, _layer))
+        self._commit_or_restore(before)
+
+    def _commit_or_restore(
+        self, before: tuple[ArchiveDirectory, list[_Pending], bool]
+    ) -> None:
+        """Commit in-place appends now; if that fails, the handle is as it was before."""
         self._dirty = True
-        if self._appends_in_place:
-            try:
-                self._commit_local_append()
-            except BaseException:  # nothing committed: this handle stays usable
-                self._pending.pop()
-                self._directory = before
-                raise
+        if not self._appends_in_place:
+            return
+        try:
+            self._commit_local_append()
+        except BaseException:  # nothing committed: this handle stays usable
+            self._directory, self._pending, self._dirty = before
+            raise
 
     def add_structures(
         self,
@@ -678,17 +684,11 @@ class MaskArchive:
         """Drop member ``name`` (its bytes remain until :meth:`compact`)."""
         self._check_writable()
         self._descriptor(name)
-        before = (self._directory, list(self._pending))
+        before = (self._directory, list(self._pending), self._dirty)
         self._pending = [p for p in self._pending if p.name != name]
         members = tuple(m for m in self._directory.members if m.name != name)
         self._directory = replace(self._directory, members=members)
-        self._dirty = True
-        if self._appends_in_place:
-            try:
-                self._commit_local_append()
-            except BaseException:
-                self._directory, self._pending = before
-                raise
+        self._commit_or_restore(before)
 
     def compact(self) -> None:
         """Rewrite the archive with only its live members (atomically)."""

@@ -438,14 +438,12 @@ def _target_fs(target: Target, storage_options: dict[str, Any] | None) -> tuple[
     raise InvalidTypeError(f"Expected a path, URL or fsspec OpenFile. Got {type(target).__name__}.")
 
 
-def _conflict(name: str, expect: ObjectVersion | None) -> MedmaskError:
-    if expect is None or not expect.exists:
-        return MaskFileExistsError(
-            f"{name}: already exists (created by another writer?); nothing was written."
-        )
+def _conflict(name: str, expect: ObjectVersion, create_only: bool) -> MedmaskError:
+    if create_only:
+        return MaskFileExistsError(f"{name}: already exists; nothing was written.")
     return ConcurrentModificationError(
-        f"{name}: was changed by another writer since it was read; nothing was written. "
-        "Open it again and retry."
+        f"{name}: was {'changed' if expect.exists else 'created'} by another writer since it "
+        "was read; nothing was written. Open it again and retry."
     )
 
 
@@ -490,7 +488,7 @@ def _gcs_put(fs: Any, path: str, data: bytes, generation: str) -> dict[str, Any]
 
 
 def _put_conditional(
-    fs: Any, path: str, data: bytes, name: str, expect: ObjectVersion
+    fs: Any, path: str, data: bytes, name: str, expect: ObjectVersion, create_only: bool
 ) -> ObjectVersion:
     kind = _conditional_kind(fs)
     if len(data) > _SINGLE_PUT:
@@ -506,14 +504,14 @@ def _put_conditional(
             return ObjectVersion(True, kind, str(reply.get("generation", "")), len(data))
         # no conditional writes here: compare right before the write (a small race remains)
         if _fs_version(fs, path, name) != expect:
-            raise _conflict(name, expect)
+            raise _conflict(name, expect, create_only)
         fs.pipe_file(path, data)
         return _fs_version(fs, path, name)
     except MedmaskError:
         raise
     except Exception as exc:
         if _is_precondition_failure(exc) or (expect.exists and isinstance(exc, FileNotFoundError)):
-            raise _conflict(name, expect) from exc
+            raise _conflict(name, expect, create_only) from exc
         raise storage_error(exc, name, "writing") from exc
 
 
@@ -535,19 +533,28 @@ def write_atomic(
     S3 and GCS (conditional requests); other filesystems re-check right before the write.
     Returns the new version of remote objects when the backend reports it.
     """
-    if not overwrite and expect is None:
-        expect = ObjectVersion(False, "content")
+    create_only = not overwrite and expect is None
     path = local_path(target, storage_options)
     if path is not None:
-        _write_local_atomic(path, pieces, exclusive=expect is not None and not expect.exists)
+        exclusive = create_only or (expect is not None and not expect.exists)
+        try:
+            _write_local_atomic(path, pieces, exclusive=exclusive)
+        except MaskFileExistsError:
+            if create_only:
+                raise
+            raise ConcurrentModificationError(
+                f"{path}: was created by another writer since it was read; nothing was written."
+            ) from None
         return None
     if isinstance(target, str) or (getattr(target, "fs", None) is not None):
         fs, fs_path, name = _target_fs(target, storage_options)
         data = b"".join(pieces)
+        if create_only:
+            expect = ObjectVersion(False, _conditional_kind(fs))
         if expect is not None:
-            if expect.kind != _conditional_kind(fs) and expect.exists:
+            if expect.exists and expect.kind != _conditional_kind(fs):
                 raise InvalidValueError(f"{name}: version {expect.kind!r} does not fit this store.")
-            return _put_conditional(fs, fs_path, data, name, expect)
+            return _put_conditional(fs, fs_path, data, name, expect, create_only)
         with _translated(name, "writing"):
             fs.pipe_file(fs_path, data)
         return None
@@ -651,9 +658,9 @@ class LocalLock:
     """
 
     def __init__(self, path: str, fd: int) -> None:
-        self.path, self.fd = path, fd
         if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises before we own ``fd``
+        self.path, self.fd = path, fd
 
     @classmethod
     def acquire(cls, path: str, timeout: float) -> LocalLock | None:
@@ -669,7 +676,7 @@ class LocalLock:
             except MaskFileNotFoundError:
                 return None
             try:
-                lock = cls._try(path, fd, deadline, timeout)
+                lock = cls._wait(path, fd, deadline, timeout)
             except BaseException:
                 os.close(fd)
                 raise
@@ -678,7 +685,7 @@ class LocalLock:
             lock.release()  # replaced while we waited: lock the new file
 
     @classmethod
-    def _try(cls, path: str, fd: int, deadline: float, timeout: float) -> LocalLock:
+    def _wait(cls, path: str, fd: int, deadline: float, timeout: float) -> LocalLock:
         while True:
             try:
                 return cls(path, fd)
@@ -705,4 +712,5 @@ class LocalLock:
             self.fd = -1
 
     def __del__(self) -> None:
-        self.release()
+        if getattr(self, "fd", -1) >= 0:
+            self.release()

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LabelNotFoundError
+from ._json import loads_limited
+from .errors import InvalidTypeError, InvalidValueError, LabelNotFoundError
 
 __all__ = [
     "MAX_LABEL",
@@ -29,21 +30,23 @@ MAX_LABEL = 2**32 - 1
 def parse_label_name(name: object) -> str:
     """Return ``name`` if it is a valid label name, else raise ``ValueError``/``TypeError``."""
     if not isinstance(name, str):
-        raise TypeError(f"Expected a label name of type str. Got {type(name).__name__}: {name!r}.")
+        raise InvalidTypeError(
+            f"Expected a label name of type str. Got {type(name).__name__}: {name!r}."
+        )
     if not name.strip():
-        raise ValueError(f"Expected a non-empty label name. Got {name!r}.")
+        raise InvalidValueError(f"Expected a non-empty label name. Got {name!r}.")
     return name
 
 
 def parse_label_value(value: object) -> int:
     """Return ``value`` as ``int`` if it is a valid label value (0 <= value < 2**32)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        raise TypeError(
+        raise InvalidTypeError(
             f"Expected a label value of type int. Got {type(value).__name__}: {value!r}."
         )
     label = int(value)
     if not 0 <= label <= MAX_LABEL:
-        raise ValueError(f"Expected a label value in [0, {MAX_LABEL}]. Got {label}.")
+        raise InvalidValueError(f"Expected a label value in [0, {MAX_LABEL}]. Got {label}.")
     return label
 
 
@@ -87,23 +90,27 @@ class LabelMapping:
 
     def __init__(self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None):
         # a LabelMapping's .items() is unreachable when it has a label named "items"
-        pairs = (
+        pairs: object = (
             mapping_items(mapping)
             if isinstance(mapping, LabelMapping)
             else mapping.items()
             if isinstance(mapping, Mapping)
             else (mapping or ())
         )
+        if not isinstance(pairs, Iterable):
+            raise InvalidTypeError(
+                f"Expected a mapping or (name, value) pairs. Got {type(mapping).__name__}."
+            )
         name_to_label: dict[str, int] = {}
         label_to_name: dict[int, str] = {}
         for pair in pairs:
             if not isinstance(pair, tuple | list) or len(pair) != 2:
-                raise TypeError(f"Expected (name, value) pairs. Got {pair!r}.")
+                raise InvalidTypeError(f"Expected (name, value) pairs. Got {pair!r}.")
             name, label = parse_label_name(pair[0]), parse_label_value(pair[1])
             if name in name_to_label:
-                raise ValueError(f"Duplicate label name {name!r}.")
+                raise InvalidValueError(f"Duplicate label name {name!r}.")
             if label in label_to_name:
-                raise ValueError(
+                raise InvalidValueError(
                     f"Duplicate label value {label}: used by {label_to_name[label]!r} and {name!r}."
                 )
             name_to_label[name] = label
@@ -209,16 +216,24 @@ class LabelMapping:
     @classmethod
     def from_json(cls, text: str | bytes) -> LabelMapping:
         """Parse a JSON object ``{"name": value, ...}`` (as written by :meth:`to_json`)."""
-        try:
-            obj = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"Expected a JSON object of name -> label value. {exc}") from None
+        if not isinstance(text, str | bytes | bytearray):
+            raise InvalidTypeError(f"Expected JSON text (str or bytes). Got {type(text).__name__}.")
+        obj = loads_limited(
+            text,
+            InvalidValueError,
+            "Expected a JSON object of name -> label value. ",
+            "Expected a JSON object of name -> label value within limits. It has ",
+            object_pairs_hook=_reject_duplicate_keys,
+            allow_constants=True,  # NaN is refused below as a label value, with a clear message
+        )
         if not isinstance(obj, dict):
-            raise ValueError(f"Expected a JSON object of name -> label value. Got {obj!r:.80}.")
+            raise InvalidValueError(
+                f"Expected a JSON object of name -> label value. Got {obj!r:.80}."
+            )
         try:
             return cls(obj)
         except TypeError as exc:  # bad content of valid JSON is a value error
-            raise ValueError(str(exc)) from None
+            raise InvalidValueError(str(exc)) from None
 
     # -- protocol ------------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -253,7 +268,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"Duplicate label name {key!r} in JSON.")
+            raise InvalidValueError(f"Duplicate label name {key!r} in JSON.")
         out[key] = value
     return out
 

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from .errors import LabelNotFoundError
+from .errors import InvalidTypeError, InvalidValueError, LabelNotFoundError
 from .mapping import (
     LabelMapping,
     close_matches_hint,
@@ -47,7 +47,7 @@ _DTYPES: dict[int, np.dtype[Any]] = {
 def parse_bit_depth(value: object) -> BitDepth:
     """Return ``value`` if it is a supported bit depth (1, 8, 16 or 32)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in _DTYPES:
-        raise ValueError(f"Expected a bit depth in {BIT_DEPTHS}. Got {value!r}.")
+        raise InvalidValueError(f"Expected a bit depth in {BIT_DEPTHS}. Got {value!r}.")
     depth: BitDepth = int(value)  # type: ignore[assignment]
     return depth
 
@@ -66,7 +66,7 @@ def smallest_bit_depth(max_value: int) -> BitDepth:
     for depth in BIT_DEPTHS[1:]:
         if max_value <= _max_label(depth):
             return depth
-    raise ValueError(f"Expected label values below 2**32. Got {max_value}.")
+    raise InvalidValueError(f"Expected label values below 2**32. Got {max_value}.")
 
 
 def parse_space(space: object, shape: tuple[int, ...]) -> Space:
@@ -74,10 +74,12 @@ def parse_space(space: object, shape: tuple[int, ...]) -> Space:
     if space is None:
         return Space(shape=shape)
     if not isinstance(space, Space):
-        raise TypeError(f"Expected a spacetransformer.Space or None. Got {type(space).__name__}.")
+        raise InvalidTypeError(
+            f"Expected a spacetransformer.Space or None. Got {type(space).__name__}."
+        )
     space_shape = tuple(int(s) for s in space.shape)
     if space_shape != tuple(shape):
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected a space whose shape equals the array shape {tuple(shape)} (both in "
             f"(z, y, x) order). Got space shape {space_shape}."
         )
@@ -85,15 +87,20 @@ def parse_space(space: object, shape: tuple[int, ...]) -> Space:
 
 
 def _as_label_array(array: object, what: str) -> npt.NDArray[Any]:
-    arr = np.asarray(array)
+    try:
+        arr = np.asarray(array)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise InvalidValueError(f"Expected {what} convertible to an array. Got: {exc}") from None
     if arr.dtype != np.bool_ and arr.dtype.kind not in "iu":
-        raise TypeError(f"Expected {what} of integer or bool dtype. Got dtype {arr.dtype}.")
+        raise InvalidTypeError(f"Expected {what} of integer or bool dtype. Got dtype {arr.dtype}.")
     if arr.ndim != 3:
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected {what} with 3 dimensions (z, y, x). Got {arr.ndim} with shape {arr.shape}."
         )
     if arr.size == 0:
-        raise ValueError(f"Expected {what} with every axis of size >= 1. Got shape {arr.shape}.")
+        raise InvalidValueError(
+            f"Expected {what} with every axis of size >= 1. Got shape {arr.shape}."
+        )
     return arr
 
 
@@ -130,7 +137,7 @@ class SegmentationMask:
         mapping = mapping if isinstance(mapping, LabelMapping) else LabelMapping(mapping)
         counts = label_counts(arr)
         if counts and min(counts) < 0:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Expected non-negative label values. Got {[v for v in counts if v < 0][:10]}."
             )
         mapped = dict((v, n) for n, v in mapping_items(mapping))
@@ -140,7 +147,7 @@ class SegmentationMask:
         else:
             depth = parse_bit_depth(bit_depth)
         if max_value > _max_label(depth):
-            raise ValueError(
+            raise InvalidValueError(
                 f"Expected label values <= {_max_label(depth)} for bit depth {depth}. "
                 f"Got {max_value}."
             )
@@ -149,7 +156,7 @@ class SegmentationMask:
             shown = ", ".join(str(v) for v in unmapped[:20]) + (
                 " ..." if len(unmapped) > 20 else ""
             )
-            raise ValueError(
+            raise InvalidValueError(
                 f"Values present in the array are missing from the mapping: {shown}. "
                 "Add a name for each (or zero those voxels)."
             )
@@ -185,7 +192,7 @@ class SegmentationMask:
         """Return an empty (all-zero) mask to fill with :meth:`add_label`."""
         depth = parse_bit_depth(bit_depth)
         if space is not None and not isinstance(space, Space):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"Expected a spacetransformer.Space or None. Got {type(space).__name__}."
             )
         if shape is not None:
@@ -194,12 +201,14 @@ class SegmentationMask:
                 int(s) for s in given if isinstance(s, int | np.integer) and not isinstance(s, bool)
             ]
             if len(given) != 3 or len(sizes) != 3 or min(sizes) < 1:
-                raise ValueError(f"Expected a 3-D shape of positive integer sizes. Got {shape!r}.")
+                raise InvalidValueError(
+                    f"Expected a 3-D shape of positive integer sizes. Got {shape!r}."
+                )
             target_shape = tuple(sizes)
         elif space is not None:
             target_shape = tuple(int(s) for s in space.shape)
         else:
-            raise ValueError("Expected a space or a shape for lazy_init. Got neither.")
+            raise InvalidValueError("Expected a space or a shape for lazy_init. Got neither.")
         data = np.zeros(target_shape, dtype=_DTYPES[depth])
         return cls._trusted(data, LabelMapping(), parse_space(space, data.shape), depth)
 
@@ -291,21 +300,23 @@ class SegmentationMask:
         label = parse_label_value(label)
         name = parse_label_name(name)
         if label == 0:
-            raise ValueError("Expected a label value >= 1 (0 is background). Got 0.")
+            raise InvalidValueError("Expected a label value >= 1 (0 is background). Got 0.")
         if label > _max_label(self._bit_depth):
-            raise ValueError(
+            raise InvalidValueError(
                 f"Expected a label value <= {_max_label(self._bit_depth)} for bit depth "
                 f"{self._bit_depth}. Got {label}."
             )
         if name in self._mapping:
-            raise ValueError(f"Label name {name!r} already exists (value {self._mapping[name]}).")
+            raise InvalidValueError(
+                f"Label name {name!r} already exists (value {self._mapping[name]})."
+            )
         if name_of(self._mapping, label) is not None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Label value {label} already exists (name {name_of(self._mapping, label)!r})."
             )
         binary = _as_label_array(mask, "a binary mask")
         if binary.shape != self._data.shape:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Expected a binary mask of shape {self._data.shape}. Got {binary.shape}."
             )
         selected = binary if binary.dtype == np.bool_ else binary != 0

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .errors import InvalidValueError
+
 __all__ = [
     "LabelStats",
     "label_counts",
@@ -113,7 +115,7 @@ def label_stats(array: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> dict[
     """
     arr = np.ascontiguousarray(array)
     if arr.ndim != 3:
-        raise ValueError(f"Expected a 3-D array. Got {arr.ndim} dimensions.")
+        raise InvalidValueError(f"Expected a 3-D array. Got {arr.ndim} dimensions.")
     if arr.size == 0:
         return {}
     if arr.dtype == np.bool_:

@@ -170,13 +170,21 @@ def encode_metadata(obj: dict[str, Any]) -> tuple[bytes, int]:
         raise InvalidValueError(
             f"Expected metadata (attributes) of JSON types with finite numbers. Got: {exc}."
         ) from None
-    raw = text.encode()
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError as exc:  # lone surrogates in attribute strings
+        raise InvalidValueError(f"Expected metadata text encodable as UTF-8. Got: {exc}.") from None
     if len(raw) > MAX_METADATA_SIZE:
         raise AllocationLimitError(
             f"Expected metadata of at most {MAX_METADATA_SIZE:,} bytes, the readers' limit. "
             f"Got {len(raw):,} bytes (are the attributes too large?)."
         )
-    loads_limited(text, InvalidValueError, "Metadata (with attributes)")
+    loads_limited(
+        text,
+        InvalidValueError,
+        "Expected metadata (with attributes) that is valid JSON: ",
+        "Expected metadata (with attributes) that readers accept; it has ",
+    )
     if len(raw) > 2048:
         packed = zstandard.ZstdCompressor(level=9, write_content_size=True).compress(raw)
         if len(packed) < len(raw):
@@ -211,9 +219,15 @@ def _decompress_metadata(data: bytes, name: str) -> bytes:
             f"{MAX_METADATA_SIZE:,}-byte limit; the file is corrupted or hostile."
         )
     try:
-        # A streaming read with a cap: the declared size may be absent (or a lie).
-        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False) as r:
-            raw: bytes = r.read(MAX_METADATA_SIZE + 1)
+        if declared != zstandard.CONTENTSIZE_UNKNOWN:
+            raw: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=declared)
+        else:  # no declared size: stream in pieces and stop at the cap
+            pieces, size = [], 0
+            with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+                while size <= MAX_METADATA_SIZE and (piece := reader.read(1 << 20)):
+                    pieces.append(piece)
+                    size += len(piece)
+            raw = b"".join(pieces)
     except zstandard.ZstdError as exc:
         raise FormatError(f"{name}: compressed metadata cannot be decompressed: {exc}") from None
     if len(raw) > MAX_METADATA_SIZE:
@@ -234,7 +248,12 @@ def decode_metadata(data: bytes | memoryview, header: Header, *, name: str) -> d
     raw: bytes = bytes(data)
     if header.required_flags & FLAG_METADATA_ZSTD:
         raw = _decompress_metadata(raw, name)
-    obj = loads_limited(raw, FormatError, f"{name}: metadata")
+    obj = loads_limited(
+        raw,
+        FormatError,
+        f"{name}: metadata is not valid UTF-8 JSON: ",
+        f"{name}: metadata refused (corrupted or hostile): it has ",
+    )
     if not isinstance(obj, dict):
         raise FormatError(f"{name}: metadata must be a JSON object, got {type(obj).__name__}.")
     return obj

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from spacetransformer import Space
 
-from ..errors import FormatError
+from ..errors import FormatError, InvalidValueError
 from ..mapping import LabelMapping
 from ..mask import BIT_DEPTHS, dtype_for_bit_depth
 
@@ -118,7 +118,9 @@ def parse_chunks(chunks: object, shape: Sequence[int], itemsize: int) -> tuple[i
         or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in chunks)
         or min(int(c) for c in chunks) < 1
     ):
-        raise ValueError(f"Expected chunks as None, an int or 3 positive ints. Got {chunks!r}.")
+        raise InvalidValueError(
+            f"Expected chunks as None, an int or 3 positive ints. Got {chunks!r}."
+        )
     z, y, x = (min(int(c), int(s)) for c, s in zip(chunks, shape, strict=True))
     return (z, y, x)
 
@@ -135,16 +137,18 @@ def parse_roi(roi: object, shape: Sequence[int]) -> Roi:
     if roi is None:
         return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
     if not isinstance(roi, tuple | list) or len(roi) != 3:
-        raise ValueError(f"Expected roi as 3 slices (z, y, x). Got {roi!r}.")
+        raise InvalidValueError(f"Expected roi as 3 slices (z, y, x). Got {roi!r}.")
     out = []
     for axis, (item, size) in enumerate(zip(roi, shape, strict=True)):
         if isinstance(item, int | np.integer) and not isinstance(item, bool):
             item = slice(int(item), int(item) + 1 if int(item) != -1 else None)
         if not isinstance(item, slice):
-            raise ValueError(f"Expected roi as 3 slices (z, y, x). Got {item!r} on axis {axis}.")
+            raise InvalidValueError(
+                f"Expected roi as 3 slices (z, y, x). Got {item!r} on axis {axis}."
+            )
         start, stop, step = item.indices(int(size))
         if step != 1 or stop <= start:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Expected a non-empty step-1 slice on axis {axis} (size {size}). Got {item}."
             )
         out.append(slice(start, stop))

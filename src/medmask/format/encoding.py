@@ -14,7 +14,14 @@ import numpy.typing as npt
 
 from .._version import __version__
 from ..codecs import Codec, choose_codec, get_codec
-from ..errors import AllocationLimitError, ChecksumError, CodecError, FormatError
+from ..errors import (
+    AllocationLimitError,
+    ChecksumError,
+    CodecError,
+    FormatError,
+    InvalidValueError,
+    TruncatedFileError,
+)
 from ..mapping import mapping_items
 from ..mask import SegmentationMask
 from ..values import label_stats
@@ -152,8 +159,23 @@ def encode_mask(
     tasks += [lambda box=box: encode_one(box) for box in boxes]  # type: ignore[misc]
     results = _parallel_map(lambda task: task(), tasks, data.nbytes)
     stats, streams = results[0], results[1:]
+    _check_streams_readable(descriptor, streams)
     entries = label_entries(mapping_items(mask.mapping), stats, math.prod(mask.shape))
     return EncodedMask(replace(descriptor, labels=entries), streams)
+
+
+def _check_streams_readable(descriptor: MaskDescriptor, streams: Sequence[bytes]) -> None:
+    """The writer's side of the reader limits: never write what :func:`check_index` refuses."""
+    check_limits(descriptor, name="mask to write")
+    for chunk_id, stream in enumerate(streams):
+        box = descriptor.chunk_box(chunk_id)
+        voxels = math.prod(s.stop - s.start for s in box)
+        if stream and voxels > len(stream) * MAX_VOXELS_PER_BYTE:
+            raise InvalidValueError(
+                f"Expected chunks readers accept: chunk {chunk_id} holds {voxels:,} voxels in "
+                f"{len(stream)} bytes, above {MAX_VOXELS_PER_BYTE:,} voxels per stored byte. "
+                f"Use smaller chunks than {descriptor.chunks}."
+            )
 
 
 def check_index(
@@ -212,7 +234,7 @@ def decode_region(
         stream = streams.get(chunk_id)
         if stream is None or len(stream) != int(index["length"][chunk_id]):
             got = "nothing" if stream is None else f"{len(stream)} bytes"
-            raise FormatError(
+            raise TruncatedFileError(
                 f"{name}: chunk {chunk_id} is truncated (expected "
                 f"{int(index['length'][chunk_id])} bytes, got {got})."
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,12 +117,28 @@ def slot_header(
     )
 
 
+def _slot_is_intact(chunk: bytes | memoryview) -> bool:
+    """Magic right and header CRC valid: the slot was completely written (not torn)."""
+    return (
+        len(chunk) == HEADER_SIZE
+        and bytes(chunk[: len(MAGIC_MSKA)]) == MAGIC_MSKA
+        and crc32(chunk[: HEADER_SIZE - 4]) == struct.unpack_from("<I", chunk, HEADER_SIZE - 4)[0]
+    )
+
+
 def valid_slots(data: bytes | memoryview, *, name: str) -> list[tuple[int, Header]]:
-    """Parse both header slots; return ``(slot, header)`` of the valid ones, newest first."""
+    """Parse both header slots; return ``(slot, header)`` of the valid ones, newest first.
+
+    A slot whose magic or CRC is wrong was torn by a crash (or never written) and is skipped.
+    An intact slot the reader cannot use (unknown major version or required flag, impossible
+    fields) is refused with its error when it is the newest: falling back to an older
+    generation would hide a newer writer's data. Equal generations: slot 0 first.
+    """
     if len(data) < HEADER_SIZE:
         # Let the single-header parser produce the precise error (magic, truncation).
         Header.parse(data, magic=MAGIC_MSKA, name=name)
     headers: list[tuple[int, Header]] = []
+    refused: list[tuple[int, FormatError]] = []  # (generation, error) of intact, unusable slots
     errors: list[Exception] = []
     for slot in range(2):
         chunk = data[slot * HEADER_SIZE : (slot + 1) * HEADER_SIZE]
@@ -129,12 +146,19 @@ def valid_slots(data: bytes | memoryview, *, name: str) -> list[tuple[int, Heade
             headers.append((slot, Header.parse(chunk, magic=MAGIC_MSKA, name=name)))
         except FormatError as exc:
             errors.append(exc)
+            if _slot_is_intact(chunk):
+                refused.append((struct.unpack_from("<Q", chunk, 20)[0], exc))
+    headers.sort(key=lambda sh: sh[1].generation, reverse=True)
+    if refused:
+        generation, error = max(refused, key=lambda r: r[0])
+        if not headers or generation >= headers[0][1].generation:
+            raise error
     if not headers:
         first = errors[0]
         if isinstance(first, ChecksumError | TruncatedFileError):
             raise type(first)(f"{name}: no valid header slot ({first}).")
         raise first
-    return sorted(headers, key=lambda sh: sh[1].generation, reverse=True)
+    return headers
 
 
 def parse_directory(

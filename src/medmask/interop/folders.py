@@ -130,7 +130,12 @@ def pack_folder(
             )
         by_name[name] = path
     if isinstance(labels, str | os.PathLike):
-        table = loads_limited(Path(labels).read_bytes(), InvalidValueError, f"{labels}")
+        table = loads_limited(
+            Path(labels).read_bytes(),
+            InvalidValueError,
+            f"{labels}: not valid UTF-8 JSON: ",
+            f"{labels}: refused: it has ",
+        )
         if not isinstance(table, dict):
             raise InvalidValueError(f"{labels}: expected a JSON object of name -> label value.")
         labels = table

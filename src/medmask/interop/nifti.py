@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from ..errors import FormatError
+from ..errors import FormatError, InvalidValueError
 from ..mapping import LabelMapping
 from ..mask import SegmentationMask
 from ..values import label_counts
@@ -41,7 +41,7 @@ def space_from_affine(affine: npt.ArrayLike, shape_xyz: tuple[int, int, int]) ->
     origin = _RAS_TO_LPS @ a[:3, 3]
     spacing = np.linalg.norm(linear, axis=0)
     if np.any(spacing <= 0):
-        raise ValueError(f"NIfTI affine has a zero-length axis: {a.tolist()}.")
+        raise InvalidValueError(f"NIfTI affine has a zero-length axis: {a.tolist()}.")
     directions = linear / spacing
     i, j, k = (tuple(float(v) for v in directions[:, n]) for n in range(3))
     nx, ny, nz = (int(s) for s in shape_xyz)
