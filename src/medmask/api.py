@@ -32,6 +32,7 @@ __all__ = [
     "MaskFile",
     "MaskInfo",
     "check_decoded_values",
+    "labels_have_gaps",
     "load_mask",
     "read_head",
     "read_info",
@@ -120,6 +121,7 @@ def read_chunks(
     max_voxels: int | None,
     max_bytes: int | None = None,
     head: bytes = b"",
+    present: list[npt.NDArray[Any] | None] | None = None,
 ) -> npt.NDArray[Any]:
     """Fetch and decode the chunks of ``roi`` (one merged read per run of adjacent chunks;
     none for chunks inside ``head``, the file's first read)."""
@@ -136,7 +138,7 @@ def read_chunks(
     wanted = [(s, e) for _, s, e in ranges]
     blobs = read_ranges_after_head(source, head, wanted) if head else source.read_ranges(wanted)
     streams = {chunk_id: blob for (chunk_id, _, _), blob in zip(ranges, blobs, strict=True)}
-    return decode_region(descriptor, index, roi, streams, name=source.name)
+    return decode_region(descriptor, index, roi, streams, name=source.name, present=present)
 
 
 def mask_from_region(
@@ -149,27 +151,46 @@ def mask_from_region(
     return SegmentationMask._trusted(data, descriptor.mapping, space, descriptor.bit_depth)
 
 
-def check_decoded_values(data: npt.NDArray[Any], descriptor: MaskDescriptor, *, name: str) -> None:
+def labels_have_gaps(descriptor: MaskDescriptor) -> bool:
+    """Whether some value between 1 and the largest label is no label: then checking decoded
+    voxels needs their distinct values (:func:`check_decoded_values`), not only their maximum."""
+    values = {e.value for e in descriptor.labels} - {0}
+    return len(values) != max(values, default=0)
+
+
+def check_decoded_values(
+    data: npt.NDArray[Any],
+    descriptor: MaskDescriptor,
+    *,
+    name: str,
+    present: list[npt.NDArray[Any] | None] | None = None,
+) -> None:
     """Raise :class:`FormatError` if decoded voxels hold a value no label lists (0 is always
-    allowed): what a :class:`SegmentationMask` could not hold."""
+    allowed): what a :class:`SegmentationMask` could not hold.
+
+    ``present``: the decoded chunks' distinct values (collect them when
+    :func:`labels_have_gaps`); without them, or where a codec could not give them, the voxels
+    are scanned.
+    """
     if data.size == 0:
         return
-    values = sorted({0, *(e.value for e in descriptor.labels)})
-    top = values[-1]
-    largest = int(data.max())
-    if largest > top:
-        bad = [largest]
-    elif len(values) == top + 1:  # labels 1..top without gaps: the maximum says it all
-        return
+    allowed = np.array(sorted({0, *(e.value for e in descriptor.labels)}), dtype=np.uint64)
+    top = int(allowed[-1])
+    if not labels_have_gaps(descriptor):  # labels 1..top: the maximum says it all
+        largest = int(data.max())
+        bad = [largest] if largest > top else []
+    elif present is not None and all(p is not None for p in present):
+        found = np.unique(np.concatenate([np.zeros(0, np.uint64), *present]))
+        bad = found[~np.isin(found, allowed)][:10].tolist()
     else:
-        allowed = match_allowed_values(data, values)
-        if allowed.all():
-            return
-        bad = np.unique(data[~allowed])[:10].tolist()
-    raise FormatError(
-        f"{name}: decoded voxels hold values {bad} that no label lists; the file is corrupted "
-        "or was written by a faulty writer (MaskFile.read_array() returns the raw voxels)."
-    )
+        ok = match_allowed_values(data, allowed)
+        bad = [] if ok.all() else np.unique(data[~ok])[:10].tolist()
+    if bad:
+        raise FormatError(
+            f"{name}: decoded voxels hold values {bad} that no label lists; the file is "
+            "corrupted or was written by a faulty writer (MaskFile.read_array() returns the "
+            "raw voxels)."
+        )
 
 
 def verify_decoded(data: npt.NDArray[Any], descriptor: MaskDescriptor, *, name: str) -> list[str]:
@@ -265,7 +286,11 @@ class MaskFile:
 
         The raw voxels: unlike :meth:`read`, values are not checked against the labels.
         """
-        region = parse_roi(roi, self.descriptor.shape)
+        return self._read_region(parse_roi(roi, self.descriptor.shape))
+
+    def _read_region(
+        self, region: Roi, present: list[npt.NDArray[Any] | None] | None = None
+    ) -> npt.NDArray[Any]:
         return read_chunks(
             self._source,
             self.descriptor,
@@ -275,13 +300,17 @@ class MaskFile:
             max_voxels=self._max_voxels,
             max_bytes=self._max_bytes,
             head=self._first_read,
+            present=present,
         )
 
     def read(self, roi: object = None) -> SegmentationMask:
         """Decode into a :class:`SegmentationMask` (cropped, with cropped space, for ``roi``)."""
         region = parse_roi(roi, self.descriptor.shape)
-        data = self.read_array(region)
-        check_decoded_values(data, self.descriptor, name=self.name)
+        present: list[npt.NDArray[Any] | None] | None = (
+            [] if labels_have_gaps(self.descriptor) else None
+        )
+        data = self._read_region(region, present)
+        check_decoded_values(data, self.descriptor, name=self.name, present=present)
         return mask_from_region(self.descriptor, self.space, data, region)
 
     def verify(self) -> list[str]:

@@ -13,7 +13,14 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from ._version import __version__
-from .api import MaskInfo, check_decoded_values, info_from, mask_from_region, verify_decoded
+from .api import (
+    MaskInfo,
+    check_decoded_values,
+    info_from,
+    labels_have_gaps,
+    mask_from_region,
+    verify_decoded,
+)
 from .errors import (
     ConcurrentModificationError,
     FormatError,
@@ -471,11 +478,17 @@ class MaskArchive:
 
     # -- reading -------------------------------------------------------------------------------
     def _decode_members(
-        self, names: Sequence[str], roi: object = None, rois: Mapping[str, Roi] | None = None
+        self,
+        names: Sequence[str],
+        roi: object = None,
+        rois: Mapping[str, Roi] | None = None,
+        present: dict[str, list[npt.NDArray[Any] | None]] | None = None,
     ) -> dict[str, npt.NDArray[Any]]:
-        """Decode several members (``roi`` for all, or per member ``rois``) with merged reads."""
+        """Decode several members (``roi`` for all, or per member ``rois``) with merged reads;
+        ``present`` collects the chunks' distinct values per member."""
         plans = []
         out = {}
+        seen = present if present is not None else {}
         for name in names:
             member = self._directory.member(name)
             if member is None:
@@ -485,7 +498,9 @@ class MaskArchive:
                 region = parse_roi(rois[name] if rois else roi, descriptor.shape)
                 index = pending.encoded.index(0)
                 streams = {i: s for i, s in enumerate(pending.encoded.streams) if s}
-                out[name] = decode_region(descriptor, index, region, streams, name=self._name)
+                out[name] = decode_region(
+                    descriptor, index, region, streams, name=self._name, present=seen.get(name)
+                )
                 continue
             region = parse_roi(rois[name] if rois else roi, member.descriptor.shape)
             where = f"{self._name} [{name}]"
@@ -503,29 +518,35 @@ class MaskArchive:
         blobs = iter(self._read_ranges(all_ranges))
         for name, member, region, ranges, where in plans:
             streams = {chunk_id: next(blobs) for chunk_id, _, _ in ranges}
-            out[name] = decode_region(member.descriptor, member.index, region, streams, name=where)
+            out[name] = decode_region(
+                member.descriptor, member.index, region, streams, name=where, present=seen.get(name)
+            )
         return out
 
-    def _mask(self, name: str, data: npt.NDArray[Any], region: Roi) -> SegmentationMask:
-        descriptor = self._descriptor(name)
-        check_decoded_values(data, descriptor, name=f"{self._name} [{name}]")
-        return mask_from_region(descriptor, self._shared_space(), data, region)
+    def _masks(self, names: Sequence[str], roi: object = None) -> dict[str, SegmentationMask]:
+        """Decode members into checked :class:`SegmentationMask` objects."""
+        present: dict[str, list[npt.NDArray[Any] | None]] = {
+            name: [] for name in names if labels_have_gaps(self._descriptor(name))
+        }
+        arrays = self._decode_members(names, roi, present=present)
+        out = {}
+        for name in names:
+            descriptor, data = self._descriptor(name), arrays[name]
+            where = f"{self._name} [{name}]"
+            check_decoded_values(data, descriptor, name=where, present=present.get(name))
+            region = parse_roi(roi, descriptor.shape)
+            out[name] = mask_from_region(descriptor, self._shared_space(), data, region)
+        return out
 
     def load_segmask(self, name: str, *, roi: object = None) -> SegmentationMask:
         """Decode member ``name`` (or only ``roi``)."""
         self._check_open()
-        region = parse_roi(roi, self._descriptor(name).shape)
-        return self._mask(name, self._decode_members([name], region)[name], region)
+        return self._masks([name], parse_roi(roi, self._descriptor(name).shape))[name]
 
     def read_all_masks(self) -> dict[str, SegmentationMask]:
         """Decode every member (one merged read for all of them)."""
         self._check_open()
-        names = self.all_names()
-        arrays = self._decode_members(names)
-        return {
-            name: self._mask(name, arrays[name], parse_roi(None, arrays[name].shape))
-            for name in names
-        }
+        return self._masks(self.all_names())
 
     def verify(self) -> list[str]:
         """Decode every member and compare its voxels with the stored label statistics.

@@ -107,3 +107,41 @@ def test_codecs_are_frozen_and_hashable(codec_cls: type) -> None:
     with pytest.raises(AttributeError):
         codec.level = 3
     assert len({codec_cls(), codec_cls(), codec_cls(level=2)}) == 2
+
+
+def _label_blocks(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    top = {"uint8": 255, "uint16": 65535, "uint32": 2**32 - 1}[dtype]
+    out = np.zeros(shape, dtype)
+    for _ in range(int(rng.integers(0, 6))):
+        lo = [int(rng.integers(0, s)) for s in shape]
+        hi = [int(rng.integers(a + 1, s + 1)) for a, s in zip(lo, shape, strict=True)]
+        out[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = rng.integers(1, top)
+    if rng.random() < 0.3:  # a value that appears only in a late slice, off the first one
+        out[-1, -1, -1] = rng.integers(1, top)
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
+def test_decode_with_values_gives_exactly_the_distinct_values(dtype: str) -> None:
+    rng = np.random.default_rng(11)
+    codec = LabelCodec()
+    told = 0
+    for _ in range(200):
+        shape = tuple(int(s) for s in rng.integers(1, 12, size=3))
+        array = _label_blocks(rng, shape, dtype)
+        out, values = codec.decode_with_values(codec.encode(array))
+        np.testing.assert_array_equal(out, array)
+        if values is not None:
+            told += 1
+            assert values.tolist() == np.unique(array).tolist()
+    assert told > 50  # runs mode (not plain) on most of these small arrays
+
+
+def test_binary_decode_with_values() -> None:
+    codec = BinaryCodec()
+    empty = np.zeros((3, 4, 13), bool)
+    assert codec.decode_with_values(codec.encode(empty))[1].tolist() == []
+    empty[2, 3, 12] = True
+    out, values = codec.decode_with_values(codec.encode(empty))
+    assert values.tolist() == [1]
+    np.testing.assert_array_equal(out, empty)

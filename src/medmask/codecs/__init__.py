@@ -55,6 +55,16 @@ class Codec(Protocol):
         """Decode a stream to an array of its original shape and dtype."""
         ...
 
+    def decode_with_values(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        shape: tuple[int, ...] | None = None,
+        dtype: np.dtype[Any] | type | str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decode, and give the distinct values when the stream tells them cheaply."""
+        ...
+
     def get_config(self) -> dict[str, Any]:
         """JSON-able configuration, including ``"id"``."""
         ...

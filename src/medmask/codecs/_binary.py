@@ -58,6 +58,26 @@ class BinaryCodec:
         dtype: np.dtype[Any] | type | str | None = None,
     ) -> np.ndarray:
         """Decode a stream; ``shape``/``dtype`` are checked against its header first."""
+        return self._decode(data, shape, dtype)[0]
+
+    def decode_with_values(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        shape: tuple[int, ...] | None = None,
+        dtype: np.dtype[Any] | type | str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decode, and give the array's distinct non-zero values (1, or none)."""
+        out, bits = self._decode(data, shape, dtype)
+        return out, np.array([1] if bits.any() else [], dtype=np.uint64)
+
+    def _decode(
+        self,
+        data: bytes | bytearray | memoryview,
+        shape: tuple[int, ...] | None,
+        dtype: np.dtype[Any] | type | str | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded array and its unpacked 0/1 bytes (the same array for 1-byte dtypes)."""
         buf = memoryview(data).cast("B")
         h = read_header(buf, KIND, self.codec_id, shape, dtype)
         nx = h.shape[-1]
@@ -69,7 +89,7 @@ class BinaryCodec:
         else:
             bits = np.unpackbits(packed, axis=-1, count=nx)
         if h.dtype == np.bool_:
-            return bits.view(np.bool_)
+            return bits.view(np.bool_), bits
         if h.dtype.itemsize == 1:
-            return bits
-        return bits.astype(h.dtype)
+            return bits, bits
+        return bits.astype(h.dtype), bits

@@ -19,7 +19,7 @@ from medmask.codecs._stream import (
 )
 from medmask.errors import CodecError
 
-__all__ = ["LabelCodec", "decode_body", "encode_stream", "read_header"]
+__all__ = ["LabelCodec", "decode_body", "distinct_values", "encode_stream", "read_header"]
 
 KIND: Final = 2
 MODE_CONSTANT: Final = 0
@@ -153,8 +153,13 @@ def decode_body(
     sizes: tuple[int, ...],
     shape: tuple[int, ...],
     dt: np.dtype[Any],
+    present: list[np.ndarray | None] | None = None,
 ) -> np.ndarray:
-    """Decode the sections starting at ``buf[off]`` to an array of ``shape`` and ``dt``."""
+    """Decode the sections starting at ``buf[off]`` to an array of ``shape`` and ``dt``.
+
+    With ``present``, also append the distinct values of the array when the run structure
+    gives them cheaply (None when it does not: the caller must scan the array).
+    """
     transform, width, value, n_runs, n_long = fields
     s_values, s_short, s_long = sizes
     itemsize = dt.itemsize
@@ -168,6 +173,8 @@ def decode_body(
             raise CodecError("Expected zero fields and sections for a constant array. Got some.")
         if value > vmax:
             raise CodecError(f"Expected a constant value <= {vmax} for {dt}. Got {value}.")
+        if present is not None:
+            present.append(np.array([value], dtype=np.uint64))
         if value == 0:
             return np.zeros(shape, dtype=dt)
         return np.full(shape, value, dtype=dt)
@@ -175,6 +182,8 @@ def decode_body(
         if transform or width != itemsize or value or n_runs or n_long or s_short or s_long:
             raise CodecError("Expected plain-mode fields (0, itemsize, 0, 0, 0). Got others.")
         raw = decompress(buf[off:], nbytes, "plain values")
+        if present is not None:
+            present.append(None)  # noise-like data: nothing cheaper than a scan
         return _from_planes(raw, n, itemsize, dt, validate=True).reshape(shape)
     if mode != MODE_RUNS:
         raise CodecError(f"Expected mode 0, 1 or 2. Got {mode}.")
@@ -217,13 +226,55 @@ def decode_body(
         lengths[esc] = long
         values = _from_planes(raw_v, n_runs, width, dt, validate=True)
         out = np.repeat(values, lengths).reshape(shape)
-    else:
-        out = np.empty(n, dtype=dt)
-        _expand_runs(raw_v, n_runs, width, dt, short, esc, long, out)
-        out = out.reshape(shape)
+        if transform == TRANSFORM_XOR0:
+            _unxor_axis0(out)
+        if present is not None:
+            present.append(_present_values(out, values, lengths, transform))
+        return out
+    out = np.empty(n, dtype=dt)
+    _expand_runs(raw_v, n_runs, width, dt, short, esc, long, out)
+    out = out.reshape(shape)
     if transform == TRANSFORM_XOR0:
         _unxor_axis0(out)
+    if present is not None:
+        present.append(None)
     return out
+
+
+def distinct_values(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of ``a`` (bincount for 1- and 2-byte types, else a sort)."""
+    flat = a.reshape(-1)
+    if flat.dtype.itemsize <= 2:
+        view = flat.view(np.uint8 if flat.dtype.itemsize == 1 else np.uint16)
+        return np.flatnonzero(np.bincount(view)).astype(np.uint64)
+    return np.unique(flat).astype(np.uint64)
+
+
+def _present_values(
+    out: np.ndarray, values: np.ndarray, lengths: np.ndarray, transform: int
+) -> np.ndarray | None:
+    """Distinct values of ``out`` from its runs, or None when that costs about a scan.
+
+    Without a transform they are the run values. With the XOR transform a voxel equals the one
+    a slice before unless its run value is non-zero, so the values are those of the first
+    slice plus those at non-zero runs: typically a few percent of the voxels.
+    """
+    if transform == TRANSFORM_NONE:
+        return distinct_values(values)
+    flat = out.reshape(-1)
+    first = flat.size // out.shape[0]
+    ends = np.cumsum(lengths)
+    starts = np.maximum(ends - lengths, first)
+    keep = (values != 0) & (ends > starts)
+    starts, ends = starts[keep], ends[keep]
+    sizes = ends - starts
+    total = int(sizes.sum())
+    if total > flat.size // 8:
+        return None
+    # positions of every voxel of the kept runs: one arange shifted per run
+    shift = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
+    changed = flat[np.arange(total, dtype=np.intp) + shift]
+    return np.union1d(distinct_values(flat[:first]), distinct_values(changed))
 
 
 def _expand_runs(
@@ -318,6 +369,29 @@ class LabelCodec:
         dtype: np.dtype[Any] | type | str | None = None,
     ) -> np.ndarray:
         """Decode a stream; ``shape``/``dtype`` are checked against its header first."""
+        return self._decode(data, shape, dtype, None)
+
+    def decode_with_values(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        shape: tuple[int, ...] | None = None,
+        dtype: np.dtype[Any] | type | str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decode, and give the array's distinct values when the runs tell them cheaply
+        (else None)."""
+        present: list[np.ndarray | None] = []
+        return self._decode(data, shape, dtype, present), present[0]
+
+    def _decode(
+        self,
+        data: bytes | bytearray | memoryview,
+        shape: tuple[int, ...] | None,
+        dtype: np.dtype[Any] | type | str | None,
+        present: list[np.ndarray | None] | None,
+    ) -> np.ndarray:
         buf = memoryview(data).cast("B")
         h = read_header(buf, KIND, self.codec_id, shape, dtype)
-        return decode_body(buf, h.end, h.mode, h.fields, h.section_sizes, h.shape, h.dtype)
+        return decode_body(
+            buf, h.end, h.mode, h.fields, h.section_sizes, h.shape, h.dtype, present
+        )

@@ -220,8 +220,13 @@ def decode_region(
     streams: Mapping[int, bytes | memoryview],
     *,
     name: str,
+    present: list[npt.NDArray[Any] | None] | None = None,
 ) -> npt.NDArray[Any]:
-    """Verify and decode the chunks of ``roi`` (``streams``: chunk id -> stored bytes)."""
+    """Verify and decode the chunks of ``roi`` (``streams``: chunk id -> stored bytes).
+
+    With ``present``, append each decoded chunk's distinct values (None where the codec could
+    not tell them cheaply).
+    """
     try:
         codec: Codec = get_codec(descriptor.codec)
     except CodecError as exc:
@@ -243,9 +248,13 @@ def decode_region(
         box = descriptor.chunk_box(chunk_id)
         shape = tuple(s.stop - s.start for s in box)
         try:
-            return codec.decode(stream, shape=shape, dtype=descriptor.dtype)
+            if present is None:
+                return codec.decode(stream, shape=shape, dtype=descriptor.dtype)
+            block, values = codec.decode_with_values(stream, shape=shape, dtype=descriptor.dtype)
         except CodecError as exc:
             raise FormatError(f"{name}: chunk {chunk_id} cannot be decoded: {exc}") from None
+        present.append(values)
+        return block
 
     if len(touched) == 1 and wanted and descriptor.chunk_box(wanted[0]) == roi:
         return decode_block(wanted[0])  # the block is the answer: no copy
