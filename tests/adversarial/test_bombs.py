@@ -1,9 +1,9 @@
 """Small files that ask for a lot of memory (issue 7, item 5), measured in a subprocess.
 
 Each case writes a crafted file, then a fresh Python process opens it and reports its own
-peak RSS (``ru_maxrss``) before and after. A bomb must end in medmask's own error with the
-process below 300 MB (metadata bombs) or, for a valid file that decodes to a large array, with
-the decode costing less than 3x its output.
+peak RSS (``VmHWM``, reset just before the call) before and after. A bomb must end in
+medmask's own error with the process below 300 MB (metadata bombs) or, for a valid file that
+decodes to a large array, with the decode costing less than 3x its output.
 """
 
 from __future__ import annotations
@@ -26,15 +26,23 @@ METADATA_BOMB_RSS = 300 * MB
 
 _PROBE = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     import medmask
     from medmask.format import container  # noqa: F401  (imports settle before the baseline)
 
-    def rss():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def peak_rss():
+        # VmHWM belongs to this address space; ru_maxrss would include the parent's peak,
+        # which Linux carries across fork and exec.
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM")
 
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak to the current RSS
     path, call = sys.argv[1], sys.argv[2]
-    before = rss()
+    before = peak_rss()
     result = {"error": None, "message": "", "nbytes": 0}
     try:
         if call == "read_info":
@@ -46,7 +54,7 @@ _PROBE = textwrap.dedent(
     except BaseException as exc:
         result["error"] = [c.__name__ for c in type(exc).__mro__]
         result["message"] = str(exc)[:300]
-    result["before"], result["after"] = before, rss()
+    result["before"], result["after"] = before, peak_rss()
     print(json.dumps(result))
     """
 )
