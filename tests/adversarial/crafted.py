@@ -20,7 +20,6 @@ from medmask.format.container import (
     HEADER_SIZE,
     INDEX_DTYPE,
     MAGIC_MSK,
-    MAGIC_MSKA,
     Header,
 )
 
@@ -151,18 +150,3 @@ def labels_stream(array: np.ndarray) -> bytes:
 
 def binary_stream(array: np.ndarray) -> bytes:
     return BinaryCodec().encode(np.ascontiguousarray(array))
-
-
-def mska_slot(
-    generation: int, meta: bytes, meta_at: int, index_bytes: bytes, index_at: int
-) -> bytes:
-    return Header(
-        magic=MAGIC_MSKA,
-        metadata_offset=meta_at,
-        metadata_length=len(meta),
-        metadata_crc=crc(meta),
-        index_offset=index_at,
-        index_count=len(index_bytes) // INDEX_DTYPE.itemsize,
-        index_crc=crc(index_bytes),
-        generation=generation,
-    ).pack()
