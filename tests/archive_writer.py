@@ -1,4 +1,4 @@
-"""Subprocess used by ``test_archive_crash.py``: appends members to an archive until killed.
+"""Subprocess used by ``test_archive_crash.py`` and the concurrency tests: appends members.
 
     python archive_writer.py ARCHIVE FIRST COUNT
 
@@ -6,8 +6,11 @@ Opens ARCHIVE in mode "a", prints ``ready``, then adds members ``w<FIRST>`` ...
 ``w<FIRST+COUNT-1>`` one by one, printing ``added <name>`` (flushed) after each add returns,
 i.e. after the member is committed. Members are generated deterministically from their name
 and the archive's space by :func:`make_member`, so the test can check them bit for bit. With
-``MEDMASK_WRITER_BIG=1`` members are dense noise (large payload, slower encode and write), which
-makes a kill between payload and header writes more likely.
+``MEDMASK_WRITER_BIG=1`` members are dense noise (large payload).
+
+``MEDMASK_KILL_AT=I:STEP`` makes the writer SIGKILL itself inside the commit of its I-th member
+(0-based), at one of the :data:`KILL_STEPS` of the update protocol, so every crash trial is a
+crash in the middle of a write.
 """
 
 from __future__ import annotations
@@ -22,6 +25,54 @@ from spacetransformer import Space
 from medmask import SegmentationMask
 
 BIG_ENV = "MEDMASK_WRITER_BIG"
+KILL_ENV = "MEDMASK_KILL_AT"
+#: Points of one local append commit (payload, directory, fsync, slot, fsync), in order.
+KILL_STEPS = (
+    "mid-payload",
+    "after-payload",
+    "mid-directory",
+    "after-directory",
+    "after-first-fsync",
+    "mid-slot",
+    "after-slot",
+    "after-second-fsync",
+)
+#: The first step after which the commit is visible to readers (the slot is written).
+FIRST_VISIBLE_STEP = KILL_STEPS.index("after-slot")
+
+
+def install_kill_point(step: str) -> None:
+    """Make the next commit SIGKILL this process at ``step`` (see :data:`KILL_STEPS`)."""
+    import signal
+
+    import medmask.archive as archive_module
+
+    writes = {"n": 0}
+    fsyncs = {"n": 0}
+    real_pwrite = archive_module._pwrite
+    real_fsync = os.fsync
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def pwrite(fd: int, data: bytes, offset: int) -> None:
+        kind = ("payload", "directory", "slot")[writes["n"]]
+        writes["n"] += 1
+        if step == f"mid-{kind}":
+            real_pwrite(fd, data[: max(1, len(data) // 3)], offset)
+            die()
+        real_pwrite(fd, data, offset)
+        if step == f"after-{kind}":
+            die()
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        fsyncs["n"] += 1
+        if step == ("after-first-fsync", "after-second-fsync")[fsyncs["n"] - 1]:
+            die()
+
+    archive_module._pwrite = pwrite  # type: ignore[assignment]
+    os.fsync = fsync
 
 
 def member_name(i: int) -> str:
@@ -50,13 +101,18 @@ def main(argv: list[str]) -> int:
 
     path, first, count = argv[0], int(argv[1]), int(argv[2])
     big = os.environ.get(BIG_ENV) == "1"
+    kill_at = os.environ.get(KILL_ENV)
+    kill_member, kill_step = (-1, "") if not kill_at else kill_at.split(":")
     with MaskArchive(path, "a") as archive:
         space = archive.space
         assert space is not None
         print("ready", flush=True)
         for i in range(first, first + count):
             name = member_name(i)
-            archive.add_segmask(make_member(name, space, big), name)
+            member = make_member(name, space, big)
+            if i - first == int(kill_member):
+                install_kill_point(kill_step)
+            archive.add_segmask(member, name)
             print(f"added {name}", flush=True)
     print("done", flush=True)
     return 0

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from spacetransformer import Space
 
-from archive_writer import BIG_ENV, make_member, member_name
+from archive_writer import (
+    BIG_ENV,
+    FIRST_VISIBLE_STEP,
+    KILL_ENV,
+    KILL_STEPS,
+    make_member,
+    member_name,
+)
 from medmask import ChecksumError, FormatError, ReadOnlyError
 from medmask.archive import MaskArchive, RecoveryReport, RecoveryWarning
 from medmask.format.container import HEADER_SIZE, INDEX_DTYPE, Header
@@ -54,100 +58,46 @@ def _used_end(path: Path) -> tuple[int, int]:
     return end, len(data)
 
 
-class _Lines:
-    """Reads a process's stdout lines on a thread (so the test never blocks on a pipe)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.queue: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        assert proc.stdout is not None
-        stdout = proc.stdout
-
-        def pump() -> None:
-            for line in stdout:
-                self.queue.put(line.strip())
-            self.queue.put(None)
-
-        self.thread = threading.Thread(target=pump, daemon=True)
-        self.thread.start()
-
-    def next(self) -> str | None:
-        line = self.queue.get(timeout=LINE_TIMEOUT)
-        if line is not None:
-            self.seen.append(line)
-        return line
-
-    def rest(self) -> list[str]:
-        self.thread.join(timeout=LINE_TIMEOUT)
-        while True:
-            try:
-                line = self.queue.get_nowait()
-            except queue.Empty:
-                return self.seen
-            if line is not None:
-                self.seen.append(line)
-
-
 @pytest.mark.parametrize("trial", range(TRIALS))
 def test_sigkill_during_appends_never_corrupts(
     base_archive: Path, tmp_path: Path, trial: int
 ) -> None:
+    """The writer kills itself at a point of the update protocol inside a commit, so every
+    trial crashes in the middle of a write (payload, directory, fsync, slot: ``KILL_STEPS``)."""
     rng = np.random.default_rng(20_000 + trial)
     big = trial % 2 == 1
+    step = KILL_STEPS[trial % len(KILL_STEPS)]
+    killed_member = int(rng.integers(0, 4))
     path = tmp_path / "archive.mska"
     shutil.copyfile(base_archive, path)
-    env = {**os.environ, BIG_ENV: "1" if big else "0"}
-    proc = subprocess.Popen(
+    env = {**os.environ, BIG_ENV: "1" if big else "0", KILL_ENV: f"{killed_member}:{step}"}
+    proc = subprocess.run(
         [sys.executable, str(WRITER), str(path), "0", str(N_WRITES)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         env=env,
+        timeout=LINE_TIMEOUT,
     )
-    try:
-        lines = _Lines(proc)
-        first = lines.next()
-        assert first == "ready", (
-            f"writer failed: {first!r} {proc.stderr.read() if proc.stderr else ''}"
-        )
-        if rng.random() < 0.5:
-            strategy = f"sleep {rng.uniform(0, 0.5):.3f}s"
-            time.sleep(float(strategy.split()[1][:-1]))
-        else:
-            k = int(rng.integers(0, 8))
-            strategy = f"after {k} lines"
-            for _ in range(k):
-                if lines.next() in (None, "done"):
-                    break
-            time.sleep(rng.uniform(0, 0.01))
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=LINE_TIMEOUT)
-    seen = lines.rest()
-    if proc.stderr is not None:
-        proc.stderr.close()
-    printed = [line.split()[1] for line in seen if line.startswith("added ")]
-    assert printed == [member_name(i) for i in range(len(printed))]
+    assert proc.returncode == -signal.SIGKILL, f"not killed mid-write: {proc.stderr}"
+    lines = proc.stdout.split()
+    printed = [lines[i + 1] for i, word in enumerate(lines) if word == "added"]
+    assert printed == [member_name(i) for i in range(killed_member)]
 
+    committed = killed_member + (KILL_STEPS.index(step) >= FIRST_VISIBLE_STEP)
     with MaskArchive(path) as archive:
         names = archive.all_names()
-        assert names[: len(BASE)] == BASE
-        written = names[len(BASE) :]
-        # every acknowledged member is there, plus possibly the ones committed but not reported
-        assert written == [member_name(i) for i in range(len(written))]
-        assert len(written) >= len(printed)
+        # every acknowledged member is there, plus the killed one once its slot is written
+        assert names == BASE + [member_name(i) for i in range(committed)]
         for name in names:
             loaded = archive.load_segmask(name)
             assert loaded.space == SPACE
             np.testing.assert_array_equal(loaded.data, _expected(name, big), err_msg=name)
+        assert archive.verify() == []
     used, size = _used_end(path)
     print(
-        f"\ntrial {trial:2d} big={big!s:5} {strategy:16} exit={proc.returncode}: printed "
-        f"{len(printed):2d}, committed {len(written):2d}, uncommitted tail {size - used} B"
+        f"\ntrial {trial:2d} big={big!s:5} killed in member {killed_member} at {step:18}: "
+        f"committed {committed}, uncommitted tail {size - used} B"
     )
-    assert proc.returncode in (-signal.SIGKILL, 0)
 
     # the archive stays appendable after the crash
     extra = make_member("after_crash", SPACE)
@@ -159,6 +109,12 @@ def test_sigkill_during_appends_never_corrupts(
         np.testing.assert_array_equal(
             archive.load_segmask(names[-1]).data, _expected(names[-1], big)
         )
+
+
+def test_every_kill_step_is_reached() -> None:
+    """The trials cover each step of the protocol (both slot outcomes included)."""
+    steps = {KILL_STEPS[t % len(KILL_STEPS)] for t in range(TRIALS)}
+    assert steps == set(KILL_STEPS)
 
 
 # --- byte-level surgery on header slots and directories -----------------------------------------
