@@ -12,6 +12,7 @@ __all__ = [
     "AllocationLimitError",
     "ChecksumError",
     "CodecError",
+    "CodecTypeError",
     "ConcurrentModificationError",
     "FormatError",
     "InvalidTypeError",
@@ -73,6 +74,10 @@ class AllocationLimitError(FormatError):
 
 class CodecError(MedmaskError, ValueError):
     """A codec cannot encode the input or its encoded stream is malformed."""
+
+
+class CodecTypeError(CodecError, TypeError):
+    """A codec was given data of a type it does not encode (floats, objects...)."""
 
 
 class SpaceMismatchError(MedmaskError, ValueError):

@@ -55,15 +55,16 @@ def test_choose_codec() -> None:
     assert choose_codec(np.zeros((0, 2), np.uint16)) == BinaryCodec()
     assert choose_codec(np.full((2, 2), 2, np.uint8)) == LabelCodec()
     assert choose_codec(np.full((2, 2), 2, np.uint8), level=3) == LabelCodec(level=3)
-    with pytest.raises(CodecError, match="Expected dtype bool, uint8"):
-        choose_codec(np.zeros(3, np.int16))
+    assert choose_codec(np.zeros(3, np.int16)) == BinaryCodec()
+    with pytest.raises(CodecError, match="Expected dtype bool, uint8-uint64 or int8-int64"):
+        choose_codec(np.zeros(3, np.float32))
 
 
 @pytest.mark.parametrize(
     ("array", "message"),
     [
-        (np.zeros(3, np.float32), "Expected dtype bool, uint8, uint16 or uint32"),
-        (np.zeros(3, np.uint64), "Expected dtype bool, uint8, uint16 or uint32"),
+        (np.zeros(3, np.float32), "Expected dtype bool, uint8-uint64 or int8-int64"),
+        (np.zeros(3, np.complex64), "Expected dtype bool, uint8-uint64 or int8-int64"),
         (np.zeros((1, 1, 1, 1), np.uint8), "Expected a 1-D, 2-D or 3-D array"),
         (np.zeros((), np.uint8), "Expected a 1-D, 2-D or 3-D array"),
     ],

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numcodecs
 import numpy as np
 import pytest
 from codec_helpers import label_volume
+from numcodecs.tests import common
 
 from medmask.codecs import BinaryCodec, LabelCodec
 from medmask.codecs.numcodecs import BinaryMaskCodec, LabelMapCodec
 from medmask.errors import CodecError
 
 ADAPTERS = [(BinaryMaskCodec, BinaryCodec), (LabelMapCodec, LabelCodec)]
+NUMCODECS_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "numcodecs"
 
 
 @pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
@@ -35,7 +38,7 @@ def test_config_roundtrip_and_pickle(adapter: type, core: type) -> None:
     clone = pickle.loads(pickle.dumps(codec))
     assert clone == codec
     a = label_volume((4, 9, 10), np.uint8, seed=1) > 0
-    np.testing.assert_array_equal(clone.decode(codec.encode(a)), a)
+    np.testing.assert_array_equal(clone.decode(codec.encode(a)), a.reshape(-1))
     with pytest.raises(CodecError, match="Expected a config"):
         adapter.from_config({"id": "other", "level": 3})
 
@@ -54,8 +57,8 @@ def test_decode_into_out_and_from_buffers(adapter: type, core: type) -> None:
     for buf in (data, bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
         got = codec.decode(buf)
         assert got.dtype == a.dtype
-        assert got.shape == a.shape
-        np.testing.assert_array_equal(got, a)
+        assert got.shape == (a.size,)  # flat, in memory order, as numcodecs codecs return
+        np.testing.assert_array_equal(got, a.reshape(-1))
     out = np.empty_like(a)
     assert codec.decode(data, out=out) is out
     np.testing.assert_array_equal(out, a)
@@ -69,14 +72,111 @@ def test_decode_into_out_and_from_buffers(adapter: type, core: type) -> None:
 def test_labels_adapter_on_labels() -> None:
     a = label_volume((6, 10, 10), np.uint16, seed=4)
     codec = numcodecs.get_codec({"id": "medmask.labels"})
-    np.testing.assert_array_equal(codec.decode(codec.encode(a)), a)
+    np.testing.assert_array_equal(codec.decode(codec.encode(a)), a.reshape(-1))
 
 
 @pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
 def test_adapter_errors(adapter: type, core: type) -> None:
-    with pytest.raises(CodecError, match="Expected a numpy array"):
-        adapter().encode(b"abc")
     with pytest.raises(CodecError):
         adapter().decode(b"not a stream")
     with pytest.raises(CodecError):
         adapter(level=99)
+    with pytest.raises(TypeError, match="Expected dtype"):
+        adapter().encode(np.zeros(3, np.float64))
+    with pytest.raises(TypeError, match="object array"):
+        adapter().encode(np.array(["a"], dtype=object))
+
+
+# --- numcodecs' own test helpers --------------------------------------------------------------
+
+
+def _arrays(binary: bool) -> list[np.ndarray]:
+    """Arrays of every accepted dtype, in C and F order, little and big endian."""
+    base = label_volume((6, 7, 9), np.uint8, seed=6) % 100
+    if binary:
+        base = (base > 0).astype(np.uint8)
+    out = []
+    for dtype in ("u1", "i1", "<u2", ">u2", "<i2", ">i4", "<u4", "<i8", ">u8", "|b1"):
+        if dtype == "|b1" and not binary:
+            continue
+        arr = base.astype(dtype)
+        out += [arr, np.asfortranarray(arr), arr[0], arr.reshape(-1)]
+    return out
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_numcodecs_check_encode_decode(adapter: type, core: type) -> None:
+    codec = adapter()
+    for arr in _arrays(binary=adapter is BinaryMaskCodec):
+        common.check_encode_decode(arr, codec)
+        common.check_encode_decode_array(arr, codec)
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_numcodecs_object_buffers(adapter: type, core: type) -> None:
+    codec = adapter()
+    if adapter is LabelMapCodec:
+        common.check_err_decode_object_buffer(codec)
+    else:  # np.arange(10) is no binary mask: the same check on 0/1 values
+        enc = codec.encode(np.arange(10) % 2)
+        with pytest.raises(TypeError):
+            codec.decode(enc, out=np.empty(10, dtype=object))
+    common.check_err_encode_object_buffer(codec)
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_numcodecs_config_and_repr(adapter: type, core: type) -> None:
+    common.check_config(adapter(level=5))
+    assert repr(adapter(level=5)) == f"{adapter.__name__}(level=5)"
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_numcodecs_backwards_compatibility(
+    adapter: type, core: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """numcodecs' fixture check against streams committed in tests/fixtures/numcodecs."""
+    monkeypatch.chdir(NUMCODECS_FIXTURES)
+    arrays = _arrays(binary=adapter is BinaryMaskCodec)[:12]
+    common.check_backwards_compatibility(core.codec_id, arrays, [adapter(), adapter(level=1)])
+
+
+def test_decode_into_a_fortran_out_buffer_writes_memory_order() -> None:
+    """zarr v2 decodes F-ordered chunks with out=: the bytes must land in memory order."""
+    arr = np.asfortranarray(label_volume((4, 5, 6), np.uint16, seed=7))
+    codec = LabelMapCodec()
+    out = np.empty_like(arr)  # F-ordered as well
+    codec.decode(codec.encode(arr), out=out)
+    np.testing.assert_array_equal(out, arr)
+    with pytest.raises(CodecError, match="contiguous"):
+        codec.decode(codec.encode(arr), out=np.empty((4, 5, 12), np.uint16)[:, :, ::2])
+
+
+# --- zarr v2 arrays with these compressors -----------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", ["<u2", ">u2", ">i4", "u1"])
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_zarr_v2_round_trip(adapter: type, core: type, order: str, dtype: str) -> None:
+    import zarr
+
+    data = label_volume((9, 13, 11), np.uint8, seed=8) % 100
+    if adapter is BinaryMaskCodec:
+        data = data > 0
+    data = data.astype(dtype)
+    store = zarr.storage.MemoryStore()
+    array = zarr.create_array(
+        store,
+        shape=data.shape,
+        chunks=(4, 5, 6),  # edge chunks on every axis
+        dtype=dtype,
+        order=order,
+        zarr_format=2,
+        compressors=adapter(level=3),
+        fill_value=0,
+    )
+    array[...] = data
+    again = zarr.open_array(store, mode="r", zarr_format=2)
+    assert again.metadata.compressor.get_config() == {"id": core.codec_id, "level": 3}
+    np.testing.assert_array_equal(again[...], data)
+    np.testing.assert_array_equal(again[1:7, 2:11, 3:9], data[1:7, 2:11, 3:9])

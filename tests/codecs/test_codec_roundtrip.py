@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from medmask.codecs import BinaryCodec, LabelCodec, choose_codec, decode
+from medmask.errors import CodecError
 
 SHAPES = [(1,), (7,), (1, 1), (3, 5), (1, 1, 1), (1, 9, 13), (4, 1, 17), (5, 7, 9), (3, 8, 16)]
 
@@ -86,8 +87,36 @@ def test_non_contiguous_and_big_endian_input(codec_cls: type) -> None:
         roundtrip(codec_cls(), view)
     big = np.ascontiguousarray(base.astype(">u2"))
     got = codec_cls().decode(codec_cls().encode(big))
-    assert got.dtype == np.dtype("<u2")
+    assert got.dtype == np.dtype(">u2")  # the dtype is given back exactly, byte order included
     np.testing.assert_array_equal(got, big)
+    assert got.tobytes() == big.tobytes()
+
+
+@pytest.mark.parametrize(
+    "dtype", ["i1", "<i2", ">i2", "<i4", ">i4", "<i8", ">i8", "<u8", ">u8", ">u4", "|b1"]
+)
+def test_every_integer_dtype_round_trips_exactly(codec_cls: type, dtype: str) -> None:
+    base = label_volume((6, 9, 13), np.uint8, seed=9) % 100  # fits int8 too
+    values = base > 0 if codec_cls is BinaryCodec or dtype == "|b1" else base
+    array = values.astype(dtype)
+    if codec_cls is LabelCodec and np.dtype(dtype).itemsize == 8:
+        array[2, 3, 4] = 2**40 + 7  # needs more than 4 value bytes
+    data = codec_cls().encode(array)
+    got = codec_cls().decode(data)
+    assert got.dtype == np.dtype(dtype)
+    assert got.tobytes() == array.tobytes()
+    assert codec_cls().decode(data, dtype=dtype).shape == array.shape
+
+
+def test_constant_above_32_bits_uses_runs() -> None:
+    a = np.full((3, 4), 2**33, np.uint64)
+    got = LabelCodec().decode(LabelCodec().encode(a))
+    np.testing.assert_array_equal(got, a)
+
+
+def test_negative_labels_are_refused(codec_cls: type) -> None:
+    with pytest.raises(CodecError, match="non-negative values.*minimum of -1"):
+        codec_cls().encode(np.array([0, -1, 1], np.int16))
 
 
 def test_labels_escape_and_long_runs() -> None:

@@ -95,7 +95,7 @@ def get_codec(config: Mapping[str, Any]) -> Codec:
 
 def choose_codec(array: np.ndarray, *, level: int | None = None) -> Codec:
     """Binary codec for bool arrays or arrays with max <= 1, else the label codec."""
-    a = normalize_input(array, "auto")
+    a, _ = normalize_input(array, "auto")
     binary = a.dtype == np.bool_ or a.size == 0 or int(a.max()) <= 1
     cls: type[BinaryCodec] | type[LabelCodec] = BinaryCodec if binary else LabelCodec
     return cls() if level is None else cls(level=level)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from medmask.codecs._labels import decode_body, encode_stream, read_header
-from medmask.codecs._stream import check_level, normalize_input
+from medmask.codecs._stream import check_level, normalize_input, restore_dtype
 from medmask.errors import CodecError
 
 __all__ = ["BinaryCodec"]
@@ -38,7 +38,7 @@ class BinaryCodec:
 
     def encode(self, array: np.ndarray) -> bytes:
         """Encode a binary array; raise :class:`CodecError` if it has values other than 0/1."""
-        a = normalize_input(array, self.codec_id)
+        a, dtype = normalize_input(array, self.codec_id)
         if a.dtype != np.bool_ and a.size:
             vmax = int(a.max())
             if vmax > 1:
@@ -48,7 +48,7 @@ class BinaryCodec:
                 )
         bits = a if a.dtype.itemsize == 1 else a.astype(np.bool_)
         packed = np.packbits(bits, axis=-1)
-        return encode_stream(KIND, a.dtype, a.shape, packed, self.level)
+        return encode_stream(KIND, dtype, a.shape, packed, self.level)
 
     def decode(
         self,
@@ -91,5 +91,5 @@ class BinaryCodec:
         if h.dtype == np.bool_:
             return bits.view(np.bool_), bits
         if h.dtype.itemsize == 1:
-            return bits, bits
+            return restore_dtype(bits, h.dtype), bits
         return bits.astype(h.dtype), bits

@@ -16,6 +16,8 @@ from medmask.codecs._stream import (
     normalize_input,
     pack_header,
     parse_header,
+    restore_dtype,
+    storage_dtype,
 )
 from medmask.errors import CodecError
 
@@ -29,6 +31,7 @@ TRANSFORM_NONE: Final = 0
 TRANSFORM_XOR0: Final = 1
 ESCAPE: Final = 255
 MAX_RUN: Final = 0xFFFFFFFF
+MAX_CONSTANT: Final = 0xFFFFFFFF  # the header's constant field is 32 bits
 # transform u8, value width u8, constant value u32, run count u64, long-run count u64
 _FIELDS: Final = struct.Struct("<BBIQQ")
 _N_SECTIONS: Final = 3
@@ -55,7 +58,7 @@ def _unxor_axis0(d: np.ndarray) -> None:
 
 
 def _width(vmax: int) -> int:
-    return 1 if vmax < 1 << 8 else 2 if vmax < 1 << 16 else 4
+    return 1 if vmax < 1 << 8 else 2 if vmax < 1 << 16 else 4 if vmax < 1 << 32 else 8
 
 
 def encode_stream(
@@ -89,7 +92,7 @@ def encode_body(a: np.ndarray, level: int) -> tuple[int, tuple[int, ...], list[b
     # Pick the transform with fewer runs.
     ne = flat[1:] != flat[:-1]
     n_changes = int(np.count_nonzero(ne))
-    if n_changes == 0:
+    if n_changes == 0 and int(flat[0]) <= MAX_CONSTANT:
         return MODE_CONSTANT, (0, 0, int(flat[0]), 0, 0), empty
     transform = TRANSFORM_NONE
     src = flat
@@ -357,9 +360,9 @@ class LabelCodec:
         return {"id": self.codec_id, "level": self.level}
 
     def encode(self, array: np.ndarray) -> bytes:
-        """Encode a label array."""
-        a = normalize_input(array, self.codec_id)
-        return encode_stream(KIND, a.dtype, a.shape, a, self.level)
+        """Encode a label array (any integer dtype with non-negative values, or bool)."""
+        a, dtype = normalize_input(array, self.codec_id)
+        return encode_stream(KIND, dtype, a.shape, a, self.level)
 
     def decode(
         self,
@@ -392,6 +395,7 @@ class LabelCodec:
     ) -> np.ndarray:
         buf = memoryview(data).cast("B")
         h = read_header(buf, KIND, self.codec_id, shape, dtype)
-        return decode_body(
-            buf, h.end, h.mode, h.fields, h.section_sizes, h.shape, h.dtype, present
+        out = decode_body(
+            buf, h.end, h.mode, h.fields, h.section_sizes, h.shape, storage_dtype(h.dtype), present
         )
+        return restore_dtype(out, h.dtype)

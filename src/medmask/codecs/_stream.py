@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 import threading
 import zlib
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ from typing import Final
 import numpy as np
 import zstandard as zstd
 
-from medmask.errors import CodecError
+from medmask.errors import CodecError, CodecTypeError
 
 __all__ = [
+    "BIG_ENDIAN",
     "DTYPE_CODES",
     "HEADER_PREFIX",
     "MAGIC",
@@ -25,9 +27,13 @@ __all__ = [
     "check_level",
     "compress",
     "decompress",
+    "dtype_code",
+    "dtype_from_code",
     "normalize_input",
     "pack_header",
     "parse_header",
+    "restore_dtype",
+    "storage_dtype",
 ]
 
 MAGIC: Final = b"MMC"
@@ -38,14 +44,23 @@ MAX_LEVEL: Final = 22
 #: Largest decoded array (bytes) accepted when the caller does not pass ``shape=``.
 MAX_DECODED_NBYTES: Final = 1 << 32
 
-#: dtype code (stream byte 5) <-> numpy dtype (native little-endian on decode).
+#: dtype code (stream byte 5, without :data:`BIG_ENDIAN`) -> dtype of the decoded array.
+#: Codes 1-4 are the original set; 5-9 (64-bit and signed integers) were added in medmask 0.2.
 DTYPE_CODES: Final[dict[int, np.dtype[np.generic]]] = {
     1: np.dtype(np.bool_),
     2: np.dtype("<u1"),
     3: np.dtype("<u2"),
     4: np.dtype("<u4"),
+    5: np.dtype("<u8"),
+    6: np.dtype("<i1"),
+    7: np.dtype("<i2"),
+    8: np.dtype("<i4"),
+    9: np.dtype("<i8"),
 }
-_CODE_OF_KIND: Final = {("b", 1): 1, ("u", 1): 2, ("u", 2): 3, ("u", 4): 4}
+#: Flag on the dtype code: the decoded array is big-endian (values are stored the same way).
+BIG_ENDIAN: Final = 0x80
+_CODE_OF_KIND: Final = {(dt.kind, dt.itemsize): code for code, dt in DTYPE_CODES.items()}
+_SUPPORTED = "bool, uint8-uint64 or int8-int64"
 
 # magic(3) version(1) kind(1) dtype(1) ndim(1) mode(1)
 HEADER_PREFIX: Final = struct.Struct("<3sBBBBB")
@@ -87,31 +102,64 @@ def check_level(level: object, codec_id: str) -> int:
     return int(level)
 
 
-def normalize_input(array: object, codec_id: str) -> np.ndarray:
-    """Return ``array`` as a C-contiguous, native-order 1..3-D array of a supported dtype."""
+def normalize_input(array: object, codec_id: str) -> tuple[np.ndarray, np.dtype[np.generic]]:
+    """Return ``(values, dtype)``: the array as a C-contiguous 1..3-D array of native unsigned
+    integers (or bool) of the same item size, and the dtype a decoder must give back.
+
+    Signed arrays must hold non-negative values (labels); big-endian arrays are byte-swapped
+    and flagged in the stream, so the decoded array has the input's dtype exactly.
+    """
     if not isinstance(array, np.ndarray):
         raise CodecError(
             f"Expected a numpy array for codec {codec_id!r}. Got {type(array).__name__}."
         )
     dt = array.dtype
     if (dt.kind, dt.itemsize) not in _CODE_OF_KIND:
-        raise CodecError(
-            f"Expected dtype bool, uint8, uint16 or uint32 for codec {codec_id!r}. Got {dt}."
-        )
+        raise CodecTypeError(f"Expected dtype {_SUPPORTED} for codec {codec_id!r}. Got {dt}.")
     if not 1 <= array.ndim <= _MAX_NDIM:
         raise CodecError(
             f"Expected a 1-D, 2-D or 3-D array for codec {codec_id!r}. Got {array.ndim}-D."
         )
     if any(s > 0xFFFFFFFF for s in array.shape):
         raise CodecError(f"Expected every dimension < 2**32. Got shape {array.shape}.")
-    if not dt.isnative:
-        array = array.astype(dt.newbyteorder("="))
-    return np.ascontiguousarray(array)
+    values = array if dt.isnative else array.astype(dt.newbyteorder("="))
+    if dt.kind == "i":
+        if values.size and int(values.min()) < 0:
+            raise CodecError(
+                f"Expected non-negative values (labels) for codec {codec_id!r}. "
+                f"Got a minimum of {int(values.min())} in a {dt} array."
+            )
+        values = values.view(f"u{dt.itemsize}")
+    return np.ascontiguousarray(values), dt
 
 
 def dtype_code(dtype: np.dtype[np.generic]) -> int:
-    """Stream dtype code of a supported dtype."""
-    return _CODE_OF_KIND[(dtype.kind, dtype.itemsize)]
+    """Stream dtype code of a supported dtype (with :data:`BIG_ENDIAN` if it is big-endian)."""
+    code = _CODE_OF_KIND[(dtype.kind, dtype.itemsize)]
+    big = dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big")
+    return code | BIG_ENDIAN if big and dtype.itemsize > 1 else code
+
+
+def dtype_from_code(code: int) -> np.dtype[np.generic] | None:
+    """The decoded dtype of a stream dtype code, or None for an unknown code."""
+    base = DTYPE_CODES.get(code & ~BIG_ENDIAN)
+    if base is None or (code & BIG_ENDIAN and base.itemsize == 1):
+        return None
+    return base.newbyteorder(">") if code & BIG_ENDIAN else base
+
+
+def storage_dtype(dtype: np.dtype[np.generic]) -> np.dtype[np.generic]:
+    """The native unsigned dtype (or bool) the codec works in for arrays of ``dtype``."""
+    return dtype if dtype.kind == "b" else np.dtype(f"u{dtype.itemsize}")
+
+
+def restore_dtype(values: np.ndarray, dtype: np.dtype[np.generic]) -> np.ndarray:
+    """Decoded native unsigned ``values`` as the recorded ``dtype`` (signed view, byte order)."""
+    if values.dtype == dtype:
+        return values
+    if dtype.kind == "i":
+        values = values.view(dtype.newbyteorder("="))
+    return values if values.dtype == dtype else values.astype(dtype)
 
 
 def pack_header(
@@ -168,9 +216,12 @@ def parse_header(
     (crc,) = _CRC.unpack_from(data, header_size - _CRC.size)
     if zlib.crc32(data[: header_size - _CRC.size]) != crc:
         raise CodecError(f"Expected a valid {codec_id} header checksum. Got a mismatch (corrupt).")
-    got_dtype = DTYPE_CODES.get(code)
+    got_dtype = dtype_from_code(code)
     if got_dtype is None:
-        raise CodecError(f"Expected a dtype code in 1..4. Got {code}.")
+        raise CodecError(
+            f"Expected a dtype code in 1..{max(DTYPE_CODES)} (+{BIG_ENDIAN} for big-endian "
+            f"multi-byte types). Got {code}."
+        )
     off = HEADER_PREFIX.size
     got_shape = tuple(int(s) for s in struct.unpack_from(f"<{ndim}I", data, off))
     off += 4 * ndim
@@ -179,7 +230,7 @@ def parse_header(
     sizes = tuple(int(s) for s in struct.unpack_from(f"<{n_sections}Q", data, off))
     if shape is not None and tuple(int(s) for s in shape) != got_shape:
         raise CodecError(f"Expected shape {tuple(shape)}. Got {got_shape} in the stream header.")
-    if dtype is not None and np.dtype(dtype).newbyteorder("=") != got_dtype.newbyteorder("="):
+    if dtype is not None and np.dtype(dtype) != got_dtype:
         raise CodecError(f"Expected dtype {np.dtype(dtype)}. Got {got_dtype} in the stream header.")
     header = StreamHeader(kind, got_dtype, got_shape, mode, values, sizes, header_size)
     nbytes = header.size * got_dtype.itemsize

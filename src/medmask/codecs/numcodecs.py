@@ -2,6 +2,13 @@
 
 Registered through the ``numcodecs.codecs`` entry points, so
 ``numcodecs.get_codec({"id": "medmask.labels"})`` works once medmask is installed.
+
+numcodecs codecs are byte-exact: ``decode(encode(buf))`` gives back the bytes of ``buf`` in its
+memory order (as a flat array of ``buf``'s dtype), and ``decode(..., out=)`` writes those bytes
+into ``out``'s memory. That is what
+zarr v2 relies on for ``order="F"`` arrays and big-endian dtypes. An F-ordered array is encoded
+as its C-ordered transpose (the same memory), a bytes-like object as a 1-D uint8 array, and
+the stream records the dtype (byte order included), so nothing is reinterpreted.
 """
 
 from __future__ import annotations
@@ -10,13 +17,36 @@ from typing import Any
 
 import numpy as np
 from numcodecs.abc import Codec as _NumcodecsCodec
-from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
+from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
 
 from medmask.codecs._binary import BinaryCodec
 from medmask.codecs._labels import LabelCodec
-from medmask.errors import CodecError
+from medmask.errors import CodecError, CodecTypeError
 
 __all__ = ["BinaryMaskCodec", "LabelMapCodec"]
+
+_MAX_NDIM = 3
+
+
+def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
+    """``buf`` as a C-contiguous array of at most 3 dimensions with ``buf``'s memory bytes."""
+    if isinstance(buf, np.ndarray):
+        arr = buf
+    else:
+        try:  # bytes, bytearray, array.array, memoryview: raw bytes
+            arr = np.frombuffer(memoryview(buf).cast("B"), dtype=np.uint8)
+        except TypeError:
+            arr = ensure_ndarray_like(buf)
+    if arr.dtype == object:
+        raise CodecTypeError(f"Expected a numeric array for codec {codec_id!r}. Got an object array.")
+    if arr.flags.f_contiguous and not arr.flags.c_contiguous:
+        arr = arr.T  # the same memory, read in C order
+    arr = np.ascontiguousarray(arr)
+    if arr.ndim == 0:
+        return arr.reshape(1)
+    if arr.ndim > _MAX_NDIM:
+        return arr.reshape(-1, *arr.shape[-(_MAX_NDIM - 1) :])
+    return arr
 
 
 class _Adapter(_NumcodecsCodec):  # type: ignore[misc]
@@ -31,26 +61,31 @@ class _Adapter(_NumcodecsCodec):  # type: ignore[misc]
         raise NotImplementedError
 
     def encode(self, buf: Any) -> bytes:
-        """Encode an array (a chunk); its shape and dtype are stored in the stream."""
-        if not isinstance(buf, np.ndarray):
-            raise CodecError(
-                f"Expected a numpy array for codec {self.codec_id!r}. Got {type(buf).__name__}."
-            )
-        return self._impl.encode(buf)
+        """Encode an array (a chunk) or bytes-like object; shape and dtype go into the stream."""
+        return self._impl.encode(_memory_order_array(buf, self.codec_id))
 
     def decode(self, buf: Any, out: Any = None) -> Any:
-        """Decode a stream; copy into ``out`` (same number of bytes) when given."""
+        """Decode a stream; write its bytes into ``out`` (same number of bytes) when given."""
         data = ensure_contiguous_ndarray(buf).view(np.uint8).reshape(-1)
+        if out is None:  # a flat array in memory order, like numcodecs' other codecs
+            return self._impl.decode(memoryview(data)).reshape(-1)
+        target = ensure_ndarray_like(out)
+        if target.dtype == object:
+            raise CodecTypeError(
+                f"Expected a numeric out= buffer for codec {self.codec_id!r}. Got an object array."
+            )
+        if not (target.flags.c_contiguous or target.flags.f_contiguous):
+            raise CodecError(
+                f"Expected a contiguous out= buffer for codec {self.codec_id!r}. Got strides "
+                f"{target.strides}."
+            )
         arr = self._impl.decode(memoryview(data))
-        if out is None:
-            return arr
-        try:
-            return ndarray_copy(arr, out)
-        except ValueError as exc:
+        if target.nbytes != arr.nbytes:
             raise CodecError(
                 f"Expected an out= buffer of {arr.nbytes} bytes for {arr.shape} {arr.dtype}. "
-                f"Got {exc}."
-            ) from exc
+                f"Got {target.nbytes} bytes."
+            )
+        return ndarray_copy(arr, target)
 
     def get_config(self) -> dict[str, Any]:
         """``{"id": ..., "level": ...}``."""
