@@ -115,7 +115,7 @@ def test_constant_above_32_bits_uses_runs() -> None:
 
 
 def test_negative_labels_are_refused(codec_cls: type) -> None:
-    with pytest.raises(CodecError, match="non-negative values.*minimum of -1"):
+    with pytest.raises(CodecError, match=r"non-negative values.*minimum of -1"):
         codec_cls().encode(np.array([0, -1, 1], np.int16))
 
 

@@ -38,7 +38,9 @@ def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
         except TypeError:
             arr = ensure_ndarray_like(buf)
     if arr.dtype == object:
-        raise CodecTypeError(f"Expected a numeric array for codec {codec_id!r}. Got an object array.")
+        raise CodecTypeError(
+            f"Expected a numeric array for codec {codec_id!r}. Got an object array."
+        )
     if arr.flags.f_contiguous and not arr.flags.c_contiguous:
         arr = arr.T  # the same memory, read in C order
     arr = np.ascontiguousarray(arr)

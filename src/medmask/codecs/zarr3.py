@@ -1,0 +1,227 @@
+"""Zarr v3 codecs: ``medmask.labels`` and ``medmask.binary`` (array -> bytes), and
+``medmask.select_label`` (array -> array: one label of a label map as a bool array).
+
+Registered under the ``zarr.codecs`` entry point group, so a fresh process can open arrays
+that use them without any registration call::
+
+    zarr.create_array(store, shape=..., dtype="uint8", serializer=LabelsCodec(), ...)
+
+A chunk stream whose shape is smaller than the chunk zarr asks for (``.msk`` files store the
+edge chunks of an array trimmed) decodes padded with the fill value; zarr trims the padding.
+Needs the ``zarr`` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec
+from zarr.core.array_spec import ArraySpec
+from zarr.core.common import parse_named_configuration
+from zarr.core.dtype import get_data_type_from_native_dtype
+
+from medmask.codecs._binary import BinaryCodec as _BinaryCore
+from medmask.codecs._labels import LabelCodec as _LabelsCore
+from medmask.codecs._stream import DTYPE_CODES, check_level
+from medmask.errors import CodecError, CodecTypeError
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from zarr.core.buffer import Buffer, NDBuffer
+    from zarr.core.chunk_grids import ChunkGrid
+    from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+
+__all__ = ["BinaryCodec", "LabelsCodec", "SelectLabelCodec"]
+
+_MAX_NDIM = 3
+_KINDS = {(dt.kind, dt.itemsize) for dt in DTYPE_CODES.values()}
+
+
+def _check_dtype(dtype: np.dtype[Any], name: str) -> None:
+    if (dtype.kind, dtype.itemsize) not in _KINDS:
+        raise CodecTypeError(
+            f"Expected a bool or integer data type (1, 2, 4 or 8 bytes) for codec {name!r}. "
+            f"Got {dtype}."
+        )
+
+
+def _coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a chunk is coded with: at most 3 axes (leading axes merged), at least 1."""
+    if len(shape) > _MAX_NDIM:
+        return (math.prod(shape[: len(shape) - _MAX_NDIM + 1]), *shape[-(_MAX_NDIM - 1) :])
+    return shape or (1,)
+
+
+def fit_chunk(
+    array: np.ndarray, shape: tuple[int, ...], fill_value: Any, name: str
+) -> np.ndarray:
+    """A decoded chunk in the shape zarr expects: reshaped from the coded shape, or padded with
+    ``fill_value`` when it is an edge chunk stored trimmed."""
+    if array.shape == shape:
+        return array
+    if array.shape == _coded_shape(shape):
+        return array.reshape(shape)
+    if array.ndim == len(shape) and all(a <= s for a, s in zip(array.shape, shape, strict=True)):
+        out = np.full(shape, fill_value, dtype=array.dtype)
+        out[tuple(slice(0, a) for a in array.shape)] = array
+        return out
+    raise CodecError(
+        f"Expected a {name} chunk of shape {shape} (or an edge chunk within it). "
+        f"Got {array.shape}."
+    )
+
+
+@dataclass(frozen=True)
+class _ArrayBytes(ArrayBytesCodec):
+    """Shared body of the two medmask array -> bytes codecs."""
+
+    is_fixed_size = False
+    codec_name: ClassVar[str]
+    level: int = 9
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level", check_level(self.level, self.codec_name))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        _, configuration = parse_named_configuration(
+            data, cls.codec_name, require_configuration=False
+        )
+        return cls(**(configuration or {}))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.codec_name, "configuration": {"level": self.level}}
+
+    def _core(self) -> _BinaryCore | _LabelsCore:
+        raise NotImplementedError
+
+    def validate(
+        self,
+        *,
+        shape: tuple[int, ...],
+        dtype: ZDType[TBaseDType, TBaseScalar],
+        chunk_grid: ChunkGrid,
+    ) -> None:
+        _check_dtype(np.dtype(dtype.to_native_dtype()), self.codec_name)
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        data = chunk_bytes.as_numpy_array().view(np.uint8).reshape(-1)
+        array = self._core().decode(data.data)
+        want = np.dtype(chunk_spec.dtype.to_native_dtype())
+        if array.dtype != want:
+            array = array.astype(want)
+        fill = chunk_spec.fill_value
+        array = fit_chunk(array, chunk_spec.shape, fill, self.codec_name)
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(array)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        array = np.ascontiguousarray(chunk_array.as_numpy_array())
+        array = array.reshape(_coded_shape(array.shape))
+        return chunk_spec.prototype.buffer.from_bytes(self._core().encode(array))
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        raise NotImplementedError(f"{self.codec_name} streams have a variable size")
+
+
+@dataclass(frozen=True)
+class LabelsCodec(_ArrayBytes):
+    """``medmask.labels`` as a zarr v3 serializer (run-length coded label maps)."""
+
+    codec_name: ClassVar[str] = _LabelsCore.codec_id
+
+    def _core(self) -> _LabelsCore:
+        return _LabelsCore(level=self.level)
+
+
+@dataclass(frozen=True)
+class BinaryCodec(_ArrayBytes):
+    """``medmask.binary`` as a zarr v3 serializer (bit-packed binary masks)."""
+
+    codec_name: ClassVar[str] = _BinaryCore.codec_id
+
+    def _core(self) -> _BinaryCore:
+        return _BinaryCore(level=self.level)
+
+
+@dataclass(frozen=True)
+class SelectLabelCodec(ArrayArrayCodec):
+    """``medmask.select_label``: a bool array that is one label of a stored label map.
+
+    Decoding turns the stored label map (``source`` dtype) into ``stored == value``; encoding
+    writes ``value`` where the bool array is true. ``ArchiveStore`` uses it to show each
+    structure of an archive as its own bool array over the member's chunk bytes.
+    """
+
+    is_fixed_size = True
+    codec_name: ClassVar[str] = "medmask.select_label"
+    value: int
+    source: str
+
+    def __init__(self, *, value: int, source: str) -> None:
+        dtype = np.dtype(source)
+        _check_dtype(dtype, self.codec_name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CodecError(f"Expected a non-negative int label value. Got {value!r}.")
+        if dtype.kind != "b" and value >= 1 << (8 * dtype.itemsize):
+            raise CodecError(f"Expected a label value that fits {dtype}. Got {value}.")
+        object.__setattr__(self, "value", int(value))
+        object.__setattr__(self, "source", dtype.name)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        _, configuration = parse_named_configuration(data, cls.codec_name)
+        return cls(**configuration)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.codec_name,
+            "configuration": {"value": self.value, "source": self.source},
+        }
+
+    def validate(
+        self,
+        *,
+        shape: tuple[int, ...],
+        dtype: ZDType[TBaseDType, TBaseScalar],
+        chunk_grid: ChunkGrid,
+    ) -> None:
+        if np.dtype(dtype.to_native_dtype()) != np.bool_:
+            raise CodecTypeError(f"Expected a bool array for codec {self.codec_name!r}.")
+
+    def resolve_metadata(self, chunk_spec: ArraySpec) -> ArraySpec:
+        return ArraySpec(
+            shape=chunk_spec.shape,
+            dtype=get_data_type_from_native_dtype(np.dtype(self.source)),
+            fill_value=0,
+            config=chunk_spec.config,
+            prototype=chunk_spec.prototype,
+        )
+
+    def _decode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer:
+        labels = chunk_array.as_numpy_array()
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(labels == self.value)
+
+    async def _decode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return self._decode_sync(chunk_array, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer | None:
+        selected = chunk_array.as_numpy_array().astype(bool)
+        labels = np.where(selected, self.value, 0).astype(self.source)
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(labels)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer | None:
+        return self._encode_sync(chunk_array, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        return input_byte_length * np.dtype(self.source).itemsize
