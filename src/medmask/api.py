@@ -12,12 +12,10 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from .errors import FormatError, InvalidTypeError, MedmaskError
-from .format.container import MAGIC_MSK, Header
 from .format.descriptor import LabelEntry, MaskDescriptor, Roi, parse_roi
 from .format.encoding import check_index, chunk_ranges, decode_region, encode_mask
-from .format.msk import MskHead, build_msk, parse_msk_head
+from .format.msk import build_msk
 from .io import (
-    HEAD_GUESS,
     ByteSource,
     Target,
     open_source,
@@ -26,6 +24,7 @@ from .io import (
 )
 from .mapping import LabelMapping
 from .mask import SegmentationMask
+from .reader import Directory, read_directory
 from .values import label_stats, match_allowed_values
 
 __all__ = [
@@ -34,26 +33,10 @@ __all__ = [
     "check_decoded_values",
     "labels_have_gaps",
     "load_mask",
-    "read_head",
     "read_info",
     "save_mask",
     "verify_decoded",
 ]
-
-
-def read_head(source: ByteSource, magic: bytes) -> tuple[Header, bytes, bytes, bytes]:
-    """Read header, metadata and index with one guessed read (more only if they extend past it).
-
-    Returns the header, the metadata bytes, the index bytes and the first read.
-    """
-    head = source.read(0, HEAD_GUESS)
-    header = Header.parse(head, magic=magic, name=source.name)
-    wanted = [
-        (header.metadata_offset, header.metadata_offset + header.metadata_length),
-        (header.index_offset, header.index_offset + header.index_length),
-    ]
-    blocks = read_ranges_after_head(source, head, wanted)
-    return header, blocks[0], blocks[1], head
 
 
 @dataclass(frozen=True)
@@ -240,11 +223,11 @@ class MaskFile:
         self._max_voxels = max_voxels
         self._max_bytes = max_bytes
         try:
-            header, meta, index, self._first_read = read_head(self._source, MAGIC_MSK)
-            self._head: MskHead = parse_msk_head(header, meta, index, name=self._source.name)
+            self._directory: Directory = read_directory(self._source, kind="msk")
         except BaseException:
             self._source.close()
             raise
+        self._member = self._directory.members[0]
 
     @property
     def name(self) -> str:
@@ -254,32 +237,32 @@ class MaskFile:
     @property
     def descriptor(self) -> MaskDescriptor:
         """Parsed metadata."""
-        return self._head.descriptor
+        return self._member.descriptor
 
     @property
     def index(self) -> npt.NDArray[Any]:
         """Chunk index (offset, length, crc per chunk)."""
-        return self._head.index
+        return self._member.index
 
     @property
     def metadata(self) -> dict[str, Any]:
         """Raw metadata JSON object."""
-        return self._head.metadata
+        return self._directory.metadata
 
     @property
     def space(self) -> Space:
         """Geometry, (z, y, x), LPS."""
-        assert self._head.descriptor.space is not None  # required by .msk parsing
-        return self._head.descriptor.space
+        assert self.descriptor.space is not None  # required by .msk parsing
+        return self.descriptor.space
 
     @property
     def mapping(self) -> LabelMapping:
         """Label names."""
-        return self._head.descriptor.mapping
+        return self.descriptor.mapping
 
     def info(self) -> MaskInfo:
         """Metadata and sizes without decoding."""
-        return info_from(self._head.descriptor, self._head.index, self.name)
+        return info_from(self.descriptor, self.index, self.name)
 
     def read_array(self, roi: object = None) -> npt.NDArray[Any]:
         """Decode the array, or only ``roi`` (3 slices, z/y/x), reading only its chunks.
@@ -296,10 +279,10 @@ class MaskFile:
             self.descriptor,
             self.index,
             region,
-            payload_start=self._head.payload_start,
+            payload_start=self._directory.payload_start,
             max_voxels=self._max_voxels,
             max_bytes=self._max_bytes,
-            head=self._first_read,
+            head=self._directory.head,
             present=present,
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -42,9 +41,7 @@ from .format.mska import (
     ArchiveDirectory,
     Member,
     directory_bytes,
-    parse_directory,
     slot_header,
-    valid_slots,
 )
 from .io import (
     HEAD_GUESS,
@@ -62,6 +59,7 @@ from .io import (
 from .io import _write_local_atomic as write_local_atomic
 from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
 from .mask import SegmentationMask, smallest_bit_depth
+from .reader import RecoveryReport, RecoveryWarning, read_directory
 from .values import match_allowed_values
 
 __all__ = ["LayeringReport", "MaskArchive", "RecoveryReport", "RecoveryWarning"]
@@ -72,7 +70,6 @@ SPACE_RTOL = 1e-5
 #: Default wait for another writer's lock on a local archive (seconds).
 DEFAULT_LOCK_TIMEOUT = 60.0
 _MIN_REGION = 4 << 10
-_OPEN_ATTEMPTS = 3  # re-reads when a writer commits while we read the directory
 
 
 def spaces_match(a: Space, b: Space) -> str | None:
@@ -108,19 +105,6 @@ class LayeringReport:
     def n_layers(self) -> int:
         """Number of layer members written."""
         return len(self.layers)
-
-
-@dataclass(frozen=True)
-class RecoveryReport:
-    """What ``MaskArchive(..., recover=True)`` did when the newest state was damaged."""
-
-    generation: int  # the generation opened
-    damaged_generation: int  # the newest one, which failed verification
-    problem: str  # why it was refused
-
-
-class RecoveryWarning(UserWarning):
-    """An archive was opened at an older generation because the newest one is damaged."""
 
 
 @dataclass(frozen=True)
@@ -303,54 +287,20 @@ class MaskArchive:
             return lock
 
     def _open_existing(self, recover: bool) -> None:
-        damage: FormatError | None = None
-        slots: list[tuple[int, Header]] = []
-        for _ in range(_OPEN_ATTEMPTS):
-            source = self._reopen()
-            slots = valid_slots(self._head, name=source.name)
-            self._max_generation = max(h.generation for _, h in slots)
-            slot, header = slots[0]
-            try:
-                self._directory = self._read_directory(header)
-            except FormatError as exc:
-                damage = exc
-                if self._slots_changed():  # a writer committed while we read: read again
-                    continue
-                break
-            self._header, self._slot = header, slot
-            return
-        assert damage is not None
-        newest = slots[0][1].generation
-        if not recover:
-            raise type(damage)(
-                f"{damage} This is the archive's newest state (generation {newest}): the file "
-                "is corrupted. Open it with recover=True to read the newest intact "
-                "generation (read-only)."
-            ) from damage
-        for slot, header in slots[1:]:
-            try:
-                self._directory = self._read_directory(header)
-            except FormatError:
-                continue
-            self._header, self._slot = header, slot
-            self.recovered = RecoveryReport(header.generation, newest, str(damage))
-            warnings.warn(
-                f"{self._name}: opened generation {header.generation}; the newest generation "
-                f"{newest} is damaged ({damage})",
-                RecoveryWarning,
-                stacklevel=3,
-            )
-            return
-        raise type(damage)(f"{damage} No older intact generation exists.") from damage
+        source = self._reopen()
+        directory = read_directory(source, kind="mska", recover=recover)
+        self._directory, self._header = directory.archive, directory.header
+        self._slot, self._max_generation = directory.slot, directory.max_generation
+        self._head, self._slot_bytes = directory.head, directory.slot_bytes
+        self.recovered = directory.recovered
 
     def _reopen(self) -> ByteSource:
-        """(Re)open the file and take its first read."""
+        """(Re)open the file; the first read is taken when a directory is read."""
         if self._source is not None:
             self._source.close()
         self._source = open_source(self._target, self._options)
         self._name = self._source.name
-        self._head = self._source.read(0, HEAD_GUESS)
-        self._slot_bytes = self._head[:SLOTS_SIZE]
+        self._head = b""
         return self._source
 
     def _current_slot_bytes(self) -> bytes:
@@ -364,26 +314,10 @@ class MaskArchive:
 
     def _ensure_source(self) -> ByteSource:
         if self._source is None:
-            return self._reopen()
+            source = self._reopen()
+            self._head = source.read(0, HEAD_GUESS)
+            return source
         return self._source
-
-    def _read_directory(self, header: Header) -> ArchiveDirectory:
-        ranges = [
-            (header.metadata_offset, header.metadata_offset + header.metadata_length),
-            (header.index_offset, header.index_offset + header.index_length),
-        ]
-        blocks = self._read_ranges(ranges)
-        directory = parse_directory(header, blocks[0], blocks[1], name=self._name)
-        for member in directory.members:
-            check_index(
-                member.index,
-                member.descriptor,
-                name=f"{self._name} [{member.name}]",
-                payload_start=SLOTS_SIZE,
-                max_voxels=1 << 62,  # limits apply when a member is decoded
-                max_bytes=1 << 62,
-            )
-        return directory
 
     def _read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Serve ranges from the first read when it covers them; fetch the rest (merged)."""

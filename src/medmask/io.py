@@ -7,6 +7,7 @@ fsspec file object, whose default read-ahead block would fetch 50 MiB.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -38,6 +39,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, compare-be
 
 __all__ = [
     "HEAD_GUESS",
+    "AsyncByteSource",
     "ByteSource",
     "LocalLock",
     "ObjectVersion",
@@ -47,6 +49,7 @@ __all__ = [
     "merge_ranges",
     "object_version",
     "open_source",
+    "open_source_async",
     "read_ranges_after_head",
     "source_name",
     "storage_error",
@@ -74,6 +77,25 @@ class ByteSource(Protocol):
 
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Bytes of each ``[start, end)`` range (merged into fewer requests where adjacent)."""
+        ...
+
+    def close(self) -> None:
+        """Release resources."""
+        ...
+
+
+class AsyncByteSource(Protocol):
+    """Random-access reads from one file or object, without blocking an event loop."""
+
+    name: str
+    size: int | None
+
+    async def read(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``; fewer at the end of the file."""
+        ...
+
+    async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Bytes of each ``[start, end)`` range (adjacent ones merged into one request)."""
         ...
 
     def close(self) -> None:
@@ -265,6 +287,85 @@ class FileObjectSource(_RangeReader):
                 f"{self.name}: expected a binary file object. Got {type(data).__name__} reads."
             )
         return bytes(data)
+
+
+class ThreadedSource:
+    """An :class:`AsyncByteSource` over a blocking source: each read runs in a worker thread."""
+
+    def __init__(self, source: ByteSource) -> None:
+        self.source = source
+        self.name = source.name
+        self.size = source.size
+
+    async def read(self, start: int, end: int) -> bytes:
+        return await asyncio.to_thread(self.source.read, start, end)
+
+    async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        return await asyncio.to_thread(self.source.read_ranges, ranges)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class AsyncFsspecSource:
+    """An object on an async fsspec filesystem (s3fs, gcsfs, http), read with its coroutines.
+
+    The filesystem instance must be an ``asynchronous=True`` one created in the thread of the
+    event loop that awaits these reads (fsspec caches such instances per thread).
+    """
+
+    def __init__(self, fs: Any, path: str, name: str) -> None:
+        self.fs, self.path, self.name = fs, path, name
+        self.size: int | None = None
+
+    async def read(self, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        try:
+            data = await self.fs._cat_file(self.path, start=start, end=end)
+        except Exception as exc:
+            if _is_range_error(exc):
+                return b""
+            raise storage_error(exc, self.name, "reading") from exc
+        return bytes(data)
+
+    async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not ranges:
+            return []
+        merged = merge_ranges(ranges)
+        if len(merged) == 1:
+            return _split(ranges, merged, [await self.read(*merged[0])])
+        try:
+            blobs = await self.fs._cat_ranges(
+                [self.path] * len(merged), [s for s, _ in merged], [e for _, e in merged]
+            )
+        except Exception as exc:
+            raise storage_error(exc, self.name, "reading") from exc
+        out = []
+        for blob in blobs:
+            if isinstance(blob, Exception):
+                if not _is_range_error(blob):
+                    raise storage_error(blob, self.name, "reading") from blob
+                blob = b""
+            out.append(bytes(blob))
+        return _split(ranges, merged, out)
+
+    def close(self) -> None:
+        pass
+
+
+def open_source_async(
+    source: Target, storage_options: dict[str, Any] | None = None
+) -> AsyncByteSource:
+    """Open a path or URL for reads from a coroutine: the filesystem's own coroutines where it
+    is async, a worker thread otherwise. Call it in the thread of the event loop that will
+    await the reads."""
+    if isinstance(source, str) and local_path(source, storage_options) is None:
+        fs, path = _url_to_fs(source, storage_options)
+        if getattr(fs, "async_impl", False):
+            async_fs, _ = _url_to_fs(source, {**(storage_options or {}), "asynchronous": True})
+            return AsyncFsspecSource(async_fs, path, source)
+    return ThreadedSource(open_source(source, storage_options))
 
 
 def read_ranges_after_head(
