@@ -33,12 +33,15 @@ __all__ = [
     "DEFAULT_MAX_VOXELS",
     "MAX_VOXELS_PER_BYTE",
     "EncodedMask",
+    "assemble",
     "check_index",
     "check_limits",
+    "decode_chunk",
     "decode_region",
     "encode_mask",
     "max_bytes_limit",
     "max_voxels_limit",
+    "verify_chunk",
 ]
 
 #: Default limit on the voxels of one decoded mask (override: ``max_voxels=`` or
@@ -213,6 +216,68 @@ def check_index(
             )
 
 
+def verify_chunk(
+    index: npt.NDArray[Any], chunk_id: int, stream: bytes | memoryview | None, *, name: str
+) -> bytes | memoryview:
+    """Check a stored chunk's length and CRC against its index entry; return the stream."""
+    expected = int(index["length"][chunk_id])
+    if stream is None or len(stream) != expected:
+        got = "nothing" if stream is None else f"{len(stream)} bytes"
+        raise TruncatedFileError(
+            f"{name}: chunk {chunk_id} is truncated (expected {expected} bytes, got {got})."
+        )
+    if crc32(stream) != int(index["crc"][chunk_id]):
+        raise ChecksumError(
+            f"{name}: chunk {chunk_id} checksum mismatch; the file is corrupted (or was "
+            "replaced since it was opened)."
+        )
+    return stream
+
+
+def decode_chunk(
+    codec: Codec,
+    descriptor: MaskDescriptor,
+    chunk_id: int,
+    stream: bytes | memoryview,
+    *,
+    name: str,
+    present: list[npt.NDArray[Any] | None] | None = None,
+) -> npt.NDArray[Any]:
+    """Decode one verified chunk stream to the chunk's own shape and the descriptor's dtype.
+
+    With ``present``, append the chunk's distinct values (None where the codec could not tell
+    them cheaply).
+    """
+    box = descriptor.chunk_box(chunk_id)
+    shape = tuple(s.stop - s.start for s in box)
+    try:
+        if present is None:
+            return codec.decode(stream, shape=shape, dtype=descriptor.dtype)
+        block, values = codec.decode_with_values(stream, shape=shape, dtype=descriptor.dtype)
+    except CodecError as exc:
+        raise FormatError(f"{name}: chunk {chunk_id} cannot be decoded: {exc}") from None
+    present.append(values)
+    return block
+
+
+def assemble(
+    descriptor: MaskDescriptor, roi: Roi, blocks: Mapping[int, npt.NDArray[Any]]
+) -> npt.NDArray[Any]:
+    """The ``roi`` of the array from decoded chunks (chunks not in ``blocks`` are all zero)."""
+    touched = descriptor.chunks_in(roi)
+    if len(touched) == 1 and touched[0] in blocks and descriptor.chunk_box(touched[0]) == roi:
+        return blocks[touched[0]]  # the block is the answer: no copy
+    out_shape = tuple(r.stop - r.start for r in roi)
+    # empty chunks are zeros; when every chunk is stored each output byte is written once
+    every = all(chunk_id in blocks for chunk_id in touched)
+    out = (np.empty if every else np.zeros)(out_shape, descriptor.dtype)
+    for chunk_id in touched:
+        if chunk_id in blocks:
+            src, dst = _overlap(descriptor.chunk_box(chunk_id), roi)
+            out[dst] = blocks[chunk_id][src]
+    return out
+
+
 def decode_region(
     descriptor: MaskDescriptor,
     index: npt.NDArray[Any],
@@ -222,49 +287,23 @@ def decode_region(
     name: str,
     present: list[npt.NDArray[Any] | None] | None = None,
 ) -> npt.NDArray[Any]:
-    """Verify and decode the chunks of ``roi`` (``streams``: chunk id -> stored bytes).
+    """Verify, decode and assemble the chunks of ``roi`` (``streams``: chunk id -> bytes).
 
-    With ``present``, append each decoded chunk's distinct values (None where the codec could
-    not tell them cheaply).
+    Chunks decode one after another: the run expansion (np.repeat) holds the GIL, so threads
+    would only add contention.
     """
     try:
         codec: Codec = get_codec(descriptor.codec)
     except CodecError as exc:
         raise FormatError(f"{name}: cannot decode: {exc}") from None
-    out_shape = tuple(r.stop - r.start for r in roi)
-    touched = descriptor.chunks_in(roi)
-    wanted = [i for i in touched if int(index["length"][i]) > 0]
-
-    def decode_block(chunk_id: int) -> npt.NDArray[Any]:
-        stream = streams.get(chunk_id)
-        if stream is None or len(stream) != int(index["length"][chunk_id]):
-            got = "nothing" if stream is None else f"{len(stream)} bytes"
-            raise TruncatedFileError(
-                f"{name}: chunk {chunk_id} is truncated (expected "
-                f"{int(index['length'][chunk_id])} bytes, got {got})."
+    blocks = {}
+    for chunk_id in descriptor.chunks_in(roi):
+        if int(index["length"][chunk_id]) > 0:
+            stream = verify_chunk(index, chunk_id, streams.get(chunk_id), name=name)
+            blocks[chunk_id] = decode_chunk(
+                codec, descriptor, chunk_id, stream, name=name, present=present
             )
-        if crc32(stream) != int(index["crc"][chunk_id]):
-            raise ChecksumError(f"{name}: chunk {chunk_id} checksum mismatch; file is corrupted.")
-        box = descriptor.chunk_box(chunk_id)
-        shape = tuple(s.stop - s.start for s in box)
-        try:
-            if present is None:
-                return codec.decode(stream, shape=shape, dtype=descriptor.dtype)
-            block, values = codec.decode_with_values(stream, shape=shape, dtype=descriptor.dtype)
-        except CodecError as exc:
-            raise FormatError(f"{name}: chunk {chunk_id} cannot be decoded: {exc}") from None
-        present.append(values)
-        return block
-
-    if len(touched) == 1 and wanted and descriptor.chunk_box(wanted[0]) == roi:
-        return decode_block(wanted[0])  # the block is the answer: no copy
-    # empty chunks are zeros; when every chunk is stored each output byte is written once
-    out = (np.empty if len(wanted) == len(touched) else np.zeros)(out_shape, descriptor.dtype)
-    # Sequential: the run expansion (np.repeat) holds the GIL, so threads only add contention.
-    for chunk_id in wanted:
-        src, dst = _overlap(descriptor.chunk_box(chunk_id), roi)
-        out[dst] = decode_block(chunk_id)[src]
-    return out
+    return assemble(descriptor, roi, blocks)
 
 
 def _overlap(box: Roi, roi: Roi) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
