@@ -261,20 +261,26 @@ def decode_chunk(
 
 
 def assemble(
-    descriptor: MaskDescriptor, roi: Roi, blocks: Mapping[int, npt.NDArray[Any]]
+    descriptor: MaskDescriptor,
+    roi: Roi,
+    blocks: Iterable[tuple[int, npt.NDArray[Any]]],
+    stored: Iterable[int],
 ) -> npt.NDArray[Any]:
-    """The ``roi`` of the array from decoded chunks (chunks not in ``blocks`` are all zero)."""
+    """The ``roi`` of the array from decoded chunks, placed as they arrive (so a lazy iterable
+    holds one chunk at a time); ``stored`` lists the chunks that will arrive, the others of
+    ``roi`` are all zero."""
     touched = descriptor.chunks_in(roi)
-    if len(touched) == 1 and touched[0] in blocks and descriptor.chunk_box(touched[0]) == roi:
-        return blocks[touched[0]]  # the block is the answer: no copy
+    stored = set(stored)
+    if len(touched) == 1 and touched[0] in stored and descriptor.chunk_box(touched[0]) == roi:
+        return next(iter(blocks))[1]  # the block is the answer: no copy
     out_shape = tuple(r.stop - r.start for r in roi)
     # empty chunks are zeros; when every chunk is stored each output byte is written once
-    every = all(chunk_id in blocks for chunk_id in touched)
+    every = stored.issuperset(touched)
     out = (np.empty if every else np.zeros)(out_shape, descriptor.dtype)
-    for chunk_id in touched:
-        if chunk_id in blocks:
-            src, dst = _overlap(descriptor.chunk_box(chunk_id), roi)
-            out[dst] = blocks[chunk_id][src]
+    for chunk_id, block in blocks:
+        src, dst = _overlap(descriptor.chunk_box(chunk_id), roi)
+        out[dst] = block[src]
+        del block  # before the next chunk is decoded, so its memory is reused
     return out
 
 
@@ -296,14 +302,22 @@ def decode_region(
         codec: Codec = get_codec(descriptor.codec)
     except CodecError as exc:
         raise FormatError(f"{name}: cannot decode: {exc}") from None
-    blocks = {}
-    for chunk_id in descriptor.chunks_in(roi):
-        if int(index["length"][chunk_id]) > 0:
-            stream = verify_chunk(index, chunk_id, streams.get(chunk_id), name=name)
-            blocks[chunk_id] = decode_chunk(
-                codec, descriptor, chunk_id, stream, name=name, present=present
-            )
-    return assemble(descriptor, roi, blocks)
+    stored = [c for c in descriptor.chunks_in(roi) if int(index["length"][c]) > 0]
+    blocks = (
+        (
+            chunk_id,
+            decode_chunk(
+                codec,
+                descriptor,
+                chunk_id,
+                verify_chunk(index, chunk_id, streams.get(chunk_id), name=name),
+                name=name,
+                present=present,
+            ),
+        )
+        for chunk_id in stored
+    )
+    return assemble(descriptor, roi, blocks, stored)
 
 
 def _overlap(box: Roi, roi: Roi) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
