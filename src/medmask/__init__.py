@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .api import MaskFile, MaskInfo, load_mask, read_info, save_mask
     from .archive import MaskArchive
     from .interop.folders import pack_folder, unpack
+    from .zarr_store import ArchiveStore, from_zarr, open_zarr, to_zarr
 
 from ._version import __version__ as __version__
 
@@ -48,10 +49,15 @@ _LAZY = {
     "MaskArchive": "archive",
     "pack_folder": "interop.folders",
     "unpack": "interop.folders",
+    "ArchiveStore": "zarr_store",
+    "open_zarr": "zarr_store",
+    "to_zarr": "zarr_store",
+    "from_zarr": "zarr_store",
 }
 
 __all__ = [
     "AllocationLimitError",
+    "ArchiveStore",
     "ChecksumError",
     "CodecError",
     "ConcurrentModificationError",
@@ -77,13 +83,16 @@ __all__ = [
     "TruncatedFileError",
     "UnsafeNameError",
     "UnsupportedVersionError",
+    "from_zarr",
     "label_counts",
     "label_stats",
     "load_mask",
     "match_allowed_values",
+    "open_zarr",
     "pack_folder",
     "read_info",
     "save_mask",
+    "to_zarr",
     "unpack",
 ]
 

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from .errors import FormatError, InvalidTypeError, MedmaskError
-from .format.descriptor import LabelEntry, MaskDescriptor, Roi, parse_roi
+from .format.descriptor import LabelEntry, MaskDescriptor, Roi, index_to_roi, parse_roi
 from .format.encoding import check_index, chunk_ranges, decode_region, encode_mask
 from .format.msk import build_msk
 from .io import (
@@ -307,6 +307,36 @@ class MaskFile:
         except MedmaskError as exc:
             return [str(exc)]
         return verify_decoded(data, self.descriptor, name=self.name)
+
+    # -- the array protocol (dask.array.from_array, np.asarray) --------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape (z, y, x)."""
+        return self.descriptor.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Storage dtype."""
+        return self.descriptor.dtype
+
+    @property
+    def ndim(self) -> int:
+        """3."""
+        return 3
+
+    @property
+    def chunks(self) -> tuple[int, int, int]:
+        """The file's chunk shape (z, y, x)."""
+        return self.descriptor.chunks
+
+    def __getitem__(self, key: object) -> npt.NDArray[Any]:
+        """Basic indexing (ints, slices, ``...``): decodes only the chunks it touches."""
+        roi, post = index_to_roi(key, self.shape)
+        return self.read_array(roi)[post]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
+        data = self.read_array()
+        return data if dtype is None else data.astype(dtype)
 
     def chunk_byte_range(self, chunk_id: int) -> tuple[int, int] | None:
         """``(start, end)`` of a chunk's stream in the file, or None for an all-zero chunk."""

@@ -34,7 +34,7 @@ from .errors import (
     SpaceMismatchError,
 )
 from .format.container import HEADER_SIZE, INDEX_DTYPE, Header
-from .format.descriptor import MaskDescriptor, Roi, parse_roi
+from .format.descriptor import MaskDescriptor, Roi, index_to_roi, parse_roi
 from .format.encoding import EncodedMask, check_index, chunk_ranges, decode_region, encode_mask
 from .format.mska import (
     SLOTS_SIZE,
@@ -62,7 +62,7 @@ from .mask import SegmentationMask, smallest_bit_depth
 from .reader import RecoveryReport, RecoveryWarning, read_directory
 from .values import match_allowed_values
 
-__all__ = ["LayeringReport", "MaskArchive", "RecoveryReport", "RecoveryWarning"]
+__all__ = ["LayeringReport", "MaskArchive", "MemberArray", "RecoveryReport", "RecoveryWarning"]
 
 #: Tolerances when checking that a member's space equals the archive's.
 SPACE_ATOL_MM = 1e-3
@@ -357,6 +357,12 @@ class MaskArchive:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.all_names())
+
+    def __getitem__(self, name: str) -> MemberArray:
+        """Member ``name`` as an array (``shape``, ``dtype``, ``chunks``, slicing) that decodes
+        only what is indexed; ``dask.array.from_array(archive[name])`` works."""
+        self._descriptor(name)  # MemberNotFoundError when absent
+        return MemberArray(self, name)
 
     def _descriptor(self, name: str) -> MaskDescriptor:
         member = self._directory.member(name)
@@ -830,6 +836,46 @@ class MaskArchive:
 
     def __repr__(self) -> str:
         return f"MaskArchive({self._name!r}, mode={self._mode!r}, members={len(self)})"
+
+
+class MemberArray:
+    """One archive member seen as an array; indexing decodes only the chunks it touches."""
+
+    def __init__(self, archive: MaskArchive, name: str) -> None:
+        self.archive, self.name = archive, name
+        self.descriptor = archive._descriptor(name)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape (z, y, x)."""
+        return self.descriptor.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Storage dtype."""
+        return self.descriptor.dtype
+
+    @property
+    def ndim(self) -> int:
+        """3."""
+        return 3
+
+    @property
+    def chunks(self) -> tuple[int, int, int]:
+        """The member's chunk shape (z, y, x)."""
+        return self.descriptor.chunks
+
+    def __getitem__(self, key: object) -> npt.NDArray[Any]:
+        roi, post = index_to_roi(key, self.shape)
+        self.archive._check_open()
+        return self.archive._decode_members([self.name], roi)[self.name][post]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"MemberArray({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
 def _pwrite(fd: int, data: bytes, offset: int) -> None:

@@ -343,6 +343,12 @@ class SegmentationMask:
         return load_mask(source, **kwargs)
 
     # -- protocol ------------------------------------------------------------------------------
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
+        """``np.asarray(mask)`` is the label array (read-only unless copied)."""
+        if dtype is not None and np.dtype(dtype) != self._data.dtype:
+            return self._data.astype(dtype)
+        return self._data.copy() if copy else self._data
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SegmentationMask):
             return NotImplemented

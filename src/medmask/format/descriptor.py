@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from spacetransformer import Space
 
-from ..errors import FormatError, InvalidValueError
+from ..errors import FormatError, InvalidTypeError, InvalidValueError
 from ..mapping import LabelMapping
 from ..mask import BIT_DEPTHS, dtype_for_bit_depth
 
@@ -22,6 +22,7 @@ __all__ = [
     "MaskDescriptor",
     "Roi",
     "default_chunks",
+    "index_to_roi",
     "parse_chunks",
     "parse_roi",
     "space_from_json",
@@ -153,6 +154,45 @@ def parse_roi(roi: object, shape: Sequence[int]) -> Roi:
             )
         out.append(slice(start, stop))
     return (out[0], out[1], out[2])
+
+
+def index_to_roi(key: object, shape: Sequence[int]) -> tuple[Roi, tuple[slice | int, ...]]:
+    """Numpy-style basic indexing (ints, slices with any step, ``...``) as a region of interest
+    to decode and the index that gives the result from the decoded region."""
+    items = key if isinstance(key, tuple) else (key,)
+    if sum(item is Ellipsis for item in items) > 1:
+        raise InvalidValueError(f"Expected at most one '...' in an index. Got {key!r}.")
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items = (*items[:at], *[slice(None)] * (len(shape) - len(items) + 1), *items[at + 1 :])
+    if len(items) > len(shape):
+        raise InvalidValueError(f"Expected at most {len(shape)} indices. Got {key!r}.")
+    items = (*items, *[slice(None)] * (len(shape) - len(items)))
+    roi: list[slice] = []
+    post: list[slice | int] = []
+    for axis, (item, size) in enumerate(zip(items, shape, strict=True)):
+        if isinstance(item, int | np.integer) and not isinstance(item, bool):
+            i = int(item) + (size if int(item) < 0 else 0)
+            if not 0 <= i < size:
+                raise InvalidValueError(f"Index {item} is out of bounds for axis {axis} of {size}.")
+            roi.append(slice(i, i + 1))
+            post.append(0)
+            continue
+        if not isinstance(item, slice):
+            raise InvalidTypeError(
+                f"Expected ints, slices or '...' (basic indexing). Got {item!r} on axis {axis}."
+            )
+        picked = range(*item.indices(int(size)))
+        if not picked:
+            roi.append(slice(0, 1))
+            post.append(slice(0, 0))
+            continue
+        lo, hi = min(picked), max(picked) + 1
+        roi.append(slice(lo, hi))
+        first, last = picked[0] - lo, picked[-1] - lo
+        stop = last + 1 if picked.step > 0 else (last - 1 if last > 0 else None)
+        post.append(slice(first, stop, picked.step))
+    return (roi[0], roi[1], roi[2]), tuple(post)
 
 
 @dataclass(frozen=True)
