@@ -224,6 +224,9 @@ class LocalSource(_RangeReader):
             os.close(self._fd)
             self._fd = -1
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocalSource, (self.name,))  # a copy opens its own descriptor
+
     def __del__(self) -> None:
         self.close()
 

@@ -41,7 +41,7 @@ from .errors import (
 from .format.descriptor import MaskDescriptor, default_chunks, parse_chunks
 from .format.encoding import verify_chunk
 from .format.mska import Member
-from .io import AsyncByteSource, Target, local_path, open_source_async
+from .io import HEAD_GUESS, AsyncByteSource, Target, local_path, open_source_async
 from .mapping import LabelMapping, mapping_items
 from .mask import SegmentationMask
 from .reader import Directory, read_directory_async
@@ -173,9 +173,7 @@ def _label_attributes(descriptor: MaskDescriptor) -> dict[str, Any]:
     }
 
 
-def _chunk_refs(
-    member: Member, path: str, chunk_ids: Iterable[int]
-) -> dict[str, _ChunkRef]:
+def _chunk_refs(member: Member, path: str, chunk_ids: Iterable[int]) -> dict[str, _ChunkRef]:
     """Chunk keys of the stored chunks among ``chunk_ids`` under array ``path``."""
     index = member.index
     refs = {}
@@ -367,7 +365,11 @@ class ArchiveStore(Store):
 
     # -- reading -----------------------------------------------------------------------------
     async def _chunk(self, ref: _ChunkRef) -> bytes:
-        stream = await self._source_reader().read(ref.start, ref.end)
+        head = self.directory.head
+        if ref.end <= len(head) or len(head) < HEAD_GUESS:  # inside the first read: no request
+            stream: bytes = head[ref.start : ref.end]
+        else:
+            stream = await self._source_reader().read(ref.start, ref.end)
         if self._local is not None and self._stat() != self._identity:
             raise ConcurrentModificationError(
                 f"{self.source}: the file changed since the store opened it (generation "
@@ -407,9 +409,7 @@ class ArchiveStore(Store):
         prototype: BufferPrototype,
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
-        return list(
-            await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges))
-        )
+        return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
 
     async def getsize(self, key: str) -> int:
         await self._load()
@@ -533,9 +533,13 @@ def to_zarr(
         level=core.get_config()["level"]
     )
     if isinstance(store_or_url, str | os.PathLike):
-        store: Any = zarr.storage.FsspecStore.from_url(
-            os.fspath(store_or_url), storage_options=storage_options
-        ) if local_path(store_or_url) is None else zarr.storage.LocalStore(os.fspath(store_or_url))
+        store: Any = (
+            zarr.storage.FsspecStore.from_url(
+                os.fspath(store_or_url), storage_options=storage_options
+            )
+            if local_path(store_or_url) is None
+            else zarr.storage.LocalStore(os.fspath(store_or_url))
+        )
     else:
         store = store_or_url
     array = zarr.create_array(
@@ -564,9 +568,7 @@ def from_zarr(
     :func:`open_zarr` (its ``labels`` and ``space`` attributes)."""
     array = array_or_url
     if isinstance(array_or_url, str | os.PathLike):
-        array = zarr.open_array(
-            os.fspath(array_or_url), mode="r", storage_options=storage_options
-        )
+        array = zarr.open_array(os.fspath(array_or_url), mode="r", storage_options=storage_options)
     if not isinstance(array, zarr.Array):
         raise InvalidTypeError(f"Expected a zarr array or URL. Got {type(array).__name__}.")
     attrs: dict[str, Any] = dict(array.attrs)

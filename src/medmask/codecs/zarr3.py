@@ -57,9 +57,7 @@ def _coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape or (1,)
 
 
-def fit_chunk(
-    array: np.ndarray, shape: tuple[int, ...], fill_value: Any, name: str
-) -> np.ndarray:
+def fit_chunk(array: np.ndarray, shape: tuple[int, ...], fill_value: Any, name: str) -> np.ndarray:
     """A decoded chunk in the shape zarr expects: reshaped from the coded shape, or padded with
     ``fill_value`` when it is an edge chunk stored trimmed."""
     if array.shape == shape:
@@ -71,8 +69,7 @@ def fit_chunk(
         out[tuple(slice(0, a) for a in array.shape)] = array
         return out
     raise CodecError(
-        f"Expected a {name} chunk of shape {shape} (or an edge chunk within it). "
-        f"Got {array.shape}."
+        f"Expected a {name} chunk of shape {shape} (or an edge chunk within it). Got {array.shape}."
     )
 
 
