@@ -39,6 +39,11 @@ EXPECTED: dict[str, list[str]] = {
         "Combined nonzero: 7",
         "Duplicate label rejected: Label value 2 already exists (name 'spleen').",
     ],
+    "05_zarr_notebook.py": [
+        "3 layers (lesion overlaps)",
+        "Structures: ['body', 'lesion', 'liver']",
+        "Same as stored statistics: True",
+    ],
 }
 
 

@@ -77,9 +77,11 @@ class TestArchiveStoreContract(StoreTests[ArchiveStore, cpu.Buffer]):
     async def get(self, store: ArchiveStore, key: str) -> Buffer:
         """The expected bytes, found without the store: metadata rebuilt, chunks by offset."""
         await store._load()
-        if key in store._metadata:
-            return self.buffer_cls.from_bytes(store._metadata[key])
-        ref = store._chunks[key]
+        document = store.layout.document(key)
+        if document is not None:
+            return self.buffer_cls.from_bytes(document)
+        ref = store.layout.chunk(key)
+        assert ref is not None
         return self.buffer_cls.from_bytes(_file_bytes(Path(store.source), ref.start, ref.end))
 
     def test_store_repr(self, store: ArchiveStore) -> None:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "ArchiveStore",
+    "Layout",
     "from_zarr",
     "node_name",
     "open_zarr",
@@ -173,103 +174,161 @@ def _label_attributes(descriptor: MaskDescriptor) -> dict[str, Any]:
     }
 
 
-def _chunk_refs(member: Member, path: str, chunk_ids: Iterable[int]) -> dict[str, _ChunkRef]:
-    """Chunk keys of the stored chunks among ``chunk_ids`` under array ``path``."""
-    index = member.index
-    refs = {}
-    for chunk_id in chunk_ids:
-        length = int(index["length"][chunk_id])
-        if length:
-            start = int(index["offset"][chunk_id])
-            key = _chunk_key(path, member.descriptor, int(chunk_id))
-            refs[key] = _ChunkRef(member, int(chunk_id), start, start + length)
-    return refs
+@dataclass(frozen=True)
+class _ArrayNode:
+    """An array of the layout: a member, or one structure of it (chunks within ``bbox``)."""
+
+    member: Member
+    bbox: tuple[tuple[int, int], ...] | None = None
 
 
-def _chunk_key(node: str, descriptor: MaskDescriptor, chunk_id: int) -> str:
-    coords = np.unravel_index(chunk_id, descriptor.grid)
-    return f"{node}/c/" + "/".join(str(int(c)) for c in coords)
+class Layout:
+    """The store's keys, derived from a directory: metadata documents (JSON on first request)
+    and chunk keys resolved to byte ranges by arithmetic, so opening costs no per-chunk work.
+    """
 
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        self.documents: dict[str, dict[str, Any]] = {}  # node path ("" = root) -> metadata
+        self.arrays: dict[str, _ArrayNode] = {}
+        self._encoded: dict[str, bytes] = {}
+        self._keys: list[str] | None = None
+        self._build()
 
-def build_layout(directory: Directory) -> tuple[dict[str, bytes], dict[str, _ChunkRef]]:
-    """Every key of the store: metadata documents, and chunk keys -> byte ranges."""
-    space = directory.space
-    assert space is not None or not directory.members
-    space_attr = space_attributes(space) if space is not None else None
-    metadata: dict[str, dict[str, Any]] = {}
-    chunks: dict[str, _ChunkRef] = {}
-    nodes: dict[str, str] = {}
-    structures: dict[str, dict[str, Any]] = {}
-    structure_nodes: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    for member in directory.members:
-        for label in member.descriptor.labels:
-            counts[label.name] = counts.get(label.name, 0) + 1
-    for member in directory.members:
-        original = member.name or "mask"
-        node = node_name(original, reserved=(STRUCTURES, *nodes.values()))
-        nodes[original] = node
-        d = member.descriptor
-        dtype = _DTYPE_NAMES[d.bit_depth]
-        medmask_attrs = {"member": member.name, "layer": member.layer, "codec": dict(d.codec)}
-        metadata[node] = _array_json(
-            d,
-            [_codec_json(d.codec)],
-            {**_label_attributes(d), "space": space_attr, "medmask": medmask_attrs},
-            dtype,
-        )
-        chunks.update(_chunk_refs(member, node, range(d.n_chunks)))
-        for label in d.labels:
-            if label.value == 0 or counts[label.name] > 1:
-                continue  # background, or a name that is ambiguous across members
-            snode = node_name(label.name, reserved=structure_nodes.values())
-            structure_nodes[label.name] = snode
-            structures[label.name] = {"node": snode, "member": node, "value": label.value}
-            select = {
-                "name": "medmask.select_label",
-                "configuration": {"value": label.value, "source": dtype},
-            }
+    def _build(self) -> None:
+        directory = self.directory
+        space_attr = space_attributes(directory.space) if directory.space is not None else None
+        counts: dict[str, int] = {}
+        for member in directory.members:
+            for label in member.descriptor.labels:
+                counts[label.name] = counts.get(label.name, 0) + 1
+        nodes: dict[str, str] = {}
+        structures: dict[str, dict[str, Any]] = {}
+        structure_nodes: dict[str, str] = {}
+        for member in directory.members:
+            original = member.name or "mask"
+            node = node_name(original, reserved=(STRUCTURES, *nodes.values()))
+            nodes[original] = node
+            d = member.descriptor
+            dtype = _DTYPE_NAMES[d.bit_depth]
             attrs = {
-                "labels": {label.name: 1},
-                "label_stats": {label.name: _stats(label.count, label.bbox)},
+                **_label_attributes(d),
                 "space": space_attr,
-                "medmask": {"structure": label.name, "member": member.name, "value": label.value},
+                "medmask": {"member": member.name, "layer": member.layer, "codec": dict(d.codec)},
             }
-            path = f"{STRUCTURES}/{snode}"
-            metadata[path] = _array_json(d, [select, _codec_json(d.codec)], attrs, "bool")
-            if label.bbox is not None:  # chunks outside the bbox: missing keys (all false)
-                z, y, x = (slice(lo, hi + 1) for lo, hi in label.bbox)
-                chunks.update(_chunk_refs(member, path, d.chunks_in((z, y, x))))
-    metadata[STRUCTURES] = {
-        "zarr_format": 3,
-        "node_type": "group",
-        "attributes": {
-            "structures": structures,
-            "names": {v: k for k, v in structure_nodes.items()},
-        },
-    }
-    root_attrs = {
-        "medmask": {
-            "layout_version": FORMAT_VERSION,
-            "container": directory.kind,
-            "format_version": f"{directory.header.major}.{directory.header.minor}",
-            "generation": directory.generation,
-            "members": {node: original for original, node in nodes.items()},
-            "created_by": directory.archive.created_by,
-        },
-        "space": space_attr,
-    }
-    consolidated = {"kind": "inline", "must_understand": False, "metadata": dict(metadata)}
-    documents = {f"{path}/zarr.json": _json(doc) for path, doc in metadata.items()}
-    documents["zarr.json"] = _json(
-        {
+            self.documents[node] = _array_json(d, [_codec_json(d.codec)], attrs, dtype)
+            self.arrays[node] = _ArrayNode(member)
+            for label in d.labels:
+                if label.value == 0 or counts[label.name] > 1:
+                    continue  # background, or a name that is ambiguous across members
+                snode = node_name(label.name, reserved=structure_nodes.values())
+                structure_nodes[label.name] = snode
+                structures[label.name] = {"node": snode, "member": node, "value": label.value}
+                select = {
+                    "name": "medmask.select_label",
+                    "configuration": {"value": label.value, "source": dtype},
+                }
+                path = f"{STRUCTURES}/{snode}"
+                self.documents[path] = _array_json(
+                    d,
+                    [select, _codec_json(d.codec)],
+                    {
+                        "labels": {label.name: 1},
+                        "label_stats": {label.name: _stats(label.count, label.bbox)},
+                        "space": space_attr,
+                        "medmask": {
+                            "structure": label.name,
+                            "member": member.name,
+                            "value": label.value,
+                        },
+                    },
+                    "bool",
+                )
+                # an empty structure has no chunk keys at all (all false)
+                self.arrays[path] = _ArrayNode(member, label.bbox or ())
+        self.documents[STRUCTURES] = {
             "zarr_format": 3,
             "node_type": "group",
-            "attributes": root_attrs,
-            "consolidated_metadata": consolidated,
+            "attributes": {
+                "structures": structures,
+                "names": {v: k for k, v in structure_nodes.items()},
+            },
         }
-    )
-    return documents, chunks
+        self.documents[""] = {
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": {
+                "medmask": {
+                    "layout_version": FORMAT_VERSION,
+                    "container": directory.kind,
+                    "format_version": f"{directory.header.major}.{directory.header.minor}",
+                    "generation": directory.generation,
+                    "members": {node: original for original, node in nodes.items()},
+                    "created_by": directory.archive.created_by,
+                },
+                "space": space_attr,
+            },
+            "consolidated_metadata": {
+                "kind": "inline",
+                "must_understand": False,
+                "metadata": {k: v for k, v in self.documents.items() if k},
+            },
+        }
+
+    def document(self, key: str) -> bytes | None:
+        """The metadata document at ``key`` (``zarr.json`` or ``<path>/zarr.json``), or None."""
+        if key != "zarr.json" and not key.endswith("/zarr.json"):
+            return None
+        path = key.removesuffix("zarr.json").rstrip("/")
+        doc = self.documents.get(path)
+        if doc is None:
+            return None
+        data = self._encoded.get(path)
+        if data is None:
+            data = self._encoded[path] = _json(doc)
+        return data
+
+    def chunk(self, key: str) -> _ChunkRef | None:
+        """The stored chunk at chunk key ``key``, or None (not a chunk key, or all zero)."""
+        path, sep, coords = key.rpartition("/c/")
+        node = self.arrays.get(path) if sep else None
+        if node is None:
+            return None
+        parts = coords.split("/")
+        d = node.member.descriptor
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            return None
+        cz, cy, cx = (int(p) for p in parts)
+        gz, gy, gx = d.grid
+        if not (cz < gz and cy < gy and cx < gx):
+            return None
+        if node.bbox is not None:  # a structure: only chunks that meet its bounding box
+            if not node.bbox:
+                return None
+            for c, size, (lo, hi) in zip((cz, cy, cx), d.chunks, node.bbox, strict=True):
+                if c * size > hi or (c + 1) * size <= lo:
+                    return None
+        chunk_id = (cz * gy + cy) * gx + cx
+        length = int(node.member.index["length"][chunk_id])
+        if not length:
+            return None
+        start = int(node.member.index["offset"][chunk_id])
+        return _ChunkRef(node.member, chunk_id, start, start + length)
+
+    def keys(self) -> list[str]:
+        """Every key, sorted (computed on the first listing)."""
+        if self._keys is None:
+            keys = [f"{p}/zarr.json" if p else "zarr.json" for p in self.documents]
+            for path, node in self.arrays.items():
+                gz, gy, gx = node.member.descriptor.grid
+                for cz in range(gz):
+                    for cy in range(gy):
+                        for cx in range(gx):
+                            key = f"{path}/c/{cz}/{cy}/{cx}"
+                            if self.chunk(key) is not None:
+                                keys.append(key)
+            self._keys = sorted(keys)
+        return self._keys
 
 
 def _json(obj: dict[str, Any]) -> bytes:
@@ -321,8 +380,7 @@ class ArchiveStore(Store):
         self.source = os.fspath(source)
         self.storage_options = dict(storage_options or {})
         self._directory: Directory | None = None
-        self._metadata: dict[str, bytes] = {}
-        self._chunks: dict[str, _ChunkRef] = {}
+        self._layout: Layout | None = None
         self._reader: AsyncByteSource | None = None
         self._local = local_path(self.source, self.storage_options)
         self._identity: tuple[int, ...] | None = None
@@ -337,9 +395,17 @@ class ArchiveStore(Store):
         if self._directory is not None:
             return
         directory = await read_directory_async(self._source_reader())
-        self._metadata, self._chunks = build_layout(directory)
+        self._layout = Layout(directory)
         self._identity = self._stat()
         self._directory = directory  # two racing loads read the same file: either one wins
+
+    @property
+    def layout(self) -> Layout:
+        """The keys of the store (the directory is read on first use)."""
+        if self._layout is None:
+            sync(self._load())
+        assert self._layout is not None
+        return self._layout
 
     def _source_reader(self) -> AsyncByteSource:
         """The byte reader of the running event loop (async filesystems are loop-bound)."""
@@ -386,9 +452,9 @@ class ArchiveStore(Store):
         ):
             raise TypeError(f"Unexpected byte_range, got {byte_range!r}.")
         await self._load()
-        data = self._metadata.get(key)
+        data = self.layout.document(key)
         if data is None:
-            ref = self._chunks.get(key)
+            ref = self.layout.chunk(key)
             if ref is None:
                 return None
             data = await self._chunk(ref)
@@ -413,21 +479,22 @@ class ArchiveStore(Store):
 
     async def getsize(self, key: str) -> int:
         await self._load()
-        if key in self._metadata:
-            return len(self._metadata[key])
-        ref = self._chunks.get(key)
+        data = self.layout.document(key)
+        if data is not None:
+            return len(data)
+        ref = self.layout.chunk(key)
         if ref is None:
             raise FileNotFoundError(key)
         return ref.end - ref.start
 
     async def exists(self, key: str) -> bool:
         await self._load()
-        return key in self._metadata or key in self._chunks
+        return self.layout.document(key) is not None or self.layout.chunk(key) is not None
 
     # -- listing -----------------------------------------------------------------------------
     async def _keys(self) -> list[str]:
         await self._load()
-        return sorted([*self._metadata, *self._chunks])
+        return self.layout.keys()
 
     async def list(self) -> AsyncIterator[str]:
         for key in await self._keys():
