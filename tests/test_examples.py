@@ -39,6 +39,12 @@ EXPECTED: dict[str, list[str]] = {
         "Combined nonzero: 7",
         "Duplicate label rejected: Label value 2 already exists (name 'spleen').",
     ],
+    "06_cohort.py": [
+        "Uploaded 50 references and 50 predictions to s3://cohort/",
+        "Rows: 267 statistics, 280 comparisons",
+        "Missed kidney_right cases (Dice 0): 10",
+        "Plot written to",
+    ],
     "05_zarr_notebook.py": [
         "3 layers (lesion overlaps)",
         "Structures: ['body', 'lesion', 'liver']",

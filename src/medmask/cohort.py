@@ -1,0 +1,320 @@
+"""Per-case statistics and prediction/reference comparisons, the work of one cohort task.
+
+Everything here answers from the stored label statistics (counts, bounding boxes) where it
+can, and decodes only the chunks inside bounding boxes where it must: ``case_stats`` reads a
+file's directory (one request when it fits the first 64 KiB) and nothing else unless a
+decoded measure is asked for; ``case_compare`` decodes only where the two masks' bounding
+boxes of a structure intersect. No scheduling: :mod:`medmask.dask` runs these per case.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .archive import spaces_match
+from .errors import InvalidValueError, LabelNotFoundError, SpaceMismatchError
+from .format.descriptor import LabelEntry, Roi
+from .format.encoding import chunk_ranges, decode_region
+from .format.mska import Member
+from .io import ByteSource, Target, open_source, read_ranges_after_head, source_name
+from .reader import Directory, read_directory
+
+__all__ = [
+    "CENTROID_COLUMNS",
+    "COMPARE_COLUMNS",
+    "STATS_COLUMNS",
+    "Case",
+    "case_compare",
+    "case_stats",
+    "open_case",
+]
+
+STATS_COLUMNS = (
+    "source",
+    "member",
+    "structure",
+    "value",
+    "voxels",
+    "volume_ml",
+    "z0",
+    "z1",
+    "y0",
+    "y1",
+    "x0",
+    "x1",
+)
+CENTROID_COLUMNS = ("centroid_l_mm", "centroid_p_mm", "centroid_s_mm")
+COMPARE_COLUMNS = (
+    "case",
+    "prediction",
+    "reference",
+    "structure",
+    "dice",
+    "volume_pred_ml",
+    "volume_ref_ml",
+    "volume_diff_ml",
+    "intersection_voxels",
+)
+MEASURES = ("centroid_mm",)
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a structure is stored: its member and label entry (statistics included)."""
+
+    member: Member
+    label: LabelEntry
+
+
+@dataclass
+class Case:
+    """An opened ``.msk`` or ``.mska``: its directory, and reads of its chunks."""
+
+    name: str
+    source: ByteSource
+    directory: Directory
+
+    @property
+    def voxel_ml(self) -> float:
+        """Volume of one voxel in millilitres."""
+        space = self.directory.space
+        assert space is not None
+        return math.prod(float(s) for s in space.spacing) / 1000.0
+
+    def structures(self) -> dict[str, Located | None]:
+        """``{name: where}`` for every non-background label; None for a name that several
+        members use (ambiguous)."""
+        found: dict[str, Located | None] = {}
+        for member in self.directory.members:
+            for label in member.descriptor.labels:
+                if label.value == 0:
+                    continue
+                found[label.name] = None if label.name in found else Located(member, label)
+        return found
+
+    def read_rois(self, member: Member, rois: Sequence[Roi]) -> Iterator[npt.NDArray[Any]]:
+        """Decode ``rois`` of ``member`` one after another; the chunks they need are fetched
+        first, in one merged read."""
+        descriptor, index = member.descriptor, member.index
+        ids = sorted({c for roi in rois for c in descriptor.chunks_in(roi)})
+        ranges = chunk_ranges(index, ids)
+        blobs = read_ranges_after_head(
+            self.source, self.directory.head, [(s, e) for _, s, e in ranges]
+        )
+        streams = {chunk_id: blob for (chunk_id, _, _), blob in zip(ranges, blobs, strict=True)}
+        where = f"{self.name} [{member.name}]" if member.name else self.name
+        for roi in rois:
+            yield decode_region(descriptor, index, roi, streams, name=where)
+
+
+@contextmanager
+def open_case(source: Target, storage_options: dict[str, Any] | None = None) -> Iterator[Case]:
+    """Open a ``.msk`` or ``.mska`` (its directory only) for the functions below."""
+    byte_source = open_source(source, storage_options)
+    try:
+        directory = read_directory(byte_source)
+        yield Case(source_name(source), byte_source, directory)
+    finally:
+        byte_source.close()
+
+
+def _bbox_roi(bbox: Sequence[Sequence[int]]) -> Roi:
+    z, y, x = (slice(int(lo), int(hi) + 1) for lo, hi in bbox)
+    return (z, y, x)
+
+
+def _check_measures(measures: Sequence[str]) -> None:
+    unknown = sorted(set(measures) - set(MEASURES))
+    if unknown:
+        raise InvalidValueError(f"Expected measures among {list(MEASURES)}. Got {unknown}.")
+
+
+def case_stats(
+    source: Target,
+    *,
+    structures: Sequence[str] | None = None,
+    measures: Sequence[str] = (),
+    storage_options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (member, structure) of one case (columns :data:`STATS_COLUMNS`).
+
+    From the stored statistics alone: one read of the file's directory, no decoding. A name in
+    ``structures`` that the case lacks is a row with 0 voxels. ``measures=("centroid_mm",)``
+    adds the LPS centroid (:data:`CENTROID_COLUMNS`), decoding only the chunks inside each
+    structure's bounding box.
+    """
+    _check_measures(measures)
+    label = source if isinstance(source, str) else source_name(source)
+    with open_case(source, storage_options) as case:
+        rows = []
+        wanted = None if structures is None else list(dict.fromkeys(structures))
+        seen: set[str] = set()
+        for member in case.directory.members:
+            for entry in member.descriptor.labels:
+                if entry.value == 0 or (wanted is not None and entry.name not in wanted):
+                    continue
+                seen.add(entry.name)
+                rows.append(_stats_row(label, member.name, entry, case.voxel_ml))
+                if measures:
+                    rows[-1]["_locate"] = (member, entry)
+        for name in wanted or ():
+            if name not in seen:
+                missing = LabelEntry(name, 0, 0, None)
+                rows.append({**_stats_row(label, "", missing, case.voxel_ml), "value": None})
+        if "centroid_mm" in measures:
+            _add_centroids(case, rows)
+        for row in rows:
+            row.pop("_locate", None)
+        return rows
+
+
+def _stats_row(source: str, member: str, entry: LabelEntry, voxel_ml: float) -> dict[str, Any]:
+    bbox = entry.bbox
+    row = {
+        "source": source,
+        "member": member,
+        "structure": entry.name,
+        "value": entry.value,
+        "voxels": entry.count,
+        "volume_ml": entry.count * voxel_ml,
+    }
+    for axis, (lo_key, hi_key) in enumerate((("z0", "z1"), ("y0", "y1"), ("x0", "x1"))):
+        row[lo_key] = None if bbox is None else bbox[axis][0]
+        row[hi_key] = None if bbox is None else bbox[axis][1]
+    return row
+
+
+def _add_centroids(case: Case, rows: list[dict[str, Any]]) -> None:
+    space = case.directory.space
+    assert space is not None
+    origin = np.asarray(space.origin, dtype=float)
+    axes = np.stack(
+        [
+            np.asarray(space.x_orientation, float) * float(space.spacing[0]),
+            np.asarray(space.y_orientation, float) * float(space.spacing[1]),
+            np.asarray(space.z_orientation, float) * float(space.spacing[2]),
+        ]
+    )
+    by_member: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        for column in CENTROID_COLUMNS:
+            row[column] = None
+        located = row.get("_locate")
+        if located is not None and located[1].bbox is not None:
+            by_member.setdefault(id(located[0]), []).append(row)
+    for member_rows in by_member.values():
+        member = member_rows[0]["_locate"][0]
+        rois = [_bbox_roi(row["_locate"][1].bbox) for row in member_rows]
+        for row, roi, block in zip(member_rows, rois, case.read_rois(member, rois), strict=True):
+            where = np.nonzero(block == row["_locate"][1].value)
+            index = np.array([w.mean() + r.start for w, r in zip(where, roi, strict=True)])
+            lps = origin + index @ axes
+            for column, value in zip(CENTROID_COLUMNS, lps, strict=True):
+                row[column] = float(value)
+
+
+def case_compare(
+    prediction: Target,
+    reference: Target,
+    *,
+    case: str | None = None,
+    structures: Sequence[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per structure comparing a prediction with its reference
+    (columns :data:`COMPARE_COLUMNS`).
+
+    Volumes come from the stored counts; the intersection is counted by decoding only the
+    chunks where the two bounding boxes of a structure intersect. A structure on one side
+    only has Dice 0; on neither side (or empty on both) Dice is NaN. The spaces must match
+    (:class:`SpaceMismatchError` naming the case).
+    """
+    pred_name, ref_name = source_name(prediction), source_name(reference)
+    name = case or pred_name.rsplit("/", 1)[-1]
+    with (
+        open_case(prediction, storage_options) as pred,
+        open_case(reference, storage_options) as ref,
+    ):
+        assert pred.directory.space is not None
+        assert ref.directory.space is not None
+        problem = spaces_match(pred.directory.space, ref.directory.space)
+        if problem:
+            raise SpaceMismatchError(
+                f"case {name!r}: prediction {pred_name} and reference {ref_name} are in "
+                f"different spaces: {problem}."
+            )
+        found_pred, found_ref = pred.structures(), ref.structures()
+        names = list(structures) if structures is not None else sorted({*found_pred, *found_ref})
+        for side, found in (("prediction", found_pred), ("reference", found_ref)):
+            ambiguous = [n for n in names if n in found and found[n] is None]
+            if ambiguous:
+                raise LabelNotFoundError(
+                    f"case {name!r}: structures {ambiguous} are in several members of the "
+                    f"{side}; compare needs one label per structure."
+                )
+        intersections = _intersections(
+            pred, ref, {n: (found_pred.get(n), found_ref.get(n)) for n in names}
+        )
+        rows = []
+        for structure in names:
+            p, r = found_pred.get(structure), found_ref.get(structure)
+            n_pred = p.label.count if p else 0
+            n_ref = r.label.count if r else 0
+            both = intersections.get(structure, 0)
+            total = n_pred + n_ref
+            rows.append(
+                {
+                    "case": name,
+                    "prediction": pred_name,
+                    "reference": ref_name,
+                    "structure": structure,
+                    "dice": 2.0 * both / total if total else float("nan"),
+                    "volume_pred_ml": n_pred * pred.voxel_ml,
+                    "volume_ref_ml": n_ref * ref.voxel_ml,
+                    "volume_diff_ml": n_pred * pred.voxel_ml - n_ref * ref.voxel_ml,
+                    "intersection_voxels": both,
+                }
+            )
+        return rows
+
+
+def _box_intersection(a: Any, b: Any) -> Roi | None:
+    pairs = [(max(x[0], y[0]), min(x[1], y[1])) for x, y in zip(a, b, strict=True)]
+    if any(lo > hi for lo, hi in pairs):
+        return None
+    z, y, x = (slice(lo, hi + 1) for lo, hi in pairs)
+    return (z, y, x)
+
+
+def _intersections(
+    pred: Case, ref: Case, located: dict[str, tuple[Located | None, Located | None]]
+) -> dict[str, int]:
+    """Voxels in both masks per structure, decoding only the bbox intersections."""
+    todo: dict[tuple[int, int], list[tuple[str, Roi, int, int]]] = {}
+    members: dict[tuple[int, int], tuple[Member, Member]] = {}
+    for structure, (p, r) in located.items():
+        if not p or not r or p.label.bbox is None or r.label.bbox is None:
+            continue
+        roi = _box_intersection(p.label.bbox, r.label.bbox)
+        if roi is None:
+            continue
+        key = (id(p.member), id(r.member))
+        members[key] = (p.member, r.member)
+        todo.setdefault(key, []).append((structure, roi, p.label.value, r.label.value))
+    out: dict[str, int] = {}
+    for key, items in todo.items():
+        pred_member, ref_member = members[key]
+        rois = [roi for _, roi, _, _ in items]
+        blocks = zip(
+            pred.read_rois(pred_member, rois), ref.read_rois(ref_member, rois), strict=True
+        )
+        for (structure, _, vp, vr), (a, b) in zip(items, blocks, strict=True):
+            out[structure] = int(np.count_nonzero((a == vp) & (b == vr)))
+    return out

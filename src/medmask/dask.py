@@ -1,0 +1,246 @@
+"""Cohort statistics and model evaluation over many cases, scheduled with Dask.
+
+``cohort_stats`` answers "how big is every structure in every case" from the stored label
+statistics: one small ranged read per case, no decoding. ``compare`` scores predictions
+against references per structure (Dice, volumes), decoding only where the two masks'
+bounding boxes of a structure intersect. Both run one task per case on Dask's threaded
+scheduler by default, or on a ``dask.distributed`` cluster with ``client=`` (docs/dask.md).
+Needs the ``dask`` extra (dask, distributed, pandas).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import dask
+
+from .cohort import (
+    CENTROID_COLUMNS,
+    COMPARE_COLUMNS,
+    STATS_COLUMNS,
+    case_compare,
+    case_stats,
+)
+from .errors import InvalidValueError, MedmaskError
+from .io import Target, _url_to_fs, local_path, source_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["cohort_stats", "compare", "expand_sources"]
+
+Errors = Literal["coerce", "raise"]
+_GLOB = set("*?[")
+
+
+def expand_sources(
+    sources: str | os.PathLike[str] | Iterable[Target],
+    storage_options: dict[str, Any] | None = None,
+) -> list[Target]:
+    """A glob (``"s3://bucket/cases/*.mska"``, ``"cases/**/*.msk"``) expanded to sorted URLs or
+    paths; a single path or URL, or a list of them, as given."""
+    if isinstance(sources, str | os.PathLike):
+        text = os.fspath(sources)
+        if not _GLOB & set(text):
+            return [text]
+        local = local_path(text, storage_options)
+        fs, path = _url_to_fs(text, storage_options)
+        matches = sorted(fs.glob(path))
+        if local is not None and "://" not in text:
+            return list(matches)
+        return [fs.unstrip_protocol(m) for m in matches]
+    return list(sources)
+
+
+def _check_errors(errors: str) -> None:
+    if errors not in ("coerce", "raise"):
+        raise InvalidValueError(f"Expected errors='coerce' or 'raise'. Got {errors!r}.")
+
+
+def _guarded(
+    work: Callable[[], list[dict[str, Any]]], failed: dict[str, Any], errors: Errors
+) -> list[dict[str, Any]]:
+    """Run one case; with ``errors="coerce"`` a failure is one row with an ``error``."""
+    try:
+        return work()
+    except (MedmaskError, OSError) as exc:
+        if errors == "raise":
+            raise
+        return [{**failed, "error": f"{type(exc).__name__}: {exc}"}]
+
+
+def _stats_task(
+    source: Target,
+    structures: Sequence[str] | None,
+    measures: Sequence[str],
+    storage_options: dict[str, Any] | None,
+    errors: Errors,
+) -> list[dict[str, Any]]:
+    def work() -> list[dict[str, Any]]:
+        return case_stats(
+            source, structures=structures, measures=measures, storage_options=storage_options
+        )
+
+    return _guarded(work, {"source": source}, errors)
+
+
+def _compare_task(
+    case: str,
+    prediction: Target | None,
+    reference: Target | None,
+    structures: Sequence[str] | None,
+    storage_options: dict[str, Any] | None,
+    errors: Errors,
+) -> list[dict[str, Any]]:
+    def work() -> list[dict[str, Any]]:
+        if prediction is None or reference is None:
+            side = "prediction" if prediction is None else "reference"
+            raise FileNotFoundError(f"case {case!r} has no {side} file")
+        return case_compare(
+            prediction,
+            reference,
+            case=case,
+            structures=structures,
+            storage_options=storage_options,
+        )
+
+    failed = {"case": case, "prediction": prediction, "reference": reference}
+    return _guarded(work, failed, errors)
+
+
+def _run(tasks: list[Any], client: Any, progress: bool) -> list[list[dict[str, Any]]]:
+    """Compute delayed tasks: on ``client`` (dask.distributed) or the threaded scheduler."""
+    if client is not None:
+        futures = client.compute(tasks)
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures)
+        results: list[list[dict[str, Any]]] = client.gather(futures)
+        return results
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return list(dask.compute(*tasks, scheduler="threads"))
+    return list(dask.compute(*tasks, scheduler="threads"))
+
+
+def _frame(results: Iterable[list[dict[str, Any]]], columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = [row for case_rows in results for row in case_rows]
+    columns = list(columns)
+    if any("error" in row for row in rows):
+        columns.append("error")
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in ("value", "voxels", "z0", "z1", "y0", "y1", "x0", "x1", "intersection_voxels"):
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def cohort_stats(
+    sources: str | os.PathLike[str] | Iterable[Target],
+    *,
+    structures: Sequence[str] | None = None,
+    measures: Sequence[str] = (),
+    storage_options: dict[str, Any] | None = None,
+    client: Any = None,
+    progress: bool = False,
+    errors: Errors = "coerce",
+) -> pd.DataFrame:
+    """Per-structure voxel counts, volumes and bounding boxes of every case.
+
+    Parameters
+    ----------
+    sources
+        Paths or URLs (``.msk`` and ``.mska`` mixed), or one glob such as
+        ``"s3://bucket/cases/*.mska"``.
+    structures
+        Only these structure names (a case without one gets a row with 0 voxels).
+    measures
+        ``("centroid_mm",)`` adds the LPS centroid, decoding only the chunks inside each
+        structure's bounding box; without measures nothing is decoded.
+    client
+        A ``dask.distributed.Client``; default: Dask's threaded scheduler.
+    errors
+        ``"coerce"``: a case that cannot be read is one row with an ``error`` column;
+        ``"raise"``: the first failure is raised.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (case, member, structure): ``source``, ``member`` (``""`` for ``.msk``),
+        ``structure``, ``value``, ``voxels``, ``volume_ml``, inclusive bbox ``z0`` ... ``x1``
+        (missing when empty), then the measures' columns.
+    """
+    _check_errors(errors)
+    urls = expand_sources(sources, storage_options)
+    measures = tuple(measures)
+    task = dask.delayed(_stats_task, pure=True)
+    tasks = [task(url, structures, measures, storage_options, errors) for url in urls]
+    columns = [*STATS_COLUMNS, *(CENTROID_COLUMNS if "centroid_mm" in measures else ())]
+    return _frame(_run(tasks, client, progress), columns)
+
+
+def _pairs(
+    predictions: Any, references: Any, storage_options: dict[str, Any] | None
+) -> list[tuple[str, Target | None, Target | None]]:
+    """``(case, prediction, reference)``: explicit pairs, or matched by file name."""
+    if references is None:
+        pairs = []
+        for item in predictions:
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise InvalidValueError(
+                    "Expected references, or predictions as (prediction, reference) pairs. "
+                    f"Got {item!r}."
+                )
+            pairs.append((_base(item[0]), item[0], item[1]))
+        return pairs
+    preds = {_base(p): p for p in expand_sources(predictions, storage_options)}
+    refs = {_base(r): r for r in expand_sources(references, storage_options)}
+    return [(name, preds.get(name), refs.get(name)) for name in sorted({*preds, *refs})]
+
+
+def _base(target: Target) -> str:
+    return source_name(target).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def compare(
+    predictions: str | os.PathLike[str] | Iterable[Any],
+    references: str | os.PathLike[str] | Iterable[Target] | None = None,
+    *,
+    structures: Sequence[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    client: Any = None,
+    progress: bool = False,
+    errors: Errors = "coerce",
+) -> pd.DataFrame:
+    """Dice and volumes of predictions against references, per case and structure.
+
+    Parameters
+    ----------
+    predictions, references
+        Lists or globs of ``.msk``/``.mska`` files, paired by file name; or ``predictions``
+        alone as a list of ``(prediction, reference)`` pairs. A file without its partner is
+        an error row (``errors="coerce"``).
+    structures
+        Only these structures; default: every structure of either side.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``case``, ``prediction``, ``reference``, ``structure``, ``dice`` (0 when the structure
+        is on one side only, NaN when empty on both), ``volume_pred_ml``, ``volume_ref_ml``,
+        ``volume_diff_ml`` (prediction minus reference), ``intersection_voxels``.
+    """
+    _check_errors(errors)
+    task = dask.delayed(_compare_task, pure=True)
+    tasks = [
+        task(case, pred, ref, structures, storage_options, errors)
+        for case, pred, ref in _pairs(predictions, references, storage_options)
+    ]
+    return _frame(_run(tasks, client, progress), COMPARE_COLUMNS)
