@@ -20,15 +20,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import s3fs  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import s3fs
+from distributed import Client, LocalCluster
+from moto.server import ThreadedMotoServer
 
-import medmask  # noqa: E402
-from medmask.dask import cohort_stats, compare  # noqa: E402
-from medmask.synthetic import synthetic_case, synthetic_prediction, synthetic_space  # noqa: E402
+import medmask
+from medmask.dask import cohort_stats, compare
+from medmask.synthetic import synthetic_case, synthetic_prediction, synthetic_space
 
 N_CASES = 50
 
