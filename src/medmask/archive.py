@@ -69,7 +69,7 @@ SPACE_ATOL_MM = 1e-3
 SPACE_RTOL = 1e-5
 #: Default wait for another writer's lock on a local archive (seconds).
 DEFAULT_LOCK_TIMEOUT = 60.0
-_MIN_REGION = 4 << 10
+_REGION_SLACK = 64  # bytes of room (and rounding) in a fresh archive's directory region
 
 
 def spaces_match(a: Space, b: Space) -> str | None:
@@ -679,24 +679,29 @@ class MaskArchive:
     def _full_file_pieces(
         self, members: Sequence[_Pending], base: ArchiveDirectory, generation: int
     ) -> tuple[list[bytes], ArchiveDirectory, Header]:
-        """A fresh archive: slots, two directory regions, payload."""
-        # size the directory regions from a first rendering, leaving room to grow
+        """A fresh archive: slots, one directory region sized to fit, payload.
+
+        Small archives are common (one case, a few structures), so no space is reserved for
+        later directories: an append writes its directory at the end of the file (and reuses
+        this region once it is free and large enough).
+        """
         probe, _ = self._layout(members, 0)
         meta, _, index, _ = directory_bytes(replace(base, members=tuple(probe)))
-        region = _round_up(max(_MIN_REGION, 2 * (len(meta) + len(index)) + 1024), 1024)
-        regions = ((SLOTS_SIZE, region), (SLOTS_SIZE + region, region))
-        placed, payload = self._layout(members, SLOTS_SIZE + 2 * region)
-        directory = ArchiveDirectory(
-            space=base.space,
-            members=tuple(placed),
-            regions=regions,
-            created_by=f"medmask {__version__}",
-        )
-        meta, flags, index, _ = directory_bytes(directory)
-        if len(meta) + len(index) > region:  # cannot happen: region sized from the same data
-            raise FormatError(f"{self._name}: directory larger than its region (writer bug).")
+        region = _round_up(len(meta) + len(index) + _REGION_SLACK, _REGION_SLACK)
+        while True:  # offsets change the directory's size a little: grow until it fits
+            placed, payload = self._layout(members, SLOTS_SIZE + region)
+            directory = ArchiveDirectory(
+                space=base.space,
+                members=tuple(placed),
+                regions=((SLOTS_SIZE, region),),
+                created_by=f"medmask {__version__}",
+            )
+            meta, flags, index, _ = directory_bytes(directory)
+            if len(meta) + len(index) <= region:
+                break
+            region = _round_up(len(meta) + len(index) + _REGION_SLACK, _REGION_SLACK)
         header = slot_header(generation, SLOTS_SIZE, meta, flags, SLOTS_SIZE + len(meta), index)
-        area = (meta + index).ljust(2 * region, b"\0")
+        area = (meta + index).ljust(region, b"\0")
         return [header.pack(), bytes(HEADER_SIZE), area, *payload], directory, header
 
     def _write_full(self) -> None:
