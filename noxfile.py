@@ -40,5 +40,5 @@ def examples(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (print tables; pass --quick for a short run)."""
     session.install("-e", ".[dev]")
-    for script in ("bench_codecs.py", "bench_archive.py", "bench_zarr.py"):
+    for script in ("bench_codecs.py", "bench_archive.py", "bench_zarr.py", "bench_cohort.py"):
         session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -151,8 +151,9 @@ def main() -> None:
         add("cohort_stats", "medmask.dask, threads", args.cases,
             lambda: cohort_stats(refs, storage_options=options), sizes["mska"])  # fmt: skip
         pair_size = sizes["mska"] * 2 * args.pairs // args.cases
+        nifti_pairs = sizes["nifti"] * 2 * args.pairs // args.cases
         add("compare", "naive: nibabel per structure file", args.pairs,
-            lambda: naive_compare(fs, args.pairs), sizes["nifti"] * 2 * args.pairs // args.cases)  # fmt: skip
+            lambda: naive_compare(fs, args.pairs), nifti_pairs)  # fmt: skip
         add("compare", "medmask.dask, threads", args.pairs,
             lambda: compare(preds, refs.replace("*", "case00[0-9][0-9]"), storage_options=options),
             pair_size)  # fmt: skip
@@ -163,16 +164,15 @@ def main() -> None:
             ):
                 cohort_stats(refs, storage_options=options, client=client)  # warm the workers
                 add("cohort_stats", f"medmask.dask, LocalCluster {workers} worker(s)", args.cases,
-                    lambda client=client: cohort_stats(refs, storage_options=options, client=client),
+                    lambda client=client: cohort_stats(refs, storage_options=options,
+                                                       client=client),
                     sizes["mska"])  # fmt: skip
                 add("compare", f"medmask.dask, LocalCluster {workers} worker(s)", args.pairs,
                     lambda client=client: compare(preds, refs.replace("*", "case00[0-9][0-9]"),
                                                   storage_options=options, client=client),
                     pair_size)  # fmt: skip
-    print(
-        f"{args.cases} cases ({args.pairs} with predictions), grid {medmask.synthetic.SYNTHETIC_SHAPE},"
-        f" local moto S3 server, 2 cores\n"
-    )
+    grid = medmask.synthetic.SYNTHETIC_SHAPE
+    print(f"{args.cases} cases ({args.pairs} with predictions), grid {grid}, moto S3, 2 cores\n")
     print("| job | how | cases/s | requests/case | bytes received/case | stored bytes/case |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for row in rows:
