@@ -22,7 +22,6 @@ from .api import (
 )
 from .errors import (
     ConcurrentModificationError,
-    FormatError,
     InvalidTypeError,
     InvalidValueError,
     LabelNotFoundError,

@@ -24,7 +24,7 @@ from .cohort import (
     case_stats,
 )
 from .errors import InvalidValueError, MedmaskError
-from .io import Target, _url_to_fs, local_path, source_name
+from .io import Target, expand_glob, source_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,14 +43,7 @@ def expand_sources(
     paths; a single path or URL, or a list of them, as given."""
     if isinstance(sources, str | os.PathLike):
         text = os.fspath(sources)
-        if not _GLOB & set(text):
-            return [text]
-        local = local_path(text, storage_options)
-        fs, path = _url_to_fs(text, storage_options)
-        matches = sorted(fs.glob(path))
-        if local is not None and "://" not in text:
-            return list(matches)
-        return [fs.unstrip_protocol(m) for m in matches]
+        return list(expand_glob(text, storage_options)) if _GLOB & set(text) else [text]
     return list(sources)
 
 

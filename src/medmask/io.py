@@ -44,7 +44,9 @@ __all__ = [
     "LocalLock",
     "ObjectVersion",
     "Target",
+    "expand_glob",
     "is_local",
+    "list_folder",
     "local_path",
     "merge_ranges",
     "object_version",
@@ -406,6 +408,37 @@ def _url_to_fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, s
     except Exception as exc:  # a missing backend package, bad credentials options...
         raise storage_error(exc, url, "opening the filesystem") from exc
     return fs, str(path)
+
+
+def list_folder(folder: Target, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Paths (local) or URLs (remote) of the files directly in ``folder``, sorted."""
+    name = source_name(folder)
+    path = local_path(folder, storage_options)
+    if path is not None:
+        if not os.path.isdir(path):
+            raise MaskFileNotFoundError(f"{name}: no such folder.")
+        return sorted(str(p) for p in Path(path).iterdir() if p.is_file())
+    fs, fs_path, _ = _target_fs(folder, storage_options)
+    try:
+        entries = fs.ls(fs_path, detail=True)
+    except FileNotFoundError:
+        raise MaskFileNotFoundError(f"{name}: no such folder.") from None
+    except Exception as exc:
+        raise storage_error(exc, name, "listing") from exc
+    files = [e["name"] for e in entries if e.get("type", "file") == "file"]
+    return sorted(fs.unstrip_protocol(f) for f in files)
+
+
+def expand_glob(pattern: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Files matching a glob (``s3://bucket/cases/*.mska``, ``cases/**/*.msk``), sorted;
+    local patterns give paths, remote ones URLs."""
+    local = "://" not in pattern and "::" not in pattern
+    fs, fs_path = _url_to_fs(pattern, storage_options)
+    try:
+        matches = sorted(fs.glob(fs_path))
+    except Exception as exc:
+        raise storage_error(exc, pattern, "listing") from exc
+    return [str(m) for m in matches] if local else [fs.unstrip_protocol(m) for m in matches]
 
 
 def _is_local_fs(fs: Any) -> bool:

@@ -14,10 +14,10 @@ from medmask import FormatError, SegmentationMask
 from medmask.archive import spaces_match
 from medmask.interop.nifti import (
     affine_from_space,
-    load_nifti_mask,
+    from_nifti,
     read_nifti,
-    save_nifti_mask,
     space_from_affine,
+    to_nifti,
     write_nifti,
 )
 
@@ -208,18 +208,20 @@ def test_write_nifti_bool_and_dtype(tmp_path: Path) -> None:
     assert spaces_match(back_space, space) is None
 
 
-def test_save_and_load_nifti_mask(tmp_path: Path) -> None:
+def test_to_and_from_nifti(tmp_path: Path) -> None:
     space = space_from_affine(_oblique_affine(), (14, 12, 10))
     data = np.zeros((10, 12, 14), np.uint8)
     data[2:5, 3:7, 4:9] = 3
     data[6:8, 1:2, 0:14] = 9
     mask = SegmentationMask(data, {"kidney": 3, "vessel": 9}, space)
     path = tmp_path / "mask.nii.gz"
-    save_nifti_mask(mask, path)
-    plain = load_nifti_mask(path)
+    to_nifti(mask, path, label_table=tmp_path / "labels.json")
+    plain = from_nifti(path)
     assert plain.mapping.to_dict() == {"label_3": 3, "label_9": 9}
     np.testing.assert_array_equal(plain.data, data)
     assert spaces_match(plain.space, space) is None
-    named = load_nifti_mask(path, {"kidney": 3, "vessel": 9})
+    named = from_nifti(path, {"kidney": 3, "vessel": 9})
     assert named.mapping == mask.mapping
     np.testing.assert_array_equal(named.get_binary_mask_by_names("vessel"), data == 9)
+    from_table = from_nifti(path, tmp_path / "labels.json")
+    assert from_table.mapping == mask.mapping

@@ -20,7 +20,6 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from .._json import loads_limited
 from ..archive import LayeringReport, MaskArchive, spaces_match
 from ..errors import (
     InvalidValueError,
@@ -29,8 +28,9 @@ from ..errors import (
     SpaceMismatchError,
     UnsafeNameError,
 )
-from ..io import Target
+from ..io import Target, list_folder
 from ..mapping import mapping_items
+from .labels import to_label_mapping
 from .nifti import read_nifti, write_nifti
 
 __all__ = ["NIFTI_SUFFIX", "check_file_names", "pack_folder", "unpack"]
@@ -100,6 +100,11 @@ def check_file_names(names: Iterable[str], folder: str | os.PathLike[str], suffi
         )
 
 
+def _list_nifti(folder: Target, storage_options: dict[str, Any] | None) -> list[str]:
+    """The ``.nii``/``.nii.gz`` files of a local folder or an fsspec folder URL, sorted."""
+    return [f for f in list_folder(folder, storage_options) if f.endswith((".nii.gz", ".nii"))]
+
+
 def pack_folder(
     folder: str | os.PathLike[str],
     out: Target,
@@ -110,54 +115,45 @@ def pack_folder(
 ) -> LayeringReport:
     """Pack a folder of per-structure NIfTI masks (TotalSegmentator layout) into one archive.
 
-    Structure names are the file names without ``.nii.gz``/``.nii``. ``labels``
-    (``{name: value}`` or a JSON file of it, e.g. TotalSegmentator's label table) sets label
-    values; structures are layered losslessly (:meth:`MaskArchive.add_structures`).
+    ``folder`` is a local path or an fsspec folder URL (``s3://bucket/case/``). Structure names
+    are the file names without ``.nii.gz``/``.nii``. ``labels`` (``{name: value}`` or a label
+    table file, e.g. TotalSegmentator's JSON) sets label values; structures are layered
+    losslessly (:meth:`MaskArchive.add_structures`).
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise MaskFileNotFoundError(f"{root}: no such folder.")
-    files = sorted(p for p in root.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+    files = _list_nifti(folder, storage_options)
     if not files:
-        raise MaskFileNotFoundError(f"{root}: no .nii or .nii.gz files.")
-    by_name: dict[str, Path] = {}
+        raise MaskFileNotFoundError(f"{os.fspath(folder)}: no .nii or .nii.gz files.")
+    by_name: dict[str, str] = {}
     for path in files:
-        name = path.name.removesuffix(".gz").removesuffix(".nii")
+        file_name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        name = file_name.removesuffix(".gz").removesuffix(".nii")
         if name in by_name:
+            first = by_name[name].rsplit("/", 1)[-1]
             raise InvalidValueError(
-                f"{root}: structure {name!r} is in two files ({by_name[name].name} and "
-                f"{path.name}); keep one."
+                f"{os.fspath(folder)}: structure {name!r} is in two files ({first} and "
+                f"{file_name}); keep one."
             )
         by_name[name] = path
-    if isinstance(labels, str | os.PathLike):
-        table = loads_limited(
-            Path(labels).read_bytes(),
-            InvalidValueError,
-            f"{labels}: not valid UTF-8 JSON: ",
-            f"{labels}: refused: it has ",
-        )
-        if not isinstance(table, dict):
-            raise InvalidValueError(f"{labels}: expected a JSON object of name -> label value.")
-        labels = table
+    table = None if labels is None else to_label_mapping(labels, storage_options).to_dict()
     structures: dict[str, npt.NDArray[np.bool_]] = {}
     space: Space | None = None
     for name, path in by_name.items():
-        array, file_space = read_nifti(path)
+        array, file_space = read_nifti(path, storage_options=storage_options)
         if space is None:
             space = file_space
         else:
             problem = spaces_match(file_space, space)
             if problem:
-                raise SpaceMismatchError(f"{path}: space differs from {files[0].name}: {problem}.")
+                raise SpaceMismatchError(f"{path}: space differs from {files[0]}: {problem}.")
         structures[name] = array != 0
     use_labels = None
-    if labels is not None:
-        missing = sorted(set(structures) - set(labels))
+    if table is not None:
+        missing = sorted(set(structures) - set(table))
         if missing:
             raise InvalidValueError(
                 f"labels has no value for {missing[:5]}{' ...' if len(missing) > 5 else ''}."
             )
-        use_labels = {n: int(labels[n]) for n in structures}
+        use_labels = {n: int(table[n]) for n in structures}
     with MaskArchive(out, "w", space=space, storage_options=storage_options) as archive:
         return archive.add_structures(structures, labels=use_labels, level=level)
 

@@ -1,28 +1,46 @@
-"""NIfTI (RAS+) <-> medmask (LPS+, (z, y, x) arrays). Needs the ``nifti`` extra (nibabel)."""
+"""NIfTI (RAS+) <-> medmask (LPS+, (z, y, x) arrays), at any path or fsspec URL.
+
+NIfTI images index voxels (i, j, k) = (x, y, z) with an affine to RAS+ world coordinates
+(the sform, else the qform, as nibabel resolves them). medmask arrays are (z, y, x) with an
+LPS+ :class:`Space` in the same axis order: reading transposes the array and negates the
+affine's x and y rows; writing does the reverse, so a round trip keeps data and affine.
+Oblique, flipped and anisotropic grids are exact. Needs the ``nifti`` extra (nibabel).
+"""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from ..errors import FormatError, InvalidValueError
+from ..errors import AllocationLimitError, FormatError, InvalidValueError, StorageError
+from ..format.encoding import max_bytes_limit
+from ..io import Target, local_path, open_source, source_name, write_atomic
 from ..mapping import LabelMapping
 from ..mask import SegmentationMask
 from ..values import label_counts
+from .labels import to_label_mapping
 
 __all__ = [
+    "NIFTI_SUFFIXES",
     "affine_from_space",
-    "load_nifti_mask",
+    "from_nifti",
+    "is_nifti_name",
     "read_nifti",
-    "save_nifti_mask",
     "space_from_affine",
+    "to_nifti",
     "write_nifti",
 ]
 
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_NIFTI_INTENT_LABEL = 1002
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -68,32 +86,99 @@ def affine_from_space(space: Space) -> npt.NDArray[np.float64]:
     return affine
 
 
-def read_nifti(path: str | os.PathLike[str]) -> tuple[npt.NDArray[Any], Space]:
-    """Read a 3-D NIfTI label image as a (z, y, x) C-ordered array and its LPS space."""
-    nib = _nibabel()
+def is_nifti_name(target: Target) -> bool:
+    """Whether a path or URL names a NIfTI file (``.nii`` or ``.nii.gz``)."""
+    if not isinstance(target, str | os.PathLike):
+        return False
+    return os.fspath(target).lower().split("?", 1)[0].endswith(NIFTI_SUFFIXES)
+
+
+def _read_bytes(source: Target, storage_options: dict[str, Any] | None, limit: int) -> bytes:
+    byte_source = open_source(source, storage_options)
     try:
-        img = nib.load(os.fspath(path))
-    except Exception as exc:
-        raise FormatError(f"{os.fspath(path)}: cannot read as NIfTI: {exc}") from None
-    shape = img.shape
+        data = byte_source.read(0, limit + 1)
+    finally:
+        byte_source.close()
+    if len(data) > limit:
+        raise AllocationLimitError(
+            f"{source_name(source)}: larger than the {limit:,}-byte limit (max_bytes=)."
+        )
+    return data
+
+
+def _gunzip(data: bytes, name: str, limit: int) -> bytes:
+    """Decompress every gzip member, never producing more than ``limit`` bytes."""
+    out = []
+    size = 0
+    while data:
+        engine = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = engine.decompress(data, limit + 1 - size)
+        except zlib.error as exc:
+            raise FormatError(f"{name}: cannot read as NIfTI: broken gzip data ({exc}).") from None
+        out.append(chunk)
+        size += len(chunk)
+        if size > limit or engine.unconsumed_tail:
+            raise AllocationLimitError(
+                f"{name}: decompresses to more than the {limit:,}-byte limit (max_bytes=)."
+            )
+        data = engine.unused_data
+    return b"".join(out)
+
+
+def _load_image(source: Target, storage_options: dict[str, Any] | None, max_bytes: int) -> Any:
+    nib = _nibabel()
+    name = source_name(source)
+    path = local_path(source, storage_options)
+    try:
+        if path is not None:
+            return nib.load(path)
+        data = _read_bytes(source, storage_options, max_bytes)
+        if data[:2] == b"\x1f\x8b":
+            data = _gunzip(data, name, max_bytes)
+        if len(data) >= 4 and int.from_bytes(data[:4], "little") == 540:
+            return nib.Nifti2Image.from_bytes(data)
+        return nib.Nifti1Image.from_bytes(data)
+    except (FileNotFoundError, StorageError, AllocationLimitError, FormatError):
+        raise
+    except Exception as exc:  # nibabel raises many types for a bad file
+        raise FormatError(f"{name}: cannot read as NIfTI: {exc}") from None
+
+
+def read_nifti(
+    source: Target,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    max_bytes: int | None = None,
+) -> tuple[npt.NDArray[Any], Space]:
+    """Read a 3-D NIfTI label image as a (z, y, x) C-ordered array and its LPS space."""
+    name = source_name(source)
+    limit = max_bytes_limit(max_bytes)
+    img = _load_image(source, storage_options, limit)
+    shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
-        raise FormatError(f"{os.fspath(path)}: expected a 3-D image, got shape {img.shape}.")
-    data = np.asarray(img.dataobj).reshape(shape)
+        raise FormatError(f"{name}: expected a 3-D image, got shape {img.shape}.")
+    itemsize = max(1, np.dtype(img.get_data_dtype()).itemsize)
+    if int(np.prod(shape)) * itemsize > limit:
+        raise AllocationLimitError(
+            f"{name}: {shape} voxels of {img.get_data_dtype()} exceed the {limit:,}-byte limit."
+        )
+    try:
+        data = np.asarray(img.dataobj).reshape(shape)
+    except Exception as exc:
+        raise FormatError(f"{name}: cannot read the NIfTI voxels: {exc}") from None
     if data.dtype.kind == "f":
         rounded = np.rint(data)
         if not np.array_equal(rounded, data):
-            raise FormatError(f"{os.fspath(path)}: label image has non-integer values.")
+            raise FormatError(f"{name}: label image has non-integer values.")
         data = rounded.astype(np.int64)
     array = np.ascontiguousarray(data.transpose(2, 1, 0))
     return array, space_from_affine(img.affine, shape)
 
 
-def write_nifti(
-    array: npt.NDArray[Any], space: Space, path: str | os.PathLike[str], *, dtype: Any = None
-) -> None:
-    """Write a (z, y, x) array with its LPS space as a NIfTI file (RAS affine, qform = sform)."""
+def _image_bytes(array: npt.NDArray[Any], space: Space, dtype: Any, gz: bool) -> bytes:
     nib = _nibabel()
     data = np.asarray(array)
     if data.dtype == np.bool_:
@@ -104,20 +189,56 @@ def write_nifti(
     img = nib.Nifti1Image(data.transpose(2, 1, 0), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    nib.save(img, os.fspath(path))
+    img.header.set_intent(_NIFTI_INTENT_LABEL)
+    raw: bytes = img.to_bytes()
+    return gzip.compress(raw, compresslevel=6, mtime=0) if gz else raw
 
 
-def load_nifti_mask(
-    path: str | os.PathLike[str], mapping: LabelMapping | dict[str, int] | None = None
+def write_nifti(
+    array: npt.NDArray[Any],
+    space: Space,
+    target: Target,
+    *,
+    dtype: Any = None,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """Write a (z, y, x) array with its LPS space as NIfTI (RAS affine, qform = sform, label
+    intent); gzip-compressed when the name ends in ``.gz``. Atomic, to any path or URL."""
+    gz = source_name(target).lower().split("?", 1)[0].endswith(".gz")
+    write_atomic(target, [_image_bytes(array, space, dtype, gz)], storage_options)
+
+
+def from_nifti(
+    source: Target,
+    mapping: LabelMapping | Mapping[str, int] | Target | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    max_bytes: int | None = None,
 ) -> SegmentationMask:
-    """Read a NIfTI label image as a SegmentationMask (names default to ``label_<value>``)."""
-    array, space = read_nifti(path)
+    """Read a NIfTI label image as a :class:`SegmentationMask` (LPS, (z, y, x)).
+
+    ``mapping``: label names as a mapping, or a label table's path or URL (JSON, TSV/CSV,
+    ITK-SNAP ``.txt``, 3D Slicer ``.ctbl``; see :mod:`medmask.interop.labels`). Without it the
+    values present are named ``label_<value>``.
+    """
+    array, space = read_nifti(source, storage_options=storage_options, max_bytes=max_bytes)
     if mapping is None:
-        values = label_counts(array)
-        mapping = {f"label_{v}": v for v in values if v}
-    return SegmentationMask(array, mapping, space)
+        names = LabelMapping({f"label_{v}": v for v in label_counts(array) if v})
+    else:
+        names = to_label_mapping(mapping, storage_options)
+    return SegmentationMask(array, names, space)
 
 
-def save_nifti_mask(mask: SegmentationMask, path: str | os.PathLike[str]) -> None:
-    """Write a SegmentationMask's array and geometry as NIfTI (names are not kept by NIfTI)."""
-    write_nifti(mask.data, mask.space, path)
+def to_nifti(
+    mask: SegmentationMask,
+    target: Target,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    label_table: Target | None = None,
+) -> None:
+    """Write a mask as NIfTI (the names, which NIfTI cannot hold, optionally to a JSON label
+    table ``{name: value}`` at ``label_table``)."""
+    write_nifti(mask.data, mask.space, target, storage_options=storage_options)
+    if label_table is not None:
+        text = json.dumps(mask.mapping.to_dict(), ensure_ascii=False, indent=1) + "\n"
+        write_atomic(label_table, [text.encode()], storage_options)
