@@ -32,8 +32,9 @@ from .mask import SegmentationMask
 from .values import LabelStats, label_counts, label_stats, match_allowed_values
 
 if TYPE_CHECKING:
-    from .api import MaskFile, MaskInfo, load_mask, read_info, save_mask
+    from .api import MaskFile, MaskInfo, read_info
     from .archive import MaskArchive
+    from .files import load_mask, save_mask
     from .interop.folders import pack_folder, unpack
     from .zarr_store import ArchiveStore, from_zarr, open_zarr, to_zarr
 
@@ -43,9 +44,9 @@ from ._version import __version__ as __version__
 _LAZY = {
     "MaskFile": "api",
     "MaskInfo": "api",
-    "load_mask": "api",
+    "load_mask": "files",
     "read_info": "api",
-    "save_mask": "api",
+    "save_mask": "files",
     "MaskArchive": "archive",
     "pack_folder": "interop.folders",
     "unpack": "interop.folders",

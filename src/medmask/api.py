@@ -11,15 +11,17 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from .errors import FormatError, InvalidTypeError, MedmaskError
+from .errors import FormatError, InvalidTypeError, InvalidValueError, MedmaskError
 from .format.descriptor import LabelEntry, MaskDescriptor, Roi, index_to_roi, parse_roi
 from .format.encoding import check_index, chunk_ranges, decode_region, encode_mask
 from .format.msk import build_msk
 from .io import (
     ByteSource,
     Target,
+    name_suffix,
     open_source,
     read_ranges_after_head,
+    source_name,
     write_atomic,
 )
 from .mapping import LabelMapping
@@ -381,6 +383,12 @@ def save_mask(
     """
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
+    if name_suffix(target) in (".nii", ".nii.gz", ".mska"):
+        raise InvalidValueError(
+            f"{source_name(target)}: medmask.api.save_mask writes .msk bytes, not "
+            f"{name_suffix(target)}; use medmask.save_mask (by extension), medmask.to_nifti "
+            "or MaskArchive."
+        )
     pieces = build_msk(encode_mask(mask, level=level, chunks=chunks, attributes=attributes))
     write_atomic(target, pieces, storage_options, overwrite=overwrite)
     return sum(len(p) for p in pieces)

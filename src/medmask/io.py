@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
 from .errors import (
+    AllocationLimitError,
     ConcurrentModificationError,
     InvalidTypeError,
     InvalidValueError,
@@ -49,10 +50,12 @@ __all__ = [
     "list_folder",
     "local_path",
     "merge_ranges",
+    "name_suffix",
     "object_version",
     "open_source",
     "open_source_async",
     "read_ranges_after_head",
+    "read_whole",
     "source_name",
     "storage_error",
     "write_atomic",
@@ -396,6 +399,32 @@ def source_name(target: Target) -> str:
         return path
     name = getattr(target, "name", None)
     return name if isinstance(name, str) else repr(target)
+
+
+def read_whole(source: Target, storage_options: dict[str, Any] | None, limit: int) -> bytes:
+    """The whole content of ``source``; :class:`AllocationLimitError` if above ``limit`` bytes."""
+    byte_source = open_source(source, storage_options)
+    try:
+        data = byte_source.read(0, limit + 1)
+    finally:
+        byte_source.close()
+    if len(data) > limit:
+        raise AllocationLimitError(
+            f"{source_name(source)}: larger than the {limit:,}-byte limit (max_bytes=)."
+        )
+    return data
+
+
+def name_suffix(target: Target) -> str:
+    """Lower-case file suffix of a path or URL (``.nii.gz`` counts as one), or ``""``."""
+    if not isinstance(target, str | os.PathLike):
+        return ""
+    base = os.fspath(target).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
+    for double in (".nii.gz", ".tar.gz"):
+        if base.endswith(double):
+            return double
+    dot = base.rfind(".")
+    return base[dot:] if dot > 0 else ""
 
 
 def _url_to_fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:

@@ -330,15 +330,15 @@ class SegmentationMask:
 
     # -- persistence (implemented in medmask.api) ----------------------------------------------
     def save(self, target: str | PathLike[str] | Any, **kwargs: Any) -> None:
-        """Write to a ``.msk`` file; see :func:`medmask.save_mask`."""
-        from .api import save_mask  # api sits above mask; imported on use only
+        """Write to ``.msk`` (or NIfTI, by name); see :func:`medmask.save_mask`."""
+        from .files import save_mask  # the I/O layers sit above mask; imported on use only
 
         save_mask(self, target, **kwargs)
 
     @classmethod
     def load(cls, source: str | PathLike[str] | Any, **kwargs: Any) -> SegmentationMask:
-        """Read a ``.msk`` file; see :func:`medmask.load_mask`."""
-        from .api import load_mask
+        """Read a ``.msk`` (or NIfTI, DICOM SEG) file; see :func:`medmask.load_mask`."""
+        from .files import load_mask
 
         return load_mask(source, **kwargs)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +21,7 @@ from spacetransformer import Space
 
 from ..errors import AllocationLimitError, FormatError, InvalidValueError, StorageError
 from ..format.encoding import max_bytes_limit
-from ..io import Target, local_path, open_source, source_name, write_atomic
+from ..io import Target, local_path, name_suffix, read_whole, source_name, write_atomic
 from ..mapping import LabelMapping
 from ..mask import SegmentationMask
 from ..values import label_counts
@@ -88,22 +87,7 @@ def affine_from_space(space: Space) -> npt.NDArray[np.float64]:
 
 def is_nifti_name(target: Target) -> bool:
     """Whether a path or URL names a NIfTI file (``.nii`` or ``.nii.gz``)."""
-    if not isinstance(target, str | os.PathLike):
-        return False
-    return os.fspath(target).lower().split("?", 1)[0].endswith(NIFTI_SUFFIXES)
-
-
-def _read_bytes(source: Target, storage_options: dict[str, Any] | None, limit: int) -> bytes:
-    byte_source = open_source(source, storage_options)
-    try:
-        data = byte_source.read(0, limit + 1)
-    finally:
-        byte_source.close()
-    if len(data) > limit:
-        raise AllocationLimitError(
-            f"{source_name(source)}: larger than the {limit:,}-byte limit (max_bytes=)."
-        )
-    return data
+    return name_suffix(target) in NIFTI_SUFFIXES
 
 
 def _gunzip(data: bytes, name: str, limit: int) -> bytes:
@@ -133,7 +117,7 @@ def _load_image(source: Target, storage_options: dict[str, Any] | None, max_byte
     try:
         if path is not None:
             return nib.load(path)
-        data = _read_bytes(source, storage_options, max_bytes)
+        data = read_whole(source, storage_options, max_bytes)
         if data[:2] == b"\x1f\x8b":
             data = _gunzip(data, name, max_bytes)
         if len(data) >= 4 and int.from_bytes(data[:4], "little") == 540:
@@ -201,11 +185,13 @@ def write_nifti(
     *,
     dtype: Any = None,
     storage_options: dict[str, Any] | None = None,
-) -> None:
+) -> int:
     """Write a (z, y, x) array with its LPS space as NIfTI (RAS affine, qform = sform, label
-    intent); gzip-compressed when the name ends in ``.gz``. Atomic, to any path or URL."""
-    gz = source_name(target).lower().split("?", 1)[0].endswith(".gz")
-    write_atomic(target, [_image_bytes(array, space, dtype, gz)], storage_options)
+    intent); gzip-compressed when the name ends in ``.gz``. Atomic, to any path or URL.
+    Returns the bytes written."""
+    data = _image_bytes(array, space, dtype, name_suffix(target).endswith(".gz"))
+    write_atomic(target, [data], storage_options)
+    return len(data)
 
 
 def from_nifti(
@@ -235,10 +221,11 @@ def to_nifti(
     *,
     storage_options: dict[str, Any] | None = None,
     label_table: Target | None = None,
-) -> None:
+) -> int:
     """Write a mask as NIfTI (the names, which NIfTI cannot hold, optionally to a JSON label
-    table ``{name: value}`` at ``label_table``)."""
-    write_nifti(mask.data, mask.space, target, storage_options=storage_options)
+    table ``{name: value}`` at ``label_table``). Returns the bytes of the image written."""
+    size = write_nifti(mask.data, mask.space, target, storage_options=storage_options)
     if label_table is not None:
         text = json.dumps(mask.mapping.to_dict(), ensure_ascii=False, indent=1) + "\n"
         write_atomic(label_table, [text.encode()], storage_options)
+    return size
