@@ -228,7 +228,7 @@ def test_npz_given_as_msk(tmp_path: Path) -> None:
 
 def test_medmask_01_file(tmp_path: Path) -> None:
     path = write(tmp_path, b"MSK1" + bytes(200), "old.msk")
-    raises_named(medmask.FormatError, path, "medmask 0.1 file")
+    raises_named(medmask.FormatError, path, r"medmask 0\.1 \.msk file")
 
 
 def test_mska_given_to_load_mask(tmp_path: Path, valid: bytes) -> None:

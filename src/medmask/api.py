@@ -11,9 +11,22 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from .errors import FormatError, InvalidTypeError, InvalidValueError, MedmaskError
+from .errors import (
+    FormatError,
+    InvalidTypeError,
+    InvalidValueError,
+    LegacyFormatError,
+    MedmaskError,
+)
 from .format.descriptor import LabelEntry, MaskDescriptor, Roi, index_to_roi, parse_roi
-from .format.encoding import check_index, chunk_ranges, decode_region, encode_mask
+from .format.encoding import (
+    check_index,
+    chunk_ranges,
+    decode_region,
+    encode_mask,
+    max_bytes_limit,
+)
+from .format.legacy import read_legacy_msk
 from .format.msk import build_msk
 from .io import (
     ByteSource,
@@ -21,6 +34,7 @@ from .io import (
     name_suffix,
     open_source,
     read_ranges_after_head,
+    read_whole,
     source_name,
     write_atomic,
 )
@@ -34,6 +48,7 @@ __all__ = [
     "MaskInfo",
     "check_decoded_values",
     "labels_have_gaps",
+    "load_legacy_mask",
     "load_mask",
     "read_info",
     "save_mask",
@@ -407,8 +422,34 @@ def load_mask(
     ``max_voxels``/``max_bytes`` bound the decoded size (defaults in ``docs/format.md``).
     """
     options = {"max_voxels": max_voxels, "max_bytes": max_bytes}
-    with MaskFile(source, storage_options=storage_options, **options) as f:
-        return f.read(roi)
+    try:
+        with MaskFile(source, storage_options=storage_options, **options) as f:
+            return f.read(roi)
+    except LegacyFormatError as exc:
+        if exc.kind != "msk":
+            raise
+    return load_legacy_mask(source, roi=roi, storage_options=storage_options, **options)
+
+
+def load_legacy_mask(
+    source: Target,
+    *,
+    roi: object = None,
+    storage_options: dict[str, Any] | None = None,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+) -> SegmentationMask:
+    """Read a medmask 0.1 ``.msk`` file (whole: 0.1 had no chunks), optionally only ``roi``."""
+    name = source_name(source)
+    data = read_whole(source, storage_options, max_bytes_limit(max_bytes))
+    legacy = read_legacy_msk(data, name=name, max_voxels=max_voxels, max_bytes=max_bytes)
+    mask = legacy.to_mask(name)
+    region = parse_roi(roi, mask.shape)
+    if all(r.start == 0 and r.stop == s for r, s in zip(region, mask.shape, strict=True)):
+        return mask
+    space = mask.space.apply_bbox(np.array([[r.start, r.stop] for r in region]))
+    data_roi = np.ascontiguousarray(mask.data[region])
+    return SegmentationMask._trusted(data_roi, mask.mapping, space, mask.bit_depth)
 
 
 def read_info(

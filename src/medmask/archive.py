@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,10 +22,12 @@ from .api import (
     verify_decoded,
 )
 from .errors import (
+    AllocationLimitError,
     ConcurrentModificationError,
     InvalidTypeError,
     InvalidValueError,
     LabelNotFoundError,
+    LegacyFormatError,
     MaskFileExistsError,
     MaskFileNotFoundError,
     MedmaskError,
@@ -34,7 +37,15 @@ from .errors import (
 )
 from .format.container import HEADER_SIZE, INDEX_DTYPE, Header
 from .format.descriptor import MaskDescriptor, Roi, index_to_roi, parse_roi
-from .format.encoding import EncodedMask, check_index, chunk_ranges, decode_region, encode_mask
+from .format.encoding import (
+    EncodedMask,
+    check_index,
+    chunk_ranges,
+    decode_region,
+    encode_mask,
+    max_bytes_limit,
+)
+from .format.legacy import read_legacy_mska
 from .format.mska import (
     SLOTS_SIZE,
     ArchiveDirectory,
@@ -45,6 +56,7 @@ from .format.mska import (
 from .io import (
     HEAD_GUESS,
     ByteSource,
+    FileObjectSource,
     LocalLock,
     ObjectVersion,
     Target,
@@ -58,7 +70,7 @@ from .io import (
 from .io import _write_local_atomic as write_local_atomic
 from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
 from .mask import SegmentationMask, smallest_bit_depth
-from .reader import RecoveryReport, RecoveryWarning, read_directory
+from .reader import Directory, RecoveryReport, RecoveryWarning, read_directory
 from .values import match_allowed_values
 
 __all__ = ["LayeringReport", "MaskArchive", "MemberArray", "RecoveryReport", "RecoveryWarning"]
@@ -236,6 +248,7 @@ class MaskArchive:
         self._closed = False
         self._dirty = False
         self._read_only_reason = ""
+        self._legacy = False  # a medmask 0.1 archive, re-encoded in memory
         self.recovered: RecoveryReport | None = None
         self._directory = ArchiveDirectory(space=space)
         try:
@@ -287,11 +300,36 @@ class MaskArchive:
 
     def _open_existing(self, recover: bool) -> None:
         source = self._reopen()
-        directory = read_directory(source, kind="mska", recover=recover)
+        try:
+            directory = read_directory(source, kind="mska", recover=recover)
+        except LegacyFormatError as exc:
+            if self._mode != "r" or exc.kind != "mska":
+                raise
+            directory = self._open_legacy(source)
         self._directory, self._header = directory.archive, directory.header
         self._slot, self._max_generation = directory.slot, directory.max_generation
         self._head, self._slot_bytes = directory.head, directory.slot_bytes
         self.recovered = directory.recovered
+
+    def _open_legacy(self, source: ByteSource) -> Directory:
+        """Read a medmask 0.1 archive whole and serve it re-encoded, from memory (read-only)."""
+        data = source.read(0, max_bytes_limit(self._max_bytes) + 1)
+        if len(data) > max_bytes_limit(self._max_bytes):
+            raise AllocationLimitError(f"{self._name}: larger than the max_bytes limit.")
+        members = read_legacy_mska(
+            data, name=self._name, max_voxels=self._max_voxels, max_bytes=self._max_bytes
+        )
+        spaces = [m.space for m in members.values()]
+        pending = [
+            _Pending(n, encode_mask(m.to_mask(self._name), include_space=False), False)
+            for n, m in members.items()
+        ]
+        base = ArchiveDirectory(space=spaces[0] if spaces else None)
+        pieces = self._full_file_pieces(pending, base, generation=1)[0]
+        source.close()
+        self._source = FileObjectSource(io.BytesIO(b"".join(pieces)), self._name)
+        self._legacy = True
+        return read_directory(self._source, kind="mska")
 
     def _reopen(self) -> ByteSource:
         """(Re)open the file; the first read is taken when a directory is read."""
@@ -326,6 +364,11 @@ class MaskArchive:
         return read_ranges_after_head(source, self._head, ranges)
 
     # -- queries -------------------------------------------------------------------------------
+    @property
+    def is_legacy(self) -> bool:
+        """A medmask 0.1 archive: read whole at open, served from memory, read-only."""
+        return self._legacy
+
     @property
     def space(self) -> Space | None:
         """The shared space (None for an empty archive created without one)."""

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidTypeError",
     "InvalidValueError",
     "LabelNotFoundError",
+    "LegacyFormatError",
     "LockTimeoutError",
     "MaskFileExistsError",
     "MaskFileNotFoundError",
@@ -65,6 +66,16 @@ class ChecksumError(FormatError):
 
 class UnsupportedVersionError(FormatError):
     """The file uses a format version or required feature this reader does not know."""
+
+
+class LegacyFormatError(UnsupportedVersionError):
+    """A medmask 0.1 file where the current format is required.
+
+    ``kind`` is ``"msk"`` or ``"mska"``. :func:`medmask.load_mask` and
+    :class:`medmask.MaskArchive` read such files (read-only); ``medmask convert`` upgrades them.
+    """
+
+    kind: str = "msk"
 
 
 class AllocationLimitError(FormatError):

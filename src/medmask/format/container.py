@@ -21,6 +21,7 @@ from ..errors import (
     ChecksumError,
     FormatError,
     InvalidValueError,
+    LegacyFormatError,
     TruncatedFileError,
     UnsupportedVersionError,
 )
@@ -127,6 +128,15 @@ class Header:
                 raise TruncatedFileError(
                     f"{name}: file is {len(data)} bytes, too short for a {kind} header."
                 )
+            legacy = {b"MSK1": "msk", b"MSKA": "mska"}.get(found[:4])
+            if legacy is not None:
+                reader = "medmask.load_mask" if legacy == "msk" else "MaskArchive(path, 'r')"
+                error = LegacyFormatError(
+                    f"{name}: a medmask 0.1 .{legacy} file, not a {kind} of the current format; "
+                    f"{reader} reads it (read-only), `medmask convert OLD NEW` upgrades it."
+                )
+                error.kind = legacy
+                raise error
             raise FormatError(f"{name}: not a {kind}: starts with {_describe_magic(found)}.")
         if len(data) < HEADER_SIZE:
             raise TruncatedFileError(
