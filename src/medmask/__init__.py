@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from .archive import MaskArchive
     from .files import load_mask, save_mask
     from .interop.folders import pack_folder, unpack
+    from .interop.nifti import from_nifti, to_nifti
+    from .interop.sitk import from_sitk, to_sitk
     from .zarr_store import ArchiveStore, from_zarr, open_zarr, to_zarr
 
 from ._version import __version__ as __version__
@@ -51,6 +53,10 @@ _LAZY = {
     "MaskArchive": "archive",
     "pack_folder": "interop.folders",
     "unpack": "interop.folders",
+    "from_nifti": "interop.nifti",
+    "to_nifti": "interop.nifti",
+    "from_sitk": "interop.sitk",
+    "to_sitk": "interop.sitk",
     "ArchiveStore": "zarr_store",
     "open_zarr": "zarr_store",
     "to_zarr": "zarr_store",
@@ -86,6 +92,8 @@ __all__ = [
     "TruncatedFileError",
     "UnsafeNameError",
     "UnsupportedVersionError",
+    "from_nifti",
+    "from_sitk",
     "from_zarr",
     "label_counts",
     "label_stats",
@@ -95,6 +103,8 @@ __all__ = [
     "pack_folder",
     "read_info",
     "save_mask",
+    "to_nifti",
+    "to_sitk",
     "to_zarr",
     "unpack",
 ]

@@ -25,6 +25,7 @@ from .format.encoding import chunk_ranges, decode_region
 from .format.mska import Member
 from .io import ByteSource, Target, open_source, read_ranges_after_head, source_name
 from .reader import Directory, read_directory
+from .values import STATS_COLUMNS
 
 __all__ = [
     "CENTROID_COLUMNS",
@@ -36,20 +37,6 @@ __all__ = [
     "open_case",
 ]
 
-STATS_COLUMNS = (
-    "source",
-    "member",
-    "structure",
-    "value",
-    "voxels",
-    "volume_ml",
-    "z0",
-    "z1",
-    "y0",
-    "y1",
-    "x0",
-    "x1",
-)
 CENTROID_COLUMNS = ("centroid_l_mm", "centroid_p_mm", "centroid_s_mm")
 COMPARE_COLUMNS = (
     "case",

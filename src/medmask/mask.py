@@ -11,6 +11,7 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from .errors import InvalidTypeError, InvalidValueError, LabelNotFoundError
+from .geometry import ALIGN_TOLERANCE_MM, alignment, parse_convention, space_from_affine
 from .mapping import (
     LabelMapping,
     close_matches_hint,
@@ -19,7 +20,7 @@ from .mapping import (
     parse_label_name,
     parse_label_value,
 )
-from .values import LabelStats, label_counts, label_stats, match_allowed_values
+from .values import STATS_COLUMNS, LabelStats, label_counts, label_stats, match_allowed_values
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -69,19 +70,38 @@ def smallest_bit_depth(max_value: int) -> BitDepth:
     raise InvalidValueError(f"Expected label values below 2**32. Got {max_value}.")
 
 
+def _is_affine(value: object) -> bool:
+    try:
+        return np.asarray(value).shape == (4, 4)
+    except (ValueError, TypeError):
+        return False
+
+
 def parse_space(space: object, shape: tuple[int, ...]) -> Space:
     """Return ``space`` (or a unit-spacing identity space) after checking it matches ``shape``."""
     if space is None:
         return Space(shape=shape)
     if not isinstance(space, Space):
+        if _is_affine(space):
+            raise InvalidTypeError(
+                "Expected a spacetransformer.Space or None. Got a 4x4 affine: use "
+                "SegmentationMask.from_array(array, mapping, affine=affine, convention='RAS') "
+                "(NIfTI/nibabel arrays and affines) or convention='LPS'."
+            )
         raise InvalidTypeError(
             f"Expected a spacetransformer.Space or None. Got {type(space).__name__}."
         )
     space_shape = tuple(int(s) for s in space.shape)
     if space_shape != tuple(shape):
+        hint = ""
+        if space_shape == tuple(shape)[::-1]:
+            hint = (
+                " It looks like an (x, y, z) space (Space.from_nifti / Space.from_sitk): pass "
+                "space.reverse_axis_order(), or read the file with medmask.from_nifti / from_sitk."
+            )
         raise InvalidValueError(
             f"Expected a space whose shape equals the array shape {tuple(shape)} (both in "
-            f"(z, y, x) order). Got space shape {space_shape}."
+            f"(z, y, x) order). Got space shape {space_shape}.{hint}"
         )
     return space
 
@@ -328,7 +348,72 @@ class SegmentationMask:
             self._data.flags.writeable = False
         self._mapping = new_mapping
 
-    # -- persistence (implemented in medmask.api) ----------------------------------------------
+    def volumes(self) -> Any:
+        """A ``pandas.DataFrame``, one row per named non-zero label: the columns of the cohort
+        table (:data:`medmask.values.STATS_COLUMNS`; ``source`` and ``member`` empty), bbox
+        bounds inclusive, ``volume_ml`` from the space's spacing."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - pandas is in the dask/test extras
+            raise ImportError("volumes() needs pandas: pip install pandas") from exc
+        stats = label_stats(self._data)
+        voxel_ml = float(np.prod(np.asarray(self._space.spacing, dtype=np.float64))) / 1000.0
+        rows = []
+        for name, value in mapping_items(self._mapping):
+            if value == 0:
+                continue
+            found = stats.get(value)
+            count = found.count if found is not None else 0
+            row: dict[str, Any] = {
+                "source": "",
+                "member": "",
+                "structure": name,
+                "value": value,
+                "voxels": count,
+                "volume_ml": count * voxel_ml,
+            }
+            for axis, axis_name in enumerate("zyx"):
+                bounds = found.bbox[axis] if found is not None else (None, None)
+                row[f"{axis_name}0"], row[f"{axis_name}1"] = bounds
+            rows.append(row)
+        return pd.DataFrame(rows, columns=list(STATS_COLUMNS))
+
+    # -- geometry ------------------------------------------------------------------------------
+    @classmethod
+    def from_array(
+        cls,
+        array: npt.ArrayLike,
+        mapping: LabelMapping | Mapping[str, int],
+        *,
+        affine: npt.ArrayLike,
+        convention: Literal["RAS", "LPS"] = "RAS",
+        bit_depth: int | None = None,
+    ) -> SegmentationMask:
+        """A mask from an array indexed the way a 4x4 ``affine`` maps it, as nibabel gives
+        them: ``array[i, j, k]`` is at world ``affine @ (i, j, k, 1)``, in RAS (NIfTI) or LPS
+        (DICOM/ITK) millimetres. The array is transposed to (z, y, x) and the space is LPS.
+        """
+        arr = _as_label_array(array, "an array")
+        space = space_from_affine(affine, arr.shape, parse_convention(convention))
+        return cls(arr.transpose(2, 1, 0), mapping, space, bit_depth=bit_depth)
+
+    def align_to(
+        self, space: Space, *, tolerance_mm: float = ALIGN_TOLERANCE_MM
+    ) -> SegmentationMask:
+        """The same mask on ``space``, a grid holding the same voxel centres up to axis
+        permutations and flips (a NIfTI mask of a DICOM series, say), without interpolation.
+
+        Raises :class:`SpaceMismatchError` when the grids do not coincide within
+        ``tolerance_mm`` (resample instead, e.g. with spacetransformer).
+        """
+        target = parse_space(space, tuple(int(s) for s in getattr(space, "shape", ())))
+        axes, flips = alignment(self._space, target, tolerance_mm)
+        data = self._data.transpose(axes)
+        data = np.flip(data, tuple(a for a in range(3) if flips[a]))
+        aligned = np.ascontiguousarray(data)
+        return SegmentationMask._trusted(aligned, self._mapping, target, self._bit_depth)
+
+    # -- persistence (implemented in medmask.files) ---------------------------------------------
     def save(self, target: str | PathLike[str] | Any, **kwargs: Any) -> None:
         """Write to ``.msk`` (or NIfTI, by name); see :func:`medmask.save_mask`."""
         from .files import save_mask  # the I/O layers sit above mask; imported on use only

@@ -11,12 +11,30 @@ import numpy.typing as npt
 from .errors import InvalidValueError
 
 __all__ = [
+    "STATS_COLUMNS",
     "LabelStats",
     "label_counts",
     "label_stats",
     "match_allowed_values",
     "present_values",
 ]
+
+#: Columns of a per-structure statistics table (:meth:`SegmentationMask.volumes`, cohort stats):
+#: bbox bounds are inclusive voxel indices, None for an absent structure.
+STATS_COLUMNS = (
+    "source",
+    "member",
+    "structure",
+    "value",
+    "voxels",
+    "volume_ml",
+    "z0",
+    "z1",
+    "y0",
+    "y1",
+    "x0",
+    "x1",
+)
 
 # Arrays with at most this many distinct possible values are counted with np.bincount.
 _BINCOUNT_LIMIT = 1 << 20

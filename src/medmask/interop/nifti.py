@@ -19,8 +19,9 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from ..errors import AllocationLimitError, FormatError, InvalidValueError, StorageError
+from ..errors import AllocationLimitError, FormatError, StorageError
 from ..format.encoding import max_bytes_limit
+from ..geometry import affine_from_space, space_from_affine
 from ..io import Target, local_path, name_suffix, read_whole, source_name, write_atomic
 from ..mapping import LabelMapping
 from ..mask import SegmentationMask
@@ -40,7 +41,6 @@ __all__ = [
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _NIFTI_INTENT_LABEL = 1002
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 def _nibabel() -> Any:
@@ -49,40 +49,6 @@ def _nibabel() -> Any:
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError("NIfTI support needs nibabel: pip install 'medmask[nifti]'") from exc
     return nibabel
-
-
-def space_from_affine(affine: npt.ArrayLike, shape_xyz: tuple[int, int, int]) -> Space:
-    """LPS space in (z, y, x) axis order for a NIfTI RAS affine of an (x, y, z) array."""
-    a = np.asarray(affine, dtype=np.float64)
-    linear = _RAS_TO_LPS @ a[:3, :3]  # flip world rows (x, y); array axes are unchanged
-    origin = _RAS_TO_LPS @ a[:3, 3]
-    spacing = np.linalg.norm(linear, axis=0)
-    if np.any(spacing <= 0):
-        raise InvalidValueError(f"NIfTI affine has a zero-length axis: {a.tolist()}.")
-    directions = linear / spacing
-    i, j, k = (tuple(float(v) for v in directions[:, n]) for n in range(3))
-    nx, ny, nz = (int(s) for s in shape_xyz)
-    return Space(
-        shape=(nz, ny, nx),
-        origin=tuple(float(v) for v in origin),
-        spacing=(float(spacing[2]), float(spacing[1]), float(spacing[0])),
-        x_orientation=k,
-        y_orientation=j,
-        z_orientation=i,
-    )
-
-
-def affine_from_space(space: Space) -> npt.NDArray[np.float64]:
-    """NIfTI RAS affine of the (x, y, z) array that is ``data.transpose(2, 1, 0)``."""
-    columns = [
-        np.asarray(space.z_orientation, dtype=np.float64) * float(space.spacing[2]),
-        np.asarray(space.y_orientation, dtype=np.float64) * float(space.spacing[1]),
-        np.asarray(space.x_orientation, dtype=np.float64) * float(space.spacing[0]),
-    ]
-    affine = np.eye(4)
-    affine[:3, :3] = _RAS_TO_LPS @ np.stack(columns, axis=1)
-    affine[:3, 3] = _RAS_TO_LPS @ np.asarray(space.origin, dtype=np.float64)
-    return affine
 
 
 def is_nifti_name(target: Target) -> bool:

@@ -1,0 +1,94 @@
+"""medmask.save_mask / load_mask choose the format by name; the optional libraries load only
+when a name needs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+from spacetransformer import Space
+
+import medmask
+from medmask import InvalidValueError, SegmentationMask
+from medmask.format.container import MAGIC_MSK
+
+
+@pytest.fixture
+def mask() -> SegmentationMask:
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1:3, 2:4, 1:5] = 2
+    data[0, 0, 0] = 7
+    space = Space(shape=(4, 5, 6), origin=(10.0, -5.0, 3.0), spacing=(2.0, 0.5, 0.75))
+    return SegmentationMask(data, {"kidney": 2, "cyst": 7}, space)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".NII.GZ"])
+def test_nifti_names_write_nifti(mask: SegmentationMask, tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"m{suffix}"
+    size = medmask.save_mask(mask, path)
+    assert size == path.stat().st_size
+    assert not path.read_bytes().startswith(MAGIC_MSK)
+    img = nib.load(path)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), mask.data.transpose(2, 1, 0))
+    back = medmask.load_mask(path, mapping={"kidney": 2, "cyst": 7})
+    assert back == mask
+    assert medmask.load_mask(path).mapping.to_dict() == {"label_2": 2, "label_7": 7}
+    mask.save(tmp_path / f"again{suffix}")
+    assert SegmentationMask.load(tmp_path / f"again{suffix}", mapping=mask.mapping) == mask
+
+
+def test_other_names_write_msk(mask: SegmentationMask, tmp_path: Path, memory_fs: Any) -> None:
+    medmask.save_mask(mask, tmp_path / "m.msk")
+    assert (tmp_path / "m.msk").read_bytes().startswith(MAGIC_MSK)
+    assert medmask.load_mask(tmp_path / "m.msk") == mask
+    medmask.save_mask(mask, "memory://x/m.nii.gz")
+    assert memory_fs.cat("/x/m.nii.gz")[:2] == b"\x1f\x8b"
+    assert medmask.load_mask("memory://x/m.nii.gz", mapping=mask.mapping) == mask
+
+
+def test_options_that_do_not_apply_are_refused(mask: SegmentationMask, tmp_path: Path) -> None:
+    with pytest.raises(InvalidValueError, match=r"m\.nii\.gz: chunks, level apply to \.msk"):
+        medmask.save_mask(mask, tmp_path / "m.nii.gz", level=3, chunks=2)
+    with pytest.raises(InvalidValueError, match="overwrite=False"):
+        medmask.save_mask(mask, tmp_path / "m.nii.gz", overwrite=False)
+    with pytest.raises(InvalidValueError, match="to_dicom_seg"):
+        medmask.save_mask(mask, tmp_path / "m.dcm")
+    medmask.save_mask(mask, tmp_path / "m.msk")
+    with pytest.raises(InvalidValueError, match="mapping= names the labels of NIfTI files only"):
+        medmask.load_mask(tmp_path / "m.msk", mapping={"a": 1})
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.msk"]
+
+
+def test_api_save_mask_never_writes_msk_bytes_under_a_nifti_name(
+    mask: SegmentationMask, tmp_path: Path
+) -> None:
+    from medmask.api import save_mask
+
+    for name in ("x.nii.gz", "x.nii", "x.mska"):
+        with pytest.raises(InvalidValueError, match=r"medmask\.save_mask \(by extension\)"):
+            save_mask(mask, tmp_path / name)
+    assert not list(tmp_path.iterdir())
+
+
+def test_nifti_read_as_msk_says_what_it_is(tmp_path: Path, mask: SegmentationMask) -> None:
+    medmask.save_mask(mask, tmp_path / "m.nii.gz")
+    (tmp_path / "m.msk").write_bytes((tmp_path / "m.nii.gz").read_bytes())
+    with pytest.raises(medmask.FormatError, match=r"m\.msk: not a \.msk file: .*\.nii\.gz\?"):
+        medmask.load_mask(tmp_path / "m.msk")
+
+
+def test_import_medmask_stays_light(tmp_path: Path, mask: SegmentationMask) -> None:
+    medmask.save_mask(mask, tmp_path / "m.msk")
+    heavy = ["zarr", "dask", "nibabel", "pydicom", "highdicom", "SimpleITK", "pandas", "tqdm"]
+    code = (
+        "import sys, medmask\n"
+        f"m = medmask.load_mask({str(tmp_path / 'm.msk')!r})\n"
+        f"print(*[name in sys.modules for name in {heavy!r}])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"] * len(heavy)
