@@ -54,8 +54,10 @@ def test_other_names_write_msk(mask: SegmentationMask, tmp_path: Path, memory_fs
 def test_options_that_do_not_apply_are_refused(mask: SegmentationMask, tmp_path: Path) -> None:
     with pytest.raises(InvalidValueError, match=r"m\.nii\.gz: chunks, level apply to \.msk"):
         medmask.save_mask(mask, tmp_path / "m.nii.gz", level=3, chunks=2)
-    with pytest.raises(InvalidValueError, match="overwrite=False"):
+    medmask.save_mask(mask, tmp_path / "m.nii.gz", overwrite=False)
+    with pytest.raises(medmask.MaskFileExistsError, match=r"m\.nii\.gz"):
         medmask.save_mask(mask, tmp_path / "m.nii.gz", overwrite=False)
+    (tmp_path / "m.nii.gz").unlink()
     with pytest.raises(InvalidValueError, match="to_dicom_seg"):
         medmask.save_mask(mask, tmp_path / "m.dcm")
     medmask.save_mask(mask, tmp_path / "m.msk")

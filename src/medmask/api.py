@@ -29,6 +29,7 @@ from .format.encoding import (
 from .format.legacy import read_legacy_msk
 from .format.msk import build_msk
 from .io import (
+    HEAD_GUESS,
     ByteSource,
     Target,
     name_suffix,
@@ -47,6 +48,7 @@ __all__ = [
     "MaskFile",
     "MaskInfo",
     "check_decoded_values",
+    "known_size",
     "labels_have_gaps",
     "load_legacy_mask",
     "load_mask",
@@ -221,6 +223,13 @@ def verify_decoded(data: npt.NDArray[Any], descriptor: MaskDescriptor, *, name: 
     return problems
 
 
+def known_size(source: ByteSource, head: bytes) -> int | None:
+    """The size of ``source`` if known: from the source, or a first read shorter than asked."""
+    if source.size is not None:
+        return source.size
+    return len(head) if len(head) < HEAD_GUESS else None
+
+
 class MaskFile:
     """Lower-level access to one ``.msk`` file: metadata, ROI reads, chunk byte ranges.
 
@@ -250,6 +259,12 @@ class MaskFile:
     def name(self) -> str:
         """Path or URL of the file."""
         return self._source.name
+
+    @property
+    def file_size(self) -> int | None:
+        """File size in bytes, when known without another request (None: a remote file
+        larger than the first read)."""
+        return known_size(self._source, self._directory.head)
 
     @property
     def descriptor(self) -> MaskDescriptor:

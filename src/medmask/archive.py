@@ -17,6 +17,7 @@ from .api import (
     MaskInfo,
     check_decoded_values,
     info_from,
+    known_size,
     labels_have_gaps,
     mask_from_region,
     verify_decoded,
@@ -249,6 +250,7 @@ class MaskArchive:
         self._dirty = False
         self._read_only_reason = ""
         self._legacy = False  # a medmask 0.1 archive, re-encoded in memory
+        self._legacy_size = 0
         self.recovered: RecoveryReport | None = None
         self._directory = ArchiveDirectory(space=space)
         try:
@@ -328,7 +330,7 @@ class MaskArchive:
         pieces = self._full_file_pieces(pending, base, generation=1)[0]
         source.close()
         self._source = FileObjectSource(io.BytesIO(b"".join(pieces)), self._name)
-        self._legacy = True
+        self._legacy, self._legacy_size = True, len(data)
         return read_directory(self._source, kind="mska")
 
     def _reopen(self) -> ByteSource:
@@ -364,6 +366,15 @@ class MaskArchive:
         return read_ranges_after_head(source, self._head, ranges)
 
     # -- queries -------------------------------------------------------------------------------
+    @property
+    def file_size(self) -> int | None:
+        """Size of the stored file in bytes, when known without another request."""
+        if self._legacy:
+            return self._legacy_size
+        if self._source is None:
+            return None
+        return known_size(self._source, self._head)
+
     @property
     def is_legacy(self) -> bool:
         """A medmask 0.1 archive: read whole at open, served from memory, read-only."""

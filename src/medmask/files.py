@@ -49,11 +49,9 @@ def save_mask(
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
     if name_suffix(target) in NIFTI_SUFFIXES:
         _refuse_msk_options(target, "NIfTI", level=level, chunks=chunks, attributes=attributes)
-        if not overwrite:
-            raise InvalidValueError(f"{source_name(target)}: overwrite=False applies to .msk only.")
         from .interop.nifti import to_nifti
 
-        return to_nifti(mask, target, storage_options=storage_options)
+        return to_nifti(mask, target, storage_options=storage_options, overwrite=overwrite)
     if name_suffix(target) in _DICOM_SUFFIXES:
         raise InvalidValueError(
             f"{source_name(target)}: a DICOM SEG needs its source series; use "

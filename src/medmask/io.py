@@ -58,6 +58,7 @@ __all__ = [
     "read_whole",
     "source_name",
     "storage_error",
+    "stored_size",
     "write_atomic",
 ]
 
@@ -413,6 +414,24 @@ def read_whole(source: Target, storage_options: dict[str, Any] | None, limit: in
             f"{source_name(source)}: larger than the {limit:,}-byte limit (max_bytes=)."
         )
     return data
+
+
+def stored_size(target: Target, storage_options: dict[str, Any] | None = None) -> int:
+    """Size in bytes of a stored file or object (one metadata request when remote)."""
+    path = local_path(target, storage_options)
+    name = source_name(target)
+    if path is not None:
+        try:
+            return os.path.getsize(path)
+        except FileNotFoundError:
+            raise MaskFileNotFoundError(f"{name}: no such file.") from None
+    fs, fs_path, name = _target_fs(target, storage_options)
+    try:
+        return int(fs.size(fs_path))
+    except FileNotFoundError:
+        raise MaskFileNotFoundError(f"{name}: no such file or object.") from None
+    except Exception as exc:
+        raise storage_error(exc, name, "reading the size of") from exc
 
 
 def name_suffix(target: Target) -> str:

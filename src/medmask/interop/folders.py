@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .._progress import progress as show
 from ..archive import LayeringReport, MaskArchive, spaces_match
 from ..errors import (
     InvalidValueError,
@@ -28,7 +29,7 @@ from ..errors import (
     SpaceMismatchError,
     UnsafeNameError,
 )
-from ..io import Target, list_folder
+from ..io import Target, list_folder, object_version, source_name
 from ..mapping import mapping_items
 from .labels import to_label_mapping
 from .nifti import read_nifti, write_nifti
@@ -112,14 +113,19 @@ def pack_folder(
     *,
     storage_options: dict[str, Any] | None = None,
     level: int | None = None,
+    overwrite: bool = True,
+    progress: bool = False,
 ) -> LayeringReport:
     """Pack a folder of per-structure NIfTI masks (TotalSegmentator layout) into one archive.
 
     ``folder`` is a local path or an fsspec folder URL (``s3://bucket/case/``). Structure names
     are the file names without ``.nii.gz``/``.nii``. ``labels`` (``{name: value}`` or a label
     table file, e.g. TotalSegmentator's JSON) sets label values; structures are layered
-    losslessly (:meth:`MaskArchive.add_structures`).
+    losslessly (:meth:`MaskArchive.add_structures`). ``overwrite=False`` refuses an existing
+    ``out``; ``progress`` shows a bar (tqdm, stderr) while reading the files.
     """
+    if not overwrite and object_version(out, storage_options).exists:
+        raise MaskFileExistsError(f"{source_name(out)}: exists; nothing was written.")
     files = _list_nifti(folder, storage_options)
     if not files:
         raise MaskFileNotFoundError(f"{os.fspath(folder)}: no .nii or .nii.gz files.")
@@ -137,7 +143,7 @@ def pack_folder(
     table = None if labels is None else to_label_mapping(labels, storage_options).to_dict()
     structures: dict[str, npt.NDArray[np.bool_]] = {}
     space: Space | None = None
-    for name, path in by_name.items():
+    for name, path in show(by_name.items(), enabled=progress, desc="reading", total=len(by_name)):
         array, file_space = read_nifti(path, storage_options=storage_options)
         if space is None:
             space = file_space
@@ -164,6 +170,7 @@ def unpack(
     *,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> list[Path]:
     """Write every structure of an archive as ``<folder>/<name>.nii.gz`` (binary uint8).
 
@@ -202,7 +209,9 @@ def unpack(
         )
 
     def write_all(staging: Path) -> None:
-        for name, (member, value) in plan.items():
+        for name, (member, value) in show(
+            plan.items(), enabled=progress, desc="writing", total=len(plan)
+        ):
             mask = masks[member]
             target = staging / targets[name].name
             write_nifti(mask.data == value, mask.space, target, dtype=np.uint8)

@@ -151,12 +151,13 @@ def write_nifti(
     *,
     dtype: Any = None,
     storage_options: dict[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> int:
     """Write a (z, y, x) array with its LPS space as NIfTI (RAS affine, qform = sform, label
-    intent); gzip-compressed when the name ends in ``.gz``. Atomic, to any path or URL.
-    Returns the bytes written."""
+    intent); gzip-compressed when the name ends in ``.gz``. Atomic, to any path or URL
+    (``overwrite=False``: :class:`MaskFileExistsError` if it exists). Returns the bytes written."""
     data = _image_bytes(array, space, dtype, name_suffix(target).endswith(".gz"))
-    write_atomic(target, [data], storage_options)
+    write_atomic(target, [data], storage_options, overwrite=overwrite)
     return len(data)
 
 
@@ -187,10 +188,13 @@ def to_nifti(
     *,
     storage_options: dict[str, Any] | None = None,
     label_table: Target | None = None,
+    overwrite: bool = True,
 ) -> int:
     """Write a mask as NIfTI (the names, which NIfTI cannot hold, optionally to a JSON label
     table ``{name: value}`` at ``label_table``). Returns the bytes of the image written."""
-    size = write_nifti(mask.data, mask.space, target, storage_options=storage_options)
+    size = write_nifti(
+        mask.data, mask.space, target, storage_options=storage_options, overwrite=overwrite
+    )
     if label_table is not None:
         text = json.dumps(mask.mapping.to_dict(), ensure_ascii=False, indent=1) + "\n"
         write_atomic(label_table, [text.encode()], storage_options)

@@ -1,0 +1,664 @@
+"""The ``medmask`` command line (also ``python -m medmask``).
+
+Exit codes: 0 success, 1 a data or storage error (bad file, failed check, missing object),
+2 a usage error (bad arguments). Errors are one line on stderr; ``--debug`` shows the
+traceback. Remote paths take ``--storage-option KEY=VALUE`` (fsspec options; VALUE is JSON
+when it parses as JSON, e.g. ``anon=true``, else a string).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from ._version import __version__
+from .errors import (
+    InvalidValueError,
+    LegacyFormatError,
+    MaskFileExistsError,
+    MedmaskError,
+)
+from .io import (
+    name_suffix,
+    object_version,
+    open_source,
+    source_name,
+    stored_size,
+    write_atomic,
+)
+from .mapping import mapping_items
+from .mask import SegmentationMask
+
+__all__ = ["main"]
+
+Kind = Literal["msk", "mska", "nifti", "dicom"]
+_KINDS_BY_SUFFIX: dict[str, Kind] = {
+    ".msk": "msk",
+    ".mska": "mska",
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".dcm": "dicom",
+}
+_LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
+
+
+class UsageError(Exception):
+    """Arguments that do not fit together (exit code 2)."""
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any] | None:
+    pairs = [*getattr(args, "storage_option", []), *getattr(args, "sub_storage_option", [])]
+    return dict(pairs) or None
+
+
+def _kind(source: str, storage_options: dict[str, Any] | None) -> Kind:
+    """The kind of a file: by its suffix, else by its first bytes."""
+    kind = _KINDS_BY_SUFFIX.get(name_suffix(source))
+    if kind is not None:
+        return kind
+    byte_source = open_source(source, storage_options)
+    try:
+        head = byte_source.read(0, 132)
+    finally:
+        byte_source.close()
+    from .format.container import MAGIC_MSK, MAGIC_MSKA
+
+    if head.startswith((MAGIC_MSKA, b"MSKA")):
+        return "mska"
+    if head.startswith((MAGIC_MSK, b"MSK1")):
+        return "msk"
+    if head.startswith(b"\x1f\x8b") or head[344:348] in (b"n+1\0", b"ni1\0"):
+        return "nifti"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    raise UsageError(
+        f"{source}: cannot tell the format (expected .msk, .mska, .nii, .nii.gz or .dcm)."
+    )
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _orientation(space: Any) -> str:
+    """Letters of the LPS directions the array axes (z, y, x) point to, e.g. ``S P L``."""
+    letters = []
+    for direction in (space.x_orientation, space.y_orientation, space.z_orientation):
+        d = np.asarray(direction, dtype=np.float64)
+        axis = int(np.argmax(np.abs(d)))
+        letters.append(_LPS_LETTERS[axis][int(d[axis] > 0)])
+    return " ".join(letters)
+
+
+def _space_lines(space: Any) -> list[str]:
+    if space is None:
+        return ["space      none (an empty archive)"]
+    shape = " x ".join(str(int(s)) for s in space.shape)
+    spacing = " x ".join(f"{float(s):g}" for s in space.spacing)
+    origin = ", ".join(f"{float(v):.4g}" for v in space.origin)
+    return [
+        f"shape      {shape} (z, y, x)",
+        f"spacing    {spacing} mm",
+        f"origin     ({origin}) mm, LPS",
+        f"axes       z, y, x run towards {_orientation(space)} (LPS letters)",
+    ]
+
+
+def _label_rows(
+    labels: Sequence[tuple[str, int, int, Any]], voxel_ml: float
+) -> list[dict[str, Any]]:
+    rows = []
+    for name, value, count, bbox in labels:
+        rows.append(
+            {
+                "structure": name,
+                "value": value,
+                "voxels": count,
+                "volume_ml": round(count * voxel_ml, 3),
+                "bbox": None if bbox is None else [list(map(int, b)) for b in bbox],
+            }
+        )
+    return rows
+
+
+def _print_table(rows: list[dict[str, Any]], indent: str = "  ") -> None:
+    if not rows:
+        print(f"{indent}(no labels)")
+        return
+    header = ("structure", "value", "voxels", "volume_ml", "bbox (z0-z1, y0-y1, x0-x1)")
+    cells = [
+        (
+            str(r["structure"]),
+            str(r["value"]),
+            f"{r['voxels']:,}",
+            f"{r['volume_ml']:.2f}",
+            "-" if r["bbox"] is None else ", ".join(f"{a}-{b}" for a, b in r["bbox"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    right = (False, True, True, True, False)
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ]
+        return indent + "  ".join(parts).rstrip()
+
+    print(line(header))
+    for c in cells:
+        print(line(c))
+
+
+def _voxel_ml(space: Any) -> float:
+    return float(np.prod(np.asarray(space.spacing, dtype=np.float64))) / 1000.0 if space else 0.0
+
+
+def _mask_labels(mask: SegmentationMask) -> list[tuple[str, int, int, Any]]:
+    stats = mask.label_stats()
+    out = []
+    for name, value in mapping_items(mask.mapping):
+        if value == 0:
+            continue
+        found = stats.get(value)
+        out.append((name, value, 0 if found is None else found.count, found and found.bbox))
+    return out
+
+
+def _size_text(size: int | None) -> str:
+    return "unknown (remote, larger than the first read)" if size is None else f"{size:,} bytes"
+
+
+# --- reading and writing any kind -------------------------------------------------------------
+
+
+def _read_masks(source: str, args: argparse.Namespace) -> tuple[Kind, dict[str, SegmentationMask]]:
+    """Every mask of ``source``: one for .msk/NIfTI/DICOM SEG, all members of an archive."""
+    options = _options(args)
+    kind = _kind(source, options)
+    labels = getattr(args, "labels", None)
+    if labels is not None and kind != "nifti":
+        raise UsageError(f"--labels names the values of NIfTI input only; {source} is {kind}.")
+    stem = source_name(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    stem = stem[: -len(name_suffix(source))] if name_suffix(source) else stem
+    if kind == "mska":
+        from .archive import MaskArchive
+
+        with MaskArchive(source, storage_options=options) as archive:
+            return kind, archive.read_all_masks()
+    if kind == "nifti":
+        from .interop.nifti import from_nifti
+
+        return kind, {stem: from_nifti(source, labels, storage_options=options)}
+    if kind == "dicom":
+        from .interop.dicom import from_dicom_seg
+
+        return kind, {stem: from_dicom_seg(source, storage_options=options)}
+    from .api import load_mask
+
+    return kind, {stem: load_mask(source, storage_options=options)}
+
+
+def _one_mask(
+    masks: dict[str, SegmentationMask], member: str | None, source: str
+) -> SegmentationMask:
+    if member is not None:
+        if member not in masks:
+            raise UsageError(f"{source} has no member {member!r}; it has {sorted(masks)}.")
+        return masks[member]
+    if len(masks) != 1:
+        raise UsageError(
+            f"{source} holds {len(masks)} masks ({', '.join(list(masks)[:8])}"
+            f"{' ...' if len(masks) > 8 else ''}): pick one with --member NAME, or use "
+            "`medmask unpack` for one file per structure."
+        )
+    return next(iter(masks.values()))
+
+
+def _refuse_existing(target: str, args: argparse.Namespace) -> None:
+    if not args.overwrite and object_version(target, _options(args)).exists:
+        raise MaskFileExistsError(f"{target}: exists; pass --overwrite to replace it.")
+
+
+def _write(
+    target: str, masks: dict[str, SegmentationMask], args: argparse.Namespace, source: str
+) -> int:
+    options = _options(args)
+    kind = _kind_of_target(target)
+    if kind == "mska":
+        from .archive import MaskArchive
+
+        _refuse_existing(target, args)
+        first = next(iter(masks.values()))
+        with MaskArchive(target, "w", space=first.space, storage_options=options) as archive:
+            for name, mask in masks.items():
+                archive.add_segmask(mask, name, level=args.level)
+        return stored_size(target, options)
+    mask = _one_mask(masks, args.member, source)
+    if kind == "nifti":
+        from .interop.nifti import to_nifti
+
+        return to_nifti(mask, target, storage_options=options, overwrite=args.overwrite)
+    if kind == "dicom":
+        if args.series is None:
+            raise UsageError("writing a DICOM SEG needs --series DICOM_FOLDER (the source series).")
+        from .interop.dicom import space_from_dicom_series, to_dicom_seg
+
+        mask = mask.align_to(space_from_dicom_series(args.series))  # e.g. a NIfTI's flipped rows
+        return to_dicom_seg(
+            mask, args.series, target, overwrite=args.overwrite, storage_options=options
+        )
+    from .api import save_mask
+
+    return save_mask(
+        mask, target, level=args.level, storage_options=options, overwrite=args.overwrite
+    )
+
+
+def _kind_of_target(target: str) -> Kind:
+    kind = _KINDS_BY_SUFFIX.get(name_suffix(target))
+    if kind is None:
+        raise UsageError(f"{target}: name the output .msk, .mska, .nii, .nii.gz or .dcm.")
+    return kind
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _info_msk(source: str, args: argparse.Namespace) -> dict[str, Any]:
+    from .api import MaskFile, load_legacy_mask
+
+    options = _options(args)
+    try:
+        with MaskFile(source, storage_options=options) as f:
+            info, size = f.info(), f.file_size
+    except LegacyFormatError as exc:
+        if exc.kind != "msk":
+            raise
+        mask = load_legacy_mask(source, storage_options=options)
+        return _info_of_masks(source, "medmask 0.1 .msk (read-only)", {"": mask})
+    return {
+        "source": source,
+        "format": "medmask .msk",
+        "size": size,
+        "space": info.space,
+        "members": [_member_json("", info)],
+    }
+
+
+def _member_json(name: str, info: Any) -> dict[str, Any]:
+    labels = [(e.name, e.value, e.count, e.bbox) for e in info.labels if e.value != 0]
+    return {
+        "member": name,
+        "dtype": str(info.dtype),
+        "codec": info.codec,
+        "chunks": list(info.chunks),
+        "stored_bytes": info.compressed_bytes,
+        "raw_bytes": info.raw_bytes,
+        "labels": _label_rows(labels, _voxel_ml(info.space)),
+    }
+
+
+def _info_of_masks(source: str, what: str, masks: dict[str, SegmentationMask]) -> dict[str, Any]:
+    space = next(iter(masks.values())).space if masks else None
+    members = [
+        {
+            "member": name,
+            "dtype": str(mask.dtype),
+            "labels": _label_rows(_mask_labels(mask), _voxel_ml(mask.space)),
+        }
+        for name, mask in masks.items()
+    ]
+    return {"source": source, "format": what, "size": None, "space": space, "members": members}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    source = args.source
+    options = _options(args)
+    kind = _kind(source, options)
+    if kind == "msk":
+        report = _info_msk(source, args)
+    elif kind == "mska":
+        from .archive import MaskArchive
+
+        with MaskArchive(source, storage_options=options) as archive:
+            what = "medmask 0.1 .mska (read-only)" if archive.is_legacy else "medmask .mska"
+            report = {
+                "source": source,
+                "format": f"{what}, generation {archive.generation}",
+                "size": archive.file_size,
+                "space": archive.space,
+                "members": [_member_json(i.name, i) for i in archive.info()],
+            }
+    else:
+        _, masks = _read_masks(source, args)
+        report = _info_of_masks(source, "NIfTI" if kind == "nifti" else "DICOM SEG", masks)
+        report["size"] = stored_size(source, options)
+    if args.json:
+        space = report["space"]
+        report["space"] = None if space is None else json.loads(space.to_json())
+        print(json.dumps(report, indent=1, default=str))
+        return 0
+    print(f"file       {report['source']}")
+    print(f"format     {report['format']}")
+    print(f"size       {_size_text(report['size'])}")
+    for line in _space_lines(report["space"]):
+        print(line)
+    for member in report["members"]:
+        several = len(report["members"]) > 1 or kind == "mska"
+        title = f"member {member['member']!r}: " if several else "mask: "
+        details = [member["dtype"]]
+        if "codec" in member:
+            details.append(f"codec {member['codec'].get('id')}")
+            details.append(f"chunks {tuple(member['chunks'])}")
+            raw, stored = member["raw_bytes"], member["stored_bytes"]
+            ratio = f" ({raw / stored:.0f}x smaller than raw)" if stored else ""
+            details.append(f"{stored:,} bytes stored{ratio}")
+        count = len(member["labels"])
+        print(f"{title}{', '.join(details)}, {count} label{'' if count == 1 else 's'}")
+        _print_table(member["labels"])
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    options = _options(args)
+    kind = _kind(args.source, options)
+    if kind == "mska":
+        from .archive import MaskArchive
+
+        with MaskArchive(args.source, storage_options=options) as archive:
+            infos = {i.name: i for i in archive.info()}
+            for name, info in infos.items():
+                labels = [e for e in info.labels if e.value != 0]
+                count = f"{len(labels)} label{'' if len(labels) == 1 else 's'}"
+                print(f"{name}\t{count}\t{info.compressed_bytes:,} bytes")
+                if args.long:
+                    for e in labels:
+                        print(f"  {e.name}\t{e.value}\t{e.count:,} voxels")
+        return 0
+    _, masks = _read_masks(args.source, args)
+    for mask in masks.values():
+        for name, value, voxels, _ in _mask_labels(mask):
+            print(f"{name}\t{value}\t{voxels:,} voxels" if args.long else name)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    _kind_of_target(args.output)  # a bad output name fails before any reading
+    kind, masks = _read_masks(args.input, args)
+    if not masks:
+        raise InvalidValueError(f"{args.input}: holds no mask.")
+    if kind in ("msk", "nifti", "dicom") and args.member is not None:
+        masks = {args.member: next(iter(masks.values()))}
+    size = _write(args.output, masks, args, args.input)
+    seconds = time.perf_counter() - started
+    written = len(masks) if _kind_of_target(args.output) == "mska" else 1
+    print(f"{args.input} -> {args.output}: {written} mask(s), {size:,} bytes, {seconds:.2f} s")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .interop.folders import pack_folder
+
+    started = time.perf_counter()
+    report = pack_folder(
+        args.folder,
+        args.output,
+        args.labels,
+        storage_options=_options(args),
+        level=args.level,
+        overwrite=args.overwrite,
+        progress=_show_progress(args),
+    )
+    structures = sum(len(v) for v in report.layers.values())
+    size = stored_size(args.output, _options(args))
+    seconds = time.perf_counter() - started
+    print(
+        f"{args.folder} -> {args.output}: {structures} structures in {report.n_layers} "
+        f"layer(s), {_size_text(size)}, {seconds:.2f} s"
+    )
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from .interop.folders import unpack
+
+    files = unpack(
+        args.archive,
+        args.folder,
+        storage_options=_options(args),
+        overwrite=args.overwrite,
+        progress=_show_progress(args),
+    )
+    print(f"{args.archive} -> {args.folder}: {len(files)} .nii.gz files")
+    return 0
+
+
+def _verify_one(source: str, args: argparse.Namespace) -> list[str]:
+    options = _options(args)
+    kind = _kind(source, options)
+    if kind == "mska":
+        from .archive import MaskArchive
+
+        with MaskArchive(source, storage_options=options) as archive:
+            return archive.verify()
+    if kind == "msk":
+        from .api import MaskFile, load_legacy_mask
+
+        try:
+            with MaskFile(source, storage_options=options) as f:
+                return f.verify()
+        except LegacyFormatError as exc:
+            if exc.kind != "msk":
+                raise
+            load_legacy_mask(source, storage_options=options)  # no checksums in 0.1: decode
+            return []
+    raise UsageError(f"{source}: verify checks .msk and .mska files (their checksums).")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    failed = 0
+    for source in args.sources:
+        try:
+            problems = _verify_one(source, args)
+        except MedmaskError as exc:
+            problems = [_one_line(exc)]
+        if problems:
+            failed += 1
+            print(f"FAILED {source}")
+            for problem in problems:
+                print(f"  {problem}")
+        else:
+            print(f"ok     {source}")
+    if failed:
+        print(f"medmask: error: {failed} of {len(args.sources)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    try:
+        import dask
+
+        from .dask import cohort_stats, expand_sources
+    except ImportError as exc:
+        raise ImportError(
+            f"medmask stats needs the dask extra: pip install 'medmask[dask]' ({exc})"
+        ) from None
+    options = _options(args)
+    sources = [s for pattern in args.sources for s in expand_sources(pattern, options)]
+    if not sources:
+        raise InvalidValueError(f"no files match {' '.join(args.sources)}.")
+    structures = args.structures.split(",") if args.structures else None
+    measures = ("centroid_mm",) if args.centroids else ()
+    with dask.config.set(num_workers=args.workers):
+        table = cohort_stats(
+            sources,
+            structures=structures,
+            measures=measures,
+            storage_options=options,
+            progress=_show_progress(args),
+        )
+    if args.csv:
+        write_atomic(args.csv, [table.to_csv(index=False).encode()], options)
+        print(f"{len(sources)} case(s), {len(table)} rows -> {args.csv}")
+    else:
+        print(table.to_string(index=False))
+    errors = table["error"].dropna() if "error" in table else []
+    for error in errors:
+        print(f"medmask: error: {error}", file=sys.stderr)
+    return 1 if len(errors) else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    shape = tuple(args.shape) if args.shape else None
+    run_demo(args.folder, shape=shape, overwrite=args.overwrite, progress=_show_progress(args))
+    return 0
+
+
+# --- parser and entry point -------------------------------------------------------------------
+
+
+def _add_storage_option(parser: argparse.ArgumentParser, dest: str) -> None:
+    parser.add_argument(
+        "-S",
+        "--storage-option",
+        dest=dest,
+        action="append",
+        type=_storage_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option for remote URLs (repeatable), e.g. endpoint_url=http://...",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``medmask``."""
+    parser = argparse.ArgumentParser(
+        prog="medmask",
+        description="Self-describing, compact, cloud-readable medical segmentation masks.",
+        epilog="Run `medmask demo` first; `medmask COMMAND --help` for each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"medmask {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_storage_option(parser, "storage_option")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], text: str) -> Any:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(run=run)
+        _add_storage_option(sub, "sub_storage_option")
+        return sub
+
+    sub = command("info", cmd_info, "Header, space, labels with voxel counts and volumes, sizes.")
+    sub.add_argument("source", help=".msk, .mska, .nii(.gz) or DICOM SEG: a path or URL")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--labels", help="label table naming a NIfTI file's values")
+
+    sub = command("ls", cmd_ls, "List an archive's members (or a mask's labels).")
+    sub.add_argument("source", help="a path or URL")
+    sub.add_argument("-l", "--long", action="store_true", help="also each structure")
+
+    sub = command("convert", cmd_convert, "Convert between .nii/.nii.gz/.msk/.mska/DICOM SEG.")
+    sub.add_argument("input", help="path or URL (.msk and .mska of medmask 0.1 are upgraded)")
+    sub.add_argument("output", help="path or URL; the format follows the name")
+    sub.add_argument("--labels", help="label table naming a NIfTI input's values")
+    sub.add_argument("--member", help="the archive member to convert (or the member name)")
+    sub.add_argument("--series", help="the DICOM series folder a .dcm output refers to")
+    sub.add_argument("--level", type=int, help="compression level (.msk/.mska)")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    sub = command("pack", cmd_pack, "Pack a folder of per-structure NIfTI files into one .mska.")
+    sub.add_argument("folder", help="local folder or folder URL (TotalSegmentator layout)")
+    sub.add_argument("output", help=".mska path or URL")
+    sub.add_argument("--labels", help="label table (JSON, TSV, ITK-SNAP, Slicer) of the values")
+    sub.add_argument("--level", type=int, help="compression level")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    sub = command("unpack", cmd_unpack, "Write every structure of an archive as NAME.nii.gz.")
+    sub.add_argument("archive", help=".mska path or URL")
+    sub.add_argument("folder", help="local output folder")
+    sub.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    sub = command("verify", cmd_verify, "Check every checksum and the stored statistics.")
+    sub.add_argument("sources", nargs="+", help=".msk or .mska paths or URLs")
+
+    sub = command("stats", cmd_stats, "Per-structure voxel counts and volumes of a cohort.")
+    sub.add_argument("sources", nargs="+", help="paths, URLs or quoted globs (s3://b/*.mska)")
+    sub.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads")
+    sub.add_argument("--csv", help="write the table to this CSV path or URL")
+    sub.add_argument("--structures", help="comma-separated structure names")
+    sub.add_argument("--centroids", action="store_true", help="add LPS centroids (decodes)")
+
+    sub = command("demo", cmd_demo, "Build a synthetic torso phantom and compare formats.")
+    sub.add_argument("folder", nargs="?", default="medmask-demo", help="output folder")
+    sub.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="phantom shape")
+    sub.add_argument("--overwrite", action="store_true", help="reuse a non-empty folder")
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError) and not isinstance(exc, MedmaskError) and exc.args:
+        text = str(exc.args[0])
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if getattr(args, "workers", 1) < 1:
+        parser.error("--workers must be at least 1")
+    try:
+        code: int = args.run(args)
+        return code
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"medmask {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medmask: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader of our output went away (| head)
+        return 1
+    except (MedmaskError, ValueError, KeyError, OSError, ImportError) as exc:
+        if args.debug:
+            raise
+        text = _one_line(exc)
+        if isinstance(exc, MaskFileExistsError) and "--overwrite" not in text:
+            text += " Pass --overwrite to replace it."
+        print(f"medmask {args.command}: error: {text}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
