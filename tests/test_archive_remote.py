@@ -14,6 +14,7 @@ from medmask import SegmentationMask
 from medmask.archive import MaskArchive
 from medmask.format.mska import ArchiveDirectory, parse_directory, valid_slots
 from medmask.interop.folders import pack_folder
+from medmask.interop.nifti import read_nifti
 from servers import BucketFixture
 
 SLACK = 64 << 10  # the first read of an archive is 64 KiB
@@ -321,3 +322,26 @@ def test_gcs_round_trip(gcs: BucketFixture, organs: dict[str, Any]) -> None:
         np.testing.assert_array_equal(
             archive.get_binary_mask_by_names("lesion_1"), _member_like(layer).data
         )
+
+
+def test_pack_folder_from_a_gcs_folder_url(gcs: BucketFixture, shared_data: Path) -> None:
+    organs = shared_data / "totalseg" / "organs"
+    names = ["liver", "spleen", "aorta", "kidney_left"]
+    for name in names:
+        gcs.fs.put_file(str(organs / f"{name}.nii.gz"), gcs.path(f"case1/{name}.nii.gz"))
+    gcs.fs.pipe(
+        gcs.path("case1/labels.json"), b'{"liver": 5, "spleen": 1, "aorta": 52, "kidney_left": 3}'
+    )
+    out = gcs.url("case1.mska")
+    report = pack_folder(
+        gcs.url("case1/"),
+        out,
+        labels=gcs.url("case1/labels.json"),
+        storage_options=gcs.storage_options,
+    )
+    assert sorted(n for layer in report.layers.values() for n in layer) == sorted(names)
+    with MaskArchive(out, storage_options=gcs.storage_options) as archive:
+        assert archive.structures()["aorta"][1] == 52
+        liver = archive.load_structure("liver")
+    expected, _ = read_nifti(organs / "liver.nii.gz")
+    np.testing.assert_array_equal(liver, expected != 0)

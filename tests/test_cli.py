@@ -198,9 +198,10 @@ def test_info_and_ls_of_corrupt_or_missing_input(tmp_path: Path, msk: Path) -> N
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    result = run("--debug", "info", tmp_path / "missing.msk")
-    assert result.returncode == 1
-    assert "Traceback" in result.stderr
+    for args in (["--debug", "info", "missing.msk"], ["info", "missing.msk", "--debug"]):
+        result = run(*args, cwd=tmp_path)
+        assert result.returncode == 1
+        assert "Traceback" in result.stderr
 
 
 def test_ls(mska: Path, msk: Path) -> None:
@@ -387,8 +388,13 @@ def test_demo_small(tmp_path: Path) -> None:
     assert "liver" in structures
     assert "lesion" in structures
     assert len(list((tmp_path / "demo" / "nifti").glob("*.nii.gz"))) == len(structures)
-    again = run("demo", tmp_path / "demo", "--shape", "48", "80", "80")
-    assert_data_error(again, "not empty")
+    again = run("demo", tmp_path / "demo", "--shape", "48", "80", "80")  # its own folder: reused
+    assert again.returncode == 0, again.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    assert_data_error(run("demo", other, "--shape", "48", "80", "80"), "not empty")
+    assert [p.name for p in other.iterdir()] == ["keep.txt"]
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert_data_error(run("demo", a_file), "not a folder")

@@ -571,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         sub.set_defaults(run=run)
         _add_storage_option(sub, "sub_storage_option")
+        # also accepted after the command; SUPPRESS keeps the value given before it
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+        sub.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS)
         return sub
 
     sub = command("info", cmd_info, "Header, space, labels with voxel counts and volumes, sizes.")

@@ -52,14 +52,22 @@ def _timer(into: dict[str, float], key: str) -> Iterator[None]:
     into[key] = time.perf_counter() - start
 
 
+_MARKER = ".medmask-demo"
+
+
 def _prepare(folder: Path, overwrite: bool) -> None:
+    """Create ``folder``; an earlier demo's folder (it has the marker file) is reused."""
     if folder.exists() and not folder.is_dir():
         raise MaskFileExistsError(f"{folder}: exists and is not a folder.")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+    ours = (folder / _MARKER).is_file()
+    if folder.is_dir() and any(folder.iterdir()) and not (overwrite or ours):
         raise MaskFileExistsError(
             f"{folder}: not empty; choose another folder or pass --overwrite."
         )
     (folder / "nifti").mkdir(parents=True, exist_ok=True)
+    for stale in (folder / "nifti").glob("*.nii.gz"):
+        stale.unlink()
+    (folder / _MARKER).write_text("written by `medmask demo`; the demo may replace this folder\n")
 
 
 def _nibabel() -> Any:

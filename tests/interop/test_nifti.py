@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 from spacetransformer import Space
 
+import medmask
 from medmask import FormatError, SegmentationMask
 from medmask.archive import spaces_match
 from medmask.interop.nifti import (
@@ -225,3 +226,57 @@ def test_to_and_from_nifti(tmp_path: Path) -> None:
     np.testing.assert_array_equal(named.get_binary_mask_by_names("vessel"), data == 9)
     from_table = from_nifti(path, tmp_path / "labels.json")
     assert from_table.mapping == mask.mapping
+
+
+# --- acceptance: every voxel, and NIfTI -> .msk -> NIfTI exactly ------------------------------
+
+
+def _every_voxel_lps(space: Space) -> npt.NDArray[np.float64]:
+    from medmask.geometry import voxel_to_world
+
+    grid = np.indices(tuple(int(s) for s in space.shape)).reshape(3, -1).T
+    return voxel_to_world(space, grid)
+
+
+@pytest.mark.parametrize(
+    "name", ["ct_dicom_seg.nii.gz", "multilabel_42.nii.gz", "organs/liver.nii.gz"]
+)
+def test_every_voxel_of_the_shared_files_is_at_its_affine_position(
+    shared_data: Path, name: str
+) -> None:
+    path = shared_data / "totalseg" / name
+    img = nib.load(path)
+    mask = from_nifti(path)
+    nx, ny, nz = img.shape[:3]
+    kji = np.indices((nz, ny, nx)).reshape(3, -1).T  # (z, y, x) order, as medmask indexes
+    ras = np.c_[kji[:, ::-1], np.ones(len(kji))] @ np.asarray(img.affine, float).T
+    lps = ras[:, :3] * np.array([-1.0, -1.0, 1.0])
+    assert float(np.abs(_every_voxel_lps(mask.space) - lps).max()) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        _oblique_affine(),
+        np.array([[-0.7, 0, 0, 90.0], [0, 0, 2.5, -30.0], [0, -0.9, 0, 12.0], [0, 0, 0, 1]]),
+    ],
+    ids=["oblique", "permuted_flipped_anisotropic"],
+)
+def test_nifti_msk_nifti_round_trip_is_exact(
+    affine: npt.NDArray[np.float64], tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(11)
+    xyz = rng.integers(0, 4, (14, 12, 10)).astype(np.uint8)
+    source = nib.Nifti1Image(xyz, affine)
+    source.set_qform(affine, code=1)
+    source.set_sform(affine, code=1)
+    nib.save(source, tmp_path / "in.nii.gz")
+    original = nib.load(tmp_path / "in.nii.gz")
+    mask = from_nifti(tmp_path / "in.nii.gz")
+    _check_geometry(np.asarray(original.affine, float), mask.space)
+    medmask.save_mask(mask, tmp_path / "m.msk")
+    to_nifti(medmask.load_mask(tmp_path / "m.msk"), tmp_path / "out.nii.gz")
+    back = nib.load(tmp_path / "out.nii.gz")
+    np.testing.assert_array_equal(np.asarray(back.dataobj), xyz)
+    np.testing.assert_array_equal(back.affine, original.affine)  # bit for bit (float32 sform)
+    assert back.header.get_data_dtype() == np.uint8

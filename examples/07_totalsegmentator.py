@@ -1,6 +1,8 @@
-"""medmask demo: 117 TotalSegmentator organ files -> one archive, queried by name.
+"""TotalSegmentator's 117 organ files -> one archive, queried by name (real data).
 
-Run from the project root with the shared data beside it (../shared/data).
+Run from the project root with the shared data beside it (../shared/data). The same from the
+command line: `medmask pack ../shared/data/totalseg/organs case.mska --labels
+../shared/data/totalseg/labels_total.json`, then `medmask info case.mska`.
 """
 
 import sys
