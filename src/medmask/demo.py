@@ -9,7 +9,9 @@ name from each, and the next commands to try. Needs the ``nifti`` extra (nibabel
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -197,14 +199,30 @@ def run_demo(
     echo(f"Files: {out / 'nifti'}/ ({len(nifti)} .nii.gz), {npz_path}, {result.archive}")
     echo(f"Done in {time.perf_counter() - started:.1f} s. Next, try:")
     arc = result.archive
+    medmask, python = _commands()
+    stats = f"{medmask} stats {arc}"
+    if importlib.util.find_spec("dask") is None:
+        stats += "   (after: pip install 'medmask[dask]')"
     for command in (
-        f"medmask info {arc}",
-        f"medmask ls -l {arc}",
-        f"medmask convert {arc} {out / 'organs.nii.gz'} --member organs",
-        f"medmask unpack {arc} {out / 'unpacked'}",
-        f"medmask pack {out / 'nifti'} {out / 'packed.mska'}",
-        f"medmask stats {arc}",
-        f"python -c \"import medmask; print(medmask.MaskArchive('{arc}').structures())\"",
+        f"{medmask} info {arc}",
+        f"{medmask} ls -l {arc}",
+        f"{medmask} convert {arc} {out / 'organs.nii.gz'} --member organs",
+        f"{medmask} unpack {arc} {out / 'unpacked'}",
+        f"{medmask} pack {out / 'nifti'} {out / 'packed.mska'}",
+        stats,
+        f"{python} -c \"import medmask; print(medmask.MaskArchive('{arc}').structures())\"",
     ):
         echo(f"  {command}")
     return result
+
+
+def _commands() -> tuple[str, str]:
+    """How to call medmask and this Python again: as invoked (``.venv/bin/medmask``)."""
+    python = sys.executable or "python"
+    if Path(python).is_absolute():
+        relative = os.path.relpath(python)
+        python = relative if len(relative) < len(python) else python
+    invoked = Path(sys.argv[0]).name if sys.argv else ""
+    if invoked == "medmask":
+        return sys.argv[0], python
+    return (f"{python} -m medmask" if invoked == "__main__.py" else "medmask"), python
