@@ -400,6 +400,7 @@ def save_mask(
     attributes: Mapping[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = True,
+    codec: str | Mapping[str, Any] | None = None,
 ) -> int:
     """Write ``mask`` as a ``.msk`` file; return the number of bytes written.
 
@@ -410,6 +411,8 @@ def save_mask(
     encoding time for size (see ``docs/codecs.md``). ``overwrite=False`` refuses to replace an
     existing file or object (:class:`MaskFileExistsError`), atomically on local files, S3 and
     GCS, so two writers of the same name cannot silently replace each other's result.
+    ``codec`` overrides the codec (default ``medmask.edges``; ``"medmask.labels"`` or
+    ``"medmask.binary"`` for readers older than it).
     """
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
@@ -419,7 +422,8 @@ def save_mask(
             f"{name_suffix(target)}; use medmask.save_mask (by extension), medmask.to_nifti "
             "or MaskArchive."
         )
-    pieces = build_msk(encode_mask(mask, level=level, chunks=chunks, attributes=attributes))
+    encoded = encode_mask(mask, level=level, chunks=chunks, attributes=attributes, codec=codec)
+    pieces = build_msk(encoded)
     write_atomic(target, pieces, storage_options, overwrite=overwrite)
     return sum(len(p) for p in pieces)
 

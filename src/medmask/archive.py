@@ -614,9 +614,11 @@ class MaskArchive:
         *,
         level: int | None = None,
         chunks: object = None,
+        codec: str | Mapping[str, Any] | None = None,
         _layer: bool = False,
     ) -> None:
-        """Add ``mask`` as member ``name``; its space must match the archive's."""
+        """Add ``mask`` as member ``name``; its space must match the archive's (``codec``: as
+        for :func:`medmask.save_mask`)."""
         self._check_writable()
         if not isinstance(mask, SegmentationMask):
             raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
@@ -629,7 +631,7 @@ class MaskArchive:
                 raise SpaceMismatchError(
                     f"{self._name}: mask {name!r} does not share the archive's space: {problem}."
                 )
-        encoded = encode_mask(mask, level=level, chunks=chunks, include_space=False)
+        encoded = encode_mask(mask, level=level, chunks=chunks, include_space=False, codec=codec)
         before = (self._directory, list(self._pending), self._dirty)
         if self.space is None:
             self._directory = replace(self._directory, space=mask.space)
@@ -656,6 +658,7 @@ class MaskArchive:
         labels: Mapping[str, int] | None = None,
         prefix: str = "layer_",
         level: int | None = None,
+        codec: str | Mapping[str, Any] | None = None,
     ) -> LayeringReport:
         """Add binary structures, packed losslessly into as few exclusive layers as possible.
 
@@ -690,7 +693,7 @@ class MaskArchive:
             layer_mask = SegmentationMask.lazy_init(depth, space=space)
             for n in names:
                 layer_mask.add_label(masks[n], values[n], n)
-            self.add_segmask(layer_mask, member, level=level, _layer=True)
+            self.add_segmask(layer_mask, member, level=level, codec=codec, _layer=True)
             report[member] = names
         return LayeringReport(report)
 

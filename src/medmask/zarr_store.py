@@ -30,7 +30,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from .codecs import choose_codec
-from .codecs.zarr3 import BinaryCodec, LabelsCodec
+from .codecs.zarr3 import BinaryCodec, EdgesCodec, LabelsCodec
 from .errors import (
     ConcurrentModificationError,
     FormatError,
@@ -596,9 +596,8 @@ def to_zarr(
     if chunks is None:
         chunk_shape = default_chunks(mask.shape, mask.dtype.itemsize)
     core = choose_codec(mask.data, level=level)
-    serializer = (BinaryCodec if core.codec_id == "medmask.binary" else LabelsCodec)(
-        level=core.get_config()["level"]
-    )
+    serializers = {c.codec_name: c for c in (BinaryCodec, LabelsCodec, EdgesCodec)}
+    serializer = serializers[core.codec_id](level=core.get_config()["level"])
     if isinstance(store_or_url, str | os.PathLike):
         store: Any = (
             zarr.storage.FsspecStore.from_url(

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from medmask.codecs import BinaryCodec, Codec, LabelCodec, choose_codec, get_codec
+from medmask.codecs import BinaryCodec, Codec, EdgesCodec, LabelCodec, choose_codec, get_codec
 from medmask.errors import CodecError
 
 
@@ -50,12 +50,12 @@ def test_get_codec_rejects_non_mapping() -> None:
 
 
 def test_choose_codec() -> None:
-    assert choose_codec(np.zeros((2, 2), bool)) == BinaryCodec()
-    assert choose_codec(np.ones((2, 2), np.uint32)) == BinaryCodec()
-    assert choose_codec(np.zeros((0, 2), np.uint16)) == BinaryCodec()
-    assert choose_codec(np.full((2, 2), 2, np.uint8)) == LabelCodec()
-    assert choose_codec(np.full((2, 2), 2, np.uint8), level=3) == LabelCodec(level=3)
-    assert choose_codec(np.zeros(3, np.int16)) == BinaryCodec()
+    assert choose_codec(np.zeros((2, 2), bool)) == EdgesCodec()
+    assert choose_codec(np.ones((2, 2), np.uint32)) == EdgesCodec()
+    assert choose_codec(np.zeros((0, 2), np.uint16)) == EdgesCodec()
+    assert choose_codec(np.full((2, 2), 2, np.uint8)) == EdgesCodec()
+    assert choose_codec(np.full((2, 2), 2, np.uint8), level=3) == EdgesCodec(level=3)
+    assert choose_codec(np.zeros(3, np.int16)) == EdgesCodec()
     with pytest.raises(CodecError, match="Expected dtype bool, uint8-uint64 or int8-int64"):
         choose_codec(np.zeros(3, np.float32))
 

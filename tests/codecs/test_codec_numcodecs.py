@@ -1,4 +1,5 @@
-"""The numcodecs adapters (entry points ``medmask.binary`` / ``medmask.labels``)."""
+"""The numcodecs adapters (entry points ``medmask.binary`` / ``medmask.labels`` /
+``medmask.edges``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import pytest
 from codec_helpers import label_volume
 from numcodecs.tests import common
 
-from medmask.codecs import BinaryCodec, LabelCodec
-from medmask.codecs.numcodecs import BinaryMaskCodec, LabelMapCodec
+from medmask.codecs import BinaryCodec, EdgesCodec, LabelCodec
+from medmask.codecs.numcodecs import BinaryMaskCodec, EdgeMapCodec, LabelMapCodec
 from medmask.errors import CodecError
 
-ADAPTERS = [(BinaryMaskCodec, BinaryCodec), (LabelMapCodec, LabelCodec)]
+ADAPTERS = [
+    (BinaryMaskCodec, BinaryCodec),
+    (LabelMapCodec, LabelCodec),
+    (EdgeMapCodec, EdgesCodec),
+]
 NUMCODECS_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "numcodecs"
 
 
@@ -115,7 +120,7 @@ def test_numcodecs_check_encode_decode(adapter: type, core: type) -> None:
 @pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
 def test_numcodecs_object_buffers(adapter: type, core: type) -> None:
     codec = adapter()
-    if adapter is LabelMapCodec:
+    if adapter is not BinaryMaskCodec:
         common.check_err_decode_object_buffer(codec)
     else:  # np.arange(10) is no binary mask: the same check on 0/1 values
         enc = codec.encode(np.arange(10) % 2)

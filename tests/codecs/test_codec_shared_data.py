@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medmask.codecs import BinaryCodec, LabelCodec, choose_codec
+from medmask.codecs import BinaryCodec, EdgesCodec, LabelCodec, choose_codec
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "totalseg"
 nib = pytest.importorskip("nibabel", reason="nibabel is needed to read the shared NIfTI files")
@@ -23,8 +23,10 @@ def test_multilabel_roundtrip_and_size() -> None:
     a = load(DATA / "multilabel_42.nii.gz")
     data = LabelCodec().encode(a)
     np.testing.assert_array_equal(LabelCodec().decode(data, shape=a.shape, dtype=a.dtype), a)
-    assert choose_codec(a) == LabelCodec()
-    assert len(data) < (DATA / "multilabel_42.nii.gz").stat().st_size
+    assert choose_codec(a) == EdgesCodec()
+    edges = EdgesCodec().encode(a)
+    np.testing.assert_array_equal(EdgesCodec().decode(edges, shape=a.shape, dtype=a.dtype), a)
+    assert len(edges) < len(data) < (DATA / "multilabel_42.nii.gz").stat().st_size
 
 
 def test_organ_masks_roundtrip() -> None:
@@ -33,9 +35,8 @@ def test_organ_masks_roundtrip() -> None:
     for name in ["liver", "spleen", "kidney_left", "lung_upper_lobe_left", "brain"]:
         mask = load(DATA / "organs" / f"{name}.nii.gz")
         np.testing.assert_array_equal(mask, ref == labels[name])
-        assert choose_codec(mask) == BinaryCodec()
-        for level in (1, 9):
-            codec = BinaryCodec(level=level)
+        assert choose_codec(mask) == EdgesCodec()
+        for codec in (BinaryCodec(level=1), BinaryCodec(), EdgesCodec(level=1), EdgesCodec()):
             np.testing.assert_array_equal(codec.decode(codec.encode(mask)), mask)
             chunks = [codec.encode(np.ascontiguousarray(mask[z : z + 8])) for z in range(0, 30, 8)]
             got = np.concatenate([codec.decode(c) for c in chunks])

@@ -47,6 +47,12 @@ NAMES = [
     "binary_uint16",
     "labels_codec_bool",
     "generation_5",
+    # medmask.edges (issue 11)
+    "edges_uint8",
+    "edges_bool",
+    "edges_uint32",
+    "edges_plain",
+    "edges_constant_chunk",
 ]
 ARCHIVES = [
     "archive_fresh",
@@ -55,12 +61,22 @@ ARCHIVES = [
     "archive_layered",
     "archive_overlapping",
     "archive_torn_newest_slot",
+    "archive_edges",
 ]
 STREAMS = sorted(p.stem for p in (V1 / "streams").glob("*.mmc"))
 
 
+def load_array(stem: Path) -> np.ndarray:
+    """``stem.npy``, or ``stem.npz`` with key ``array`` (larger fixtures)."""
+    npy = stem.with_name(stem.name + ".npy")
+    if npy.is_file():
+        return np.load(npy, allow_pickle=False)
+    with np.load(stem.with_name(stem.name + ".npz"), allow_pickle=False) as z:
+        return z["array"]
+
+
 def expected(name: str) -> tuple[np.ndarray, dict[str, Any]]:
-    array = np.load(V1 / f"{name}.npy", allow_pickle=False)
+    array = load_array(V1 / name)
     meta = json.loads((V1 / f"{name}.json").read_text(encoding="utf-8"))
     return array, meta
 
@@ -69,16 +85,22 @@ def test_fixture_set_is_complete() -> None:
     assert {p.stem for p in V1.glob("*.msk")} == set(NAMES)
     assert {p.stem for p in V1.glob("*.mska")} == set(ARCHIVES)
     for name in NAMES:
-        assert (V1 / f"{name}.npy").is_file()
+        assert (V1 / f"{name}.npy").is_file() or (V1 / f"{name}.npz").is_file()
         assert (V1 / f"{name}.json").is_file()
     for name in ARCHIVES:
         assert (V1 / f"{name}.npz").is_file()
         assert (V1 / f"{name}.json").is_file()
-    assert len(STREAMS) >= 10
+    assert len(STREAMS) >= 20
     for name in STREAMS:
-        assert (V1 / "streams" / f"{name}.npy").is_file()
+        assert (V1 / "streams" / f"{name}.npy").is_file() or (
+            V1 / "streams" / f"{name}.npz"
+        ).is_file()
     total = sum(p.stat().st_size for p in V1.rglob("*") if p.is_file())
     assert total < 250_000
+
+
+def stream_array(name: str) -> np.ndarray:
+    return load_array(V1 / "streams" / name)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -148,10 +170,50 @@ def msk_streams(raw: bytes) -> Iterator[bytes]:
             yield stream
 
 
+def varint(data: bytes, off: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[off]
+        value |= (byte & 0x7F) << shift
+        off += 1
+        shift += 7
+        if not byte & 0x80:
+            return value, off
+
+
+def edges_fields(stream: bytes) -> dict[str, Any]:
+    """Header fields of a ``medmask.edges`` stream (docs/codecs.md section 6)."""
+    _, _, kind, dtype_code, ndim, mode = struct.unpack_from("<3sBBBBB", stream, 0)
+    (crc,) = struct.unpack_from("<I", stream, len(stream) - 4)
+    assert zlib.crc32(stream[:-4]) == crc
+    shape = struct.unpack_from(f"<{ndim}I", stream, 8)
+    off = 8 + 4 * ndim
+    out: dict[str, Any] = {"kind": kind, "dtype": dtype_code, "ndim": ndim, "shape": shape}
+    out |= {"mode": mode, "value": None, "k": None, "w": None, "p": None, "sections": []}
+    if mode == 0:
+        out["value"], off = varint(stream, off)
+    elif mode == 2:
+        stored, off = varint(stream, off)
+        raw, off = varint(stream, off)
+        out["sections"] = [(stored, raw)]
+    else:
+        out["k"], out["w"], out["p"] = stream[off], stream[off + 1], stream[off + 2]
+        off += 3
+        for _ in range(2 * out["k"] + 5):
+            stored, off = varint(stream, off)
+            raw, off = varint(stream, off)
+            out["sections"].append((stored, raw))
+    assert off + sum(s for s, _ in out["sections"]) + 4 == len(stream)
+    out["body"] = off
+    return out
+
+
 def stream_fields(stream: bytes) -> dict[str, Any]:
-    """Header fields of a codec stream (docs/codecs.md section 1)."""
+    """Header fields of a codec stream (docs/codecs.md section 1, or 6 for kind 3)."""
     magic, version, kind, dtype_code, ndim, mode = struct.unpack_from("<3sBBBBB", stream, 0)
     assert (magic, version) == (b"MMC", 1)
+    if kind == 3:
+        return edges_fields(stream)
     shape = struct.unpack_from(f"<{ndim}I", stream, 8)
     h0 = 8 + 4 * ndim
     transform, width, value, runs, long_runs, s0, s1, s2 = struct.unpack_from(
@@ -183,7 +245,7 @@ def test_every_codec_mode_is_in_committed_bytes() -> None:
         (f["kind"], f["mode"], f["ndim"])
         for f in (stream_fields((V1 / "streams" / f"{n}.mmc").read_bytes()) for n in STREAMS)
     }
-    for kind in (1, 2):  # binary, labels
+    for kind in (1, 2, 3):  # binary, labels, edges
         for mode in (0, 1, 2):  # constant, runs, plain
             assert any(k == kind and m == mode for k, m, _ in seen), (kind, mode)
         for ndim in (1, 2, 3):
@@ -223,7 +285,7 @@ def test_generation_5_fixture_has_a_non_zero_generation() -> None:
 @pytest.mark.parametrize("name", STREAMS)
 def test_stream_fixture_decodes(name: str) -> None:
     stream = (V1 / "streams" / f"{name}.mmc").read_bytes()
-    array = np.load(V1 / "streams" / f"{name}.npy", allow_pickle=False)
+    array = stream_array(name)
     out = decode_stream(stream)
     assert out.dtype == array.dtype
     assert out.shape == array.shape
@@ -317,3 +379,40 @@ def test_layered_and_overlapping_fixtures() -> None:
     assert (lesion & right).any()
     arrays, _ = archive_expected("archive_overlapping")
     assert (arrays["organ"] & arrays["tumour"]).any()
+
+
+# --- medmask.edges (docs/codecs.md section 6) ----------------------------------------------------
+
+
+def all_edges_fields() -> list[dict[str, Any]]:
+    out = [f for name in NAMES for f in fields_of(name) if f["kind"] == 3]
+    for name in STREAMS:
+        f = stream_fields((V1 / "streams" / f"{name}.mmc").read_bytes())
+        if f["kind"] == 3:
+            out.append(f | {"name": name})
+    return out
+
+
+def test_edges_fixtures_cover_every_width() -> None:
+    fields = all_edges_fields()
+    edges = [f for f in fields if f["mode"] == 1]
+    assert {f["w"] for f in edges} == {0, 1, 2, 4, 8}  # toggled, 1-, 2-, 4-, 8-byte values
+    assert {f["p"] for f in edges} == {1, 2, 4}  # position widths
+    assert {f["k"] for f in edges} == {6}
+    assert {f["ndim"] for f in edges} == {1, 2, 3}
+    assert {f["mode"] for f in fields} == {0, 1, 2}
+    assert any(stored not in (0, raw) for f in edges for stored, raw in f["sections"])  # zstd
+    assert any(stored == raw > 0 for f in edges for stored, raw in f["sections"])  # raw bytes
+    assert {f["dtype"] for f in fields} >= {1, 2, 3, 4, 5, 7, 0x83}
+
+
+def test_edges_gap_escape_is_in_committed_bytes() -> None:
+    import zstandard
+
+    stream = (V1 / "streams" / "edges_2d_gap_escape.mmc").read_bytes()
+    f = edges_fields(stream)
+    stored, raw = f["sections"][0]  # the gaps
+    body = stream[f["body"] : f["body"] + stored]
+    gaps = body if stored == raw else zstandard.ZstdDecompressor().decompress(body)
+    at = gaps.index(255)
+    assert int.from_bytes(gaps[at + 1 : at + 5], "little") == 600  # every voxel of row 1

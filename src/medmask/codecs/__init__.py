@@ -1,7 +1,9 @@
 """Pure encode/decode of mask chunks (numpy + zstandard only).
 
-Two codecs, each a small frozen dataclass with a zstd ``level`` knob:
+Three codecs, each a small frozen dataclass with a zstd ``level`` knob:
 
+- :class:`EdgesCodec` (``"medmask.edges"``): every row's edges, predicted from the previous
+  slice; the default for label maps and binary masks alike (medmask 0.2).
 - :class:`BinaryCodec` (``"medmask.binary"``): bit-packed binary masks.
 - :class:`LabelCodec` (``"medmask.labels"``): run-length coded label maps.
 
@@ -17,6 +19,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from medmask.codecs._binary import BinaryCodec
+from medmask.codecs._edges import EdgesCodec, kernel_available
 from medmask.codecs._labels import LabelCodec
 from medmask.codecs._stream import MAX_DECODED_NBYTES, MAX_LEVEL, MIN_LEVEL, normalize_input
 from medmask.errors import CodecError
@@ -28,10 +31,12 @@ __all__ = [
     "MIN_LEVEL",
     "BinaryCodec",
     "Codec",
+    "EdgesCodec",
     "LabelCodec",
     "choose_codec",
     "decode",
     "get_codec",
+    "kernel_available",
 ]
 
 
@@ -71,9 +76,11 @@ class Codec(Protocol):
 
 
 #: codec_id -> codec class.
-CODECS: Mapping[str, type[BinaryCodec] | type[LabelCodec]] = {
+CodecClass = type[BinaryCodec] | type[LabelCodec] | type[EdgesCodec]
+CODECS: Mapping[str, CodecClass] = {
     BinaryCodec.codec_id: BinaryCodec,
     LabelCodec.codec_id: LabelCodec,
+    EdgesCodec.codec_id: EdgesCodec,
 }
 
 
@@ -94,11 +101,12 @@ def get_codec(config: Mapping[str, Any]) -> Codec:
 
 
 def choose_codec(array: np.ndarray, *, level: int | None = None) -> Codec:
-    """Binary codec for bool arrays or arrays with max <= 1, else the label codec."""
-    a, _ = normalize_input(array, "auto")
-    binary = a.dtype == np.bool_ or a.size == 0 or int(a.max()) <= 1
-    cls: type[BinaryCodec] | type[LabelCodec] = BinaryCodec if binary else LabelCodec
-    return cls() if level is None else cls(level=level)
+    """The codec medmask writes with: :class:`EdgesCodec` for every mask (binary or labels).
+
+    The array is only validated; the argument lets a future policy look at it.
+    """
+    normalize_input(array, "auto")
+    return EdgesCodec() if level is None else EdgesCodec(level=level)
 
 
 def decode(
@@ -117,6 +125,8 @@ def decode(
         codec = BinaryCodec()
     elif kind == 2:
         codec = LabelCodec()
+    elif kind == 3:
+        codec = EdgesCodec()
     else:
-        raise CodecError(f"Expected codec kind 1 (binary) or 2 (labels). Got {kind}.")
+        raise CodecError(f"Expected codec kind 1 (binary), 2 (labels) or 3 (edges). Got {kind}.")
     return codec.decode(buf, shape=shape, dtype=dtype)

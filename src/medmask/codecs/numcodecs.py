@@ -20,6 +20,7 @@ from numcodecs.abc import Codec as _NumcodecsCodec
 from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
 
 from medmask.codecs._binary import BinaryCodec
+from medmask.codecs._edges import EdgesCodec
 from medmask.codecs._labels import LabelCodec
 from medmask.errors import CodecError, CodecTypeError
 
@@ -52,14 +53,14 @@ def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
 
 
 class _Adapter(_NumcodecsCodec):  # type: ignore[misc]
-    _impl: BinaryCodec | LabelCodec
+    _impl: BinaryCodec | LabelCodec | EdgesCodec
 
     def __init__(self, level: int = 9) -> None:
         self._impl = self._make(level)
         self.level = self._impl.level
 
     @staticmethod
-    def _make(level: int) -> BinaryCodec | LabelCodec:
+    def _make(level: int) -> BinaryCodec | LabelCodec | EdgesCodec:
         raise NotImplementedError
 
     def encode(self, buf: Any) -> bytes:
@@ -126,3 +127,13 @@ class LabelMapCodec(_Adapter):
     @staticmethod
     def _make(level: int) -> LabelCodec:
         return LabelCodec(level=level)
+
+
+class EdgeMapCodec(_Adapter):
+    """numcodecs codec ``medmask.edges`` (see :class:`medmask.codecs.EdgesCodec`)."""
+
+    codec_id = EdgesCodec.codec_id
+
+    @staticmethod
+    def _make(level: int) -> EdgesCodec:
+        return EdgesCodec(level=level)

@@ -1,4 +1,5 @@
-"""Zarr v3 codecs: ``medmask.labels`` and ``medmask.binary`` (array -> bytes), and
+"""Zarr v3 codecs: ``medmask.edges``, ``medmask.labels`` and ``medmask.binary`` (array ->
+bytes), and
 ``medmask.select_label`` (array -> array: one label of a label map as a bool array).
 
 Registered under the ``zarr.codecs`` entry point group, so a fresh process can open arrays
@@ -25,6 +26,7 @@ from zarr.core.common import parse_named_configuration
 from zarr.core.dtype import get_data_type_from_native_dtype
 
 from medmask.codecs._binary import BinaryCodec as _BinaryCore
+from medmask.codecs._edges import EdgesCodec as _EdgesCore
 from medmask.codecs._labels import LabelCodec as _LabelsCore
 from medmask.codecs._stream import DTYPE_CODES, check_level
 from medmask.errors import CodecError, CodecTypeError
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from zarr.core.chunk_grids import ChunkGrid
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
 
-__all__ = ["BinaryCodec", "LabelsCodec", "SelectLabelCodec"]
+__all__ = ["BinaryCodec", "EdgesCodec", "LabelsCodec", "SelectLabelCodec"]
 
 _MAX_NDIM = 3
 _KINDS = {(dt.kind, dt.itemsize) for dt in DTYPE_CODES.values()}
@@ -94,7 +96,7 @@ class _ArrayBytes(ArrayBytesCodec):
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.codec_name, "configuration": {"level": self.level}}
 
-    def _core(self) -> _BinaryCore | _LabelsCore:
+    def _core(self) -> _BinaryCore | _LabelsCore | _EdgesCore:
         raise NotImplementedError
 
     def validate(
@@ -139,6 +141,16 @@ class LabelsCodec(_ArrayBytes):
 
     def _core(self) -> _LabelsCore:
         return _LabelsCore(level=self.level)
+
+
+@dataclass(frozen=True)
+class EdgesCodec(_ArrayBytes):
+    """``medmask.edges`` as a zarr v3 serializer (row edges predicted slice to slice)."""
+
+    codec_name: ClassVar[str] = _EdgesCore.codec_id
+
+    def _core(self) -> _EdgesCore:
+        return _EdgesCore(level=self.level)
 
 
 @dataclass(frozen=True)

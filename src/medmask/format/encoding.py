@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -97,6 +98,9 @@ def check_limits(
         )
 
 
+_MAX_DECODE_THREADS = 8
+
+
 def _parallel_map(func: Callable[[_T], _R], items: Sequence[_T], nbytes: int) -> list[_R]:
     workers = min(len(items), os.cpu_count() or 1, 8)
     if workers <= 1 or nbytes < (2 << 20):
@@ -135,16 +139,22 @@ def encode_mask(
     chunks: object = None,
     attributes: Mapping[str, Any] | None = None,
     include_space: bool = True,
+    codec: str | Mapping[str, Any] | None = None,
 ) -> EncodedMask:
-    """Compute label statistics, pick a codec and encode every chunk."""
+    """Compute label statistics, pick a codec and encode every chunk.
+
+    ``codec``: a codec id (``"medmask.labels"``) or config (``{"id": ..., "level": ...}``);
+    default :func:`medmask.codecs.choose_codec` (``medmask.edges``). The older codecs write
+    files that medmask versions before ``medmask.edges`` also read.
+    """
     data = mask.data
     chunk_shape = parse_chunks(chunks, data.shape, data.dtype.itemsize)
-    codec = choose_codec(data, level=level)
+    coder = _pick_codec(data, codec, level)
     descriptor = MaskDescriptor(
         shape=mask.shape,
         bit_depth=mask.bit_depth,
         labels=(),
-        codec=codec.get_config(),
+        codec=coder.get_config(),
         chunks=chunk_shape,
         space=mask.space if include_space else None,
         attributes=dict(attributes or {}),
@@ -156,7 +166,7 @@ def encode_mask(
         block = data[box]
         if not block.any():
             return b""
-        return codec.encode(np.ascontiguousarray(block))
+        return coder.encode(np.ascontiguousarray(block))
 
     tasks: list[Callable[[], Any]] = [lambda: label_stats(data)]
     tasks += [lambda box=box: encode_one(box) for box in boxes]  # type: ignore[misc]
@@ -165,6 +175,20 @@ def encode_mask(
     _check_streams_readable(descriptor, streams)
     entries = label_entries(mapping_items(mask.mapping), stats, math.prod(mask.shape))
     return EncodedMask(replace(descriptor, labels=entries), streams)
+
+
+def _pick_codec(
+    data: npt.NDArray[Any], codec: str | Mapping[str, Any] | None, level: int | None
+) -> Codec:
+    if codec is None:
+        return choose_codec(data, level=level)
+    config: dict[str, Any] = {"id": codec} if isinstance(codec, str) else dict(codec)
+    if level is not None:
+        config["level"] = level
+    try:
+        return get_codec(config)
+    except CodecError as exc:
+        raise InvalidValueError(str(exc)) from None
 
 
 def _check_streams_readable(descriptor: MaskDescriptor, streams: Sequence[bytes]) -> None:
@@ -295,14 +319,18 @@ def decode_region(
 ) -> npt.NDArray[Any]:
     """Verify, decode and assemble the chunks of ``roi`` (``streams``: chunk id -> bytes).
 
-    Chunks decode one after another: the run expansion (np.repeat) holds the GIL, so threads
-    would only add contention.
+    Codecs that decode into an array (``medmask.edges``: its kernel runs without the GIL)
+    write every chunk straight into the output, chunks in parallel threads when called from
+    the main thread (inside a Dask or zarr worker thread, one after another: they already
+    run in parallel). Other codecs decode chunk after chunk (``np.repeat`` holds the GIL).
     """
     try:
         codec: Codec = get_codec(descriptor.codec)
     except CodecError as exc:
         raise FormatError(f"{name}: cannot decode: {exc}") from None
     stored = [c for c in descriptor.chunks_in(roi) if int(index["length"][c]) > 0]
+    if hasattr(codec, "decode_into"):
+        return _decode_into_region(codec, descriptor, index, roi, streams, stored, name, present)
     blocks = (
         (
             chunk_id,
@@ -318,6 +346,57 @@ def decode_region(
         for chunk_id in stored
     )
     return assemble(descriptor, roi, blocks, stored)
+
+
+def _decode_into_region(
+    codec: Any,
+    descriptor: MaskDescriptor,
+    index: npt.NDArray[Any],
+    roi: Roi,
+    streams: Mapping[int, bytes | memoryview],
+    stored: list[int],
+    name: str,
+    present: list[npt.NDArray[Any] | None] | None,
+) -> npt.NDArray[Any]:
+    touched = descriptor.chunks_in(roi)
+    out_shape = tuple(r.stop - r.start for r in roi)
+    every = set(stored).issuperset(touched)
+    out = (np.empty if every else np.zeros)(out_shape, descriptor.dtype)
+    found: dict[int, npt.NDArray[Any] | None] = {}
+
+    def one(chunk_id: int) -> int:
+        stream = verify_chunk(index, chunk_id, streams.get(chunk_id), name=name)
+        box = descriptor.chunk_box(chunk_id)
+        src, dst = _overlap(box, roi)
+        whole = all(
+            s.start == 0 and s.stop == b.stop - b.start for s, b in zip(src, box, strict=True)
+        )
+        values: list[npt.NDArray[Any] | None] | None = [] if present is not None else None
+        try:
+            if whole:
+                codec.decode_into(stream, out[dst], present=values)
+            else:
+                shape = tuple(b.stop - b.start for b in box)
+                block = np.empty(shape, descriptor.dtype)
+                codec.decode_into(stream, block, present=values)
+                out[dst] = block[src]
+        except CodecError as exc:
+            raise FormatError(f"{name}: chunk {chunk_id} cannot be decoded: {exc}") from None
+        if values is not None:
+            found[chunk_id] = values[0]
+        return chunk_id
+
+    parallel = len(stored) > 1 and out.nbytes >= (2 << 20)
+    if parallel and threading.current_thread() is threading.main_thread():
+        workers = min(len(stored), os.cpu_count() or 1, _MAX_DECODE_THREADS)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, stored))
+    else:
+        for chunk_id in stored:
+            one(chunk_id)
+    if present is not None:
+        present.extend(found[c] for c in stored)
+    return out
 
 
 def _overlap(box: Roi, roi: Roi) -> tuple[tuple[slice, ...], tuple[slice, ...]]:

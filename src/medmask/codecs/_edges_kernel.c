@@ -1,0 +1,529 @@
+/*
+ * Kernel of the medmask.edges codec (docs/codecs.md, section 6): edges of every row, each
+ * predicted from the reference row (the same row of the previous slice).
+ *
+ * encode(values, shape, K) -> (gaps, fates, positions, values, max_delta, max_value)
+ * decode(gaps, fates, positions, values, shape, K, toggle, out) -> None
+ *
+ * Pure C99 on the buffer protocol; the loops run without the GIL, so chunks encode and
+ * decode in parallel threads. medmask/codecs/_edges.py holds the same decoder in numpy and
+ * is the reference; this file must give identical results.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_K 7
+
+typedef struct {
+    uint64_t v;
+    uint32_t x;
+    uint8_t cls;
+} edge_t;
+
+/* Edges of one slice: rows back to back, row y at e[row[y] .. row[y + 1]). */
+typedef struct {
+    edge_t *e;
+    size_t n, cap;
+    size_t *row;
+} slice_t;
+
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+} bytes_t;
+
+static int slice_init(slice_t *s, uint32_t ny) {
+    s->e = NULL;
+    s->n = s->cap = 0;
+    s->row = (size_t *)calloc((size_t)ny + 1, sizeof(size_t));
+    return s->row != NULL;
+}
+
+static void slice_free(slice_t *s) {
+    free(s->e);
+    free(s->row);
+}
+
+static int slice_push(slice_t *s, uint32_t x, uint64_t v, uint8_t cls) {
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 1024;
+        edge_t *e = (edge_t *)realloc(s->e, cap * sizeof(edge_t));
+        if (!e) return 0;
+        s->e = e;
+        s->cap = cap;
+    }
+    s->e[s->n].x = x;
+    s->e[s->n].v = v;
+    s->e[s->n].cls = cls;
+    s->n++;
+    return 1;
+}
+
+static int bytes_reserve(bytes_t *b, size_t more) {
+    if (b->n + more > b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 4096;
+        while (cap < b->n + more) cap *= 2;
+        uint8_t *p = (uint8_t *)realloc(b->p, cap);
+        if (!p) return 0;
+        b->p = p;
+        b->cap = cap;
+    }
+    return 1;
+}
+
+static int bytes_put(bytes_t *b, const void *src, size_t len) {
+    if (!bytes_reserve(b, len)) return 0;
+    memcpy(b->p + b->n, src, len);
+    b->n += len;
+    return 1;
+}
+
+static int put_gap(bytes_t *b, uint32_t count) {
+    uint8_t c;
+    if (count < 255) {
+        c = (uint8_t)count;
+        return bytes_put(b, &c, 1);
+    }
+    uint8_t esc[5] = {255, (uint8_t)count, (uint8_t)(count >> 8), (uint8_t)(count >> 16),
+                      (uint8_t)(count >> 24)};
+    return bytes_put(b, esc, 5);
+}
+
+static inline uint64_t load(const uint8_t *row, size_t x, int itemsize) {
+    switch (itemsize) {
+        case 1: return row[x];
+        case 2: { uint16_t v; memcpy(&v, row + 2 * x, 2); return v; }
+        case 4: { uint32_t v; memcpy(&v, row + 4 * x, 4); return v; }
+        default: { uint64_t v; memcpy(&v, row + 8 * x, 8); return v; }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* encoder                                                                                  */
+
+typedef struct {
+    bytes_t gaps, pos, val;
+    bytes_t fates[2 * MAX_K + 2];
+    size_t nfates[2 * MAX_K + 2];
+    uint32_t max_delta;
+    uint64_t max_value;
+} enc_out_t;
+
+static int put_fate(enc_out_t *o, int cls, uint8_t code) {
+    bytes_t *b = &o->fates[cls];
+    if (o->nfates[cls] % 2 == 0) {
+        if (!bytes_put(b, &code, 1)) return 0;
+    } else {
+        b->p[b->n - 1] |= (uint8_t)(code << 4);
+    }
+    o->nfates[cls]++;
+    return 1;
+}
+
+/* Edges of one row into s (appended). */
+static int row_edges(slice_t *s, const uint8_t *row, uint32_t nx, int itemsize) {
+    uint64_t prev = 0;
+    if (itemsize == 1) {
+        for (uint32_t x = 0; x < nx; x++) {
+            if (row[x] != prev) {
+                prev = row[x];
+                if (!slice_push(s, x, prev, 0)) return 0;
+            }
+        }
+        return 1;
+    }
+    for (uint32_t x = 0; x < nx; x++) {
+        uint64_t v = load(row, x, itemsize);
+        if (v != prev) {
+            prev = v;
+            if (!slice_push(s, x, v, 0)) return 0;
+        }
+    }
+    return 1;
+}
+
+/* Code the edges cur[0..n) of one row against ref[0..m) (greedy, in order). */
+static int code_row(enc_out_t *o, edge_t *cur, size_t n, const edge_t *ref, size_t m, int K) {
+    size_t i = 0, j = 0;
+    uint32_t gap = 0;
+    int64_t last = -1;
+    const uint8_t inserted = (uint8_t)(2 * K + 1);
+    while (i < n || j < m) {
+        if (i < n && j < m) {
+            int64_t d = (int64_t)cur[i].x - (int64_t)ref[j].x;
+            if (d >= -K && d <= K && cur[i].v == ref[j].v) {
+                if (!put_gap(&o->gaps, gap) || !put_fate(o, ref[j].cls, (uint8_t)(d + K)))
+                    return 0;
+                gap = 0;
+                cur[i].cls = (uint8_t)(d + K);
+                last = cur[i].x;
+                i++;
+                j++;
+                continue;
+            }
+        }
+        if (j < m && (i >= n || ref[j].x <= cur[i].x)) {
+            if (!put_gap(&o->gaps, gap) || !put_fate(o, ref[j].cls, inserted)) return 0;
+            gap = 0;
+            j++;
+            continue;
+        }
+        uint32_t delta = (uint32_t)((int64_t)cur[i].x - last);
+        if (!bytes_put(&o->pos, &delta, 4) || !bytes_put(&o->val, &cur[i].v, 8)) return 0;
+        if (delta > o->max_delta) o->max_delta = delta;
+        if (cur[i].v > o->max_value) o->max_value = cur[i].v;
+        cur[i].cls = inserted;
+        last = cur[i].x;
+        gap++;
+        i++;
+    }
+    return put_gap(&o->gaps, gap);
+}
+
+static int encode_core(const uint8_t *data, int itemsize, uint32_t nz, uint32_t ny,
+                       uint32_t nx, int K, enc_out_t *o) {
+    slice_t a, b;
+    int ok = 0;
+    if (!slice_init(&a, ny)) return 0;
+    if (!slice_init(&b, ny)) { slice_free(&a); return 0; }
+    slice_t *prev = &a, *cur = &b;
+    size_t row_bytes = (size_t)nx * itemsize;
+    for (uint32_t z = 0; z < nz; z++) {
+        cur->n = 0;
+        for (uint32_t y = 0; y < ny; y++) {
+            const uint8_t *row = data + ((size_t)z * ny + y) * row_bytes;
+            size_t first = cur->n;
+            cur->row[y] = first;
+            if (!row_edges(cur, row, nx, itemsize)) goto done;
+            const edge_t *ref = NULL;
+            size_t m = 0;
+            if (z > 0) {
+                ref = prev->e + prev->row[y];
+                m = prev->row[y + 1] - prev->row[y];
+            } else if (y > 0) {
+                ref = cur->e + cur->row[y - 1];
+                m = first - cur->row[y - 1];
+            }
+            if (!code_row(o, cur->e + first, cur->n - first, ref, m, K)) goto done;
+        }
+        cur->row[ny] = cur->n;
+        slice_t *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    ok = 1;
+done:
+    slice_free(&a);
+    slice_free(&b);
+    return ok;
+}
+
+static PyObject *py_encode(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    unsigned int nz, ny, nx;
+    int K, itemsize;
+    if (!PyArg_ParseTuple(args, "y*(III)ii", &buf, &nz, &ny, &nx, &itemsize, &K)) return NULL;
+    if (K < 1 || K > MAX_K || !(itemsize == 1 || itemsize == 2 || itemsize == 4 || itemsize == 8)
+        || (size_t)buf.len != (size_t)nz * ny * nx * itemsize) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "edges encode: bad arguments");
+        return NULL;
+    }
+    enc_out_t o;
+    memset(&o, 0, sizeof(o));
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = encode_core((const uint8_t *)buf.buf, itemsize, nz, ny, nx, K, &o);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    PyObject *result = NULL;
+    if (!ok) {
+        PyErr_NoMemory();
+    } else {
+        PyObject *fates = PyTuple_New(2 * K + 2);
+        if (fates) {
+            for (int c = 0; c < 2 * K + 2; c++) {
+                PyObject *f = PyBytes_FromStringAndSize(
+                    o.fates[c].p ? (const char *)o.fates[c].p : "", (Py_ssize_t)o.fates[c].n);
+                if (!f) { Py_CLEAR(fates); break; }
+                PyTuple_SET_ITEM(fates, c, f);
+            }
+        }
+        if (fates) {
+            result = Py_BuildValue("(y#Ny#y#kK)", o.gaps.p ? (const char *)o.gaps.p : "",
+                                   (Py_ssize_t)o.gaps.n, fates,
+                                   o.pos.p ? (const char *)o.pos.p : "", (Py_ssize_t)o.pos.n,
+                                   o.val.p ? (const char *)o.val.p : "", (Py_ssize_t)o.val.n,
+                                   (unsigned long)o.max_delta,
+                                   (unsigned long long)o.max_value);
+        }
+    }
+    free(o.gaps.p);
+    free(o.pos.p);
+    free(o.val.p);
+    for (int c = 0; c < 2 * MAX_K + 2; c++) free(o.fates[c].p);
+    return result;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* decoder                                                                                  */
+
+typedef struct {
+    const uint8_t *p;
+    size_t n, at;
+} reader_t;
+
+typedef struct {
+    reader_t gaps;
+    reader_t fates[2 * MAX_K + 2];
+    size_t fate_count[2 * MAX_K + 2];
+    size_t fate_at[2 * MAX_K + 2];
+    const uint32_t *pos;
+    size_t npos, pos_at;
+    const uint64_t *val; /* NULL: toggle (0/1 values alternate) */
+    uint64_t vmax;
+    int K, itemsize;
+    uint32_t nz, ny, nx;
+    uint8_t *out;
+    Py_ssize_t sz, sy;
+} dec_t;
+
+static const char *read_gap(dec_t *d, uint32_t *count) {
+    reader_t *r = &d->gaps;
+    if (r->at >= r->n) return "Expected a gap count. Got the end of the gaps section.";
+    uint8_t c = r->p[r->at++];
+    if (c < 255) { *count = c; return NULL; }
+    if (r->n - r->at < 4) return "Expected 4 bytes after a 255 gap code. Got the end.";
+    const uint8_t *q = r->p + r->at;
+    *count = (uint32_t)q[0] | ((uint32_t)q[1] << 8) | ((uint32_t)q[2] << 16) | ((uint32_t)q[3] << 24);
+    r->at += 4;
+    if (*count < 255) return "Expected an escaped gap count >= 255. Got a smaller one.";
+    return NULL;
+}
+
+static const char *read_fate(dec_t *d, int cls, int *code) {
+    size_t k = d->fate_at[cls];
+    if (k >= d->fate_count[cls]) return "Expected a fate code. Got the end of its section.";
+    uint8_t byte = d->fates[cls].p[k / 2];
+    *code = (k % 2) ? (byte >> 4) : (byte & 15);
+    d->fate_at[cls] = k + 1;
+    return NULL;
+}
+
+static void paint(dec_t *d, uint8_t *row, const edge_t *e, size_t n) {
+    uint32_t nx = d->nx;
+    switch (d->itemsize) {
+        case 1: {
+            uint32_t x0 = n ? e[0].x : nx;
+            memset(row, 0, x0);
+            for (size_t k = 0; k < n; k++) {
+                uint32_t end = (k + 1 < n) ? e[k + 1].x : nx;
+                memset(row + e[k].x, (int)e[k].v, end - e[k].x);
+            }
+            return;
+        }
+#define PAINT(T)                                                               \
+    {                                                                          \
+        T *r = (T *)row;                                                       \
+        uint32_t x = 0;                                                        \
+        for (size_t k = 0; k <= n; k++) {                                      \
+            uint32_t end = (k < n) ? e[k].x : nx;                              \
+            T v = k ? (T)e[k - 1].v : 0;                                       \
+            for (; x < end; x++) r[x] = v;                                     \
+        }                                                                      \
+        return;                                                                \
+    }
+        case 2: PAINT(uint16_t)
+        case 4: PAINT(uint32_t)
+        default: PAINT(uint64_t)
+#undef PAINT
+    }
+}
+
+static const char *decode_row(dec_t *d, slice_t *cur, const edge_t *ref, size_t m) {
+    const int K = d->K;
+    const uint8_t inserted = (uint8_t)(2 * K + 1);
+    int64_t last = -1;
+    uint64_t value = 0;
+    const char *err;
+    for (size_t g = 0; g <= m; g++) {
+        uint32_t count;
+        if ((err = read_gap(d, &count))) return err;
+        if (count > d->npos - d->pos_at) return "Expected as many insertions as positions. Got more.";
+        for (uint32_t t = 0; t < count; t++) {
+            uint32_t delta = d->pos[d->pos_at];
+            uint64_t v = d->val ? d->val[d->pos_at] : (value ^ 1u);
+            d->pos_at++;
+            int64_t x = last + (int64_t)delta;
+            if (delta == 0 || x >= (int64_t)d->nx)
+                return "Expected inserted edges inside the row, after the previous one. Got one outside.";
+            if (v > d->vmax) return "Expected edge values that fit the dtype. Got a larger one.";
+            if (!slice_push(cur, (uint32_t)x, v, inserted)) return "out of memory";
+            last = x;
+            value = v;
+        }
+        if (g < m) {
+            int code;
+            if ((err = read_fate(d, ref[g].cls, &code))) return err;
+            if (code <= 2 * K) {
+                int64_t x = (int64_t)ref[g].x + code - K;
+                if (x <= last || x >= (int64_t)d->nx)
+                    return "Expected matched edges inside the row, after the previous one. Got one outside.";
+                if (!slice_push(cur, (uint32_t)x, ref[g].v, (uint8_t)code)) return "out of memory";
+                last = x;
+                value = ref[g].v;
+            } else if (code != inserted) {
+                return "Expected fate codes 0..2K+1. Got a larger one.";
+            }
+        }
+    }
+    return NULL;
+}
+
+static const char *decode_core(dec_t *d) {
+    slice_t a, b;
+    if (!slice_init(&a, d->ny)) return "out of memory";
+    if (!slice_init(&b, d->ny)) { slice_free(&a); return "out of memory"; }
+    slice_t *prev = &a, *cur = &b;
+    const char *err = NULL;
+    for (uint32_t z = 0; z < d->nz && !err; z++) {
+        cur->n = 0;
+        for (uint32_t y = 0; y < d->ny; y++) {
+            size_t first = cur->n;
+            cur->row[y] = first;
+            const edge_t *ref = NULL;
+            size_t m = 0;
+            if (z > 0) {
+                ref = prev->e + prev->row[y];
+                m = prev->row[y + 1] - prev->row[y];
+            } else if (y > 0) {
+                ref = cur->e + cur->row[y - 1];
+                m = first - cur->row[y - 1];
+            }
+            if ((err = decode_row(d, cur, ref, m))) break;
+            uint8_t *row = d->out + (Py_ssize_t)z * d->sz + (Py_ssize_t)y * d->sy;
+            paint(d, row, cur->e + first, cur->n - first);
+        }
+        cur->row[d->ny] = cur->n;
+        slice_t *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    slice_free(&a);
+    slice_free(&b);
+    if (err) return err;
+    if (d->gaps.at != d->gaps.n) return "Expected the gaps section to end with the last row. Got more bytes.";
+    if (d->pos_at != d->npos) return "Expected one inserted edge per position. Got unused positions.";
+    return NULL;
+}
+
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    Py_buffer gaps, pos;
+    Py_buffer val = {0}, out = {0};
+    Py_buffer fb[2 * MAX_K + 2];
+    PyObject *fates, *val_obj, *out_obj;
+    int K, itemsize, nf = 0;
+    unsigned long long vmax;
+    if (!PyArg_ParseTuple(args, "y*O!y*OiiKO", &gaps, &PyTuple_Type, &fates, &pos, &val_obj,
+                          &itemsize, &K, &vmax, &out_obj))
+        return NULL;
+    const char *err = NULL;
+    dec_t d;
+    memset(&d, 0, sizeof(d));
+    if (K < 1 || K > MAX_K || PyTuple_GET_SIZE(fates) != 2 * K + 2) {
+        err = "Expected 2K+2 fate sections for a shift range K in 1..7.";
+        goto release;
+    }
+    for (; nf < 2 * K + 2; nf++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(fates, nf), &fb[nf], PyBUF_SIMPLE) < 0) goto fail;
+        d.fates[nf].p = (const uint8_t *)fb[nf].buf;
+        d.fates[nf].n = (size_t)fb[nf].len;
+        d.fate_count[nf] = 2 * (size_t)fb[nf].len;
+    }
+    if (val_obj != Py_None) {
+        if (PyObject_GetBuffer(val_obj, &val, PyBUF_SIMPLE) < 0) goto fail;
+        if ((size_t)val.len != (size_t)pos.len / 4 * 8) {
+            err = "Expected one value per inserted edge. Got another count.";
+            goto release;
+        }
+        d.val = (const uint64_t *)val.buf;
+    }
+    if (PyObject_GetBuffer(out_obj, &out, PyBUF_RECORDS) < 0) goto fail;
+    if (out.ndim != 3 || out.itemsize != itemsize || out.strides[2] != itemsize
+        || out.shape[0] > 0xFFFFFFFFL || out.shape[1] > 0xFFFFFFFFL || out.shape[2] > 0xFFFFFFFFL) {
+        err = "Expected a writable 3-D output with contiguous rows of the stream's item size.";
+        goto release;
+    }
+    if (pos.len % 4) {
+        err = "Expected positions as 4-byte integers.";
+        goto release;
+    }
+    d.gaps.p = (const uint8_t *)gaps.buf;
+    d.gaps.n = (size_t)gaps.len;
+    d.pos = (const uint32_t *)pos.buf;
+    d.npos = (size_t)pos.len / 4;
+    d.vmax = vmax;
+    d.K = K;
+    d.itemsize = itemsize;
+    d.nz = (uint32_t)out.shape[0];
+    d.ny = (uint32_t)out.shape[1];
+    d.nx = (uint32_t)out.shape[2];
+    d.out = (uint8_t *)out.buf;
+    d.sz = out.strides[0];
+    d.sy = out.strides[1];
+    if (d.nz && d.ny && d.nx) {
+        Py_BEGIN_ALLOW_THREADS
+        err = decode_core(&d);
+        Py_END_ALLOW_THREADS
+    } else if (d.gaps.n || d.npos) {
+        err = "Expected empty sections for an empty array. Got data.";
+    }
+    if (!err) {
+        for (int c = 0; c < 2 * K + 2; c++) {
+            size_t used = d.fate_at[c];
+            if ((used + 1) / 2 != d.fates[c].n || (used % 2 && (d.fates[c].p[used / 2] >> 4))) {
+                err = "Expected one fate code per reference edge. Got unused fate codes.";
+                break;
+            }
+        }
+    }
+release:
+    PyBuffer_Release(&gaps);
+    PyBuffer_Release(&pos);
+    for (int c = 0; c < nf; c++) PyBuffer_Release(&fb[c]);
+    if (val.obj) PyBuffer_Release(&val);
+    if (out.obj) PyBuffer_Release(&out);
+    if (err) {
+        if (strcmp(err, "out of memory") == 0) return PyErr_NoMemory();
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+fail:
+    err = NULL;
+    PyBuffer_Release(&gaps);
+    PyBuffer_Release(&pos);
+    for (int c = 0; c < nf; c++) PyBuffer_Release(&fb[c]);
+    if (val.obj) PyBuffer_Release(&val);
+    if (out.obj) PyBuffer_Release(&out);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"encode", py_encode, METH_VARARGS,
+     "encode(values, (nz, ny, nx), itemsize, K) -> (gaps, fates, positions, values, "
+     "max_delta, max_value)"},
+    {"decode", py_decode, METH_VARARGS,
+     "decode(gaps, fates, positions, values_or_None, itemsize, K, vmax, out) -> None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_edges_kernel", "Compiled kernel of the medmask.edges codec.", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__edges_kernel(void) { return PyModule_Create(&module); }

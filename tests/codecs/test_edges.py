@@ -1,0 +1,378 @@
+"""``medmask.edges`` (docs/codecs.md section 6): round trips through the compiled kernel and
+the numpy/Python paths (the same bytes, the same arrays), streams assembled by hand from the
+spec, ``decode_into`` any strides, and hostile streams that only ever raise CodecError."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import zstandard as zstd
+from codec_helpers import label_volume
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medmask.codecs import EdgesCodec, decode, kernel_available
+from medmask.codecs import _edges as edges
+from medmask.errors import CodecError
+
+K = edges.DEFAULT_SHIFT
+
+
+@pytest.fixture(params=["kernel", "numpy"])
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test with the compiled kernel and again with the numpy/Python paths."""
+    if request.param == "numpy":
+        edges._FORCE_NUMPY[0] = True
+    try:
+        yield str(request.param)
+    finally:
+        edges._FORCE_NUMPY[0] = False
+
+
+def test_the_kernel_is_built_here() -> None:
+    # CI installs with a C compiler: the fast path must be the one tested and benchmarked
+    assert kernel_available()
+
+
+def both_encoders(array: np.ndarray, codec: EdgesCodec | None = None) -> bytes:
+    codec = codec or EdgesCodec()
+    fast = codec.encode(array)
+    edges._FORCE_NUMPY[0] = True
+    try:
+        slow = codec.encode(array)
+    finally:
+        edges._FORCE_NUMPY[0] = False
+    assert fast == slow  # the kernel and the Python encoder write the same bytes
+    return fast
+
+
+def both_decoders(data: bytes) -> np.ndarray:
+    fast = EdgesCodec().decode(data)
+    edges._FORCE_NUMPY[0] = True
+    try:
+        slow = EdgesCodec().decode(data)
+    finally:
+        edges._FORCE_NUMPY[0] = False
+    assert fast.dtype == slow.dtype
+    np.testing.assert_array_equal(fast, slow)
+    return fast
+
+
+def arrays() -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    out = [
+        ("zeros", np.zeros((3, 4, 5), np.uint8)),
+        ("constant", np.full((3, 4, 5), 7, np.uint16)),
+        ("ones-2d-bool", np.ones((2, 3), bool)),
+        ("zero-size", np.zeros((0, 3, 4), np.uint8)),
+        ("one-voxel", np.ones((1, 1, 1), np.uint8)),
+        ("noise-u8", rng.integers(0, 3, (4, 5, 6)).astype(np.uint8)),
+        ("noise-bool", rng.random((7, 9, 11)) < 0.5),
+        ("wide-u32", rng.integers(0, 70000, (3, 4, 50)).astype(np.uint32)),
+        ("wide-u64", rng.integers(0, 2**62, (2, 3, 4)).astype(np.uint64)),
+        ("1d-i16", rng.integers(0, 100, (17,)).astype(np.int16)),
+        ("alternating", np.tile(np.array([0, 1], np.uint8), (2, 3, 300))),
+    ]
+    for dtype in (np.bool_, np.uint8, np.uint16, np.uint32):
+        out.append((f"volume-{np.dtype(dtype).name}", label_volume((9, 17, 23), dtype, seed=1)))
+    vol = label_volume((12, 20, 30), np.uint16, seed=4)
+    out += [
+        ("int32", vol.astype(np.int32)),
+        ("big-endian", vol.astype(">u2")),
+        ("int64-big-endian", vol.astype(">i8")),
+        ("2d", vol[5]),
+        ("1d", vol[5, 10]),
+    ]
+    return out
+
+
+@pytest.mark.parametrize(("name", "array"), arrays(), ids=[n for n, _ in arrays()])
+def test_round_trip(name: str, array: np.ndarray) -> None:
+    data = both_encoders(array)
+    out = both_decoders(data)
+    assert out.dtype == array.dtype
+    assert out.shape == array.shape
+    np.testing.assert_array_equal(out, array)
+    assert decode(data).dtype == array.dtype  # the kind byte dispatches to this codec
+    got, values = EdgesCodec().decode_with_values(data)
+    np.testing.assert_array_equal(got, array)
+    assert values is None or set(np.unique(array).tolist()) <= set(values.tolist())
+
+
+def smooth_volume(seed: int, shape: tuple[int, int, int], n: int) -> np.ndarray:
+    return label_volume(shape, np.uint8, seed=seed, n=n)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    shape=st.tuples(st.integers(1, 8), st.integers(1, 12), st.integers(3, 40)),
+    n=st.integers(0, 8),
+    level=st.sampled_from([1, 3, 9]),
+)
+def test_random_segmentations(seed: int, shape: tuple[int, int, int], n: int, level: int) -> None:
+    array = smooth_volume(seed, shape, n)
+    out = both_decoders(both_encoders(array, EdgesCodec(level=level)))
+    np.testing.assert_array_equal(out, array)
+
+
+def test_modes_widths_and_sizes() -> None:
+    ball = label_volume((16, 32, 32), np.uint8, seed=2)
+    assert both_encoders(np.zeros((10, 20, 30), np.uint8))[7] == edges.MODE_CONSTANT
+    assert len(EdgesCodec().encode(np.zeros((300, 512, 512), np.uint8)[:1])) == 25
+    assert EdgesCodec().encode(ball)[7] == edges.MODE_EDGES
+    noise = np.random.default_rng(0).integers(0, 256, (8, 32, 32)).astype(np.uint8)
+    plain = EdgesCodec().encode(noise)
+    assert plain[7] == edges.MODE_PLAIN
+    assert len(plain) < noise.nbytes + 64
+    bits = np.random.default_rng(0).random((8, 32, 64)) < 0.5
+    assert len(EdgesCodec().encode(bits)) < bits.size // 8 + 64  # plain bool is bit-packed
+
+
+def test_decode_into_views_and_dtypes() -> None:
+    vol = label_volume((12, 30, 40), np.uint8, seed=5).astype(np.uint16) * 100
+    data = EdgesCodec().encode(vol)
+    assert data[7] == edges.MODE_EDGES
+    big = np.full((16, 34, 48), 999, np.uint16)
+    view = big[2:14, 3:33, 4:44]  # strided along z and y, rows contiguous
+    EdgesCodec().decode_into(data, view)
+    np.testing.assert_array_equal(view, vol)
+    assert (big[:2] == 999).all()
+    assert (big[:, :, :4] == 999).all()
+    signed = np.empty(vol.shape, np.int16)
+    EdgesCodec().decode_into(EdgesCodec().encode(vol.astype(np.int16)), signed)
+    np.testing.assert_array_equal(signed, vol)
+    swapped = np.empty(vol.shape, ">u2")
+    EdgesCodec().decode_into(EdgesCodec().encode(vol.astype(">u2")), swapped)
+    np.testing.assert_array_equal(swapped, vol)
+    columns = np.empty((40, 30, 12), np.uint16).transpose(2, 1, 0)  # rows not contiguous
+    EdgesCodec().decode_into(data, columns)
+    np.testing.assert_array_equal(columns, vol)
+    present: list[np.ndarray | None] = []
+    EdgesCodec().decode_into(data, np.empty(vol.shape, np.uint16), present=present)
+    assert present[0] is not None
+    assert set(np.unique(vol).tolist()) <= set(present[0].tolist())
+    with pytest.raises(CodecError, match="Expected shape"):
+        EdgesCodec().decode_into(data, np.empty((12, 30, 39), np.uint16))
+    with pytest.raises(CodecError, match="Expected dtype"):
+        EdgesCodec().decode_into(data, np.empty(vol.shape, np.uint8))
+
+
+# --- streams assembled from the spec -----------------------------------------------------------
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def stream(
+    shape: tuple[int, ...],
+    sections: list[bytes],
+    *,
+    dtype_code: int = 2,
+    k: int = 1,
+    w: int = 1,
+    p: int = 1,
+    mode: int = 1,
+    compress: bool = False,
+) -> bytes:
+    """A kind-3 stream built by docs/codecs.md section 6 (raw sections unless ``compress``)."""
+    head = (
+        b"MMC"
+        + bytes([1, 3, dtype_code, len(shape), mode])
+        + struct.pack(f"<{len(shape)}I", *shape)
+    )
+    stored = [
+        zstd.ZstdCompressor(write_content_size=True).compress(s) if compress and s else s
+        for s in sections
+    ]
+    fields = bytes([k, w, p]) + b"".join(
+        varint(len(s)) + varint(len(r)) for s, r in zip(stored, sections, strict=True)
+    )
+    body = head + fields + b"".join(stored)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def fates(codes: list[int]) -> bytes:
+    padded = codes + [0] * (len(codes) % 2)
+    return bytes(a | (b << 4) for a, b in zip(padded[0::2], padded[1::2], strict=True))
+
+
+def spec_sections() -> list[bytes]:
+    """A 2 x 2 x 6 uint8 array by hand, with K = 1: fate codes 0, 1, 2 move an edge by -1, 0,
+    +1 (the new edge's class is the code), 3 deletes; inserted edges have class 3.
+
+    - row (0, 0), no reference: edges (1, 4), (3, 0), (5, 9): one gap, 3 insertions with
+      deltas 2, 2, 2 from x = -1 -> [0 4 4 0 0 9];
+    - row (0, 1), reference row (0, 0): fates 2, 1, 3 (class 3 stream) -> [0 0 4 0 0 0];
+    - row (1, 0), reference row (0, 0): fates 1, 1, 1 -> [0 4 4 0 0 9];
+    - row (1, 1), reference row (0, 1) (edges of classes 2 and 1): fate 1 each, then one
+      insertion after x = 3 with delta 1 and value 7 -> [0 0 4 0 7 7].
+    """
+    gaps = bytes([3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])  # rows with 0, 3, 3, 2 reference edges
+    positions = bytes([2, 2, 2, 1])
+    values = bytes([4, 0, 9, 7])
+    class1, class2, class3 = fates([1]), fates([1]), fates([2, 1, 3, 1, 1, 1])
+    return [gaps, positions, values, b"", class1, class2, class3]
+
+
+SPEC_ARRAY = np.array(
+    [[[0, 4, 4, 0, 0, 9], [0, 0, 4, 0, 0, 0]], [[0, 4, 4, 0, 0, 9], [0, 0, 4, 0, 7, 7]]],
+    np.uint8,
+)
+
+
+def test_a_stream_assembled_by_hand_from_the_spec(path: str) -> None:
+    for compress in (False, True):
+        data = stream((2, 2, 6), spec_sections(), compress=compress)
+        np.testing.assert_array_equal(EdgesCodec().decode(data), SPEC_ARRAY)
+
+
+def test_the_encoder_agrees_with_the_hand_made_stream() -> None:
+    """medmask's encoder (K = 6) on the same array, decoded by hand-written rules."""
+    data = both_encoders(SPEC_ARRAY)
+    np.testing.assert_array_equal(both_decoders(data), SPEC_ARRAY)
+    assert data[7] in (edges.MODE_EDGES, edges.MODE_PLAIN)
+
+
+def test_constant_and_plain_streams_by_hand() -> None:
+    head = b"MMC" + bytes([1, 3, 3, 2, 0]) + struct.pack("<2I", 2, 3) + varint(300)
+    data = head + struct.pack("<I", zlib.crc32(head))
+    np.testing.assert_array_equal(EdgesCodec().decode(data), np.full((2, 3), 300, np.uint16))
+    bits = np.array([[1, 0, 1, 1, 0, 0, 0, 1, 1]], bool)
+    raw = np.packbits(bits.reshape(-1)).tobytes()
+    head = b"MMC" + bytes([1, 3, 1, 2, 2]) + struct.pack("<2I", 1, 9)
+    body = head + varint(len(raw)) + varint(len(raw)) + raw
+    np.testing.assert_array_equal(
+        EdgesCodec().decode(body + struct.pack("<I", zlib.crc32(body))), bits
+    )
+    values = np.array([[258, 1, 65535]], np.uint16)
+    planes = bytes([2, 1, 255, 1, 0, 255])  # low bytes, then high bytes
+    head = b"MMC" + bytes([1, 3, 3, 2, 2]) + struct.pack("<2I", 1, 3)
+    body = head + varint(6) + varint(6) + planes
+    np.testing.assert_array_equal(
+        EdgesCodec().decode(body + struct.pack("<I", zlib.crc32(body))), values
+    )
+
+
+# --- hostile streams ---------------------------------------------------------------------------
+
+
+def spec_stream(**kwargs: object) -> bytes:
+    sections = spec_sections()
+    for i, value in kwargs.pop("replace", {}).items():  # type: ignore[attr-defined]
+        sections[i] = value
+    return stream((2, 2, 6), sections, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (spec_stream(replace={6: fates([2, 1, 3, 1, 1, 15])}), "fate codes 0..2K"),
+        (spec_stream(replace={6: fates([2, 1, 3, 1])}), "fate code"),
+        (spec_stream(replace={6: fates([2, 1, 3, 1, 1, 1, 1])}), "one fate code per"),
+        (spec_stream(replace={6: fates([2, 1, 3, 1, 1, 1]) + b"\x00"}), "one fate code per"),
+        (spec_stream(replace={4: bytes([0x11])}), "one fate code per"),  # odd: high nibble set
+        (spec_stream(replace={4: fates([0])}), "inside the row"),  # x = 2: not after x = 2
+        (spec_stream(replace={0: bytes([3] + [0] * 10 + [1, 0])}), "gaps section"),
+        (spec_stream(replace={0: bytes([3] + [0] * 10)}), "gap count"),
+        (spec_stream(replace={0: bytes([255, 3, 0, 0, 0] + [0] * 10 + [1])}), ">= 255"),
+        (spec_stream(replace={0: bytes([5] + [0] * 10 + [1])}), "insertions"),
+        (spec_stream(replace={1: bytes([2, 2, 9, 1])}), "inside the row"),
+        (spec_stream(replace={1: bytes([2, 0, 2, 1])}), "inside the row"),
+        (spec_stream(replace={1: bytes([2, 2, 2, 1, 1]), 2: bytes([4, 0, 9, 7, 1])}), "unused"),
+        (spec_stream(k=0), "shift range"),
+        (spec_stream(k=8), "shift range"),
+        (spec_stream(w=3), "value width"),
+        (spec_stream(p=3), "position width"),
+        (spec_stream(mode=3), "mode 0"),
+        (spec_stream(replace={2: bytes([4, 0, 9])}), "one value per"),
+    ],
+)
+def test_forged_streams_are_refused(path: str, data: bytes, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        EdgesCodec().decode(data)
+
+
+def test_values_beyond_the_dtype_are_refused(path: str) -> None:
+    sections = spec_sections()
+    data = stream((2, 2, 6), [sections[0], sections[1], bytes([4, 0, 9, 2]), *sections[3:]])
+    EdgesCodec().decode(data)  # uint8: fine
+    bool_stream = stream(
+        (2, 2, 6), [sections[0], sections[1], bytes([1, 0, 1, 2]), *sections[3:]], dtype_code=1
+    )
+    with pytest.raises(CodecError, match="fit the dtype"):
+        EdgesCodec().decode(bool_stream)
+
+
+def test_checksums_truncation_and_trailing_bytes(path: str) -> None:
+    data = EdgesCodec().encode(label_volume((6, 10, 12), np.uint16, seed=6))
+    for n in range(len(data)):
+        with pytest.raises(CodecError):
+            EdgesCodec().decode(data[:n])
+    with pytest.raises(CodecError, match="checksum"):
+        EdgesCodec().decode(data + b"\x00")
+    with pytest.raises(CodecError, match="checksum"):
+        EdgesCodec().decode(data[:30] + bytes([data[30] ^ 1]) + data[31:])
+
+
+def fix_crc(data: bytes) -> bytes:
+    return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
+
+
+def test_every_byte_corruption_with_a_valid_checksum(path: str) -> None:
+    """Corrupted content behind a recomputed CRC: a CodecError or a well-formed array, never
+    another exception and never a crash (both decoders)."""
+    array = label_volume((12, 30, 40), np.uint8, seed=7)
+    data = EdgesCodec(level=1).encode(array)
+    assert data[7] == edges.MODE_EDGES
+    rng = np.random.default_rng(8)
+    cases = [(pos, new) for pos in range(len(data) - 4) for new in (0x00, 0xFF)]
+    cases += [(int(p), int(v)) for p, v in rng.integers(0, (len(data) - 4, 256), (800, 2))]
+    if path == "numpy":  # slower: a sample
+        cases = [cases[i] for i in rng.choice(len(cases), 400, replace=False)]
+    for pos, new in cases:
+        if new == data[pos]:
+            continue
+        bad = fix_crc(data[:pos] + bytes([new]) + data[pos + 1 :])
+        try:
+            out = EdgesCodec().decode(bad)
+        except CodecError:
+            continue
+        assert out.ndim == 3
+        assert out.dtype.kind in "bui"
+
+
+def test_huge_declared_sizes_are_refused_before_allocating(path: str) -> None:
+    bomb = zstd.ZstdCompressor(write_content_size=True).compress(b"\x00" * 2_000_000)
+    sections = spec_sections()
+    head = b"MMC" + bytes([1, 3, 2, 3, 1]) + struct.pack("<3I", 2, 2, 6) + bytes([1, 1, 1])
+    fields = (
+        varint(len(bomb))
+        + varint(2_000_000)
+        + b"".join(varint(len(s)) + varint(len(s)) for s in sections[1:])
+    )
+    body = head + fields + bomb + b"".join(sections[1:])
+    with pytest.raises(CodecError, match=f"at most {5 * (24 + 4)} bytes of gaps"):
+        EdgesCodec().decode(body + struct.pack("<I", zlib.crc32(body)))
+    lying = zstd.ZstdCompressor(write_content_size=True).compress(sections[0] + b"\x00")
+    fields = (
+        varint(len(lying))
+        + varint(len(sections[0]))
+        + b"".join(varint(len(s)) + varint(len(s)) for s in sections[1:])
+    )
+    body = head + fields + lying + b"".join(sections[1:])
+    with pytest.raises(CodecError, match="decode to 12 bytes"):
+        EdgesCodec().decode(body + struct.pack("<I", zlib.crc32(body)))
+    huge = b"MMC" + bytes([1, 3, 2, 3, 0]) + struct.pack("<3I", 100_000, 100_000, 100) + b"\x00"
+    with pytest.raises(CodecError, match="Expected at most"):
+        EdgesCodec().decode(huge + struct.pack("<I", zlib.crc32(huge)))
