@@ -1,22 +1,22 @@
 #!/usr/bin/env python
-"""Benchmark medmask's chunk codecs against nibabel .nii.gz and other label compressors.
+"""Segmentation codecs, one run: sizes and speeds of medmask against nibabel ``.nii.gz``,
+``np.savez_compressed``, crackle-codec, compresso + xz and zarr v3 arrays (zstd, blosc, and
+medmask's own serializer) on the same chunks.
 
-Prints markdown tables (bytes, ratio vs .nii.gz, encode ms, decode ms, decode MB/s, decode
-speed-up vs nibabel) for:
+Volumes: the shared 3 mm ``multilabel_42.nii.gz`` and full-resolution upsampled versions of it
+(``../shared/tools/upsample_labels.py``: 0.8 mm, 0.8 x 0.8 x 0.4 mm, 0.5 mm), plus six binary
+organ masks on the 0.8 x 0.8 x 0.4 mm grid. Volumes are cached in ``benchmarks/_data/``.
 
-- the shared 3 mm ``multilabel_42.nii.gz`` (122 x 101 x 30),
-- full-resolution multi-label volumes generated with ``../shared/tools/upsample_labels.py``
-  (0.8 mm isotropic: 458 x 379 x 112; 0.8 x 0.8 x 0.4 mm: 458 x 379 x 225),
-- 6 big organs of the 0.4 mm volume as bool masks (sums over the 6 masks).
-
-Volumes are cached in ``benchmarks/_data/``. Times are the best of ``--reps`` runs (slow
-encoders, > 2 s, run once). medmask rows: whole volume in one call, and "chunked": z-slabs of
-``--chunk-slices`` slices encoded one by one and decoded by a 2-thread pool into one array.
+Every row writes and reads the same array and checks the round trip; times are the best of
+``--reps`` runs (encoders slower than 2 s run once). Decode MB/s is raw array bytes per
+second, C-order (z, y, x) out. Chunked rows use z-slabs of ``--chunk-slices`` slices and both
+cores (zarr's own thread pool; medmask's parallel chunk decode). Prints markdown tables and
+writes the size / decode-speed frontier to ``--plot`` (PNG).
 
 Usage::
 
-    python benchmarks/bench_codecs.py            # full run (several minutes: zstd-19 rows)
-    python benchmarks/bench_codecs.py --quick    # 3 mm + 0.8 mm iso only, fewer reps
+    python benchmarks/bench_codecs.py             # everything (a few minutes: zstd-19 rows)
+    python benchmarks/bench_codecs.py --quick     # 3 mm and 0.8 mm only, fewer rows
 """
 
 from __future__ import annotations
@@ -26,33 +26,35 @@ import io
 import json
 import lzma
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zstandard as zstd
 
 import medmask
-from medmask.codecs import BinaryCodec, LabelCodec
+from medmask.codecs import kernel_available
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SHARED = REPO / ".." / "shared"
+SHARED = HERE.parent / ".." / "shared"
 TOTALSEG = SHARED / "data" / "totalseg"
 UPSAMPLE = SHARED / "tools" / "upsample_labels.py"
 ORGANS = ["liver", "spleen", "kidney_right", "kidney_left", "stomach", "colon"]
 
 try:
+    import compresso
+    import crackle
     import nibabel as nib
-except ImportError:  # pragma: no cover
-    sys.exit("bench_codecs.py needs nibabel: pip install 'medmask[bench]'")
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+except ImportError as exc:  # pragma: no cover
+    sys.exit(f"bench_codecs.py needs the bench extra: pip install -e '.[bench]' ({exc})")
 
 
 @dataclass
@@ -65,13 +67,12 @@ class Row:
 
 def best_time(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
     """Best wall time (ms) of ``reps`` calls, and the last result."""
-    best = float("inf")
-    out = None
+    best, out = float("inf"), None
     for _ in range(reps):
         t0 = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - t0)
-        if best > 2.0:  # slow: one run is enough
+        if best > 2.0:
             break
     return best * 1e3, out
 
@@ -83,296 +84,298 @@ def load_zyx(path: Path) -> np.ndarray:
 
 def ensure_volume(spacing: Sequence[float], data_dir: Path) -> Path:
     """Generate (once) the full-resolution volume at ``spacing`` mm."""
-    name = "full_" + "x".join(f"{s:g}" for s in spacing) + ".nii.gz"
-    out = data_dir / name
+    out = data_dir / ("full_" + "x".join(f"{s:g}" for s in spacing) + ".nii.gz")
     if not out.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        spc = [str(s) for s in spacing]
-        cmd = [sys.executable, str(UPSAMPLE), "--out", str(out), "--spacing", *spc]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        cmd = [sys.executable, str(UPSAMPLE), "--out", str(out), "--spacing"]
+        subprocess.run([*cmd, *(str(s) for s in spacing)], check=True, stdout=subprocess.DEVNULL)
     return out
 
 
-# --- reference compressors -------------------------------------------------------------
-
-
-def nifti_row(arrays: list[np.ndarray], reps: int, tmp: Path) -> Row:
-    enc = dec = 0.0
-    size = 0
-    for i, a in enumerate(arrays):
-        path = tmp / f"bench_{i}.nii.gz"
-        u8 = a.view(np.uint8) if a.dtype == np.bool_ else a
-        img = nib.Nifti1Image(u8.transpose(2, 1, 0), np.eye(4))
-        t, _ = best_time(lambda img=img, path=path: nib.save(img, path), reps)
-        enc += t
-        t, _ = best_time(lambda path=path: np.asarray(nib.load(path).dataobj), reps)
-        dec += t
-        size += path.stat().st_size
-    return Row("nibabel .nii.gz", size, enc, dec)
-
-
-def generic_row(
+def measure(
     name: str,
     arrays: list[np.ndarray],
     reps: int,
-    enc_fn: Callable[[np.ndarray], Any],
-    dec_fn: Callable[[Any, np.ndarray], np.ndarray],
-    size_fn: Callable[[Any], int],
+    write: Callable[[np.ndarray, int], Any],
+    read: Callable[[Any, np.ndarray], np.ndarray],
+    size: Callable[[Any], int],
 ) -> Row:
+    """Encode every array (``write(array, i)`` gives a handle), decode, check, sum sizes."""
     enc = dec = 0.0
-    size = 0
-    for a in arrays:
-        t, blob = best_time(lambda a=a: enc_fn(a), reps)
+    total = 0
+    for i, a in enumerate(arrays):
+        t, handle = best_time(lambda a=a, i=i: write(a, i), max(2, reps // 2))
         enc += t
-        t, got = best_time(lambda blob=blob, a=a: dec_fn(blob, a), reps)
+        t, got = best_time(lambda handle=handle, a=a: read(handle, a), reps)
         dec += t
-        if not np.array_equal(got, a):
+        if got.shape != a.shape or not np.array_equal(got, a):
             raise AssertionError(f"{name}: round trip differs")
-        size += size_fn(blob)
-    return Row(name, size, enc, dec)
+        total += size(handle)
+    return Row(name, total, enc, dec)
 
 
-def savez_enc(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, a=a)
-    return buf.getvalue()
+# --- the rows -----------------------------------------------------------------------------------
 
 
-def savez_dec(blob: bytes, a: np.ndarray) -> np.ndarray:
-    with np.load(io.BytesIO(blob)) as f:
-        return f["a"]  # type: ignore[no-any-return]
+def nifti(arrays: list[np.ndarray], reps: int, tmp: Path) -> Row:
+    def write(a: np.ndarray, i: int) -> Path:
+        path = tmp / f"x{i}.nii.gz"
+        u8 = a.view(np.uint8) if a.dtype == np.bool_ else a
+        nib.save(nib.Nifti1Image(u8.transpose(2, 1, 0), np.eye(4)), path)
+        return path
+
+    def read(path: Path, a: np.ndarray) -> np.ndarray:
+        out = np.ascontiguousarray(np.asarray(nib.load(path).dataobj).transpose(2, 1, 0))
+        return out.view(np.bool_) if a.dtype == np.bool_ else out
+
+    return measure("nibabel .nii.gz", arrays, reps, write, read, lambda p: p.stat().st_size)
 
 
-def zstd_raw_enc(a: np.ndarray, level: int = 3) -> bytes:
-    return zstd.ZstdCompressor(level=level).compress(a.tobytes())
+def savez(arrays: list[np.ndarray], reps: int) -> Row:
+    def write(a: np.ndarray, i: int) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, a=a)
+        return buf.getvalue()
+
+    def read(blob: bytes, a: np.ndarray) -> np.ndarray:
+        with np.load(io.BytesIO(blob)) as f:
+            return f["a"]  # type: ignore[no-any-return]
+
+    return measure("np.savez_compressed", arrays, reps, write, read, len)
 
 
-def zstd_raw_dec(blob: bytes, a: np.ndarray) -> np.ndarray:
-    raw = zstd.ZstdDecompressor().decompress(blob)
-    return np.frombuffer(raw, dtype=a.dtype).reshape(a.shape)
+def crackle_row(arrays: list[np.ndarray], reps: int, order: int | None) -> Row:
+    kwargs = {} if order is None else {"markov_model_order": order}
+
+    def read(blob: bytes, a: np.ndarray) -> np.ndarray:
+        out = crackle.decompress(blob)
+        return out.view(np.bool_) if a.dtype == np.bool_ else out
+
+    name = "crackle-codec" + ("" if order is None else f" (markov order {order})")
+    return measure(
+        name, arrays, reps, lambda a, i: crackle.compress(a.view(np.uint8), **kwargs), read, len
+    )
 
 
-def bitpack_enc(a: np.ndarray) -> bytes:
-    return zstd.ZstdCompressor(level=19).compress(np.packbits(a, axis=-1).tobytes())
+def compresso_row(arrays: list[np.ndarray], reps: int) -> Row:
+    def write(a: np.ndarray, i: int) -> bytes:
+        return lzma.compress(compresso.compress(np.asfortranarray(a.view(np.uint8).T)))
+
+    def read(blob: bytes, a: np.ndarray) -> np.ndarray:
+        out = np.ascontiguousarray(compresso.decompress(lzma.decompress(blob)).T)
+        return out.view(np.bool_) if a.dtype == np.bool_ else out
+
+    return measure("compresso + xz", arrays, reps, write, read, len)
 
 
-def bitpack_dec(blob: bytes, a: np.ndarray) -> np.ndarray:
-    raw = zstd.ZstdDecompressor().decompress(blob)
-    packed = np.frombuffer(raw, np.uint8).reshape(*a.shape[:-1], -1)
-    return np.unpackbits(packed, axis=-1, count=a.shape[-1]).view(np.bool_)
-
-
-def rlex_enc(a: np.ndarray) -> tuple[bytes, bytes]:
-    """Run lengths along x (runs restart at every row), values and lengths as 2 zstd-19 frames."""
-    flat = a.reshape(-1).view(np.uint8)
-    nx = a.shape[-1]
-    change = np.empty(flat.size, dtype=bool)
-    change[0] = True
-    np.not_equal(flat[1:], flat[:-1], out=change[1:])
-    change[::nx] = True
-    starts = np.flatnonzero(change)
-    lengths = np.diff(np.append(starts, flat.size)).astype("<u2")
-    cctx = zstd.ZstdCompressor(level=19)
-    return cctx.compress(flat[starts].tobytes()), cctx.compress(lengths.tobytes())
-
-
-def rlex_dec(blob: tuple[bytes, bytes], a: np.ndarray) -> np.ndarray:
-    dctx = zstd.ZstdDecompressor()
-    values = np.frombuffer(dctx.decompress(blob[0]), np.uint8)
-    lengths = np.frombuffer(dctx.decompress(blob[1]), "<u2")
-    return np.repeat(values, lengths).view(a.dtype).reshape(a.shape)
-
-
-# --- medmask ------------------------------------------------------------------------------
-
-
-def medmask_row(codec: BinaryCodec | LabelCodec, arrays: list[np.ndarray], reps: int) -> Row:
-    def dec(blob: bytes, a: np.ndarray) -> np.ndarray:
-        return codec.decode(blob)
-
-    name = f"medmask {codec.codec_id} level {codec.level}"
-    return generic_row(name, arrays, reps, codec.encode, dec, len)
-
-
-def medmask_chunked_row(
-    codec: BinaryCodec | LabelCodec,
-    arrays: list[np.ndarray],
-    reps: int,
-    slices: int,
-    pool: ThreadPoolExecutor,
+def zarr_row(
+    name: str, arrays: list[np.ndarray], reps: int, tmp: Path, slices: int, **codecs: Any
 ) -> Row:
-    def enc(a: np.ndarray) -> list[tuple[int, bytes]]:
-        return [
-            (z, codec.encode(np.ascontiguousarray(a[z : z + slices])))
-            for z in range(0, a.shape[0], slices)
-        ]
+    def write(a: np.ndarray, i: int) -> Path:
+        path = tmp / f"z{i}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        z = zarr.create_array(
+            zarr.storage.LocalStore(path),
+            shape=a.shape,
+            chunks=(min(slices, a.shape[0]), a.shape[1], a.shape[2]),
+            dtype=a.dtype,
+            fill_value=0,
+            **codecs,
+        )
+        z[...] = a
+        return path
 
-    def dec(blobs: list[tuple[int, bytes]], a: np.ndarray) -> np.ndarray:
-        out = np.empty(a.shape, a.dtype)
+    def read(path: Path, a: np.ndarray) -> np.ndarray:
+        return zarr.open_array(zarr.storage.LocalStore(path, read_only=True), mode="r")[...]  # type: ignore[no-any-return]
 
-        def one(item: tuple[int, bytes]) -> None:
-            z, blob = item
-            out[z : z + slices] = codec.decode(blob)
+    def size(path: Path) -> int:
+        return sum(
+            p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "zarr.json"
+        )
 
-        list(pool.map(one, blobs))
-        return out
-
-    def size(blobs: list[tuple[int, bytes]]) -> int:
-        return sum(len(b) for _, b in blobs)
-
-    name = f"medmask {codec.codec_id} level {codec.level}, {slices}-slice chunks, 2 threads"
-    return generic_row(name, arrays, reps, enc, dec, size)
+    return measure(name, arrays, reps, write, read, size)
 
 
-def optional_rows(arrays: list[np.ndarray], reps: int) -> list[Row]:
-    rows = []
-    try:
-        import crackle
-    except ImportError:
-        print("(crackle-codec not importable: row skipped)")
-    else:
+def msk_row(name: str, arrays: list[np.ndarray], reps: int, tmp: Path, **options: Any) -> Row:
+    """``save_mask`` / ``load_mask`` of masks built beforehand (building one validates and
+    copies the array: not part of writing a file)."""
+    masks = []
+    for a in arrays:
+        flat = a.reshape(-1)
+        values = (
+            np.flatnonzero(np.bincount(flat.view(np.uint8))) if a.itemsize == 1 else np.unique(flat)
+        )
+        masks.append(medmask.SegmentationMask(a, {f"label_{int(v)}": int(v) for v in values if v}))
+
+    def write(a: np.ndarray, i: int) -> Path:
+        path = tmp / f"m{i}.msk"
+        medmask.save_mask(masks[i], path, **options)
+        return path
+
+    def read(path: Path, a: np.ndarray) -> np.ndarray:
+        return medmask.load_mask(path).data
+
+    return measure(name, arrays, reps, write, read, lambda p: p.stat().st_size)
+
+
+def rows_for(arrays: list[np.ndarray], args: argparse.Namespace, tmp: Path) -> list[Row]:
+    reps, slices = args.reps, args.chunk_slices
+    rows = [nifti(arrays, reps, tmp), savez(arrays, reps)]
+    rows += [crackle_row(arrays, reps, None), crackle_row(arrays, reps, 5)]
+    rows.append(compresso_row(arrays, reps))
+    blosc = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+    zarr_rows = [("zstd level 3", ZstdCodec(level=3)), ("blosc zstd-5 bitshuffle", blosc)]
+    if not args.quick:
+        zarr_rows.append(("zstd level 19", ZstdCodec(level=19)))
+    for label, codec in zarr_rows:
         rows.append(
-            generic_row(
-                "crackle-codec",
+            zarr_row(
+                f"zarr v3 + {label}, {slices}-slice chunks",
                 arrays,
                 reps,
-                lambda a: crackle.compress(a.view(np.uint8).T),
-                lambda b, a: crackle.decompress(b).T.view(a.dtype),
-                len,
+                tmp,
+                slices,
+                compressors=codec,
             )
         )
-    try:
-        import compresso
-    except ImportError:
-        print("(compresso not importable: row skipped)")
-    else:
-        rows.append(
-            generic_row(
-                "compresso + xz",
-                arrays,
-                reps,
-                lambda a: lzma.compress(compresso.compress(np.asfortranarray(a.view(np.uint8).T))),
-                lambda b, a: compresso.decompress(lzma.decompress(b)).T.view(a.dtype),
-                len,
-            )
+    from medmask.codecs.zarr3 import EdgesCodec
+
+    serializer = EdgesCodec()
+    rows.append(
+        zarr_row(
+            f"zarr v3 + medmask.edges, {slices}-slice chunks",
+            arrays,
+            reps,
+            tmp,
+            slices,
+            serializer=serializer,
+            compressors=None,
         )
+    )
+    rows.append(
+        msk_row(
+            "medmask .msk, medmask.labels (0.1-era codec)",
+            arrays,
+            reps,
+            tmp,
+            codec="medmask.labels",
+        )
+    )
+    rows.append(msk_row(f"medmask .msk, {slices}-slice chunks", arrays, reps, tmp, chunks=slices))
+    rows.append(msk_row("**medmask .msk, default** (save_mask / load_mask)", arrays, reps, tmp))
+    if not args.quick:
+        rows.append(msk_row("medmask .msk, level 19 (archive)", arrays, reps, tmp, level=19))
     return rows
 
 
-# --- tables -------------------------------------------------------------------------------
+# --- output -------------------------------------------------------------------------------------
 
 
 def table(title: str, arrays: list[np.ndarray], rows: list[Row]) -> str:
     raw = sum(a.nbytes for a in arrays)
     ref = rows[0]
+    crackle5 = next(r for r in rows if "markov" in r.name)
     lines = [
         f"### {title}",
         "",
-        f"raw {raw:,} B; shape (z, y, x) {arrays[0].shape} x {len(arrays)}, "
-        f"dtype {arrays[0].dtype}",
+        f"raw {raw:,} B; (z, y, x) {arrays[0].shape} x {len(arrays)}, {arrays[0].dtype}",
         "",
-        "| method | bytes | ratio vs nii.gz | encode ms | decode ms | decode MB/s "
-        "| decode speed-up vs nibabel |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | bytes | vs .nii.gz | vs crackle-5 | encode ms | decode ms | decode MB/s "
+        "| decode vs nibabel |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r.name} | {r.nbytes:,} | {ref.nbytes / r.nbytes:.2f} | {r.enc_ms:.0f} "
-            f"| {r.dec_ms:.1f} | {raw / r.dec_ms / 1e3:,.0f} | {ref.dec_ms / r.dec_ms:.2f} |"
+            f"| {r.name} | {r.nbytes:,} | 1/{ref.nbytes / r.nbytes:.2f} "
+            f"| {r.nbytes / crackle5.nbytes:.2f} | {r.enc_ms:.0f} | {r.dec_ms:.1f} "
+            f"| {raw / r.dec_ms / 1e3:,.0f} | {ref.dec_ms / r.dec_ms:.1f}x |"
         )
     return "\n".join(lines) + "\n"
 
 
-def msk_file_row(arrays: list[np.ndarray], reps: int, tmp: Path) -> Row:
-    """End to end: ``save_mask`` to a .msk file (stats, chunking, checksums) and ``load_mask``."""
-    enc = dec = 0.0
-    size = 0
-    for i, a in enumerate(arrays):
-        labels = [int(v) for v in np.flatnonzero(np.bincount(a.ravel().astype(np.int64))) if v]
-        mask = medmask.SegmentationMask(a, {f"label_{v}": v for v in labels})
-        path = tmp / f"bench_{i}.msk"
-        t, _ = best_time(lambda mask=mask, path=path: medmask.save_mask(mask, path), reps)
-        enc += t
-        t, got = best_time(lambda path=path: medmask.load_mask(path).data, reps)
-        dec += t
-        if not np.array_equal(got, a):
-            raise AssertionError("medmask .msk: round trip differs")
-        size += path.stat().st_size
-    return Row("**medmask .msk file, default** (save_mask / load_mask)", size, enc, dec)
+def plot(results: list[tuple[str, list[np.ndarray], list[Row]]], path: Path) -> None:
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def run_case(
-    title: str,
-    arrays: list[np.ndarray],
-    binary: bool,
-    args: argparse.Namespace,
-    pool: ThreadPoolExecutor,
-    tmp: Path,
-) -> str:
-    reps = args.reps
-    print(f"... {title}", file=sys.stderr)
-    rows = [nifti_row(arrays, reps, tmp), msk_file_row(arrays, reps, tmp)]
-    rows.append(generic_row("np.savez_compressed", arrays, reps, savez_enc, savez_dec, len))
-    rows.append(generic_row("zstd-3 raw", arrays, reps, zstd_raw_enc, zstd_raw_dec, len))
-    if binary:
-        rows.append(generic_row("bitpack + zstd-19", arrays, reps, bitpack_enc, bitpack_dec, len))
-    if not args.quick:
-        rows.append(
-            generic_row(
-                "RLE-x + zstd-19", arrays, reps, rlex_enc, rlex_dec, lambda b: len(b[0]) + len(b[1])
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 5.5), squeeze=False)
+    for ax, (title, arrays, rows) in zip(axes[0], results, strict=True):
+        raw = sum(a.nbytes for a in arrays)
+        for r in rows:
+            mbs = raw / r.dec_ms / 1e3
+            ours = "medmask" in r.name
+            ax.scatter(mbs, r.nbytes / 1e3, color="tab:red" if ours else "tab:blue", s=30)
+            ax.annotate(
+                r.name.replace("**", "").split(" (")[0][:34],
+                (mbs, r.nbytes / 1e3),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
             )
-        )
-    rows.extend(optional_rows(arrays, reps))
-    cls = BinaryCodec if binary else LabelCodec
-    for level in args.levels:
-        rows.append(medmask_row(cls(level=level), arrays, reps))
-    if arrays[0].shape[0] > args.chunk_slices:
-        rows.append(
-            medmask_chunked_row(cls(level=args.levels[0]), arrays, reps, args.chunk_slices, pool)
-        )
-    return table(title, arrays, rows)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("decode MB/s (raw voxels, C order out)")
+        ax.set_ylabel("stored kB")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("Segmentation codecs: size vs decode speed (lower right is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small run: 3 mm + 0.8 mm iso, 2 reps")
+    ap.add_argument("--quick", action="store_true", help="3 mm + 0.8 mm only, fewer rows")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5, quick 2)")
-    ap.add_argument(
-        "--levels", type=int, nargs="+", default=None, help="medmask levels (default 9 1 3 19)"
-    )
-    ap.add_argument("--chunk-slices", type=int, default=32, help="z-slab chunk size (slices)")
+    ap.add_argument("--chunk-slices", type=int, default=32, help="z-slab chunks of chunked rows")
     ap.add_argument("--data-dir", type=Path, default=HERE / "_data", help="volume cache")
+    ap.add_argument("--plot", type=Path, default=HERE / "codec_frontier.png", help="PNG output")
     args = ap.parse_args(argv)
     if args.reps is None:
         args.reps = 2 if args.quick else 5
-    if args.levels is None:
-        args.levels = [9, 3] if args.quick else [9, 1, 3, 19]
     if not TOTALSEG.is_dir():
         sys.exit(f"shared data not found at {TOTALSEG}")
 
     labels = json.loads((TOTALSEG / "labels_total.json").read_text())
-    small = load_zyx(TOTALSEG / "multilabel_42.nii.gz")
-    iso = load_zyx(ensure_volume((0.8, 0.8, 0.8), args.data_dir))
-    cases: list[tuple[str, list[np.ndarray], bool]] = [
-        ("multilabel_42, 3 mm", [small], False),
-        ("full-res multi-label, 0.8 mm iso (458 x 379 x 112)", [iso], False),
+    cases: list[tuple[str, list[np.ndarray]]] = [
+        ("multilabel_42, 3 mm (122 x 101 x 30)", [load_zyx(TOTALSEG / "multilabel_42.nii.gz")]),
+        (
+            "multi-label, 0.8 mm (458 x 379 x 112)",
+            [load_zyx(ensure_volume((0.8, 0.8, 0.8), args.data_dir))],
+        ),
     ]
-    if args.quick:
-        masks = [np.ascontiguousarray(iso == labels[n]) for n in ORGANS]
-        cases.append(("6 binary organ masks, 0.8 mm iso", masks, True))
-    else:
+    if not args.quick:
         fine = load_zyx(ensure_volume((0.8, 0.8, 0.4), args.data_dir))
-        masks = [np.ascontiguousarray(fine == labels[n]) for n in ORGANS]
-        cases.append(("full-res multi-label, 0.8 x 0.8 x 0.4 mm (458 x 379 x 225)", [fine], False))
-        cases.append(("6 binary organ masks (" + ", ".join(ORGANS) + "), 0.4 mm", masks, True))
+        cases += [
+            ("multi-label, 0.8 x 0.8 x 0.4 mm (458 x 379 x 225)", [fine]),
+            (
+                "multi-label, 0.5 mm (732 x 606 x 180)",
+                [load_zyx(ensure_volume((0.5, 0.5, 0.5), args.data_dir))],
+            ),
+            (
+                "6 binary organ masks, 0.8 x 0.8 x 0.4 mm",
+                [np.ascontiguousarray(fine == labels[n]) for n in ORGANS],
+            ),
+        ]
+    import numcodecs
+    import zstandard
 
     print(
-        f"numpy {np.__version__}, zstandard {zstd.__version__}, nibabel {nib.__version__}, "
-        f"{os.cpu_count()} CPUs; best of {args.reps}\n"
+        f"numpy {np.__version__}, zstandard {zstandard.__version__}, nibabel {nib.__version__}, "
+        f"zarr {zarr.__version__}, numcodecs {numcodecs.__version__}, "
+        f"crackle-codec {getattr(crackle, '__version__', '?')}, medmask {medmask.__version__} "
+        f"(compiled kernel: {kernel_available()}); {os.cpu_count()} CPUs; best of {args.reps}\n"
     )
-    with ThreadPoolExecutor(2) as pool, tempfile.TemporaryDirectory() as tmp:
-        for title, arrays, binary in cases:
-            print(run_case(title, arrays, binary, args, pool, Path(tmp)), flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for title, arrays in cases:
+            print(f"... {title}", file=sys.stderr)
+            rows = rows_for(arrays, args, Path(tmp))
+            results.append((title, arrays, rows))
+            print(table(title, arrays, rows), flush=True)
+    plot(results[1:] if len(results) > 1 else results, args.plot)
+    print(f"frontier plot: {args.plot}")
 
 
 if __name__ == "__main__":

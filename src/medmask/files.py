@@ -38,6 +38,7 @@ def save_mask(
     attributes: Mapping[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = True,
+    codec: str | Mapping[str, Any] | None = None,
 ) -> int:
     """Write ``mask`` in the format its name asks for; return the bytes written.
 
@@ -48,7 +49,9 @@ def save_mask(
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
     if name_suffix(target) in NIFTI_SUFFIXES:
-        _refuse_msk_options(target, "NIfTI", level=level, chunks=chunks, attributes=attributes)
+        _refuse_msk_options(
+            target, "NIfTI", level=level, chunks=chunks, attributes=attributes, codec=codec
+        )
         from .interop.nifti import to_nifti
 
         return to_nifti(mask, target, storage_options=storage_options, overwrite=overwrite)
@@ -65,6 +68,7 @@ def save_mask(
         attributes=attributes,
         storage_options=storage_options,
         overwrite=overwrite,
+        codec=codec,
     )
 
 

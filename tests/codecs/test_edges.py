@@ -376,3 +376,37 @@ def test_huge_declared_sizes_are_refused_before_allocating(path: str) -> None:
     huge = b"MMC" + bytes([1, 3, 2, 3, 0]) + struct.pack("<3I", 100_000, 100_000, 100) + b"\x00"
     with pytest.raises(CodecError, match="Expected at most"):
         EdgesCodec().decode(huge + struct.pack("<I", zlib.crc32(huge)))
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.uint16, np.uint32])
+def test_stats_from_the_kernel_equal_label_stats(dtype: type) -> None:
+    from medmask.values import label_stats
+
+    for seed in range(5):
+        array = label_volume((7, 13, 17), dtype, seed=seed)
+        _, records = EdgesCodec().encode_with_stats(array)
+        if np.dtype(dtype).itemsize > 2:
+            assert records is None  # 4- and 8-byte values: the caller counts
+            continue
+        assert records is not None
+        got = {
+            int(v): (int(c), tuple((int(b[i]), int(b[i + 1])) for i in (0, 2, 4)))
+            for v, c, b in records
+        }
+        want = {v: (s.count, s.bbox) for v, s in label_stats(array).items()}
+        assert got == want
+
+
+def test_mask_files_store_the_same_statistics_whichever_way() -> None:
+    import medmask
+    from medmask.format.encoding import encode_mask
+    from medmask.values import label_stats
+
+    for dtype, chunks in ((np.uint8, (3, 7, 9)), (np.uint16, None), (np.uint32, 2)):
+        array = label_volume((9, 14, 18), dtype, seed=3)
+        names = {f"v{v}": int(v) for v in np.unique(array) if v}
+        mask = medmask.SegmentationMask(array, names)
+        entries = encode_mask(mask, chunks=chunks).descriptor.labels
+        want = label_stats(mask.data)
+        for entry in entries:
+            assert (entry.count, entry.bbox) == (want[entry.value].count, want[entry.value].bbox)

@@ -39,7 +39,7 @@ try:  # the optional compiled kernel (setup.py); numpy paths below read every st
 except ImportError:  # pragma: no cover - exercised by the tests that disable the kernel
     _kernel = None
 
-__all__ = ["DEFAULT_SHIFT", "EdgesCodec", "kernel_available"]
+__all__ = ["DEFAULT_SHIFT", "STATS_DTYPE", "EdgesCodec", "kernel_available"]
 
 KIND: Final = 3
 MODE_CONSTANT: Final = 0
@@ -51,7 +51,10 @@ _CRC: Final = struct.Struct("<I")
 _ESCAPE: Final = 255
 _MAX_VARINT_BYTES: Final = 10
 
-Edges = tuple[bytes, tuple[bytes, ...], np.ndarray, np.ndarray, int, int]
+Edges = tuple[bytes, tuple[bytes, ...], np.ndarray, np.ndarray, int, int, np.ndarray | None]
+
+#: Per-value statistics from the kernel: value, voxel count, inclusive z, y, x bounds.
+STATS_DTYPE: Final = np.dtype([("value", "<u8"), ("count", "<u8"), ("bounds", "<u4", (6,))])
 
 
 def kernel_available() -> bool:
@@ -196,14 +199,16 @@ def _encode_python(v3: np.ndarray, k: int) -> Edges:
     val = np.array(values, dtype=np.uint64)
     max_delta = int(pos.max()) if pos.size else 0
     max_value = int(val.max()) if val.size else 0
-    return bytes(gaps), tuple(bytes(f) for f in fates), pos, val, max_delta, max_value
+    return bytes(gaps), tuple(bytes(f) for f in fates), pos, val, max_delta, max_value, None
 
 
 def _encode_edges(v3: np.ndarray, k: int) -> Edges:
     if not _use_kernel():
         return _encode_python(v3, k)
     assert _kernel is not None
-    gaps, fates, pos, val, max_delta, max_value = _kernel.encode(v3, v3.shape, v3.dtype.itemsize, k)
+    gaps, fates, pos, val, max_delta, max_value, stats = _kernel.encode(
+        v3, v3.shape, v3.dtype.itemsize, k
+    )
     return (
         gaps,
         fates,
@@ -211,6 +216,7 @@ def _encode_edges(v3: np.ndarray, k: int) -> Edges:
         np.frombuffer(val, dtype=np.uint64),
         max_delta,
         max_value,
+        None if stats is None else np.frombuffer(stats, dtype=STATS_DTYPE),
     )
 
 
@@ -648,20 +654,27 @@ class EdgesCodec:
 
     def encode(self, array: np.ndarray) -> bytes:
         """Encode a label array (any integer dtype with non-negative values, or bool)."""
+        return self.encode_with_stats(array)[0]
+
+    def encode_with_stats(self, array: np.ndarray) -> tuple[bytes, np.ndarray | None]:
+        """Encode, and give every non-zero value's voxel count and inclusive bounds in the
+        array's (z, y, x) order (:data:`STATS_DTYPE` records, ``bounds`` = z0, z1, y0, y1,
+        x0, x1 of the 3-D view) when the kernel computed them on the way (1- and 2-byte
+        arrays), else None."""
         a, dtype = normalize_input(array, self.codec_id)
         nz, ny, nx = _shape3(a.shape)
         prefix = HEADER_PREFIX.pack(MAGIC, VERSION, KIND, dtype_code(dtype), a.ndim, 0)
         shape = struct.pack(f"<{a.ndim}I", *a.shape)
         if a.size == 0:
-            return self._finish(prefix, shape, _varint(0))
+            return self._finish(prefix, shape, _varint(0)), np.zeros(0, STATS_DTYPE)
         v3 = a.reshape(nz, ny, nx)
         if v3.dtype == np.bool_:
             v3 = v3.view(np.uint8)
         k = DEFAULT_SHIFT
-        gaps, fates, pos, val, max_delta, max_value = _encode_edges(v3, k)
+        gaps, fates, pos, val, max_delta, max_value, stats = _encode_edges(v3, k)
         constant = _constant(v3, pos, val)
         if constant is not None:
-            return self._finish(prefix, shape, _varint(constant))
+            return self._finish(prefix, shape, _varint(constant)), stats
         p = _byte_width(max_delta, (1, 2, 4))
         w = 0 if max_value <= 1 else _byte_width(max_value, (1, 2, 4, 8))
         raws = [gaps, _to_planes(pos, p), _to_planes(val, w) if w else b"", *fates]
@@ -677,8 +690,8 @@ class EdgesCodec:
             prefix = HEADER_PREFIX.pack(MAGIC, VERSION, KIND, dtype_code(dtype), a.ndim, MODE_PLAIN)
             plain = self._finish(prefix, shape, _varint(len(body)) + _varint(len(raw)), body)
             if len(plain) < len(stream):
-                return plain
-        return stream
+                return plain, stats
+        return stream, stats
 
     @staticmethod
     def _finish(*pieces: bytes) -> bytes:

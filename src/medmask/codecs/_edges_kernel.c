@@ -2,7 +2,8 @@
  * Kernel of the medmask.edges codec (docs/codecs.md, section 6): edges of every row, each
  * predicted from the reference row (the same row of the previous slice).
  *
- * encode(values, shape, K) -> (gaps, fates, positions, values, max_delta, max_value)
+ * encode(values, shape, itemsize, K)
+ *     -> (gaps, fates, positions, values, max_delta, max_value, stats or None)
  * decode(gaps, fates, positions, values, shape, K, toggle, out) -> None
  *
  * Pure C99 on the buffer protocol; the loops run without the GIL, so chunks encode and
@@ -104,13 +105,49 @@ static inline uint64_t load(const uint8_t *row, size_t x, int itemsize) {
 /* ---------------------------------------------------------------------------------------- */
 /* encoder                                                                                  */
 
+/* Per-value voxel count and inclusive bounding box, for 1- and 2-byte arrays (a table
+ * indexed by value); the .msk writer stores them, so computing them here saves a pass. */
+typedef struct {
+    uint64_t count;
+    uint32_t lo[3], hi[3];
+} stat_t;
+
 typedef struct {
     bytes_t gaps, pos, val;
     bytes_t fates[2 * MAX_K + 2];
     size_t nfates[2 * MAX_K + 2];
     uint32_t max_delta;
     uint64_t max_value;
+    stat_t *stats; /* NULL: not computed */
+    size_t nstats;
 } enc_out_t;
+
+static inline void stat_run(stat_t *s, uint32_t z, uint32_t y, uint32_t x0, uint32_t x1) {
+    /* the run [x0, x1) of one row */
+    if (s->count == 0) {
+        s->lo[0] = s->hi[0] = z;
+        s->lo[1] = s->hi[1] = y;
+        s->lo[2] = x0;
+        s->hi[2] = x1 - 1;
+    } else {
+        if (z < s->lo[0]) s->lo[0] = z;
+        if (z > s->hi[0]) s->hi[0] = z;
+        if (y < s->lo[1]) s->lo[1] = y;
+        if (y > s->hi[1]) s->hi[1] = y;
+        if (x0 < s->lo[2]) s->lo[2] = x0;
+        if (x1 - 1 > s->hi[2]) s->hi[2] = x1 - 1;
+    }
+    s->count += x1 - x0;
+}
+
+static void row_stats(enc_out_t *o, const edge_t *e, size_t n, uint32_t z, uint32_t y,
+                      uint32_t nx) {
+    for (size_t k = 0; k < n; k++) {
+        if (e[k].v == 0) continue;
+        uint32_t end = (k + 1 < n) ? e[k + 1].x : nx;
+        stat_run(&o->stats[e[k].v], z, y, e[k].x, end);
+    }
+}
 
 static int put_fate(enc_out_t *o, int cls, uint8_t code) {
     bytes_t *b = &o->fates[cls];
@@ -207,6 +244,7 @@ static int encode_core(const uint8_t *data, int itemsize, uint32_t nz, uint32_t 
                 ref = cur->e + cur->row[y - 1];
                 m = first - cur->row[y - 1];
             }
+            if (o->stats) row_stats(o, cur->e + first, cur->n - first, z, y, nx);
             if (!code_row(o, cur->e + first, cur->n - first, ref, m, K)) goto done;
         }
         cur->row[ny] = cur->n;
@@ -234,13 +272,46 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
     }
     enc_out_t o;
     memset(&o, 0, sizeof(o));
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = encode_core((const uint8_t *)buf.buf, itemsize, nz, ny, nx, K, &o);
-    Py_END_ALLOW_THREADS
+    int ok = 1;
+    if (itemsize <= 2) {
+        o.nstats = (size_t)1 << (8 * itemsize);
+        o.stats = (stat_t *)calloc(o.nstats, sizeof(stat_t));
+        ok = o.stats != NULL;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        ok = encode_core((const uint8_t *)buf.buf, itemsize, nz, ny, nx, K, &o);
+        Py_END_ALLOW_THREADS
+    }
     PyBuffer_Release(&buf);
     PyObject *result = NULL;
+    PyObject *stats = NULL;
+    if (ok && o.stats) {
+        /* present values as records: value u64, count u64, z0 z1 y0 y1 x0 x1 u32 */
+        size_t present = 0;
+        for (size_t v = 1; v < o.nstats; v++) present += o.stats[v].count != 0;
+        stats = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(present * 40));
+        if (!stats) ok = 0;
+        else {
+            uint8_t *p = (uint8_t *)PyBytes_AS_STRING(stats);
+            for (size_t v = 1; v < o.nstats; v++) {
+                const stat_t *t = &o.stats[v];
+                if (!t->count) continue;
+                uint64_t value = v;
+                uint32_t box[6] = {t->lo[0], t->hi[0], t->lo[1], t->hi[1], t->lo[2], t->hi[2]};
+                memcpy(p, &value, 8);
+                memcpy(p + 8, &t->count, 8);
+                memcpy(p + 16, box, 24);
+                p += 40;
+            }
+        }
+    } else if (ok) {
+        stats = Py_None;
+        Py_INCREF(stats);
+    }
+    free(o.stats);
     if (!ok) {
+        Py_XDECREF(stats);
         PyErr_NoMemory();
     } else {
         PyObject *fates = PyTuple_New(2 * K + 2);
@@ -253,13 +324,15 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
             }
         }
         if (fates) {
-            result = Py_BuildValue("(y#Ny#y#kK)", o.gaps.p ? (const char *)o.gaps.p : "",
+            result = Py_BuildValue("(y#Ny#y#kKN)", o.gaps.p ? (const char *)o.gaps.p : "",
                                    (Py_ssize_t)o.gaps.n, fates,
                                    o.pos.p ? (const char *)o.pos.p : "", (Py_ssize_t)o.pos.n,
                                    o.val.p ? (const char *)o.val.p : "", (Py_ssize_t)o.val.n,
                                    (unsigned long)o.max_delta,
-                                   (unsigned long long)o.max_value);
+                                   (unsigned long long)o.max_value, stats);
+            stats = NULL; /* the tuple owns it */
         }
+        Py_XDECREF(stats);
     }
     free(o.gaps.p);
     free(o.pos.p);
@@ -515,7 +588,7 @@ fail:
 static PyMethodDef methods[] = {
     {"encode", py_encode, METH_VARARGS,
      "encode(values, (nz, ny, nx), itemsize, K) -> (gaps, fates, positions, values, "
-     "max_delta, max_value)"},
+     "max_delta, max_value, stats): stats of 1- and 2-byte arrays, else None"},
     {"decode", py_decode, METH_VARARGS,
      "decode(gaps, fates, positions, values_or_None, itemsize, K, vmax, out) -> None"},
     {NULL, NULL, 0, NULL},

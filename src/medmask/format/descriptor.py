@@ -29,7 +29,7 @@ __all__ = [
     "space_to_json",
 ]
 
-DEFAULT_CHUNK_BYTES = 8 << 20
+DEFAULT_CHUNK_BYTES = 4 << 20
 _DTYPE_NAMES = {"bool": 1, "uint8": 8, "uint16": 16, "uint32": 32}
 Roi = tuple[slice, slice, slice]
 
@@ -127,10 +127,13 @@ def parse_chunks(chunks: object, shape: Sequence[int], itemsize: int) -> tuple[i
 
 
 def default_chunks(shape: Sequence[int], itemsize: int) -> tuple[int, int, int]:
-    """Whole (y, x) slices, as many as fit in about 8 MiB of raw data."""
+    """Whole (y, x) slices, about 4 MiB of raw data per chunk, the chunks of equal depth (so
+    that parallel decoding has equal pieces of work)."""
     slice_bytes = max(1, int(shape[1]) * int(shape[2]) * itemsize)
-    depth = max(1, min(int(shape[0]), round(DEFAULT_CHUNK_BYTES / slice_bytes)))
-    return (depth, int(shape[1]), int(shape[2]))
+    nz = max(1, int(shape[0]))
+    depth = max(1, min(nz, round(DEFAULT_CHUNK_BYTES / slice_bytes)))
+    count = -(-nz // depth)
+    return (-(-nz // count), int(shape[1]), int(shape[2]))
 
 
 def parse_roi(roi: object, shape: Sequence[int]) -> Roi:

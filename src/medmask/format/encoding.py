@@ -25,7 +25,7 @@ from ..errors import (
 )
 from ..mapping import mapping_items
 from ..mask import SegmentationMask
-from ..values import label_stats
+from ..values import LabelStats, label_stats
 from .container import INDEX_DTYPE, crc32
 from .descriptor import MaskDescriptor, Roi, label_entries, parse_chunks
 
@@ -161,20 +161,53 @@ def encode_mask(
         created_by=f"medmask {__version__}",
     )
     boxes = [descriptor.chunk_box(i) for i in range(descriptor.n_chunks)]
+    with_stats = getattr(coder, "encode_with_stats", None)
 
-    def encode_one(box: Roi) -> bytes:
+    def encode_one(box: Roi) -> tuple[bytes, Any]:
         block = data[box]
         if not block.any():
-            return b""
-        return coder.encode(np.ascontiguousarray(block))
+            return b"", []
+        if with_stats is None:
+            return coder.encode(np.ascontiguousarray(block)), None
+        return with_stats(np.ascontiguousarray(block))  # type: ignore[no-any-return]
 
-    tasks: list[Callable[[], Any]] = [lambda: label_stats(data)]
-    tasks += [lambda box=box: encode_one(box) for box in boxes]  # type: ignore[misc]
-    results = _parallel_map(lambda task: task(), tasks, data.nbytes)
-    stats, streams = results[0], results[1:]
+    encoded = _parallel_map(encode_one, boxes, data.nbytes)
+    streams = [stream for stream, _ in encoded]
     _check_streams_readable(descriptor, streams)
+    if any(records is None for _, records in encoded):  # the codec could not tell: a pass
+        stats = label_stats(data)
+    else:
+        stats = _merge_chunk_stats(boxes, [records for _, records in encoded])
     entries = label_entries(mapping_items(mask.mapping), stats, math.prod(mask.shape))
     return EncodedMask(replace(descriptor, labels=entries), streams)
+
+
+def _merge_chunk_stats(boxes: Sequence[Roi], per_chunk: Sequence[Any]) -> dict[int, LabelStats]:
+    """Per-value count and bbox of the whole array from each chunk's (chunk coordinates)."""
+    merged: dict[int, list[int]] = {}
+    for box, records in zip(boxes, per_chunk, strict=True):
+        offsets = (
+            box[0].start,
+            box[0].start,
+            box[1].start,
+            box[1].start,
+            box[2].start,
+            box[2].start,
+        )
+        for value, count, bounds in records:
+            b = [int(v) + o for v, o in zip(bounds, offsets, strict=True)]
+            have = merged.get(int(value))
+            if have is None:
+                merged[int(value)] = [int(count), *b]
+                continue
+            have[0] += int(count)
+            for i in (1, 3, 5):
+                have[i] = min(have[i], b[i - 1])
+                have[i + 1] = max(have[i + 1], b[i])
+    return {
+        value: LabelStats(m[0], ((m[1], m[2]), (m[3], m[4]), (m[5], m[6])))
+        for value, m in sorted(merged.items())
+    }
 
 
 def _pick_codec(
