@@ -410,3 +410,65 @@ def test_mask_files_store_the_same_statistics_whichever_way() -> None:
         want = label_stats(mask.data)
         for entry in entries:
             assert (entry.count, entry.bbox) == (want[entry.value].count, want[entry.value].bbox)
+
+
+def test_files_read_and_write_without_the_compiled_kernel(tmp_path: object) -> None:
+    """A machine without a C compiler: the package imports, reads every medmask.edges fixture
+    and writes the same bytes (the Python encoder)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "v1"
+    script = f"""
+import sys
+sys.modules["medmask.codecs._edges_kernel"] = None  # as if it was never built
+import numpy as np, medmask
+from medmask.codecs import kernel_available
+assert not kernel_available()
+v1 = {str(fixtures)!r}
+for name in ("edges_uint8", "edges_bool", "edges_uint32", "edges_plain"):
+    path = f"{{v1}}/{{name}}.msk"
+    mask = medmask.load_mask(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    with medmask.MaskFile(path) as mf:
+        chunks = mf.chunks
+        committed = []
+        for i in range(mf.descriptor.n_chunks):
+            where = mf.chunk_byte_range(i)
+            committed.append(b"" if where is None else raw[where[0] : where[1]])
+    from medmask.format.encoding import encode_mask
+    assert encode_mask(mask, chunks=chunks).streams == committed, name  # the same bytes
+with medmask.MaskArchive(f"{{v1}}/archive_edges.mska") as a:
+    assert len(a.read_all_masks()) == 4
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_parallel_decode_after_fork(tmp_path: object) -> None:
+    """The chunk-decoding threads of a parent do not exist in a forked child: the child must
+    start its own (a stale pool would hang)."""
+    import multiprocessing
+    from pathlib import Path
+
+    import medmask
+
+    path = Path(str(tmp_path)) / "big.msk"
+    array = label_volume((64, 256, 256), np.uint8, seed=9)  # > 2 MB: decoded in parallel
+    names = {f"v{v}": int(v) for v in np.unique(array) if v}
+    medmask.save_mask(medmask.SegmentationMask(array, names), path, chunks=8)
+    assert medmask.load_mask(path).data.sum() == array.sum()  # the parent's pool now exists
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_checksum, (str(path),))
+        assert result.get(timeout=60) == int(array.sum())
+
+
+def _checksum(path: str) -> int:
+    import medmask
+
+    return int(medmask.load_mask(path).data.sum())

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import importlib
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import numpy as np
+import zstandard as zstd
 
 from medmask.codecs._stream import (
     HEADER_PREFIX,
@@ -597,8 +599,6 @@ def _load(stored: memoryview, raw_size: int, what: str) -> bytes:
     if len(stored) == raw_size:
         return bytes(stored)
     try:
-        import zstandard as zstd
-
         params = zstd.get_frame_parameters(stored)
         if params.content_size != raw_size:
             raise CodecError(
@@ -617,16 +617,26 @@ def _load(stored: memoryview, raw_size: int, what: str) -> bytes:
     return out
 
 
-def _compressor(level: int) -> Any:
-    import zstandard as zstd
+_local = threading.local()  # zstd contexts are not thread-safe: one set per thread
 
-    return zstd.ZstdCompressor(level=level, write_checksum=False, write_content_size=True)
+
+def _compressor(level: int) -> Any:
+    cache: dict[int, Any] | None = getattr(_local, "cctx", None)
+    if cache is None:
+        cache = _local.cctx = {}
+    cctx = cache.get(level)
+    if cctx is None:
+        cctx = cache[level] = zstd.ZstdCompressor(
+            level=level, write_checksum=False, write_content_size=True
+        )
+    return cctx
 
 
 def _decompressor() -> Any:
-    import zstandard as zstd
-
-    return zstd.ZstdDecompressor()
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstd.ZstdDecompressor()
+    return dctx
 
 
 def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:

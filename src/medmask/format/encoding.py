@@ -99,6 +99,17 @@ def check_limits(
 
 
 _MAX_DECODE_THREADS = 8
+_pool: list[ThreadPoolExecutor] = []  # created on first use, for the main thread only
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
+    os.register_at_fork(after_in_child=_pool.clear)
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """The pool that decodes chunks for calls from the main thread (threads start once)."""
+    if not _pool:
+        workers = min(os.cpu_count() or 1, _MAX_DECODE_THREADS)
+        _pool.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medmask"))
+    return _pool[0]
 
 
 def _parallel_map(func: Callable[[_T], _R], items: Sequence[_T], nbytes: int) -> list[_R]:
@@ -421,9 +432,7 @@ def _decode_into_region(
 
     parallel = len(stored) > 1 and out.nbytes >= (2 << 20)
     if parallel and threading.current_thread() is threading.main_thread():
-        workers = min(len(stored), os.cpu_count() or 1, _MAX_DECODE_THREADS)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, stored))
+        list(_decode_pool().map(one, stored))
     else:
         for chunk_id in stored:
             one(chunk_id)
