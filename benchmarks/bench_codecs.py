@@ -295,35 +295,51 @@ def table(title: str, arrays: list[np.ndarray], rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short(name: str) -> str:
+    """A row's name for the plot."""
+    name = name.replace("**", "").replace(" (save_mask / load_mask)", "")
+    name = name.replace("crackle-codec (markov order 5)", "crackle markov-5")
+    name = name.replace("medmask .msk, medmask.labels (0.1-era codec)", "medmask.labels .msk")
+    return name.replace(", 32-slice chunks", " /32").replace("zarr v3 + ", "zarr ")
+
+
 def plot(results: list[tuple[str, list[np.ndarray], list[Row]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 5.5), squeeze=False)
-    for ax, (title, arrays, rows) in zip(axes[0], results, strict=True):
+    cols = 2
+    rows_n = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(13, 5.2 * rows_n), squeeze=False)
+    for ax in axes.flat[len(results) :]:
+        ax.set_visible(False)
+    for ax, (title, arrays, rows) in zip(axes.flat, results, strict=False):
         raw = sum(a.nbytes for a in arrays)
         for r in rows:
             mbs = raw / r.dec_ms / 1e3
-            ours = "medmask" in r.name
-            ax.scatter(mbs, r.nbytes / 1e3, color="tab:red" if ours else "tab:blue", s=30)
+            ours = "medmask" in r.name and "labels" not in r.name
+            ax.scatter(mbs, r.nbytes / 1e3, color="tab:red" if ours else "tab:blue", s=28)
             ax.annotate(
-                r.name.replace("**", "").split(" (")[0][:34],
+                short(r.name),
                 (mbs, r.nbytes / 1e3),
-                fontsize=6,
-                xytext=(3, 3),
+                fontsize=7,
+                xytext=(4, 2),
                 textcoords="offset points",
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("decode MB/s (raw voxels, C order out)")
         ax.set_ylabel("stored kB")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle("Segmentation codecs: size vs decode speed (lower right is better)")
+    fig.suptitle("Segmentation codecs: size vs decode speed (lower right is better; red: medmask)")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
