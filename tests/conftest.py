@@ -99,26 +99,61 @@ def _s3_fs(s3_server: RecordingMotoServer) -> Any:
     return s3fs.S3FileSystem(skip_instance_cache=True, **_s3_options(s3_server))
 
 
+@pytest.fixture(autouse=True)
+def _no_head_cache() -> Iterator[None]:
+    """Every test starts and ends with medmask's head cache off and empty (it is global)."""
+    from medmask.io import head_cache
+
+    head_cache.disable()
+    head_cache.clear()
+    yield
+    head_cache.disable()
+    head_cache.clear()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the ``s3`` tests of a module that sets ``S3_LATENCIES`` once per latency: a test
+    that passes only against a server that answers at once tests the wrong thing."""
+    latencies = getattr(metafunc.module, "S3_LATENCIES", None)
+    if latencies and "s3" in metafunc.fixturenames:
+        ids = [f"{round(seconds * 1000)}ms" for seconds in latencies]
+        metafunc.parametrize("s3_latency", latencies, ids=ids)
+
+
 @pytest.fixture
-def s3(s3_server: RecordingMotoServer, _s3_fs: Any) -> Iterator[BucketFixture]:
+def s3_latency(request: pytest.FixtureRequest) -> float:
+    """Seconds the S3 server waits before each answer (0 unless parametrized)."""
+    return float(getattr(request, "param", 0.0))
+
+
+@pytest.fixture
+def s3(
+    s3_server: RecordingMotoServer, _s3_fs: Any, s3_latency: float
+) -> Iterator[BucketFixture]:
     """A fresh S3 bucket on the moto server; all moto state is reset afterwards.
 
     ``.fs`` is shared by the session (its listings cache is emptied per test); filesystems that
-    fsspec caches for ``storage_options`` also have their listings cache emptied.
+    fsspec caches for ``storage_options`` also have their listings cache emptied. The server
+    answers ``s3_latency`` seconds late during the test.
     """
     s3fs = _require("s3fs")
     bucket = _unique_bucket()
     s3_server.create_bucket(bucket)
     _invalidate_listings(s3fs.S3FileSystem, _s3_fs)
     s3_server.log.clear()
-    yield BucketFixture(
-        protocol="s3",
-        fs=_s3_fs,
-        bucket=bucket,
-        endpoint_url=s3_server.endpoint_url,
-        log=s3_server.log,
-        options=_s3_options(s3_server),
-    )
+    s3_server.latency = s3_latency
+    try:
+        yield BucketFixture(
+            protocol="s3",
+            fs=_s3_fs,
+            bucket=bucket,
+            endpoint_url=s3_server.endpoint_url,
+            log=s3_server.log,
+            options=_s3_options(s3_server),
+            server=s3_server,
+        )
+    finally:
+        s3_server.latency = 0.0
     s3_server.reset()
     _invalidate_listings(s3fs.S3FileSystem, _s3_fs)
 
@@ -174,14 +209,18 @@ def gcs(gcs_server: FakeGcsServer) -> Iterator[BucketFixture]:
     bucket = _unique_bucket()
     fs.mkdir(bucket)
     gcs_server.log.clear()
-    yield BucketFixture(
-        protocol="gs",
-        fs=fs,
-        bucket=bucket,
-        endpoint_url=gcs_server.endpoint_url,
-        log=gcs_server.log,
-        options=options,
-    )
+    try:
+        yield BucketFixture(
+            protocol="gs",
+            fs=fs,
+            bucket=bucket,
+            endpoint_url=gcs_server.endpoint_url,
+            log=gcs_server.log,
+            options=options,
+            server=gcs_server,
+        )
+    finally:
+        gcs_server.latency = 0.0
     fs.invalidate_cache()
     if fs.exists(bucket):
         fs.rm(bucket, recursive=True)

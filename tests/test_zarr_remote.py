@@ -17,6 +17,9 @@ from medmask.io import HEAD_GUESS
 from medmask.zarr_store import open_zarr
 from servers import BucketFixture
 
+# every s3 test here runs twice: against a server that answers at once and one 20 ms away
+S3_LATENCIES = (0.0, 0.02)
+
 
 @pytest.fixture(scope="module")
 def organs_archive(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -303,7 +303,9 @@ class MaskArchive:
     def _open_existing(self, recover: bool) -> None:
         source = self._reopen()
         try:
-            directory = read_directory(source, kind="mska", recover=recover)
+            directory = read_directory(
+                source, kind="mska", recover=recover, cache=self._mode == "r"
+            )
         except LegacyFormatError as exc:
             if self._mode != "r" or exc.kind != "mska":
                 raise
@@ -638,9 +640,7 @@ class MaskArchive:
         self._pending.append(_Pending(name, encoded, _layer))
         self._commit_or_restore(before)
 
-    def _commit_or_restore(
-        self, before: tuple[ArchiveDirectory, list[_Pending], bool]
-    ) -> None:
+    def _commit_or_restore(self, before: tuple[ArchiveDirectory, list[_Pending], bool]) -> None:
         """Commit in-place appends now; if that fails, the handle is as it was before."""
         self._dirty = True
         if not self._appends_in_place:

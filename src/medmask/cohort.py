@@ -102,11 +102,14 @@ class Case:
 
 
 @contextmanager
-def open_case(source: Target, storage_options: dict[str, Any] | None = None) -> Iterator[Case]:
-    """Open a ``.msk`` or ``.mska`` (its directory only) for the functions below."""
+def open_case(
+    source: Target, storage_options: dict[str, Any] | None = None, head: bytes | None = None
+) -> Iterator[Case]:
+    """Open a ``.msk`` or ``.mska`` (its directory only) for the functions below; ``head``:
+    the file's first read, when already fetched (no request then)."""
     byte_source = open_source(source, storage_options)
     try:
-        directory = read_directory(byte_source)
+        directory = read_directory(byte_source, head=head)
         yield Case(source_name(source), byte_source, directory)
     finally:
         byte_source.close()
@@ -129,17 +132,19 @@ def case_stats(
     structures: Sequence[str] | None = None,
     measures: Sequence[str] = (),
     storage_options: dict[str, Any] | None = None,
+    head: bytes | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (member, structure) of one case (columns :data:`STATS_COLUMNS`).
 
     From the stored statistics alone: one read of the file's directory, no decoding. A name in
     ``structures`` that the case lacks is a row with 0 voxels. ``measures=("centroid_mm",)``
     adds the LPS centroid (:data:`CENTROID_COLUMNS`), decoding only the chunks inside each
-    structure's bounding box.
+    structure's bounding box. ``head``: the file's first read if already fetched
+    (:func:`medmask.io.read_heads` fetches many concurrently).
     """
     _check_measures(measures)
     label = source if isinstance(source, str) else source_name(source)
-    with open_case(source, storage_options) as case:
+    with open_case(source, storage_options, head) as case:
         rows = []
         wanted = None if structures is None else list(dict.fromkeys(structures))
         seen: set[str] = set()

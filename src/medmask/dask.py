@@ -1,7 +1,8 @@
 """Cohort statistics and model evaluation over many cases, scheduled with Dask.
 
 ``cohort_stats`` answers "how big is every structure in every case" from the stored label
-statistics: one small ranged read per case, no decoding. ``compare`` scores predictions
+statistics: one small ranged read per case, no decoding, the reads of a batch of cases in
+flight together. ``compare`` scores predictions
 against references per structure (Dice, volumes), decoding only where the two masks'
 bounding boxes of a structure intersect. Both run one task per case on Dask's threaded
 scheduler by default, or on a ``dask.distributed`` cluster with ``client=`` (docs/dask.md).
@@ -24,7 +25,7 @@ from .cohort import (
     case_stats,
 )
 from .errors import InvalidValueError, MedmaskError
-from .io import Target, expand_glob, source_name
+from .io import MAX_CONCURRENCY, Target, expand_glob, read_heads, source_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,18 +66,32 @@ def _guarded(
 
 
 def _stats_task(
-    source: Target,
+    sources: Sequence[Target],
     structures: Sequence[str] | None,
     measures: Sequence[str],
     storage_options: dict[str, Any] | None,
     errors: Errors,
+    max_concurrency: int,
 ) -> list[dict[str, Any]]:
-    def work() -> list[dict[str, Any]]:
-        return case_stats(
-            source, structures=structures, measures=measures, storage_options=storage_options
-        )
+    """A batch of cases: their first reads go out together (one round trip for the batch),
+    then each case is answered from its head."""
+    heads = read_heads(sources, storage_options, max_concurrency=max_concurrency)
+    rows: list[dict[str, Any]] = []
+    for source, head in zip(sources, heads, strict=True):
 
-    return _guarded(work, {"source": source}, errors)
+        def work(source: Target = source, head: bytes | MedmaskError = head) -> list[Any]:
+            if isinstance(head, MedmaskError):
+                raise head
+            return case_stats(
+                source,
+                structures=structures,
+                measures=measures,
+                storage_options=storage_options,
+                head=head,
+            )
+
+        rows += _guarded(work, {"source": source}, errors)
+    return rows
 
 
 def _compare_task(
@@ -144,6 +159,7 @@ def cohort_stats(
     client: Any = None,
     progress: bool = False,
     errors: Errors = "coerce",
+    max_concurrency: int = MAX_CONCURRENCY,
 ) -> pd.DataFrame:
     """Per-structure voxel counts, volumes and bounding boxes of every case.
 
@@ -162,6 +178,9 @@ def cohort_stats(
     errors
         ``"coerce"``: a case that cannot be read is one row with an ``error`` column;
         ``"raise"``: the first failure is raised.
+    max_concurrency
+        Cases per task: their first reads go out concurrently, so a task pays one round trip
+        to the store for all of them, not one each.
 
     Returns
     -------
@@ -173,8 +192,14 @@ def cohort_stats(
     _check_errors(errors)
     urls = expand_sources(sources, storage_options)
     measures = tuple(measures)
+    if max_concurrency < 1:
+        raise InvalidValueError(f"Expected max_concurrency >= 1. Got {max_concurrency}.")
     task = dask.delayed(_stats_task, pure=True)
-    tasks = [task(url, structures, measures, storage_options, errors) for url in urls]
+    batches = [urls[i : i + max_concurrency] for i in range(0, len(urls), max_concurrency)]
+    tasks = [
+        task(batch, structures, measures, storage_options, errors, max_concurrency)
+        for batch in batches
+    ]
     columns = [*STATS_COLUMNS, *(CENTROID_COLUMNS if "centroid_mm" in measures else ())]
     return _frame(_run(tasks, client, progress), columns)
 

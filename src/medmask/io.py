@@ -8,6 +8,7 @@ fsspec file object, whose default read-ahead block would fetch 50 MiB.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -40,12 +41,15 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, compare-be
 
 __all__ = [
     "HEAD_GUESS",
+    "MAX_CONCURRENCY",
     "AsyncByteSource",
     "ByteSource",
+    "HeadCache",
     "LocalLock",
     "ObjectVersion",
     "Target",
     "expand_glob",
+    "head_cache",
     "is_local",
     "list_folder",
     "local_path",
@@ -54,6 +58,7 @@ __all__ = [
     "object_version",
     "open_source",
     "open_source_async",
+    "read_heads",
     "read_ranges_after_head",
     "read_whole",
     "source_name",
@@ -66,6 +71,10 @@ __all__ = [
 HEAD_GUESS = 64 << 10
 #: Ranges closer than this are fetched as one request.
 MERGE_GAP = 4 << 10
+#: ... up to this size: larger merged reads are split, so that they go out concurrently.
+MERGE_MAX = 16 << 20
+#: Default number of requests in flight for batched reads (many heads, many ranges).
+MAX_CONCURRENCY = 32
 
 Target = str | os.PathLike[str] | BinaryIO | Any
 
@@ -110,15 +119,19 @@ class AsyncByteSource(Protocol):
 
 
 def merge_ranges(
-    ranges: Iterable[tuple[int, int]], gap: int = MERGE_GAP
+    ranges: Iterable[tuple[int, int]], gap: int = MERGE_GAP, max_size: int = MERGE_MAX
 ) -> list[tuple[int, int]]:
-    """Sort ranges and merge those that overlap or lie within ``gap`` bytes of each other."""
+    """Sort ranges and merge those that overlap or lie within ``gap`` bytes of each other, as
+    long as the merged range stays within ``max_size`` bytes (a range alone may exceed it)."""
     merged: list[tuple[int, int]] = []
     for start, end in sorted(ranges):
-        if merged and start <= merged[-1][1] + gap:
+        near = bool(merged) and start <= merged[-1][1] + gap
+        if near and (
+            start < merged[-1][1] or max(merged[-1][1], end) - merged[-1][0] <= max_size
+        ):  # overlapping ranges always merge: each range must lie in one merged range
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
+            continue
+        merged.append((start, end))
     return merged
 
 
@@ -237,12 +250,19 @@ class LocalSource(_RangeReader):
         self.close()
 
 
+def _cache_key(fs: Any, path: str) -> tuple[str, str]:
+    """Identity of an object for :data:`head_cache`: the filesystem's token (protocol and
+    options) and the path."""
+    return (str(getattr(fs, "_fs_token", id(fs))), path)
+
+
 class FsspecSource(_RangeReader):
     """An object on any fsspec filesystem, read with exact ranged requests."""
 
     def __init__(self, fs: Any, path: str, name: str) -> None:
         self.fs, self.path, self.name = fs, path, name
         self.size = None  # unknown without an extra request
+        self.cache_key = None if _is_local_fs(fs) else _cache_key(fs, path)
 
     def read(self, start: int, end: int) -> bytes:
         if end <= start:
@@ -254,6 +274,17 @@ class FsspecSource(_RangeReader):
                 return b""
             raise storage_error(exc, self.name, "reading") from exc
         return bytes(data)
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not head_cache.ranges or not head_cache.enabled:
+            return super().read_ranges(ranges)
+        kept = {r: head_cache.get_range(self.cache_key, *r) for r in ranges}
+        missing = [r for r, data in kept.items() if data is None]
+        fetched = super().read_ranges(missing) if missing else []
+        for r, data in zip(missing, fetched, strict=True):
+            head_cache.put_range(self.cache_key, *r, data)
+            kept[r] = data
+        return [kept[r] or b"" for r in ranges]
 
     def _read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if len(ranges) == 1:
@@ -323,22 +354,39 @@ class AsyncFsspecSource:
     event loop that awaits these reads (fsspec caches such instances per thread).
     """
 
-    def __init__(self, fs: Any, path: str, name: str) -> None:
+    def __init__(self, fs: Any, path: str, name: str, sync_fs: Any = None) -> None:
         self.fs, self.path, self.name = fs, path, name
         self.size: int | None = None
+        self.cache_key = _cache_key(sync_fs if sync_fs is not None else fs, path)
 
     async def read(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
+        kept = head_cache.get_range(self.cache_key, start, end)
+        if kept is not None:
+            return kept
         try:
             data = await self.fs._cat_file(self.path, start=start, end=end)
         except Exception as exc:
             if _is_range_error(exc):
                 return b""
             raise storage_error(exc, self.name, "reading") from exc
+        head_cache.put_range(self.cache_key, start, end, bytes(data))
         return bytes(data)
 
     async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not ranges:
+            return []
+        if head_cache.ranges and head_cache.enabled:
+            kept = {r: head_cache.get_range(self.cache_key, *r) for r in ranges}
+            missing = [r for r, data in kept.items() if data is None]
+            for r, data in zip(missing, await self._read_ranges(missing), strict=True):
+                head_cache.put_range(self.cache_key, *r, data)
+                kept[r] = data
+            return [kept[r] or b"" for r in ranges]
+        return await self._read_ranges(ranges)
+
+    async def _read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
         merged = merge_ranges(ranges)
@@ -373,7 +421,7 @@ def open_source_async(
         fs, path = _url_to_fs(source, storage_options)
         if getattr(fs, "async_impl", False):
             async_fs, _ = _url_to_fs(source, {**(storage_options or {}), "asynchronous": True})
-            return AsyncFsspecSource(async_fs, path, source)
+            return AsyncFsspecSource(async_fs, path, source, sync_fs=fs)
     return ThreadedSource(open_source(source, storage_options))
 
 
@@ -389,6 +437,195 @@ def read_ranges_after_head(
     missing = [(s, e) for s, e in ranges if not (e <= len(head) or whole_file)]
     fetched = dict(zip(missing, source.read_ranges(missing), strict=True))
     return [fetched[(s, e)] if (s, e) in fetched else head[s:e] for s, e in ranges]
+
+
+Key = tuple[str, str]  # (filesystem token, path)
+
+
+class HeadCache:
+    """First reads (:data:`HEAD_GUESS` bytes: header, metadata, chunk index) of remote objects,
+    and the chunk ranges read after them, kept so that opening and reading the same object
+    again costs no request. Off until :meth:`enable`.
+
+    An entry is trusted for ``ttl`` seconds: within that time a re-opened object shows the
+    directory it had when first read (chunks are still checked against the checksums of that
+    directory, so a replaced object is an error, never wrong voxels). medmask's own writes
+    drop what they replace. Keyed by filesystem (protocol and options) and path, LRU.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[tuple[Any, ...], tuple[float, bytes]] = (
+            collections.OrderedDict()
+        )
+        self._bytes = 0
+        self.max_entries = 0
+        self.max_bytes = 0
+        self.ttl = 0.0
+        self.ranges = False
+        self.hits = self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether heads are kept."""
+        return self.max_entries > 0
+
+    def enable(
+        self,
+        max_entries: int = 1024,
+        *,
+        max_bytes: int = 256 << 20,
+        ttl: float = 60.0,
+        ranges: bool = True,
+    ) -> None:
+        """Keep up to ``max_entries`` heads and (with ``ranges``) chunk ranges, ``max_bytes``
+        in all, for ``ttl`` seconds each."""
+        if max_entries < 0 or max_bytes < 0 or ttl < 0:
+            raise InvalidValueError(
+                f"Expected non-negative limits. Got {max_entries}, {max_bytes}, {ttl}."
+            )
+        with self._lock:
+            self.max_entries, self.max_bytes, self.ttl = max_entries, max_bytes, ttl
+            self.ranges = ranges
+            self._trim()
+
+    def disable(self) -> None:
+        """Keep nothing (and drop what is kept)."""
+        self.enable(0, max_bytes=0, ttl=0.0, ranges=False)
+
+    def clear(self) -> None:
+        """Drop every entry and reset the hit counts."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+            self.hits = self.misses = 0
+
+    def _get(self, key: tuple[Any, ...]) -> bytes | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or time.monotonic() - entry[0] > self.ttl:
+                if entry is not None:
+                    self._remove(key)
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[1]
+
+    def _put(self, key: tuple[Any, ...], data: bytes) -> None:
+        with self._lock:
+            if key in self._entries:
+                self._remove(key)
+            self._entries[key] = (time.monotonic(), bytes(data))
+            self._bytes += len(data)
+            self._trim()
+
+    def _remove(self, key: tuple[Any, ...]) -> None:
+        _, data = self._entries.pop(key)
+        self._bytes -= len(data)
+
+    def get(self, key: Key | None) -> bytes | None:
+        """The head of object ``key`` if kept and fresh."""
+        return None if key is None or not self.enabled else self._get(key)
+
+    def put(self, key: Key | None, head: bytes) -> None:
+        """Keep ``head`` (the first ``HEAD_GUESS`` bytes of the object, or all of it)."""
+        if key is not None and self.enabled and len(head) <= HEAD_GUESS:
+            self._put(key, head)
+
+    def get_range(self, key: Key | None, start: int, end: int) -> bytes | None:
+        """Bytes ``[start, end)`` of object ``key`` if that exact range is kept and fresh."""
+        if key is None or not (self.enabled and self.ranges):
+            return None
+        return self._get((*key, start, end))
+
+    def put_range(self, key: Key | None, start: int, end: int, data: bytes) -> None:
+        """Keep a range read from object ``key`` (ranges above an eighth of the budget are
+        not kept)."""
+        if key is not None and self.enabled and self.ranges and len(data) <= self.max_bytes // 8:
+            self._put((*key, start, end), data)
+
+    def drop(self, key: Key | None) -> None:
+        """Forget object ``key``: its head and ranges (it was written or found changed)."""
+        if key is None:
+            return
+        with self._lock:
+            for entry in [k for k in self._entries if k[:2] == key]:
+                self._remove(entry)
+
+    def _trim(self) -> None:
+        while self._entries and (
+            len(self._entries) > self.max_entries or self._bytes > self.max_bytes
+        ):
+            self._remove(next(iter(self._entries)))
+
+
+#: The process's cache of object heads (off by default: ``head_cache.enable()``).
+head_cache = HeadCache()
+
+
+def read_heads(
+    sources: Sequence[Target],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    max_concurrency: int = MAX_CONCURRENCY,
+) -> list[bytes | MedmaskError]:
+    """The first :data:`HEAD_GUESS` bytes of every source, fetched concurrently: one ranged
+    GET each, at most ``max_concurrency`` in flight per filesystem; served from
+    :data:`head_cache` where it holds them. A source that cannot be read gives its error."""
+    out: list[bytes | MedmaskError | None] = [None] * len(sources)
+    groups: dict[int, tuple[Any, list[tuple[int, str, tuple[str, str]]]]] = {}
+    for i, source in enumerate(sources):
+        try:
+            if not isinstance(source, str) or local_path(source, storage_options) is not None:
+                byte_source = open_source(source, storage_options)
+                try:
+                    out[i] = byte_source.read(0, HEAD_GUESS)
+                finally:
+                    byte_source.close()
+                continue
+            fs, path = _url_to_fs(source, storage_options)
+            key = _cache_key(fs, path)
+            cached = head_cache.get(key)
+            if cached is not None:
+                out[i] = cached
+                continue
+            groups.setdefault(id(fs), (fs, []))[1].append((i, path, key))
+        except MedmaskError as exc:
+            out[i] = exc
+    for fs, items in groups.values():
+        paths = [path for _, path, _ in items]
+        name = sources[items[0][0]]
+        try:
+            if getattr(fs, "async_impl", False) and len(items) > 1:
+                blobs = fs.cat_ranges(
+                    paths,
+                    [0] * len(paths),
+                    [HEAD_GUESS] * len(paths),
+                    on_error="return",
+                    batch_size=max(1, max_concurrency),
+                )
+            else:
+                blobs = []
+                for path in paths:
+                    try:
+                        blobs.append(fs.cat_file(path, start=0, end=HEAD_GUESS))
+                    except Exception as exc:
+                        blobs.append(exc)
+        except Exception as exc:
+            raise storage_error(exc, source_name(name), "reading") from exc
+        for (i, _, key), blob in zip(items, blobs, strict=True):
+            if isinstance(blob, BaseException):
+                error = (
+                    b""
+                    if _is_range_error(blob)
+                    else storage_error(blob, source_name(sources[i]), "reading")
+                )
+                out[i] = error
+                continue
+            out[i] = bytes(blob)
+            head_cache.put(key, out[i])  # type: ignore[arg-type]
+    return [b"" if item is None else item for item in out]
 
 
 def source_name(target: Target) -> str:
@@ -733,16 +970,12 @@ def write_atomic(
         return None
     if isinstance(target, str) or (getattr(target, "fs", None) is not None):
         fs, fs_path, name = _target_fs(target, storage_options)
-        data = b"".join(pieces)
-        if create_only:
-            expect = ObjectVersion(False, _conditional_kind(fs))
-        if expect is not None:
-            if expect.exists and expect.kind != _conditional_kind(fs):
-                raise InvalidValueError(f"{name}: version {expect.kind!r} does not fit this store.")
-            return _put_conditional(fs, fs_path, data, name, expect, create_only)
-        with _translated(name, "writing"):
-            fs.pipe_file(fs_path, data)
-        return None
+        key = _cache_key(fs, fs_path)
+        head_cache.drop(key)
+        try:
+            return _write_remote(fs, fs_path, name, b"".join(pieces), create_only, expect)
+        finally:
+            head_cache.drop(key)  # a head read while the object was being replaced
     if hasattr(target, "write"):
         with _translated(source_name(target), "writing"):
             for piece in pieces:
@@ -752,6 +985,25 @@ def write_atomic(
         "Expected a path, URL, fsspec OpenFile or writable binary file object. "
         f"Got {type(target).__name__}."
     )
+
+
+def _write_remote(
+    fs: Any,
+    fs_path: str,
+    name: str,
+    data: bytes,
+    create_only: bool,
+    expect: ObjectVersion | None,
+) -> ObjectVersion | None:
+    if create_only:
+        expect = ObjectVersion(False, _conditional_kind(fs))
+    if expect is not None:
+        if expect.exists and expect.kind != _conditional_kind(fs):
+            raise InvalidValueError(f"{name}: version {expect.kind!r} does not fit this store.")
+        return _put_conditional(fs, fs_path, data, name, expect, create_only)
+    with _translated(name, "writing"):
+        fs.pipe_file(fs_path, data)
+    return None
 
 
 def _write_local_atomic(

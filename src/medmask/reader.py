@@ -21,7 +21,7 @@ from .format.container import HEADER_SIZE, MAGIC_MSK, MAGIC_MSKA, Header
 from .format.encoding import check_index
 from .format.msk import parse_msk_head
 from .format.mska import SLOTS_SIZE, ArchiveDirectory, Member, parse_directory, valid_slots
-from .io import HEAD_GUESS, AsyncByteSource, ByteSource
+from .io import HEAD_GUESS, AsyncByteSource, ByteSource, head_cache
 
 __all__ = [
     "Directory",
@@ -236,14 +236,42 @@ def _mska(
 
 
 def read_directory(
-    source: ByteSource, *, kind: Kind | None = None, recover: bool = False
+    source: ByteSource,
+    *,
+    kind: Kind | None = None,
+    recover: bool = False,
+    head: bytes | None = None,
+    cache: bool = True,
 ) -> Directory:
-    """Read a file's directory with blocking reads (usually one request)."""
+    """Read a file's directory with blocking reads (usually one request; none when ``head``,
+    the file's first :data:`HEAD_GUESS` bytes, is given or :data:`head_cache` holds them).
+
+    A given or cached head that turns out stale is dropped and the file read afresh;
+    ``cache=False`` (writers) neither uses nor fills the cache.
+    """
+    key = getattr(source, "cache_key", None) if cache else None
+    first = head if head is not None else head_cache.get(key)
+    try:
+        directory = _drive(source, kind, recover, first)
+    except FormatError:
+        if first is None:
+            raise
+        head_cache.drop(key)
+        directory = _drive(source, kind, recover, None)
+    head_cache.put(key, directory.head)
+    return directory
+
+
+def _drive(source: ByteSource, kind: Kind | None, recover: bool, head: bytes | None) -> Directory:
     steps = directory_steps(source.name, kind=kind, recover=recover)
     request = next(steps)
     while True:
+        if head is not None and request == [(0, HEAD_GUESS)]:
+            reply, head = [head], None  # the first read only: retries read the file
+        else:
+            reply = source.read_ranges(request)
         try:
-            request = steps.send(source.read_ranges(request))
+            request = steps.send(reply)
         except StopIteration as done:
             directory: Directory = done.value
             return directory
@@ -252,12 +280,33 @@ def read_directory(
 async def read_directory_async(
     source: AsyncByteSource, *, kind: Kind | None = None, recover: bool = False
 ) -> Directory:
-    """Read a file's directory with an async byte source (never blocks the event loop)."""
+    """Read a file's directory with an async byte source (never blocks the event loop);
+    :data:`head_cache` as for :func:`read_directory`."""
+    key = getattr(source, "cache_key", None)
+    first = head_cache.get(key)
+    try:
+        directory = await _drive_async(source, kind, recover, first)
+    except FormatError:
+        if first is None:
+            raise
+        head_cache.drop(key)
+        directory = await _drive_async(source, kind, recover, None)
+    head_cache.put(key, directory.head)
+    return directory
+
+
+async def _drive_async(
+    source: AsyncByteSource, kind: Kind | None, recover: bool, head: bytes | None
+) -> Directory:
     steps = directory_steps(source.name, kind=kind, recover=recover)
     request = next(steps)
     while True:
+        if head is not None and request == [(0, HEAD_GUESS)]:
+            reply, head = [head], None
+        else:
+            reply = await source.read_ranges(request)
         try:
-            request = steps.send(await source.read_ranges(request))
+            request = steps.send(reply)
         except StopIteration as done:
             directory: Directory = done.value
             return directory

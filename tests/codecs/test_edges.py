@@ -184,11 +184,13 @@ def stream(
     p: int = 1,
     mode: int = 1,
     compress: bool = False,
+    version: int = 2,
 ) -> bytes:
-    """A kind-3 stream built by docs/codecs.md section 6 (raw sections unless ``compress``)."""
+    """A kind-3 stream built by docs/codecs.md section 6 (raw sections unless ``compress``):
+    version 2 with the CRC-32 after the shape, version 1 with it at the end."""
     head = (
         b"MMC"
-        + bytes([1, 3, dtype_code, len(shape), mode])
+        + bytes([version, 3, dtype_code, len(shape), mode])
         + struct.pack(f"<{len(shape)}I", *shape)
     )
     stored = [
@@ -198,8 +200,15 @@ def stream(
     fields = bytes([k, w, p]) + b"".join(
         varint(len(s)) + varint(len(r)) for s, r in zip(stored, sections, strict=True)
     )
-    body = head + fields + b"".join(stored)
-    return body + struct.pack("<I", zlib.crc32(body))
+    return with_crc(head, fields + b"".join(stored), version)
+
+
+def with_crc(head: bytes, rest: bytes, version: int = 2) -> bytes:
+    """Prefix and shape (``head``), then the rest, with the stream CRC-32 where ``version``
+    puts it."""
+    if version == 1:
+        return head + rest + struct.pack("<I", zlib.crc32(head + rest))
+    return head + struct.pack("<I", zlib.crc32(head + rest)) + rest
 
 
 def fates(codes: list[int]) -> bytes:
@@ -231,9 +240,10 @@ SPEC_ARRAY = np.array(
 )
 
 
-def test_a_stream_assembled_by_hand_from_the_spec(path: str) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_stream_assembled_by_hand_from_the_spec(path: str, version: int) -> None:
     for compress in (False, True):
-        data = stream((2, 2, 6), spec_sections(), compress=compress)
+        data = stream((2, 2, 6), spec_sections(), compress=compress, version=version)
         np.testing.assert_array_equal(EdgesCodec().decode(data), SPEC_ARRAY)
 
 
@@ -326,7 +336,19 @@ def test_checksums_truncation_and_trailing_bytes(path: str) -> None:
 
 
 def fix_crc(data: bytes) -> bytes:
-    return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
+    """A version-2 stream with its CRC-32 recomputed (a forged stream)."""
+    at = 8 + 4 * data[6] if len(data) > 6 else 0
+    if len(data) < at + 4 or data[3] != 2:
+        return data
+    return with_crc(data[:at], data[at + 4 :])
+
+
+def test_streams_differ_in_their_crc_32() -> None:
+    """A stream must not end in its own CRC-32: then every stream has the same CRC-32 and the
+    containers' chunk checksums could not tell one chunk from another."""
+    crcs = {zlib.crc32(EdgesCodec().encode(label_volume((6, 10, 12), np.uint8, seed=s)))
+            for s in range(8)}  # fmt: skip
+    assert len(crcs) == 8
 
 
 def test_every_byte_corruption_with_a_valid_checksum(path: str) -> None:
@@ -427,7 +449,7 @@ import numpy as np, medmask
 from medmask.codecs import kernel_available
 assert not kernel_available()
 v1 = {str(fixtures)!r}
-for name in ("edges_uint8", "edges_bool", "edges_uint32", "edges_plain"):
+for name in ("edges2_uint8", "edges2_bool", "edges2_uint32", "edges2_plain"):
     path = f"{{v1}}/{{name}}.msk"
     mask = medmask.load_mask(path)
     with open(path, "rb") as f:
@@ -440,7 +462,9 @@ for name in ("edges_uint8", "edges_bool", "edges_uint32", "edges_plain"):
             committed.append(b"" if where is None else raw[where[0] : where[1]])
     from medmask.format.encoding import encode_mask
     assert encode_mask(mask, chunks=chunks).streams == committed, name  # the same bytes
-with medmask.MaskArchive(f"{{v1}}/archive_edges.mska") as a:
+for old in ("edges_uint8", "edges_bool"):  # the first stream layout reads too
+    assert medmask.load_mask(f"{{v1}}/{{old}}.msk").data.any()
+with medmask.MaskArchive(f"{{v1}}/archive_edges2.mska") as a:
     assert len(a.read_all_masks()) == 4
 print("ok")
 """

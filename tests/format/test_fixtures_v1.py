@@ -47,12 +47,12 @@ NAMES = [
     "binary_uint16",
     "labels_codec_bool",
     "generation_5",
-    # medmask.edges (issue 11)
-    "edges_uint8",
-    "edges_bool",
-    "edges_uint32",
-    "edges_plain",
-    "edges_constant_chunk",
+    # medmask.edges (issue 11): stream layout 1, then 2 (what medmask writes)
+    *(
+        f"{prefix}_{name}"
+        for prefix in ("edges", "edges2")
+        for name in ("uint8", "bool", "uint32", "plain", "constant_chunk")
+    ),
 ]
 ARCHIVES = [
     "archive_fresh",
@@ -62,6 +62,7 @@ ARCHIVES = [
     "archive_overlapping",
     "archive_torn_newest_slot",
     "archive_edges",
+    "archive_edges2",
 ]
 STREAMS = sorted(p.stem for p in (V1 / "streams").glob("*.mmc"))
 
@@ -96,7 +97,7 @@ def test_fixture_set_is_complete() -> None:
             V1 / "streams" / f"{name}.npz"
         ).is_file()
     total = sum(p.stat().st_size for p in V1.rglob("*") if p.is_file())
-    assert total < 250_000
+    assert total < 300_000
 
 
 def stream_array(name: str) -> np.ndarray:
@@ -182,13 +183,23 @@ def varint(data: bytes, off: int) -> tuple[int, int]:
 
 
 def edges_fields(stream: bytes) -> dict[str, Any]:
-    """Header fields of a ``medmask.edges`` stream (docs/codecs.md section 6)."""
-    _, _, kind, dtype_code, ndim, mode = struct.unpack_from("<3sBBBBB", stream, 0)
-    (crc,) = struct.unpack_from("<I", stream, len(stream) - 4)
-    assert zlib.crc32(stream[:-4]) == crc
+    """Header fields of a ``medmask.edges`` stream (docs/codecs.md section 6): version 1 ends
+    in the CRC-32 of all bytes before it; version 2 holds the CRC-32 of all other bytes right
+    after the shape."""
+    _, version, kind, dtype_code, ndim, mode = struct.unpack_from("<3sBBBBB", stream, 0)
     shape = struct.unpack_from(f"<{ndim}I", stream, 8)
     off = 8 + 4 * ndim
+    if version == 1:
+        (crc,) = struct.unpack_from("<I", stream, len(stream) - 4)
+        assert zlib.crc32(stream[:-4]) == crc
+        trailer = 4
+    else:
+        assert version == 2
+        (crc,) = struct.unpack_from("<I", stream, off)
+        assert zlib.crc32(stream[:off] + stream[off + 4 :]) == crc
+        off, trailer = off + 4, 0
     out: dict[str, Any] = {"kind": kind, "dtype": dtype_code, "ndim": ndim, "shape": shape}
+    out["version"] = version
     out |= {"mode": mode, "value": None, "k": None, "w": None, "p": None, "sections": []}
     if mode == 0:
         out["value"], off = varint(stream, off)
@@ -203,7 +214,7 @@ def edges_fields(stream: bytes) -> dict[str, Any]:
             stored, off = varint(stream, off)
             raw, off = varint(stream, off)
             out["sections"].append((stored, raw))
-    assert off + sum(s for s, _ in out["sections"]) + 4 == len(stream)
+    assert off + sum(s for s, _ in out["sections"]) + trailer == len(stream)
     out["body"] = off
     return out
 
@@ -211,9 +222,9 @@ def edges_fields(stream: bytes) -> dict[str, Any]:
 def stream_fields(stream: bytes) -> dict[str, Any]:
     """Header fields of a codec stream (docs/codecs.md section 1, or 6 for kind 3)."""
     magic, version, kind, dtype_code, ndim, mode = struct.unpack_from("<3sBBBBB", stream, 0)
-    assert (magic, version) == (b"MMC", 1)
     if kind == 3:
         return edges_fields(stream)
+    assert (magic, version) == (b"MMC", 1)
     shape = struct.unpack_from(f"<{ndim}I", stream, 8)
     h0 = 8 + 4 * ndim
     transform, width, value, runs, long_runs, s0, s1, s2 = struct.unpack_from(
@@ -393,8 +404,9 @@ def all_edges_fields() -> list[dict[str, Any]]:
     return out
 
 
-def test_edges_fixtures_cover_every_width() -> None:
-    fields = all_edges_fields()
+@pytest.mark.parametrize("version", [1, 2])
+def test_edges_fixtures_cover_every_width(version: int) -> None:
+    fields = [f for f in all_edges_fields() if f["version"] == version]
     edges = [f for f in fields if f["mode"] == 1]
     assert {f["w"] for f in edges} == {0, 1, 2, 4, 8}  # toggled, 1-, 2-, 4-, 8-byte values
     assert {f["p"] for f in edges} == {1, 2, 4}  # position widths
@@ -406,10 +418,11 @@ def test_edges_fixtures_cover_every_width() -> None:
     assert {f["dtype"] for f in fields} >= {1, 2, 3, 4, 5, 7, 0x83}
 
 
-def test_edges_gap_escape_is_in_committed_bytes() -> None:
+@pytest.mark.parametrize("name", ["edges_2d_gap_escape", "edges2_2d_gap_escape"])
+def test_edges_gap_escape_is_in_committed_bytes(name: str) -> None:
     import zstandard
 
-    stream = (V1 / "streams" / "edges_2d_gap_escape.mmc").read_bytes()
+    stream = (V1 / "streams" / f"{name}.mmc").read_bytes()
     f = edges_fields(stream)
     stored, raw = f["sections"][0]  # the gaps
     body = stream[f["body"] : f["body"] + stored]

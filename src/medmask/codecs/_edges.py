@@ -50,6 +50,9 @@ MODE_PLAIN: Final = 2
 DEFAULT_SHIFT: Final = 6  # K: edges moving by up to K voxels are coded as moves
 MAX_SHIFT: Final = 7  # fate codes 0..2K+1 fit a nibble
 _CRC: Final = struct.Struct("<I")
+#: Written since stream version 1 turned out to end in its own CRC-32 (a constant CRC-32 for
+#: the whole stream); version 1 streams of kind 3 still read.
+STREAM_VERSION: Final = 2
 _ESCAPE: Final = 255
 _MAX_VARINT_BYTES: Final = 10
 
@@ -497,20 +500,30 @@ def _parse(buf: memoryview, shape: tuple[int, ...] | None, dtype: np.dtype[Any] 
     magic, version, kind, code, ndim, mode = HEADER_PREFIX.unpack_from(buf, 0)
     if magic != MAGIC:
         raise CodecError(f"Expected stream magic {MAGIC!r}. Got {bytes(magic)!r}.")
-    if version != VERSION:
-        raise CodecError(f"Expected codec stream version {VERSION}. Got {version}.")
     if kind != KIND:
         raise CodecError(f"Expected a {codec_id} stream (kind {KIND}). Got kind {kind}.")
-    (crc,) = _CRC.unpack_from(buf, n - _CRC.size)
-    if zlib.crc32(buf[: n - _CRC.size]) != crc:
-        raise CodecError(f"Expected a valid {codec_id} stream checksum. Got a mismatch (corrupt).")
-    end = n - _CRC.size
+    if version not in (VERSION, STREAM_VERSION):
+        raise CodecError(
+            f"Expected {codec_id} stream version {VERSION} or {STREAM_VERSION}. Got {version}."
+        )
     if not 1 <= ndim <= 3:
         raise CodecError(f"Expected ndim 1..3 in the stream header. Got {ndim}.")
+    off = HEADER_PREFIX.size + 4 * ndim
+    if version == VERSION:  # the first layout: the CRC-32 of everything before it, at the end
+        (crc,) = _CRC.unpack_from(buf, n - _CRC.size)
+        ok = zlib.crc32(buf[: n - _CRC.size]) == crc
+        end = n - _CRC.size
+    else:  # the CRC-32 of all other bytes, right after the shape
+        if n < off + _CRC.size:
+            raise CodecError(f"Expected a {codec_id} header of {off + 4} bytes. Got {n} bytes.")
+        (crc,) = _CRC.unpack_from(buf, off)
+        ok = zlib.crc32(buf[off + _CRC.size :], zlib.crc32(buf[:off])) == crc
+        off, end = off + _CRC.size, n
+    if not ok:
+        raise CodecError(f"Expected a valid {codec_id} stream checksum. Got a mismatch (corrupt).")
     got_dtype = dtype_from_code(code)
     if got_dtype is None:
         raise CodecError(f"Expected a known dtype code. Got {code}.")
-    off = HEADER_PREFIX.size + 4 * ndim
     if off > end:
         raise CodecError(f"Expected a {codec_id} header of at least {off} bytes. Got {end}.")
     got_shape = tuple(int(s) for s in struct.unpack_from(f"<{ndim}I", buf, HEADER_PREFIX.size))
@@ -673,7 +686,7 @@ class EdgesCodec:
         arrays), else None."""
         a, dtype = normalize_input(array, self.codec_id)
         nz, ny, nx = _shape3(a.shape)
-        prefix = HEADER_PREFIX.pack(MAGIC, VERSION, KIND, dtype_code(dtype), a.ndim, 0)
+        prefix = HEADER_PREFIX.pack(MAGIC, STREAM_VERSION, KIND, dtype_code(dtype), a.ndim, 0)
         shape = struct.pack(f"<{a.ndim}I", *a.shape)
         if a.size == 0:
             return self._finish(prefix, shape, _varint(0)), np.zeros(0, STATS_DTYPE)
@@ -692,21 +705,30 @@ class EdgesCodec:
         fields = bytes([k, w, p]) + b"".join(
             _varint(len(s)) + _varint(len(r)) for s, r in zip(stored, raws, strict=True)
         )
-        prefix = HEADER_PREFIX.pack(MAGIC, VERSION, KIND, dtype_code(dtype), a.ndim, MODE_EDGES)
+        prefix = HEADER_PREFIX.pack(
+            MAGIC, STREAM_VERSION, KIND, dtype_code(dtype), a.ndim, MODE_EDGES
+        )
         stream = self._finish(prefix, shape, fields, *stored)
         if len(stream) > a.nbytes // 8:  # noise-like: the raw values may compress better
             raw = np.packbits(a.reshape(-1)).tobytes() if a.dtype == np.bool_ else _planes(a)
             body = _store(raw, self.level)
-            prefix = HEADER_PREFIX.pack(MAGIC, VERSION, KIND, dtype_code(dtype), a.ndim, MODE_PLAIN)
+            prefix = HEADER_PREFIX.pack(
+                MAGIC, STREAM_VERSION, KIND, dtype_code(dtype), a.ndim, MODE_PLAIN
+            )
             plain = self._finish(prefix, shape, _varint(len(body)) + _varint(len(raw)), body)
             if len(plain) < len(stream):
                 return plain, stats
         return stream, stats
 
     @staticmethod
-    def _finish(*pieces: bytes) -> bytes:
-        body = b"".join(pieces)
-        return body + _CRC.pack(zlib.crc32(body))
+    def _finish(prefix: bytes, shape: bytes, *rest: bytes) -> bytes:
+        """The stream: prefix and shape, the CRC-32 of every other byte, the rest.
+
+        (Not at the end: a stream ending in its own CRC-32 has the same CRC-32 as every other
+        such stream, which would blind the containers' chunk checksums.)"""
+        body = b"".join(rest)
+        crc = zlib.crc32(body, zlib.crc32(prefix + shape))
+        return b"".join((prefix, shape, _CRC.pack(crc), body))
 
     def decode(
         self,

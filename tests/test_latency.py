@@ -1,0 +1,279 @@
+"""Reads that pay for bandwidth, not round trips: many requests in flight at once against a
+server that answers late, and no request at all for what the head cache holds.
+
+No wall-clock assertions about speed: concurrency is read off the server (the most requests it
+was answering at the same time), request counts off its log, and results are compared with a
+run against a server that answers at once. Round trips paid are measured by
+``benchmarks/bench_latency.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import medmask
+from medmask import MaskArchive, SegmentationMask
+from medmask.io import HEAD_GUESS, head_cache, merge_ranges, read_heads
+from medmask.synthetic import synthetic_case, synthetic_space
+from servers import BucketFixture
+
+pytest.importorskip("dask", reason="needs the dask extra")
+from medmask.dask import cohort_stats
+
+LATENCY = 0.03
+
+
+def _case_bytes(seed: int) -> bytes:
+    space = synthetic_space(seed=seed)
+    mask = SegmentationMask.lazy_init(8, space=space)
+    for value, (name, array) in enumerate(synthetic_case(seed).items(), start=1):
+        mask.add_label(array, value, name)
+    buf = io.BytesIO()
+    medmask.save_mask(mask, buf)
+    return buf.getvalue()
+
+
+def _upload_cases(s3: BucketFixture, n: int) -> list[str]:
+    urls = []
+    for i in range(n):
+        s3.fs.pipe(s3.path(f"cases/case{i:03d}.msk"), _case_bytes(i))
+        urls.append(s3.url(f"cases/case{i:03d}.msk"))
+    s3.fs.invalidate_cache()
+    return urls
+
+
+def test_the_harness_answers_late_and_counts_requests_in_flight(s3: BucketFixture) -> None:
+    s3.fs.pipe(s3.path("x"), b"0123456789")
+    s3.server.latency = LATENCY
+    s3.log.clear()
+    started = time.monotonic()
+    s3.fs.cat_file(s3.path("x"), start=2, end=5)
+    # a lower bound of a sleep (deterministic), not a speed goal
+    assert time.monotonic() - started >= LATENCY
+    s3.fs.cat_ranges([s3.path("x")] * 8, list(range(8)), list(range(1, 9)))
+    assert s3.log.count("GET") == 9
+    assert s3.log.max_in_flight >= 4  # s3fs sent them together; each waited LATENCY
+
+
+def test_cohort_stats_batches_heads_concurrently(s3: BucketFixture) -> None:
+    urls = _upload_cases(s3, 96)
+    options = s3.storage_options
+    s3.log.clear()
+    at_once = cohort_stats(f"s3://{s3.bucket}/cases/*.msk", storage_options=options)
+    s3.server.latency = LATENCY
+    s3.log.clear()
+    s3.fs.invalidate_cache()
+    far = cohort_stats(urls, storage_options=options, max_concurrency=32)
+    gets = s3.log.gets("/cases/")
+    assert len(gets) == len(urls)  # exactly one GET per case...
+    assert {g.range for g in gets} == {f"bytes=0-{HEAD_GUESS - 1}"}  # ...the head, nothing else
+    assert s3.log.max_in_flight >= 8  # ...and many of them in flight at once
+    assert far.equals(at_once)  # the same table as from a server that answers at once
+
+
+def test_one_request_at_a_time_is_what_batching_avoids(s3: BucketFixture) -> None:
+    urls = _upload_cases(s3, 24)
+    s3.server.latency = LATENCY
+    s3.log.clear()
+    cohort_stats(urls, storage_options=s3.storage_options, max_concurrency=1)
+    serial = s3.log.max_in_flight
+    s3.log.clear()
+    cohort_stats(urls, storage_options=s3.storage_options, max_concurrency=24)
+    assert serial <= 2  # one case per task, two scheduler threads
+    assert s3.log.max_in_flight > serial
+
+
+def test_read_heads_gives_each_source_its_bytes_or_error(s3: BucketFixture, tmp_path: Path) -> None:
+    s3.fs.pipe(s3.path("a.msk"), b"A" * 10)
+    s3.fs.pipe(s3.path("big.msk"), bytes(range(256)) * 1000)
+    (tmp_path / "local.msk").write_bytes(b"L" * 5)
+    s3.fs.pipe(s3.path("empty.msk"), b"")
+    sources = [
+        s3.url("a.msk"),
+        s3.url("missing.msk"),
+        s3.url("big.msk"),
+        tmp_path / "local.msk",
+        s3.url("empty.msk"),
+        tmp_path / "missing.msk",
+    ]
+    heads = read_heads(sources, s3.storage_options)
+    assert heads[0] == b"A" * 10
+    assert isinstance(heads[1], medmask.MaskFileNotFoundError)
+    assert "missing.msk" in str(heads[1])
+    assert heads[2] == (bytes(range(256)) * 1000)[:HEAD_GUESS]
+    assert heads[3] == b"L" * 5
+    assert heads[4] == b""
+    assert isinstance(heads[5], medmask.MaskFileNotFoundError)
+
+
+def test_merged_reads_are_capped_so_they_go_out_concurrently() -> None:
+    ranges = [(i * 1000, i * 1000 + 1000) for i in range(100)]  # 100 KB, all adjacent
+    assert merge_ranges(ranges) == [(0, 100_000)]
+    capped = merge_ranges(ranges, max_size=30_000)
+    assert capped == [(0, 30_000), (30_000, 60_000), (60_000, 90_000), (90_000, 100_000)]
+    assert merge_ranges([(0, 50), (10, 80_000)], max_size=100) == [(0, 80_000)]  # overlap
+
+
+# --- the head cache ----------------------------------------------------------------------------
+
+
+def _organs_archive(shared_data: Path, path: Path, *, appended: bool) -> list[str]:
+    """TotalSegmentator's 117 organs, one member each, plus a noise member whose chunks lie
+    beyond the first read; written in one go (directory at the front, inside the first read)
+    or with the noise appended (the directory then at the end, outside it). Returns the
+    member names."""
+    from medmask.interop.folders import pack_folder
+
+    pack_folder(shared_data / "totalseg" / "organs", path,
+                labels=shared_data / "totalseg" / "labels_total.json")  # fmt: skip
+    with MaskArchive(path) as packed:
+        space = packed.space
+        organs = {  # one member per structure: 117 members
+            name: SegmentationMask(packed.load_structure(name), {name: 1}, space)
+            for name in packed.structures()
+        }
+    assert space is not None
+    shape = tuple(int(s) for s in space.shape)
+    noise = np.random.default_rng(0).integers(0, 200, shape).astype(np.uint8)
+    noise_mask = SegmentationMask(noise, {f"n{v}": v for v in range(1, 200)}, space)
+    with MaskArchive(path, "w", space=space) as archive:
+        for name, mask in organs.items():
+            archive.add_segmask(mask, name)
+        if not appended:
+            archive.add_segmask(noise_mask, "noise")
+    if appended:
+        with MaskArchive(path, "a") as archive:
+            archive.add_segmask(noise_mask, "noise")
+    assert path.stat().st_size > 2 * HEAD_GUESS
+    return [*organs, "noise"]
+
+
+@pytest.fixture
+def archive_url(s3: BucketFixture, shared_data: Path, tmp_path: Path) -> str:
+    _organs_archive(shared_data, tmp_path / "organs.mska", appended=False)
+    s3.fs.put_file(str(tmp_path / "organs.mska"), s3.path("organs.mska"))
+    return s3.url("organs.mska")
+
+
+def _replace_with_another_layout(s3: BucketFixture, url: str, tmp_path: Path) -> list[str]:
+    """Rewrite the object behind medmask's back: the same members, in reverse order."""
+    other = tmp_path / "other.mska"
+    with MaskArchive(url, storage_options=s3.storage_options) as old:
+        members = old.all_names()
+        with MaskArchive(other, "w", space=old.space) as out:
+            for name in reversed(members):
+                out.add_segmask(old.load_segmask(name), name, chunks=5)
+    s3.fs.put_file(str(other), s3.path(url.split("/", 3)[-1]))
+    return list(reversed(members))
+
+
+def test_one_structure_cold_then_warm(s3: BucketFixture, archive_url: str) -> None:
+    s3.server.latency = LATENCY
+    head_cache.enable()
+    s3.log.clear()
+    with MaskArchive(archive_url, storage_options=s3.storage_options) as archive:
+        assert len(archive.all_names()) == 118
+        liver = archive.load_structure("liver")  # inside the first read
+        noise = archive.load_structure("n5")  # beyond it
+    cold = s3.log.gets("organs.mska")
+    assert len(cold) == 2  # the head (directory and the organs included), the noise member
+    s3.log.clear()
+    with MaskArchive(archive_url, storage_options=s3.storage_options) as archive:
+        assert np.array_equal(archive.load_structure("liver"), liver)
+        assert np.array_equal(archive.load_structure("n5"), noise)
+        assert archive.structures()["spleen"]
+    assert s3.log.requests == []  # warm: nothing asked of the store
+    assert head_cache.hits >= 2
+
+
+def test_without_the_cache_every_open_reads(s3: BucketFixture, archive_url: str) -> None:
+    s3.log.clear()
+    for _ in range(2):
+        with MaskArchive(archive_url, storage_options=s3.storage_options) as archive:
+            archive.load_structure("n5")
+    assert len(s3.log.gets("organs.mska")) == 4
+
+
+def test_a_replaced_object_is_an_error_never_stale_voxels(
+    s3: BucketFixture, archive_url: str, tmp_path: Path
+) -> None:
+    head_cache.enable(ranges=False)
+    with MaskArchive(archive_url, storage_options=s3.storage_options) as archive:
+        archive.load_structure("n5")  # the noise member: its chunks lie beyond the head
+    reordered = _replace_with_another_layout(s3, archive_url, tmp_path)
+    with (
+        MaskArchive(archive_url, storage_options=s3.storage_options) as stale,
+        pytest.raises(medmask.ChecksumError, match=r"noise.*checksum mismatch"),
+    ):
+        stale.load_structure("n5")  # the cached directory, the new object's bytes
+    head_cache.clear()
+    with MaskArchive(archive_url, storage_options=s3.storage_options) as fresh:
+        assert fresh.load_structure("n5").any()
+        assert fresh.all_names() == reordered
+
+
+def test_a_stale_directory_outside_the_head_is_read_afresh(
+    s3: BucketFixture, shared_data: Path, tmp_path: Path
+) -> None:
+    _organs_archive(shared_data, tmp_path / "appended.mska", appended=True)
+    s3.fs.put_file(str(tmp_path / "appended.mska"), s3.path("appended.mska"))
+    url = s3.url("appended.mska")
+    head_cache.enable(ranges=False)  # (cached ranges would keep serving the old object)
+    with MaskArchive(url, storage_options=s3.storage_options) as archive:
+        archive.load_structure("n5")
+    reordered = _replace_with_another_layout(s3, url, tmp_path)
+    with MaskArchive(url, storage_options=s3.storage_options) as again:
+        # the cached head's directory lies beyond it: its bytes no longer check out, so the
+        # reader drops the cached head and reads the object afresh
+        assert again.all_names() == reordered
+        assert again.load_structure("n5").any()
+
+
+def test_medmask_writes_drop_what_they_replace(s3: BucketFixture) -> None:
+    head_cache.enable()
+    url = s3.url("m.msk")
+    first = SegmentationMask(np.ones((2, 3, 4), np.uint8), {"a": 1})
+    second = SegmentationMask(np.full((2, 3, 4), 2, np.uint8), {"b": 2})
+    medmask.save_mask(first, url, storage_options=s3.storage_options)
+    assert medmask.load_mask(url, storage_options=s3.storage_options) == first
+    medmask.save_mask(second, url, storage_options=s3.storage_options)
+    s3.log.clear()
+    assert medmask.load_mask(url, storage_options=s3.storage_options) == second
+    assert len(s3.log.gets("m.msk")) == 1
+
+
+def test_entries_expire_and_limits_hold(s3: BucketFixture) -> None:
+    url = s3.url("m.msk")
+    medmask.save_mask(
+        SegmentationMask(np.ones((2, 3, 4), np.uint8), {"a": 1}), url,
+        storage_options=s3.storage_options,
+    )  # fmt: skip
+    head_cache.enable(ttl=0.0)  # every entry stale at once
+    for _ in range(2):
+        medmask.load_mask(url, storage_options=s3.storage_options)
+    assert head_cache.hits == 0
+    head_cache.enable(max_entries=1)
+    head_cache.put(("t", "a"), b"x")
+    head_cache.put(("t", "b"), b"y")
+    assert head_cache.get(("t", "a")) is None
+    assert head_cache.get(("t", "b")) == b"y"
+    with pytest.raises(medmask.InvalidValueError):
+        head_cache.enable(max_entries=-1)
+
+
+def test_zarr_store_reads_through_the_cache(s3: BucketFixture, archive_url: str) -> None:
+    from medmask.zarr_store import open_zarr
+
+    head_cache.enable()
+    options: dict[str, Any] = s3.storage_options
+    first = open_zarr(archive_url, storage_options=options)["structures/liver"][...]
+    s3.log.clear()
+    again = open_zarr(archive_url, storage_options=options)["structures/liver"][...]
+    assert np.array_equal(first, again)
+    assert s3.log.requests == []
