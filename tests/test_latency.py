@@ -277,3 +277,44 @@ def test_zarr_store_reads_through_the_cache(s3: BucketFixture, archive_url: str)
     again = open_zarr(archive_url, storage_options=options)["structures/liver"][...]
     assert np.array_equal(first, again)
     assert s3.log.requests == []
+
+
+def test_pack_folder_fetches_a_remote_folder_concurrently(
+    s3: BucketFixture, shared_data: Path, tmp_path: Path
+) -> None:
+    from medmask.interop.folders import pack_folder
+
+    organs = shared_data / "totalseg" / "organs"
+    names = sorted(p.name for p in organs.glob("*.nii.gz"))[:24]
+    for name in names:
+        s3.fs.put_file(str(organs / name), s3.path(f"case/{name}"))
+    s3.server.latency = LATENCY
+    s3.log.clear()
+    report = pack_folder(
+        s3.url("case/"), tmp_path / "case.mska", storage_options=s3.storage_options
+    )
+    assert sum(len(v) for v in report.layers.values()) == len(names)
+    gets = [g for g in s3.log.gets("/case/") if g.path.endswith(".nii.gz")]
+    assert len(gets) == len(names)  # one GET per file...
+    assert s3.log.max_in_flight >= 8  # ...many in flight at once
+    with MaskArchive(tmp_path / "case.mska") as archive:
+        from medmask.interop.nifti import read_nifti
+
+        expected, _ = read_nifti(organs / names[0])
+        got = archive.load_structure(names[0].removesuffix(".nii.gz"))
+        assert np.array_equal(got, expected != 0)
+
+
+def test_read_infos_of_many_files_concurrently(s3: BucketFixture) -> None:
+    urls = _upload_cases(s3, 20)
+    s3.server.latency = LATENCY
+    s3.log.clear()
+    infos = medmask.read_infos(urls, storage_options=s3.storage_options)
+    assert len(s3.log.gets("/cases/")) == 20
+    assert s3.log.max_in_flight >= 8
+    s3.server.latency = 0.0
+    for url, info in zip(urls, infos, strict=True):
+        one = medmask.read_info(url, storage_options=s3.storage_options)
+        assert (info.name, info.labels, info.shape) == (one.name, one.labels, one.shape)
+    with pytest.raises(medmask.MaskFileNotFoundError, match="nope"):
+        medmask.read_infos([*urls[:2], s3.url("nope.msk")], storage_options=s3.storage_options)

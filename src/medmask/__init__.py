@@ -33,7 +33,7 @@ from .mask import SegmentationMask
 from .values import LabelStats, label_counts, label_stats, match_allowed_values
 
 if TYPE_CHECKING:
-    from .api import MaskFile, MaskInfo, read_info
+    from .api import MaskFile, MaskInfo, read_info, read_infos
     from .archive import MaskArchive
     from .files import load_mask, save_mask
     from .interop.folders import pack_folder, unpack
@@ -49,6 +49,7 @@ _LAZY = {
     "MaskInfo": "api",
     "load_mask": "files",
     "read_info": "api",
+    "read_infos": "api",
     "save_mask": "files",
     "MaskArchive": "archive",
     "pack_folder": "interop.folders",
@@ -102,6 +103,7 @@ __all__ = [
     "open_zarr",
     "pack_folder",
     "read_info",
+    "read_infos",
     "save_mask",
     "to_nifti",
     "to_sitk",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +30,12 @@ from .format.legacy import read_legacy_msk
 from .format.msk import build_msk
 from .io import (
     HEAD_GUESS,
+    MAX_CONCURRENCY,
     ByteSource,
     Target,
     name_suffix,
     open_source,
+    read_heads,
     read_ranges_after_head,
     read_whole,
     source_name,
@@ -53,6 +55,7 @@ __all__ = [
     "load_legacy_mask",
     "load_mask",
     "read_info",
+    "read_infos",
     "save_mask",
     "verify_decoded",
 ]
@@ -480,3 +483,27 @@ def read_info(
     with MaskFile(source, storage_options=storage_options) as f:
         return f.info()
 
+
+
+def read_infos(
+    sources: Sequence[Target],
+    *,
+    storage_options: dict[str, Any] | None = None,
+    max_concurrency: int = MAX_CONCURRENCY,
+) -> list[MaskInfo]:
+    """:func:`read_info` of many ``.msk`` files: their first reads go out together (at most
+    ``max_concurrency`` in flight), so a batch pays one round trip to the store, not one per
+    file. The first file that cannot be read raises its error."""
+    heads = read_heads(sources, storage_options, max_concurrency=max_concurrency)
+    out = []
+    for source, head in zip(sources, heads, strict=True):
+        if isinstance(head, MedmaskError):
+            raise head
+        byte_source = open_source(source, storage_options)
+        try:
+            directory = read_directory(byte_source, kind="msk", head=head)
+        finally:
+            byte_source.close()
+        member = directory.members[0]
+        out.append(info_from(member.descriptor, member.index, byte_source.name))
+    return out

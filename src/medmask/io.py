@@ -59,6 +59,7 @@ __all__ = [
     "open_source",
     "open_source_async",
     "read_heads",
+    "read_many",
     "read_ranges_after_head",
     "read_whole",
     "source_name",
@@ -573,20 +574,54 @@ def read_heads(
     """The first :data:`HEAD_GUESS` bytes of every source, fetched concurrently: one ranged
     GET each, at most ``max_concurrency`` in flight per filesystem; served from
     :data:`head_cache` where it holds them. A source that cannot be read gives its error."""
+    return _read_prefixes(sources, storage_options, HEAD_GUESS, max_concurrency, cache=True)
+
+
+def read_many(
+    sources: Sequence[Target],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    max_bytes: int,
+    max_concurrency: int = MAX_CONCURRENCY,
+) -> list[bytes | MedmaskError]:
+    """The whole content of every source, fetched concurrently (one GET each, at most
+    ``max_concurrency`` in flight); a source larger than ``max_bytes`` or unreadable gives
+    its error."""
+    blobs = _read_prefixes(sources, storage_options, max_bytes + 1, max_concurrency, cache=False)
+    out: list[bytes | MedmaskError] = []
+    for source, blob in zip(sources, blobs, strict=True):
+        if isinstance(blob, bytes) and len(blob) > max_bytes:
+            blob = AllocationLimitError(
+                f"{source_name(source)}: larger than the {max_bytes:,}-byte limit (max_bytes=)."
+            )
+        out.append(blob)
+    return out
+
+
+def _read_prefixes(
+    sources: Sequence[Target],
+    storage_options: dict[str, Any] | None,
+    length: int,
+    max_concurrency: int,
+    *,
+    cache: bool,
+) -> list[bytes | MedmaskError]:
+    """The first ``length`` bytes of every source; remote ones grouped by filesystem and
+    fetched with ``cat_ranges`` (concurrent on async filesystems)."""
     out: list[bytes | MedmaskError | None] = [None] * len(sources)
-    groups: dict[int, tuple[Any, list[tuple[int, str, tuple[str, str]]]]] = {}
+    groups: dict[int, tuple[Any, list[tuple[int, str, Key]]]] = {}
     for i, source in enumerate(sources):
         try:
             if not isinstance(source, str) or local_path(source, storage_options) is not None:
                 byte_source = open_source(source, storage_options)
                 try:
-                    out[i] = byte_source.read(0, HEAD_GUESS)
+                    out[i] = byte_source.read(0, length)
                 finally:
                     byte_source.close()
                 continue
             fs, path = _url_to_fs(source, storage_options)
             key = _cache_key(fs, path)
-            cached = head_cache.get(key)
+            cached = head_cache.get(key) if cache else None
             if cached is not None:
                 out[i] = cached
                 continue
@@ -595,37 +630,38 @@ def read_heads(
             out[i] = exc
     for fs, items in groups.values():
         paths = [path for _, path, _ in items]
-        name = sources[items[0][0]]
         try:
             if getattr(fs, "async_impl", False) and len(items) > 1:
                 blobs = fs.cat_ranges(
                     paths,
                     [0] * len(paths),
-                    [HEAD_GUESS] * len(paths),
+                    [length] * len(paths),
                     on_error="return",
                     batch_size=max(1, max_concurrency),
                 )
             else:
-                blobs = []
-                for path in paths:
-                    try:
-                        blobs.append(fs.cat_file(path, start=0, end=HEAD_GUESS))
-                    except Exception as exc:
-                        blobs.append(exc)
+                blobs = [_cat_or_error(fs, path, length) for path in paths]
         except Exception as exc:
-            raise storage_error(exc, source_name(name), "reading") from exc
+            raise storage_error(exc, source_name(sources[items[0][0]]), "reading") from exc
         for (i, _, key), blob in zip(items, blobs, strict=True):
             if isinstance(blob, BaseException):
-                error = (
+                out[i] = (
                     b""
                     if _is_range_error(blob)
                     else storage_error(blob, source_name(sources[i]), "reading")
                 )
-                out[i] = error
                 continue
-            out[i] = bytes(blob)
-            head_cache.put(key, out[i])  # type: ignore[arg-type]
+            data = out[i] = bytes(blob)
+            if cache:
+                head_cache.put(key, data)
     return [b"" if item is None else item for item in out]
+
+
+def _cat_or_error(fs: Any, path: str, length: int) -> bytes | BaseException:
+    try:
+        return bytes(fs.cat_file(path, start=0, end=length))
+    except Exception as exc:
+        return exc
 
 
 def source_name(target: Target) -> str:
@@ -683,11 +719,23 @@ def name_suffix(target: Target) -> str:
     return base[dot:] if dot > 0 else ""
 
 
+def _with_pool(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """``storage_options``, with an S3 connection pool of :data:`MAX_CONCURRENCY` unless the
+    caller chose one: s3fs's default (botocore's 10) would cap the requests a batch has in
+    flight."""
+    options = dict(storage_options or {})
+    if url.split("://", 1)[0] in ("s3", "s3a"):
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("max_pool_connections", MAX_CONCURRENCY)
+        options["config_kwargs"] = config
+    return options
+
+
 def _url_to_fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     import fsspec.core
 
     try:
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        fs, path = fsspec.core.url_to_fs(url, **_with_pool(url, storage_options))
     except ValueError as exc:
         raise InvalidValueError(f"{url}: cannot open this URL: {exc}") from exc
     except Exception as exc:  # a missing backend package, bad credentials options...

@@ -29,7 +29,8 @@ from ..errors import (
     SpaceMismatchError,
     UnsafeNameError,
 )
-from ..io import Target, list_folder, object_version, source_name
+from ..format.encoding import max_bytes_limit
+from ..io import Target, list_folder, local_path, object_version, read_many, source_name
 from ..mapping import mapping_items
 from .labels import to_label_mapping
 from .nifti import read_nifti, write_nifti
@@ -143,8 +144,20 @@ def pack_folder(
     table = None if labels is None else to_label_mapping(labels, storage_options).to_dict()
     structures: dict[str, npt.NDArray[np.bool_]] = {}
     space: Space | None = None
+    contents: dict[str, bytes | None] = dict.fromkeys(by_name.values())
+    if any(local_path(path, storage_options) is None for path in by_name.values()):
+        # remote files: fetched together (one round trip for many), parsed one by one
+        limit = max_bytes_limit(None)
+        for path, blob in zip(
+            contents, read_many(list(contents), storage_options, max_bytes=limit), strict=True
+        ):
+            if isinstance(blob, Exception):
+                raise blob
+            contents[path] = blob
     for name, path in show(by_name.items(), enabled=progress, desc="reading", total=len(by_name)):
-        array, file_space = read_nifti(path, storage_options=storage_options)
+        array, file_space = read_nifti(
+            path, storage_options=storage_options, content=contents[path]
+        )
         if space is None:
             space = file_space
         else:

@@ -76,14 +76,19 @@ def _gunzip(data: bytes, name: str, limit: int) -> bytes:
     return b"".join(out)
 
 
-def _load_image(source: Target, storage_options: dict[str, Any] | None, max_bytes: int) -> Any:
+def _load_image(
+    source: Target,
+    storage_options: dict[str, Any] | None,
+    max_bytes: int,
+    content: bytes | None = None,
+) -> Any:
     nib = _nibabel()
     name = source_name(source)
-    path = local_path(source, storage_options)
+    path = local_path(source, storage_options) if content is None else None
     try:
         if path is not None:
             return nib.load(path)
-        data = read_whole(source, storage_options, max_bytes)
+        data = read_whole(source, storage_options, max_bytes) if content is None else content
         if data[:2] == b"\x1f\x8b":
             data = _gunzip(data, name, max_bytes)
         if len(data) >= 4 and int.from_bytes(data[:4], "little") == 540:
@@ -100,11 +105,13 @@ def read_nifti(
     *,
     storage_options: dict[str, Any] | None = None,
     max_bytes: int | None = None,
+    content: bytes | None = None,
 ) -> tuple[npt.NDArray[Any], Space]:
-    """Read a 3-D NIfTI label image as a (z, y, x) C-ordered array and its LPS space."""
+    """Read a 3-D NIfTI label image as a (z, y, x) C-ordered array and its LPS space
+    (``content``: the file's bytes when already fetched; ``source`` then only names it)."""
     name = source_name(source)
     limit = max_bytes_limit(max_bytes)
-    img = _load_image(source, storage_options, limit)
+    img = _load_image(source, storage_options, limit, content)
     shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
