@@ -127,9 +127,7 @@ def s3_latency(request: pytest.FixtureRequest) -> float:
 
 
 @pytest.fixture
-def s3(
-    s3_server: RecordingMotoServer, _s3_fs: Any, s3_latency: float
-) -> Iterator[BucketFixture]:
+def s3(s3_server: RecordingMotoServer, _s3_fs: Any, s3_latency: float) -> Iterator[BucketFixture]:
     """A fresh S3 bucket on the moto server; all moto state is reset afterwards.
 
     ``.fs`` is shared by the session (its listings cache is emptied per test); filesystems that

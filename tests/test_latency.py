@@ -280,7 +280,7 @@ def test_zarr_store_reads_through_the_cache(s3: BucketFixture, archive_url: str)
 
 
 def test_pack_folder_fetches_a_remote_folder_concurrently(
-    s3: BucketFixture, shared_data: Path, tmp_path: Path
+    s3: BucketFixture, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from medmask.interop.folders import pack_folder
 
@@ -291,9 +291,12 @@ def test_pack_folder_fetches_a_remote_folder_concurrently(
     s3.server.latency = LATENCY
     s3.log.clear()
     report = pack_folder(
-        s3.url("case/"), tmp_path / "case.mska", storage_options=s3.storage_options
+        s3.url("case/"), tmp_path / "case.mska", storage_options=s3.storage_options, progress=True
     )
     assert sum(len(v) for v in report.layers.values()) == len(names)
+    bars = capsys.readouterr().err
+    assert "fetching: 100%" in bars
+    assert f"{len(names)}/{len(names)}" in bars
     gets = [g for g in s3.log.gets("/case/") if g.path.endswith(".nii.gz")]
     assert len(gets) == len(names)  # one GET per file...
     assert s3.log.max_in_flight >= 8  # ...many in flight at once
@@ -318,3 +321,65 @@ def test_read_infos_of_many_files_concurrently(s3: BucketFixture) -> None:
         assert (info.name, info.labels, info.shape) == (one.name, one.labels, one.shape)
     with pytest.raises(medmask.MaskFileNotFoundError, match="nope"):
         medmask.read_infos([*urls[:2], s3.url("nope.msk")], storage_options=s3.storage_options)
+
+
+def test_read_many_reports_progress_per_group(s3: BucketFixture, tmp_path: Path) -> None:
+    from medmask.io import read_many
+
+    urls = []
+    for i in range(10):
+        s3.fs.pipe_file(s3.path(f"blobs/{i}.bin"), bytes([i]) * (100 + i))
+        urls.append(s3.url(f"blobs/{i}.bin"))
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"here")
+    s3.server.latency = LATENCY
+    s3.log.clear()
+    done: list[int] = []
+    blobs = read_many(
+        [*urls, str(local), s3.url("blobs/missing.bin")],
+        s3.storage_options,
+        max_bytes=1000,
+        max_concurrency=4,
+        on_done=done.append,
+    )
+    assert blobs[:10] == [bytes([i]) * (100 + i) for i in range(10)]
+    assert blobs[10] == b"here"
+    assert isinstance(blobs[11], medmask.MaskFileNotFoundError)
+    assert "missing.bin" in str(blobs[11])
+    assert sum(done) == 12  # every source reported once
+    assert max(done) == 4  # remote ones in groups of max_concurrency...
+    assert 2 <= s3.log.max_in_flight <= 4  # ...each group in flight together
+
+
+@pytest.mark.parametrize("appended", [False, True], ids=["written-once", "appended"])
+def test_a_directory_larger_than_the_first_read_costs_one_more_get(
+    s3: BucketFixture, tmp_path: Path, appended: bool
+) -> None:
+    space = synthetic_space(seed=1)
+    shape = tuple(int(s) for s in space.shape)
+    rng = np.random.default_rng(1)
+    path = tmp_path / "wide.mska"
+    members = {}
+    for m in range(12):  # 12 members x 250 random names: a directory of a few hundred KiB
+        data = rng.integers(0, 251, shape, dtype=np.uint8)
+        labels = {f"{v:03d}_{rng.bytes(24).hex()}": v for v in range(1, 251)}
+        members[f"m{m:02d}"] = SegmentationMask(data, labels, space)
+    names = list(members)
+    with MaskArchive(path, "w", space=space) as archive:
+        for name in names[: 6 if appended else None]:
+            archive.add_segmask(members[name], name)
+    if appended:
+        with MaskArchive(path, "a") as archive:
+            for name in names[6:]:
+                archive.add_segmask(members[name], name)
+    s3.fs.put_file(str(path), s3.path("wide.mska"))
+    s3.server.latency = LATENCY
+    s3.log.clear()
+    with MaskArchive(s3.url("wide.mska"), storage_options=s3.storage_options) as remote:
+        directory_gets = s3.log.count("GET")
+        directory_bytes = s3.log.bytes_sent()
+        got = remote.load_segmask("m07")
+    assert directory_bytes > 2 * HEAD_GUESS  # the directory really is beyond the first read
+    assert directory_gets == 2  # the first read, then the rest of the directory in one GET
+    assert s3.log.count("GET") == 3  # and the member
+    assert np.array_equal(got.data, members["m07"].data)

@@ -484,7 +484,6 @@ def read_info(
         return f.info()
 
 
-
 def read_infos(
     sources: Sequence[Target],
     *,

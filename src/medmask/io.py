@@ -16,7 +16,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
@@ -292,7 +292,10 @@ class FsspecSource(_RangeReader):
             return [self.read(*ranges[0])]
         with _translated(self.name, "reading"):
             blobs = self.fs.cat_ranges(
-                [self.path] * len(ranges), [s for s, _ in ranges], [e for _, e in ranges]
+                [self.path] * len(ranges),
+                [s for s, _ in ranges],
+                [e for _, e in ranges],
+                **_batch_option(self.fs),
             )
         out = []
         for blob in blobs:
@@ -395,7 +398,10 @@ class AsyncFsspecSource:
             return _split(ranges, merged, [await self.read(*merged[0])])
         try:
             blobs = await self.fs._cat_ranges(
-                [self.path] * len(merged), [s for s, _ in merged], [e for _, e in merged]
+                [self.path] * len(merged),
+                [s for s, _ in merged],
+                [e for _, e in merged],
+                batch_size=MAX_CONCURRENCY,
             )
         except Exception as exc:
             raise storage_error(exc, self.name, "reading") from exc
@@ -583,11 +589,15 @@ def read_many(
     *,
     max_bytes: int,
     max_concurrency: int = MAX_CONCURRENCY,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[bytes | MedmaskError]:
     """The whole content of every source, fetched concurrently (one GET each, at most
     ``max_concurrency`` in flight); a source larger than ``max_bytes`` or unreadable gives
-    its error."""
-    blobs = _read_prefixes(sources, storage_options, max_bytes + 1, max_concurrency, cache=False)
+    its error. ``on_done(n)`` is called as each group of ``n`` sources arrives (a progress
+    bar); with it, remote sources go out in groups of ``max_concurrency``."""
+    blobs = _read_prefixes(
+        sources, storage_options, max_bytes + 1, max_concurrency, cache=False, on_done=on_done
+    )
     out: list[bytes | MedmaskError] = []
     for source, blob in zip(sources, blobs, strict=True):
         if isinstance(blob, bytes) and len(blob) > max_bytes:
@@ -605,9 +615,11 @@ def _read_prefixes(
     max_concurrency: int,
     *,
     cache: bool,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[bytes | MedmaskError]:
     """The first ``length`` bytes of every source; remote ones grouped by filesystem and
     fetched with ``cat_ranges`` (concurrent on async filesystems)."""
+    report = on_done or (lambda n: None)
     out: list[bytes | MedmaskError | None] = [None] * len(sources)
     groups: dict[int, tuple[Any, list[tuple[int, str, Key]]]] = {}
     for i, source in enumerate(sources):
@@ -618,43 +630,69 @@ def _read_prefixes(
                     out[i] = byte_source.read(0, length)
                 finally:
                     byte_source.close()
+                report(1)
                 continue
             fs, path = _url_to_fs(source, storage_options)
             key = _cache_key(fs, path)
             cached = head_cache.get(key) if cache else None
             if cached is not None:
                 out[i] = cached
+                report(1)
                 continue
             groups.setdefault(id(fs), (fs, []))[1].append((i, path, key))
         except MedmaskError as exc:
             out[i] = exc
-    for fs, items in groups.values():
-        paths = [path for _, path, _ in items]
-        try:
-            if getattr(fs, "async_impl", False) and len(items) > 1:
-                blobs = fs.cat_ranges(
-                    paths,
-                    [0] * len(paths),
-                    [length] * len(paths),
-                    on_error="return",
-                    batch_size=max(1, max_concurrency),
-                )
-            else:
-                blobs = [_cat_or_error(fs, path, length) for path in paths]
-        except Exception as exc:
-            raise storage_error(exc, source_name(sources[items[0][0]]), "reading") from exc
-        for (i, _, key), blob in zip(items, blobs, strict=True):
-            if isinstance(blob, BaseException):
-                out[i] = (
-                    b""
-                    if _is_range_error(blob)
-                    else storage_error(blob, source_name(sources[i]), "reading")
-                )
-                continue
-            data = out[i] = bytes(blob)
-            if cache:
-                head_cache.put(key, data)
+            report(1)
+    batch = max(1, max_concurrency)
+    for fs, all_items in groups.values():
+        # one cat_ranges call keeps `batch` requests in flight (a sliding window); a progress
+        # report needs the calls cut into groups, which costs at most a straggler per group
+        step = batch if on_done is not None else len(all_items)
+        for first in range(0, len(all_items), step):
+            items = all_items[first : first + step]
+            _fetch_prefixes(fs, items, sources, length, batch, out, cache=cache)
+            report(len(items))
     return [b"" if item is None else item for item in out]
+
+
+def _fetch_prefixes(
+    fs: Any,
+    items: list[tuple[int, str, Key]],
+    sources: Sequence[Target],
+    length: int,
+    batch: int,
+    out: list[bytes | MedmaskError | None],
+    *,
+    cache: bool,
+) -> None:
+    """Fetch one group of one filesystem's prefixes into ``out`` (errors as values)."""
+    paths = [path for _, path, _ in items]
+    try:
+        if getattr(fs, "async_impl", False) and len(items) > 1:
+            blobs = fs.cat_ranges(
+                paths, [0] * len(paths), [length] * len(paths), on_error="return", batch_size=batch
+            )
+        else:
+            blobs = [_cat_or_error(fs, path, length) for path in paths]
+    except Exception as exc:
+        raise storage_error(exc, source_name(sources[items[0][0]]), "reading") from exc
+    for (i, _, key), blob in zip(items, blobs, strict=True):
+        if isinstance(blob, BaseException):
+            out[i] = (
+                b""
+                if _is_range_error(blob)
+                else storage_error(blob, source_name(sources[i]), "reading")
+            )
+            continue
+        data = out[i] = bytes(blob)
+        if cache:
+            head_cache.put(key, data)
+
+
+def _batch_option(fs: Any) -> dict[str, int]:
+    """At most :data:`MAX_CONCURRENCY` requests in flight (async filesystems; a synchronous
+    ``cat_ranges`` would hand the option on to ``open``)."""
+    return {"batch_size": MAX_CONCURRENCY} if getattr(fs, "async_impl", False) else {}
 
 
 def _cat_or_error(fs: Any, path: str, length: int) -> bytes | BaseException:

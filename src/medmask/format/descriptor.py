@@ -253,9 +253,7 @@ class MaskDescriptor:
             for r, c in zip(roi, self.chunks, strict=True)
         ]
         grid = self.grid
-        return [
-            (cz * grid[1] + cy) * grid[2] + cx for cz, cy, cx in itertools.product(*ranges)
-        ]
+        return [(cz * grid[1] + cy) * grid[2] + cx for cz, cy, cx in itertools.product(*ranges)]
 
     def to_json(self, *, include_space: bool = True) -> dict[str, Any]:
         """JSON object of the descriptor (``.msk`` metadata or archive member ``mask``)."""

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .._progress import counter
 from .._progress import progress as show
 from ..archive import LayeringReport, MaskArchive, spaces_match
 from ..errors import (
@@ -123,7 +124,8 @@ def pack_folder(
     are the file names without ``.nii.gz``/``.nii``. ``labels`` (``{name: value}`` or a label
     table file, e.g. TotalSegmentator's JSON) sets label values; structures are layered
     losslessly (:meth:`MaskArchive.add_structures`). ``overwrite=False`` refuses an existing
-    ``out``; ``progress`` shows a bar (tqdm, stderr) while reading the files.
+    ``out``; ``progress`` shows bars (tqdm, stderr) while fetching (remote files: many at
+    once, :func:`medmask.io.read_many`) and reading the files.
     """
     if not overwrite and object_version(out, storage_options).exists:
         raise MaskFileExistsError(f"{source_name(out)}: exists; nothing was written.")
@@ -148,9 +150,9 @@ def pack_folder(
     if any(local_path(path, storage_options) is None for path in by_name.values()):
         # remote files: fetched together (one round trip for many), parsed one by one
         limit = max_bytes_limit(None)
-        for path, blob in zip(
-            contents, read_many(list(contents), storage_options, max_bytes=limit), strict=True
-        ):
+        with counter(enabled=progress, desc="fetching", total=len(contents)) as advance:
+            blobs = read_many(list(contents), storage_options, max_bytes=limit, on_done=advance)
+        for path, blob in zip(contents, blobs, strict=True):
             if isinstance(blob, Exception):
                 raise blob
             contents[path] = blob

@@ -73,7 +73,7 @@ def _from_lines(text: str, name: str, kind: str) -> LabelMapping:
             except ValueError as exc:
                 raise _fail(name, f"line {number}: {exc}") from None
             if len(fields) < 8 or not fields[0].lstrip("-").isdigit():
-                raise _fail(name, f"line {number}: expected IDX R G B A VIS MSH \"LABEL\"")
+                raise _fail(name, f'line {number}: expected IDX R G B A VIS MSH "LABEL"')
             pairs.append((fields[7], int(fields[0])))
             continue
         fields = _SPLIT.split(line) if kind == "table" else line.split()
@@ -117,9 +117,7 @@ def parse_label_table(text: str | bytes, name: str, kind: str | None = None) -> 
     return _from_lines(text, name, kind)
 
 
-def read_label_table(
-    source: Target, storage_options: dict[str, Any] | None = None
-) -> LabelMapping:
+def read_label_table(source: Target, storage_options: dict[str, Any] | None = None) -> LabelMapping:
     """Read a label table file from any path or URL (format from the extension)."""
     byte_source = open_source(source, storage_options)
     try:
