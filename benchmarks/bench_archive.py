@@ -130,14 +130,34 @@ def main() -> None:
                 archive.info()
 
         rows = [
-            ("117 x .nii.gz (nibabel)", nib_bytes, nib_write_ms, best_ms(nib_read_one, repeat),
-             best_ms(nib_read_all, repeat)),
-            ("one .npz (savez_compressed)", len(npz_blob), npz_ms, best_ms(npz_read_one, repeat),
-             best_ms(npz_read_all, repeat)),
-            (f"medmask .mska ({report.n_layers} layer)", archive_bytes, write_ms,
-             best_ms(mska_read_one, repeat), best_ms(mska_read_all, repeat)),
-            ("medmask .mska, one member per structure", one_per_bytes, float("nan"),
-             float("nan"), float("nan")),
+            (
+                "117 x .nii.gz (nibabel)",
+                nib_bytes,
+                nib_write_ms,
+                best_ms(nib_read_one, repeat),
+                best_ms(nib_read_all, repeat),
+            ),
+            (
+                "one .npz (savez_compressed)",
+                len(npz_blob),
+                npz_ms,
+                best_ms(npz_read_one, repeat),
+                best_ms(npz_read_all, repeat),
+            ),
+            (
+                f"medmask .mska ({report.n_layers} layer)",
+                archive_bytes,
+                write_ms,
+                best_ms(mska_read_one, repeat),
+                best_ms(mska_read_all, repeat),
+            ),
+            (
+                "medmask .mska, one member per structure",
+                one_per_bytes,
+                float("nan"),
+                float("nan"),
+                float("nan"),
+            ),
         ]
         print(f"117 organ masks, shape (z, y, x) {space.shape}, raw {raw_bytes:,} bytes as uint8\n")
         print("| container | bytes | vs .nii.gz | write ms | read liver ms | read all ms |")
@@ -151,8 +171,10 @@ def main() -> None:
             f"({nifti_bytes / archive_bytes:.1f}x the archive)"
         )
         print(f"metadata only (open + info(), no decoding): {best_ms(mska_info, repeat):.2f} ms")
-        print(f"layers: {report.n_layers}; archive is {one_per_bytes / archive_bytes:.2f}x smaller "
-              "than one member per structure")
+        print(
+            f"layers: {report.n_layers}; archive is {one_per_bytes / archive_bytes:.2f}x smaller "
+            "than one member per structure"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import io
 import multiprocessing
 import os
 import sys
@@ -46,9 +45,9 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import medmask  # noqa: E402
+from cohort_data import msk_case_bytes  # noqa: E402
 from medmask import MaskArchive, SegmentationMask  # noqa: E402
 from medmask.io import head_cache  # noqa: E402
-from medmask.synthetic import synthetic_case, synthetic_space  # noqa: E402
 
 SHARED = HERE.parent / ".." / "shared"
 BUCKET = "bench"
@@ -100,16 +99,6 @@ class Server:
 
 
 # --- data --------------------------------------------------------------------------------------
-
-
-def case_bytes(seed: int) -> bytes:
-    space = synthetic_space(seed=seed)
-    mask = SegmentationMask.lazy_init(8, space=space)
-    for value, (name, array) in enumerate(synthetic_case(seed).items(), start=1):
-        mask.add_label(array, value, name)
-    buf = io.BytesIO()
-    medmask.save_mask(mask, buf)
-    return buf.getvalue()
 
 
 def organs_archive(path: Path) -> None:
@@ -195,7 +184,7 @@ def main() -> None:
     print(f"uploading {cases} cases, an archive and a full-resolution volume ...", file=sys.stderr)
     urls = []
     for i in range(cases):
-        fs.pipe(f"{BUCKET}/cases/case{i:04d}.msk", case_bytes(i))
+        fs.pipe(f"{BUCKET}/cases/case{i:04d}.msk", msk_case_bytes(i))
         urls.append(f"s3://{BUCKET}/cases/case{i:04d}.msk")
     with tempfile.TemporaryDirectory() as tmp:
         organs_archive(Path(tmp) / "organs.mska")

@@ -38,6 +38,11 @@ def case_bytes(structures: dict[str, np.ndarray], space: Space, as_msk: bool) ->
     return buf.getvalue()
 
 
+def msk_case_bytes(seed: int) -> bytes:
+    """Synthetic case ``seed`` as a ``.msk`` labelmap."""
+    return case_bytes(synthetic_case(seed), synthetic_space(seed=seed), as_msk=True)
+
+
 def stored(structures: dict[str, np.ndarray], as_msk: bool) -> dict[str, np.ndarray]:
     """What a file written by :func:`case_bytes` holds, per structure."""
     if not as_msk:

@@ -9,7 +9,6 @@ run against a server that answers at once. Round trips paid are measured by
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ import numpy as np
 import pytest
 
 import medmask
+from cohort_data import msk_case_bytes
 from medmask import MaskArchive, SegmentationMask
 from medmask.io import HEAD_GUESS, head_cache, merge_ranges, read_heads
-from medmask.synthetic import synthetic_case, synthetic_space
+from medmask.synthetic import synthetic_space
 from servers import BucketFixture
 
 pytest.importorskip("dask", reason="needs the dask extra")
@@ -29,20 +29,10 @@ from medmask.dask import cohort_stats
 LATENCY = 0.03
 
 
-def _case_bytes(seed: int) -> bytes:
-    space = synthetic_space(seed=seed)
-    mask = SegmentationMask.lazy_init(8, space=space)
-    for value, (name, array) in enumerate(synthetic_case(seed).items(), start=1):
-        mask.add_label(array, value, name)
-    buf = io.BytesIO()
-    medmask.save_mask(mask, buf)
-    return buf.getvalue()
-
-
 def _upload_cases(s3: BucketFixture, n: int) -> list[str]:
     urls = []
     for i in range(n):
-        s3.fs.pipe(s3.path(f"cases/case{i:03d}.msk"), _case_bytes(i))
+        s3.fs.pipe(s3.path(f"cases/case{i:03d}.msk"), msk_case_bytes(i))
         urls.append(s3.url(f"cases/case{i:03d}.msk"))
     s3.fs.invalidate_cache()
     return urls
