@@ -233,7 +233,49 @@ def known_size(source: ByteSource, head: bytes) -> int | None:
     return len(head) if len(head) < HEAD_GUESS else None
 
 
-class MaskFile:
+class StoredArray:
+    """The array protocol (``dask.array.from_array``, ``np.asarray``) of a stored mask:
+    ``shape``/``dtype``/``chunks`` from its descriptor; indexing decodes only the chunks it
+    touches."""
+
+    @property
+    def descriptor(self) -> MaskDescriptor:
+        raise NotImplementedError
+
+    def _read_roi(self, roi: Roi | None) -> npt.NDArray[Any]:
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape (z, y, x)."""
+        return self.descriptor.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Storage dtype."""
+        return self.descriptor.dtype
+
+    @property
+    def ndim(self) -> int:
+        """3."""
+        return 3
+
+    @property
+    def chunks(self) -> tuple[int, int, int]:
+        """The chunk shape (z, y, x)."""
+        return self.descriptor.chunks
+
+    def __getitem__(self, key: object) -> npt.NDArray[Any]:
+        """Basic indexing (ints, slices, ``...``)."""
+        roi, post = index_to_roi(key, self.shape)
+        return self._read_roi(roi)[post]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
+        data = self._read_roi(None)
+        return data if dtype is None else data.astype(dtype)
+
+
+class MaskFile(StoredArray):
     """Lower-level access to one ``.msk`` file: metadata, ROI reads, chunk byte ranges.
 
     The header, metadata and chunk index are read once, on opening (one request when they fit
@@ -343,35 +385,8 @@ class MaskFile:
             return [str(exc)]
         return verify_decoded(data, self.descriptor, name=self.name)
 
-    # -- the array protocol (dask.array.from_array, np.asarray) --------------------------------
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Array shape (z, y, x)."""
-        return self.descriptor.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """Storage dtype."""
-        return self.descriptor.dtype
-
-    @property
-    def ndim(self) -> int:
-        """3."""
-        return 3
-
-    @property
-    def chunks(self) -> tuple[int, int, int]:
-        """The file's chunk shape (z, y, x)."""
-        return self.descriptor.chunks
-
-    def __getitem__(self, key: object) -> npt.NDArray[Any]:
-        """Basic indexing (ints, slices, ``...``): decodes only the chunks it touches."""
-        roi, post = index_to_roi(key, self.shape)
-        return self.read_array(roi)[post]
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
-        data = self.read_array()
-        return data if dtype is None else data.astype(dtype)
+    def _read_roi(self, roi: Roi | None) -> npt.NDArray[Any]:
+        return self.read_array(roi)
 
     def chunk_byte_range(self, chunk_id: int) -> tuple[int, int] | None:
         """``(start, end)`` of a chunk's stream in the file, or None for an all-zero chunk."""

@@ -15,6 +15,7 @@ from spacetransformer import Space
 from ._version import __version__
 from .api import (
     MaskInfo,
+    StoredArray,
     check_decoded_values,
     info_from,
     known_size,
@@ -37,7 +38,7 @@ from .errors import (
     SpaceMismatchError,
 )
 from .format.container import HEADER_SIZE, INDEX_DTYPE, Header
-from .format.descriptor import MaskDescriptor, Roi, index_to_roi, parse_roi
+from .format.descriptor import MaskDescriptor, Roi, parse_roi
 from .format.encoding import (
     EncodedMask,
     check_index,
@@ -899,41 +900,21 @@ class MaskArchive:
         return f"MaskArchive({self._name!r}, mode={self._mode!r}, members={len(self)})"
 
 
-class MemberArray:
+class MemberArray(StoredArray):
     """One archive member seen as an array; indexing decodes only the chunks it touches."""
 
     def __init__(self, archive: MaskArchive, name: str) -> None:
         self.archive, self.name = archive, name
-        self.descriptor = archive._descriptor(name)
+        self._descriptor = archive._descriptor(name)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """Array shape (z, y, x)."""
-        return self.descriptor.shape
+    def descriptor(self) -> MaskDescriptor:
+        """The member's descriptor."""
+        return self._descriptor
 
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """Storage dtype."""
-        return self.descriptor.dtype
-
-    @property
-    def ndim(self) -> int:
-        """3."""
-        return 3
-
-    @property
-    def chunks(self) -> tuple[int, int, int]:
-        """The member's chunk shape (z, y, x)."""
-        return self.descriptor.chunks
-
-    def __getitem__(self, key: object) -> npt.NDArray[Any]:
-        roi, post = index_to_roi(key, self.shape)
+    def _read_roi(self, roi: Roi | None) -> npt.NDArray[Any]:
         self.archive._check_open()
-        return self.archive._decode_members([self.name], roi)[self.name][post]
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
-        data = self[...]
-        return data if dtype is None else data.astype(dtype)
+        return self.archive._decode_members([self.name], roi)[self.name]
 
     def __repr__(self) -> str:
         return f"MemberArray({self.name!r}, shape={self.shape}, dtype={self.dtype})"
