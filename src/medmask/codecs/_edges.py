@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import struct
-import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -32,6 +31,8 @@ from medmask.codecs._stream import (
     normalize_input,
     restore_dtype,
     storage_dtype,
+    zstd_compressor,
+    zstd_decompressor,
 )
 from medmask.errors import CodecError
 
@@ -604,7 +605,7 @@ def _store(raw: bytes, level: int) -> bytes:
     """A section as stored: one zstd frame when that is smaller, else the raw bytes."""
     if not raw:
         return b""
-    frame: bytes = _compressor(level).compress(raw)
+    frame: bytes = zstd_compressor(level, checksum=False).compress(raw)
     return frame if len(frame) < len(raw) else raw
 
 
@@ -618,7 +619,7 @@ def _load(stored: memoryview, raw_size: int, what: str) -> bytes:
                 f"Expected the {what} section to decode to {raw_size} bytes. "
                 f"Got a frame declaring {params.content_size}."
             )
-        out: bytes = _decompressor().decompress(stored, max_output_size=raw_size)
+        out: bytes = zstd_decompressor().decompress(stored, max_output_size=raw_size)
     except CodecError:
         raise
     except Exception as exc:  # zstd.ZstdError and friends
@@ -628,28 +629,6 @@ def _load(stored: memoryview, raw_size: int, what: str) -> bytes:
     if len(out) != raw_size:
         raise CodecError(f"Expected {raw_size} bytes from the {what} section. Got {len(out)}.")
     return out
-
-
-_local = threading.local()  # zstd contexts are not thread-safe: one set per thread
-
-
-def _compressor(level: int) -> Any:
-    cache: dict[int, Any] | None = getattr(_local, "cctx", None)
-    if cache is None:
-        cache = _local.cctx = {}
-    cctx = cache.get(level)
-    if cctx is None:
-        cctx = cache[level] = zstd.ZstdCompressor(
-            level=level, write_checksum=False, write_content_size=True
-        )
-    return cctx
-
-
-def _decompressor() -> Any:
-    dctx = getattr(_local, "dctx", None)
-    if dctx is None:
-        dctx = _local.dctx = zstd.ZstdDecompressor()
-    return dctx
 
 
 def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:

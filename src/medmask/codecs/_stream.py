@@ -249,22 +249,25 @@ def parse_header(
     return header
 
 
-_local = threading.local()
+_local = threading.local()  # zstd contexts are not thread-safe: one set per thread
 
 
-def _compressor(level: int) -> zstd.ZstdCompressor:
-    cache: dict[int, zstd.ZstdCompressor] | None = getattr(_local, "cctx", None)
+def zstd_compressor(level: int, *, checksum: bool = True) -> zstd.ZstdCompressor:
+    """This thread's zstd compressor for ``level`` (frames with content size; a frame
+    checksum unless ``checksum=False``)."""
+    cache: dict[tuple[int, bool], zstd.ZstdCompressor] | None = getattr(_local, "cctx", None)
     if cache is None:
         cache = _local.cctx = {}
-    cctx = cache.get(level)
+    cctx = cache.get((level, checksum))
     if cctx is None:
-        cctx = cache[level] = zstd.ZstdCompressor(
-            level=level, write_checksum=True, write_content_size=True
+        cctx = cache[level, checksum] = zstd.ZstdCompressor(
+            level=level, write_checksum=checksum, write_content_size=True
         )
     return cctx
 
 
-def _decompressor() -> zstd.ZstdDecompressor:
+def zstd_decompressor() -> zstd.ZstdDecompressor:
+    """This thread's zstd decompressor."""
     dctx: zstd.ZstdDecompressor | None = getattr(_local, "dctx", None)
     if dctx is None:
         dctx = _local.dctx = zstd.ZstdDecompressor()
@@ -275,7 +278,7 @@ def compress(data: bytes | memoryview | np.ndarray, level: int) -> bytes:
     """One zstd frame with content size and checksum."""
     if isinstance(data, np.ndarray):
         data = np.ascontiguousarray(data).data.cast("B")
-    out: bytes = _compressor(level).compress(data)
+    out: bytes = zstd_compressor(level).compress(data)
     return out
 
 
@@ -316,7 +319,7 @@ def decompress(frame: memoryview, expected: int, what: str) -> bytes:
                 f"Expected the {what} section to be exactly one zstd frame of {len(frame)} bytes. "
                 "Got a frame of another size."
             )
-        out: bytes = _decompressor().decompress(frame, max_output_size=expected)
+        out: bytes = zstd_decompressor().decompress(frame, max_output_size=expected)
     except zstd.ZstdError as exc:
         raise CodecError(f"Expected a valid zstd frame in the {what} section. Got: {exc}.") from exc
     if len(out) != expected:
