@@ -77,9 +77,10 @@ def fit_chunk(array: np.ndarray, shape: tuple[int, ...], fill_value: Any, name: 
 
 @dataclass(frozen=True)
 class _ArrayBytes(ArrayBytesCodec):
-    """Shared body of the two medmask array -> bytes codecs."""
+    """Shared body of the medmask array -> bytes codecs: ``core`` at ``level``."""
 
     is_fixed_size = False
+    core: ClassVar[type[_BinaryCore | _LabelsCore | _EdgesCore]]
     codec_name: ClassVar[str]
     level: int = 9
 
@@ -97,7 +98,7 @@ class _ArrayBytes(ArrayBytesCodec):
         return {"name": self.codec_name, "configuration": {"level": self.level}}
 
     def _core(self) -> _BinaryCore | _LabelsCore | _EdgesCore:
-        raise NotImplementedError
+        return self.core(level=self.level)
 
     def validate(
         self,
@@ -137,30 +138,24 @@ class _ArrayBytes(ArrayBytesCodec):
 class LabelsCodec(_ArrayBytes):
     """``medmask.labels`` as a zarr v3 serializer (run-length coded label maps)."""
 
+    core = _LabelsCore
     codec_name: ClassVar[str] = _LabelsCore.codec_id
-
-    def _core(self) -> _LabelsCore:
-        return _LabelsCore(level=self.level)
 
 
 @dataclass(frozen=True)
 class EdgesCodec(_ArrayBytes):
     """``medmask.edges`` as a zarr v3 serializer (row edges predicted slice to slice)."""
 
+    core = _EdgesCore
     codec_name: ClassVar[str] = _EdgesCore.codec_id
-
-    def _core(self) -> _EdgesCore:
-        return _EdgesCore(level=self.level)
 
 
 @dataclass(frozen=True)
 class BinaryCodec(_ArrayBytes):
     """``medmask.binary`` as a zarr v3 serializer (bit-packed binary masks)."""
 
+    core = _BinaryCore
     codec_name: ClassVar[str] = _BinaryCore.codec_id
-
-    def _core(self) -> _BinaryCore:
-        return _BinaryCore(level=self.level)
 
 
 @dataclass(frozen=True)
