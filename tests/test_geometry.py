@@ -7,25 +7,17 @@ import itertools
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from spacetransformer import Space
 
 from medmask import InvalidTypeError, InvalidValueError, SegmentationMask, SpaceMismatchError
 from medmask.geometry import affine_from_space, alignment, space_from_affine, voxel_to_world
 from medmask.values import STATS_COLUMNS, label_stats
-
-
-def _rotation(a: float, b: float, c: float) -> npt.NDArray[np.float64]:
-    ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
-    rx = np.array([[1, 0, 0], [0, ca, -sa], [0, sa, ca]])
-    ry = np.array([[cb, 0, sb], [0, 1, 0], [-sb, 0, cb]])
-    rz = np.array([[cc, -sc, 0], [sc, cc, 0], [0, 0, 1]])
-    return rz @ ry @ rx
+from rotations import rotation
 
 
 def _oblique_space(shape: tuple[int, int, int] = (5, 6, 7)) -> Space:
-    rot = _rotation(0.4, -0.3, 0.9)
+    rot = rotation(0.4, -0.3, 0.9)
     return Space(
         shape=shape,
         origin=(-120.25, 33.5, 812.0),
@@ -161,7 +153,7 @@ def test_align_to_refuses_grids_that_do_not_coincide(mask: SegmentationMask) -> 
     )
     with pytest.raises(SpaceMismatchError, match=r"shape \(5, 6, 7\).*Got \(5, 6, 14\)"):
         mask.align_to(finer)
-    rot = _rotation(0.0, 0.0, np.pi / 4)
+    rot = rotation(0.0, 0.0, np.pi / 4)
     rotated = Space(
         shape=space.shape,
         origin=space.origin,

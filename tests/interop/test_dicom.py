@@ -35,6 +35,7 @@ from medmask.interop.dicom import (
     to_dicom_seg,
 )
 from medmask.interop.nifti import read_nifti
+from rotations import rotation
 
 TOL_MM = 1e-3
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -289,17 +290,9 @@ def test_dicom_without_geometry_is_named(tmp_path: Path) -> None:
         space_from_dicom_series([path])
 
 
-def _rotation(a: float, b: float, c: float) -> npt.NDArray[np.float64]:
-    ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
-    rx = np.array([[1, 0, 0], [0, ca, -sa], [0, sa, ca]])
-    ry = np.array([[cb, 0, sb], [0, 1, 0], [-sb, 0, cb]])
-    rz = np.array([[cc, -sc, 0], [sc, cc, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def _make_oblique(n: int, ds: Any) -> None:
     """Oblique slices 2.5 mm apart, file order running against the normal r x c."""
-    rot = _rotation(0.3, -0.2, 0.7)
+    rot = rotation(0.3, -0.2, 0.7)
     ds.ImageOrientationPatient = [round(float(v), 7) for v in (*rot[:, 0], *rot[:, 1])]
     position = np.array([10.25, -120.5, 33.0]) - n * 2.5 * rot[:, 2]
     ds.ImagePositionPatient = [round(float(v), 4) for v in position]

@@ -21,6 +21,7 @@ from medmask.interop.nifti import (
     to_nifti,
     write_nifti,
 )
+from rotations import rotation
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -44,17 +45,9 @@ def _lps_from_affine(
     return RAS_TO_LPS @ ras[:3]
 
 
-def _rotation(a: float, b: float, c: float) -> npt.NDArray[np.float64]:
-    ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
-    rx = np.array([[1, 0, 0], [0, ca, -sa], [0, sa, ca]])
-    ry = np.array([[cb, 0, sb], [0, 1, 0], [-sb, 0, cb]])
-    rz = np.array([[cc, -sc, 0], [sc, cc, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def _oblique_affine() -> npt.NDArray[np.float64]:
     affine = np.eye(4)
-    affine[:3, :3] = _rotation(0.3, -0.2, 0.7) @ np.diag([0.7, 0.8, 2.5])
+    affine[:3, :3] = rotation(0.3, -0.2, 0.7) @ np.diag([0.7, 0.8, 2.5])
     affine[:3, 3] = [12.5, -40.25, 301.0]
     return affine
 
