@@ -63,6 +63,7 @@ __all__ = [
     "read_ranges_after_head",
     "read_whole",
     "source_name",
+    "split_by_head",
     "storage_error",
     "stored_size",
     "write_atomic",
@@ -277,15 +278,9 @@ class FsspecSource(_RangeReader):
         return bytes(data)
 
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        if not head_cache.ranges or not head_cache.enabled:
-            return super().read_ranges(ranges)
-        kept = {r: head_cache.get_range(self.cache_key, *r) for r in ranges}
-        missing = [r for r, data in kept.items() if data is None]
+        kept, missing = head_cache.kept_ranges(self.cache_key, ranges)
         fetched = super().read_ranges(missing) if missing else []
-        for r, data in zip(missing, fetched, strict=True):
-            head_cache.put_range(self.cache_key, *r, data)
-            kept[r] = data
-        return [kept[r] or b"" for r in ranges]
+        return head_cache.keep_fetched(self.cache_key, ranges, kept, missing, fetched)
 
     def _read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if len(ranges) == 1:
@@ -297,15 +292,7 @@ class FsspecSource(_RangeReader):
                 [e for _, e in ranges],
                 **_batch_option(self.fs),
             )
-        out = []
-        for blob in blobs:
-            if isinstance(blob, Exception):
-                if _is_range_error(blob):
-                    blob = b""
-                else:
-                    raise storage_error(blob, self.name, "reading") from blob
-            out.append(bytes(blob))
-        return out
+        return _blobs_or_raise(blobs, self.name)
 
 
 class FileObjectSource(_RangeReader):
@@ -364,38 +351,30 @@ class AsyncFsspecSource:
         self.cache_key = _cache_key(sync_fs if sync_fs is not None else fs, path)
 
     async def read(self, start: int, end: int) -> bytes:
+        return (await self.read_ranges([(start, end)]))[0]
+
+    async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        kept, missing = head_cache.kept_ranges(self.cache_key, ranges)
+        fetched = await self._fetch_ranges(missing)
+        return head_cache.keep_fetched(self.cache_key, ranges, kept, missing, fetched)
+
+    async def _fetch(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        kept = head_cache.get_range(self.cache_key, start, end)
-        if kept is not None:
-            return kept
         try:
             data = await self.fs._cat_file(self.path, start=start, end=end)
         except Exception as exc:
             if _is_range_error(exc):
                 return b""
             raise storage_error(exc, self.name, "reading") from exc
-        head_cache.put_range(self.cache_key, start, end, bytes(data))
         return bytes(data)
 
-    async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        if not ranges:
-            return []
-        if head_cache.ranges and head_cache.enabled:
-            kept = {r: head_cache.get_range(self.cache_key, *r) for r in ranges}
-            missing = [r for r, data in kept.items() if data is None]
-            for r, data in zip(missing, await self._read_ranges(missing), strict=True):
-                head_cache.put_range(self.cache_key, *r, data)
-                kept[r] = data
-            return [kept[r] or b"" for r in ranges]
-        return await self._read_ranges(ranges)
-
-    async def _read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    async def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
         merged = merge_ranges(ranges)
         if len(merged) == 1:
-            return _split(ranges, merged, [await self.read(*merged[0])])
+            return _split(ranges, merged, [await self._fetch(*merged[0])])
         try:
             blobs = await self.fs._cat_ranges(
                 [self.path] * len(merged),
@@ -405,14 +384,7 @@ class AsyncFsspecSource:
             )
         except Exception as exc:
             raise storage_error(exc, self.name, "reading") from exc
-        out = []
-        for blob in blobs:
-            if isinstance(blob, Exception):
-                if not _is_range_error(blob):
-                    raise storage_error(blob, self.name, "reading") from blob
-                blob = b""
-            out.append(bytes(blob))
-        return _split(ranges, merged, out)
+        return _split(ranges, merged, _blobs_or_raise(blobs, self.name))
 
     def close(self) -> None:
         pass
@@ -432,18 +404,32 @@ def open_source_async(
     return ThreadedSource(open_source(source, storage_options))
 
 
+def split_by_head(
+    head: bytes, ranges: Sequence[tuple[int, int]]
+) -> tuple[list[bytes | None], list[tuple[int, int]]]:
+    """Slices of ``head`` (a file's first read) for the ranges it covers, None for the others,
+    and those other ranges. A head shorter than :data:`HEAD_GUESS` is the whole file, so it
+    covers every range."""
+    whole_file = len(head) < HEAD_GUESS
+    found: list[bytes | None] = []
+    missing: list[tuple[int, int]] = []
+    for start, end in ranges:
+        if end <= len(head) or whole_file:
+            found.append(head[start:end])
+        else:
+            found.append(None)
+            missing.append((start, end))
+    return found, missing
+
+
 def read_ranges_after_head(
     source: ByteSource, head: bytes, ranges: Sequence[tuple[int, int]]
 ) -> list[bytes]:
-    """Bytes of ``ranges``, served from ``head`` (the file's first read) where it covers them.
-
-    A head shorter than :data:`HEAD_GUESS` is the whole file, so it covers every range; the
-    other ranges are fetched merged.
-    """
-    whole_file = len(head) < HEAD_GUESS
-    missing = [(s, e) for s, e in ranges if not (e <= len(head) or whole_file)]
-    fetched = dict(zip(missing, source.read_ranges(missing), strict=True))
-    return [fetched[(s, e)] if (s, e) in fetched else head[s:e] for s, e in ranges]
+    """Bytes of ``ranges``, served from ``head`` (the file's first read) where it covers them,
+    the others fetched merged."""
+    found, missing = split_by_head(head, ranges)
+    fetched = iter(source.read_ranges(missing) if missing else [])
+    return [next(fetched) if block is None else block for block in found]
 
 
 Key = tuple[str, str]  # (filesystem token, path)
@@ -531,14 +517,15 @@ class HeadCache:
         _, data = self._entries.pop(key)
         self._bytes -= len(data)
 
+    # a head is kept as the range it was read as, (0, HEAD_GUESS): one entry for both
     def get(self, key: Key | None) -> bytes | None:
         """The head of object ``key`` if kept and fresh."""
-        return None if key is None or not self.enabled else self._get(key)
+        return None if key is None or not self.enabled else self._get((*key, 0, HEAD_GUESS))
 
     def put(self, key: Key | None, head: bytes) -> None:
         """Keep ``head`` (the first ``HEAD_GUESS`` bytes of the object, or all of it)."""
         if key is not None and self.enabled and len(head) <= HEAD_GUESS:
-            self._put(key, head)
+            self._put((*key, 0, HEAD_GUESS), head)
 
     def get_range(self, key: Key | None, start: int, end: int) -> bytes | None:
         """Bytes ``[start, end)`` of object ``key`` if that exact range is kept and fresh."""
@@ -551,6 +538,27 @@ class HeadCache:
         not kept)."""
         if key is not None and self.enabled and self.ranges and len(data) <= self.max_bytes // 8:
             self._put((*key, start, end), data)
+
+    def kept_ranges(
+        self, key: Key | None, ranges: Sequence[tuple[int, int]]
+    ) -> tuple[dict[tuple[int, int], bytes | None], list[tuple[int, int]]]:
+        """The kept bytes of each range (None where not kept), and the ranges to fetch."""
+        kept = {r: self.get_range(key, *r) for r in ranges}
+        return kept, [r for r, data in kept.items() if data is None]
+
+    def keep_fetched(
+        self,
+        key: Key | None,
+        ranges: Sequence[tuple[int, int]],
+        kept: dict[tuple[int, int], bytes | None],
+        missing: Sequence[tuple[int, int]],
+        fetched: Sequence[bytes],
+    ) -> list[bytes]:
+        """Keep the ``fetched`` bytes of the ``missing`` ranges; the bytes of ``ranges``."""
+        for r, data in zip(missing, fetched, strict=True):
+            self.put_range(key, *r, data)
+            kept[r] = data
+        return [kept[r] or b"" for r in ranges]
 
     def drop(self, key: Key | None) -> None:
         """Forget object ``key``: its head and ranges (it was written or found changed)."""
@@ -687,6 +695,19 @@ def _fetch_prefixes(
         data = out[i] = bytes(blob)
         if cache:
             head_cache.put(key, data)
+
+
+def _blobs_or_raise(blobs: Sequence[Any], name: str) -> list[bytes]:
+    """The bytes of a ``cat_ranges(on_error="return")`` answer: a range beyond the end is
+    empty, any other error raised as a :class:`StorageError`."""
+    out = []
+    for blob in blobs:
+        if isinstance(blob, Exception):
+            if not _is_range_error(blob):
+                raise storage_error(blob, name, "reading") from blob
+            blob = b""
+        out.append(bytes(blob))
+    return out
 
 
 def _batch_option(fs: Any) -> dict[str, int]:

@@ -21,7 +21,7 @@ from .format.container import HEADER_SIZE, MAGIC_MSK, MAGIC_MSKA, Header
 from .format.encoding import check_index
 from .format.msk import parse_msk_head
 from .format.mska import SLOTS_SIZE, ArchiveDirectory, Member, parse_directory, valid_slots
-from .io import HEAD_GUESS, AsyncByteSource, ByteSource, head_cache
+from .io import HEAD_GUESS, AsyncByteSource, ByteSource, head_cache, split_by_head
 
 __all__ = [
     "Directory",
@@ -105,40 +105,27 @@ def detect_kind(head: bytes | memoryview) -> Kind | None:
     return "msk" if magic == MAGIC_MSK else "mska" if magic == MAGIC_MSKA else None
 
 
-def _from_head(head: bytes, ranges: Sequence[tuple[int, int]]) -> tuple[list[bytes | None], Ranges]:
-    """Slices of ``head`` for the ranges it covers (a short head is the whole file), and the
-    ranges still to fetch."""
-    whole_file = len(head) < HEAD_GUESS
-    found: list[bytes | None] = []
-    missing: Ranges = []
-    for start, end in ranges:
-        if end <= len(head) or whole_file:
-            found.append(head[start:end])
-        else:
-            found.append(None)
-            missing.append((start, end))
-    return found, missing
-
-
 def _blocks(
     head: bytes, ranges: Sequence[tuple[int, int]]
 ) -> Generator[Ranges, list[bytes], list[bytes]]:
     """The bytes of ``ranges``: from ``head`` where it covers them, else one request."""
-    found, missing = _from_head(head, ranges)
+    found, missing = split_by_head(head, ranges)
     fetched = iter((yield missing) if missing else [])
     return [next(fetched) if block is None else block for block in found]
 
 
 def directory_steps(
-    name: str, *, kind: Kind | None = None, recover: bool = False
+    name: str, *, kind: Kind | None = None, recover: bool = False, head: bytes | None = None
 ) -> Generator[Ranges, list[bytes], Directory]:
     """Read a file's directory: yields the byte ranges it needs, receives their bytes.
 
     ``kind`` requires a ``.msk`` or ``.mska`` (the header parser's error names the file
     otherwise); ``recover`` opens an archive's newest intact generation when the newest one
-    is damaged (see docs/format.md, section 5).
+    is damaged (see docs/format.md, section 5); ``head``, the file's first
+    :data:`HEAD_GUESS` bytes if already known, saves the first read (retries read afresh).
     """
-    head = (yield [(0, HEAD_GUESS)])[0]
+    if head is None:
+        head = (yield [(0, HEAD_GUESS)])[0]
     found = detect_kind(head)
     if kind == "msk" or (kind is None and found != "mska"):
         header = Header.parse(head, magic=MAGIC_MSK, name=name)
@@ -235,6 +222,23 @@ def _mska(
     )
 
 
+def _cached_directory_steps(
+    name: str, key: Any, kind: Kind | None, recover: bool, head: bytes | None
+) -> Generator[Ranges, list[bytes], Directory]:
+    """:func:`directory_steps` from ``head`` or the cached head of ``key``; one that turns out
+    stale is dropped and the file read afresh. The head read is cached."""
+    first = head if head is not None else head_cache.get(key)
+    try:
+        directory = yield from directory_steps(name, kind=kind, recover=recover, head=first)
+    except FormatError:
+        if first is None:
+            raise
+        head_cache.drop(key)
+        directory = yield from directory_steps(name, kind=kind, recover=recover)
+    head_cache.put(key, directory.head)
+    return directory
+
+
 def read_directory(
     source: ByteSource,
     *,
@@ -250,31 +254,14 @@ def read_directory(
     ``cache=False`` (writers) neither uses nor fills the cache.
     """
     key = getattr(source, "cache_key", None) if cache else None
-    first = head if head is not None else head_cache.get(key)
+    steps = _cached_directory_steps(source.name, key, kind, recover, head)
     try:
-        directory = _drive(source, kind, recover, first)
-    except FormatError:
-        if first is None:
-            raise
-        head_cache.drop(key)
-        directory = _drive(source, kind, recover, None)
-    head_cache.put(key, directory.head)
-    return directory
-
-
-def _drive(source: ByteSource, kind: Kind | None, recover: bool, head: bytes | None) -> Directory:
-    steps = directory_steps(source.name, kind=kind, recover=recover)
-    request = next(steps)
-    while True:
-        if head is not None and request == [(0, HEAD_GUESS)]:
-            reply, head = [head], None  # the first read only: retries read the file
-        else:
-            reply = source.read_ranges(request)
-        try:
-            request = steps.send(reply)
-        except StopIteration as done:
-            directory: Directory = done.value
-            return directory
+        request = next(steps)
+        while True:
+            request = steps.send(source.read_ranges(request))
+    except StopIteration as done:
+        directory: Directory = done.value
+        return directory
 
 
 async def read_directory_async(
@@ -283,30 +270,11 @@ async def read_directory_async(
     """Read a file's directory with an async byte source (never blocks the event loop);
     :data:`head_cache` as for :func:`read_directory`."""
     key = getattr(source, "cache_key", None)
-    first = head_cache.get(key)
+    steps = _cached_directory_steps(source.name, key, kind, recover, None)
     try:
-        directory = await _drive_async(source, kind, recover, first)
-    except FormatError:
-        if first is None:
-            raise
-        head_cache.drop(key)
-        directory = await _drive_async(source, kind, recover, None)
-    head_cache.put(key, directory.head)
-    return directory
-
-
-async def _drive_async(
-    source: AsyncByteSource, kind: Kind | None, recover: bool, head: bytes | None
-) -> Directory:
-    steps = directory_steps(source.name, kind=kind, recover=recover)
-    request = next(steps)
-    while True:
-        if head is not None and request == [(0, HEAD_GUESS)]:
-            reply, head = [head], None
-        else:
-            reply = await source.read_ranges(request)
-        try:
-            request = steps.send(reply)
-        except StopIteration as done:
-            directory: Directory = done.value
-            return directory
+        request = next(steps)
+        while True:
+            request = steps.send(await source.read_ranges(request))
+    except StopIteration as done:
+        directory: Directory = done.value
+        return directory

@@ -38,10 +38,10 @@ from .errors import (
     InvalidValueError,
     ReadOnlyError,
 )
-from .format.descriptor import MaskDescriptor, default_chunks, parse_chunks
+from .format.descriptor import MaskDescriptor, parse_chunks
 from .format.encoding import verify_chunk
 from .format.mska import Member
-from .io import HEAD_GUESS, AsyncByteSource, Target, local_path, open_source_async
+from .io import AsyncByteSource, Target, local_path, open_source_async, split_by_head
 from .mapping import LabelMapping, mapping_items
 from .mask import SegmentationMask
 from .reader import Directory, read_directory_async
@@ -309,11 +309,8 @@ class Layout:
                 if c * size > hi or (c + 1) * size <= lo:
                     return None
         chunk_id = (cz * gy + cy) * gx + cx
-        length = int(node.member.index["length"][chunk_id])
-        if not length:
-            return None
-        start = int(node.member.index["offset"][chunk_id])
-        return _ChunkRef(node.member, chunk_id, start, start + length)
+        span = self.directory.chunk_range(node.member, chunk_id)
+        return None if span is None else _ChunkRef(node.member, chunk_id, *span)
 
     def keys(self) -> list[str]:
         """Every key, sorted (computed on the first listing)."""
@@ -431,10 +428,8 @@ class ArchiveStore(Store):
 
     # -- reading -----------------------------------------------------------------------------
     async def _chunk(self, ref: _ChunkRef) -> bytes:
-        head = self.directory.head
-        if ref.end <= len(head) or len(head) < HEAD_GUESS:  # inside the first read: no request
-            stream: bytes = head[ref.start : ref.end]
-        else:
+        (stream,), _ = split_by_head(self.directory.head, [(ref.start, ref.end)])
+        if stream is None:  # not inside the first read
             stream = await self._source_reader().read(ref.start, ref.end)
         if self._local is not None and self._stat() != self._identity:
             raise ConcurrentModificationError(
@@ -593,8 +588,6 @@ def to_zarr(
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
     chunk_shape = parse_chunks(chunks, mask.shape, mask.dtype.itemsize)
-    if chunks is None:
-        chunk_shape = default_chunks(mask.shape, mask.dtype.itemsize)
     core = choose_codec(mask.data, level=level)
     serializers = {c.codec_name: c for c in (BinaryCodec, LabelsCodec, EdgesCodec)}
     serializer = serializers[core.codec_id](level=core.get_config()["level"])
