@@ -9,7 +9,7 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -79,11 +79,26 @@ def crc32(data: bytes | bytearray | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+LEGACY_MSK_MAGIC = b"MSK1"
+LEGACY_MSKA_MAGIC = b"MSKA"
+
+
+def legacy_kind(head: bytes | memoryview) -> Literal["msk", "mska"] | None:
+    """Return ``"msk"`` or ``"mska"`` if ``head`` (a file's first bytes) starts like a 0.1 file.
+
+    Only the 4-byte magic is checked; ``None`` for anything else (current files included).
+    """
+    magic = bytes(head[:4])
+    if magic == LEGACY_MSK_MAGIC:
+        return "msk"
+    if magic == LEGACY_MSKA_MAGIC:
+        return "mska"
+    return None
+
+
 def _describe_magic(found: bytes) -> str:
     if found in (MAGIC_MSK, MAGIC_MSKA):
         return "a .msk file" if found == MAGIC_MSK else "a .mska archive"
-    if found.startswith(b"MSK1") or found.startswith(b"MSKA"):
-        return "a medmask 0.1 file (unsupported by this reader)"
     if found.startswith(b"\x1f\x8b"):
         return "a gzip file (a .nii.gz?)"
     if found.startswith(b"PK"):
@@ -128,7 +143,7 @@ class Header:
                 raise TruncatedFileError(
                     f"{name}: file is {len(data)} bytes, too short for a {kind} header."
                 )
-            legacy = {b"MSK1": "msk", b"MSKA": "mska"}.get(found[:4])
+            legacy = legacy_kind(found)
             if legacy is not None:
                 reader = "medmask.load_mask" if legacy == "msk" else "MaskArchive(path, 'r')"
                 error = LegacyFormatError(

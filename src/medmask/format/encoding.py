@@ -37,6 +37,7 @@ __all__ = [
     "assemble",
     "check_index",
     "check_limits",
+    "check_size_limits",
     "decode_chunk",
     "decode_region",
     "encode_mask",
@@ -82,19 +83,33 @@ def check_limits(
     max_bytes: int | None = None,
 ) -> None:
     """Refuse a mask whose decoded size exceeds the voxel or byte limit."""
-    voxels = math.prod(descriptor.shape)
+    check_size_limits(
+        descriptor.shape, descriptor.dtype, name=name, max_voxels=max_voxels, max_bytes=max_bytes
+    )
+
+
+def check_size_limits(
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+    *,
+    name: str,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+) -> None:
+    """Refuse an array of ``shape`` and ``dtype`` above the voxel or byte limit."""
+    voxels = math.prod(shape)
     limit = max_voxels_limit(max_voxels)
     if voxels > limit:
         raise AllocationLimitError(
-            f"{name}: declares {descriptor.shape} = {voxels:,} voxels, above the limit of "
+            f"{name}: declares {shape} = {voxels:,} voxels, above the limit of "
             f"{limit:,} (raise it with max_voxels= or MEDMASK_MAX_VOXELS if this is intended)."
         )
+    nbytes = voxels * dtype.itemsize
     limit = max_bytes_limit(max_bytes)
-    if descriptor.nbytes > limit:
+    if nbytes > limit:
         raise AllocationLimitError(
-            f"{name}: declares {descriptor.shape} {descriptor.dtype} = {descriptor.nbytes:,} "
-            f"bytes, above the limit of {limit:,} bytes (raise it with max_bytes= or "
-            "MEDMASK_MAX_BYTES if this is intended)."
+            f"{name}: declares {shape} {dtype} = {nbytes:,} bytes, above the limit of {limit:,} "
+            "bytes (raise it with max_bytes= or MEDMASK_MAX_BYTES if this is intended)."
         )
 
 

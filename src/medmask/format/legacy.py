@@ -77,7 +77,7 @@ import math
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -96,9 +96,17 @@ from ..errors import (
 from ..mapping import MAX_LABEL, LabelMapping
 from ..mask import SegmentationMask, dtype_for_bit_depth, smallest_bit_depth
 from ..values import label_counts
-from .container import MAGIC_MSK, MAGIC_MSKA, MAX_METADATA_SIZE, _describe_magic
+from .container import (
+    LEGACY_MSK_MAGIC,
+    LEGACY_MSKA_MAGIC,
+    MAGIC_MSK,
+    MAGIC_MSKA,
+    MAX_METADATA_SIZE,
+    _describe_magic,
+    legacy_kind,
+)
 from .descriptor import space_from_json
-from .encoding import MAX_VOXELS_PER_BYTE, max_bytes_limit, max_voxels_limit
+from .encoding import MAX_VOXELS_PER_BYTE, check_size_limits
 
 __all__ = [
     "LEGACY_MSKA_MAGIC",
@@ -110,8 +118,6 @@ __all__ = [
     "read_legacy_mska",
 ]
 
-LEGACY_MSK_MAGIC = b"MSK1"
-LEGACY_MSKA_MAGIC = b"MSKA"
 _MSK_HEADER = struct.Struct("<4sBBB6Q7x")  # 62 bytes
 _MSKA_HEADER = struct.Struct("<4sBBB7Q27x")  # 90 bytes
 _VERSION = (1, 0)
@@ -197,19 +203,6 @@ class LegacyWarning(UserWarning):
 
 
 _BIT_DEPTH_OF = {"b1": 1, "u1": 8, "u2": 16, "u4": 32}
-
-
-def legacy_kind(head: bytes) -> Literal["msk", "mska"] | None:
-    """Return ``"msk"`` or ``"mska"`` if ``head`` (a file's first bytes) starts like a 0.1 file.
-
-    Only the 4-byte magic is checked; ``None`` for anything else (current files included).
-    """
-    magic = bytes(head[:4])
-    if magic == LEGACY_MSK_MAGIC:
-        return "msk"
-    if magic == LEGACY_MSKA_MAGIC:
-        return "mska"
-    return None
 
 
 def read_legacy_msk(
@@ -520,7 +513,13 @@ def _decode_blob(
         )
     if min(shape) < 1:
         raise FormatError(f"{name}: {where}invalid shape {shape}: every axis must be >= 1.")
-    _check_limits(shape, dtype, name, where, max_voxels, max_bytes)
+    check_size_limits(
+        shape,
+        dtype,
+        name=f"{name}: {where[:-2]}" if where else name,
+        max_voxels=max_voxels,
+        max_bytes=max_bytes,
+    )
     voxels = math.prod(shape)
     frame = blob[pos:]
     if voxels > len(frame) * MAX_VOXELS_PER_BYTE:
@@ -535,32 +534,6 @@ def _decode_blob(
         bits = np.unpackbits(raw, count=voxels).view(np.bool_).reshape(shape)
         return np.ascontiguousarray(bits)
     return _to_storage(raw.view(dtype).reshape(shape), mapping, name, where)
-
-
-def _check_limits(
-    shape: tuple[int, ...],
-    dtype: np.dtype[Any],
-    name: str,
-    where: str,
-    max_voxels: int | None,
-    max_bytes: int | None,
-) -> None:
-    """Refuse a mask above the voxel or decoded-byte limit (as ``encoding.check_limits``)."""
-    voxels = math.prod(shape)
-    limit = max_voxels_limit(max_voxels)
-    if voxels > limit:
-        raise AllocationLimitError(
-            f"{name}: {where}declares {shape} = {voxels:,} voxels, above the limit of "
-            f"{limit:,} (raise it with max_voxels= or MEDMASK_MAX_VOXELS if this is intended)."
-        )
-    nbytes = voxels * dtype.itemsize
-    limit = max_bytes_limit(max_bytes)
-    if nbytes > limit:
-        raise AllocationLimitError(
-            f"{name}: {where}declares {shape} {dtype} = {nbytes:,} bytes, above the limit of "
-            f"{limit:,} bytes (raise it with max_bytes= or MEDMASK_MAX_BYTES if this is "
-            "intended)."
-        )
 
 
 def _decompress(frame: memoryview, expected: int, name: str, where: str) -> npt.NDArray[Any]:
