@@ -24,7 +24,6 @@ from .api import (
     verify_decoded,
 )
 from .errors import (
-    AllocationLimitError,
     ConcurrentModificationError,
     InvalidTypeError,
     InvalidValueError,
@@ -65,6 +64,7 @@ from .io import (
     local_path,
     object_version,
     open_source,
+    read_all,
     read_ranges_after_head,
     storage_error,
     write_atomic,
@@ -318,9 +318,7 @@ class MaskArchive:
 
     def _open_legacy(self, source: ByteSource) -> Directory:
         """Read a medmask 0.1 archive whole and serve it re-encoded, from memory (read-only)."""
-        data = source.read(0, max_bytes_limit(self._max_bytes) + 1)
-        if len(data) > max_bytes_limit(self._max_bytes):
-            raise AllocationLimitError(f"{self._name}: larger than the max_bytes limit.")
+        data = read_all(source, max_bytes_limit(self._max_bytes), name=self._name)
         members = read_legacy_mska(
             data, name=self._name, max_voxels=self._max_voxels, max_bytes=self._max_bytes
         )
@@ -417,8 +415,7 @@ class MaskArchive:
     def __getitem__(self, name: str) -> MemberArray:
         """Member ``name`` as an array (``shape``, ``dtype``, ``chunks``, slicing) that decodes
         only what is indexed; ``dask.array.from_array(archive[name])`` works."""
-        self._descriptor(name)  # MemberNotFoundError when absent
-        return MemberArray(self, name)
+        return MemberArray(self, name)  # MemberNotFoundError when absent
 
     def _descriptor(self, name: str) -> MaskDescriptor:
         member = self._directory.member(name)

@@ -58,6 +58,7 @@ __all__ = [
     "object_version",
     "open_source",
     "open_source_async",
+    "read_all",
     "read_heads",
     "read_many",
     "read_ranges_after_head",
@@ -738,12 +739,18 @@ def read_whole(source: Target, storage_options: dict[str, Any] | None, limit: in
     """The whole content of ``source``; :class:`AllocationLimitError` if above ``limit`` bytes."""
     byte_source = open_source(source, storage_options)
     try:
-        data = byte_source.read(0, limit + 1)
+        return read_all(byte_source, limit, name=source_name(source))
     finally:
         byte_source.close()
+
+
+def read_all(byte_source: ByteSource, limit: int, *, name: str | None = None) -> bytes:
+    """The whole content of an open source; :class:`AllocationLimitError` (naming ``name``,
+    default the source's) if above ``limit`` bytes."""
+    data = byte_source.read(0, limit + 1)
     if len(data) > limit:
         raise AllocationLimitError(
-            f"{source_name(source)}: larger than the {limit:,}-byte limit (max_bytes=)."
+            f"{name or byte_source.name}: larger than the {limit:,}-byte limit (max_bytes=)."
         )
     return data
 
