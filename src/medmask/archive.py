@@ -346,8 +346,13 @@ class MaskArchive:
     def _current_slot_bytes(self) -> bytes:
         if self._lock is not None:
             return os.pread(self._lock.fd, SLOTS_SIZE, 0)
-        source = self._source or open_source(self._target, self._options)
-        return source.read(0, SLOTS_SIZE)
+        if self._source is not None:
+            return self._source.read(0, SLOTS_SIZE)
+        source = open_source(self._target, self._options)
+        try:
+            return source.read(0, SLOTS_SIZE)
+        finally:
+            source.close()
 
     def _slots_changed(self) -> bool:
         return self._current_slot_bytes() != self._slot_bytes
