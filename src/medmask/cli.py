@@ -35,6 +35,7 @@ from .io import (
 )
 from .mapping import mapping_items
 from .mask import SegmentationMask
+from .values import voxel_volume_ml
 
 __all__ = ["main"]
 
@@ -171,7 +172,7 @@ def _print_table(rows: list[dict[str, Any]], indent: str = "  ") -> None:
 
 
 def _voxel_ml(space: Any) -> float:
-    return float(np.prod(np.asarray(space.spacing, dtype=np.float64))) / 1000.0 if space else 0.0
+    return voxel_volume_ml(space.spacing) if space else 0.0
 
 
 def _mask_labels(mask: SegmentationMask) -> list[tuple[str, int, int, Any]]:

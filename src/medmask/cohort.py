@@ -9,7 +9,6 @@ boxes of a structure intersect. No scheduling: :mod:`medmask.dask` runs these pe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ from .errors import InvalidValueError, LabelNotFoundError, SpaceMismatchError
 from .format.descriptor import LabelEntry, Roi
 from .format.encoding import chunk_ranges, decode_region
 from .format.mska import Member
+from .geometry import voxel_to_world
 from .io import ByteSource, Target, open_source, read_ranges_after_head, source_name
 from .reader import Directory, read_directory
-from .values import STATS_COLUMNS
+from .values import STATS_COLUMNS, stats_row, voxel_volume_ml
 
 __all__ = [
     "CENTROID_COLUMNS",
@@ -73,7 +73,7 @@ class Case:
         """Volume of one voxel in millilitres."""
         space = self.directory.space
         assert space is not None
-        return math.prod(float(s) for s in space.spacing) / 1000.0
+        return voxel_volume_ml(space.spacing)
 
     def structures(self) -> dict[str, Located | None]:
         """``{name: where}`` for every non-background label; None for a name that several
@@ -143,7 +143,6 @@ def case_stats(
     (:func:`medmask.io.read_heads` fetches many concurrently).
     """
     _check_measures(measures)
-    label = source if isinstance(source, str) else source_name(source)
     with open_case(source, storage_options, head) as case:
         rows = []
         wanted = None if structures is None else list(dict.fromkeys(structures))
@@ -153,13 +152,13 @@ def case_stats(
                 if entry.value == 0 or (wanted is not None and entry.name not in wanted):
                     continue
                 seen.add(entry.name)
-                rows.append(_stats_row(label, member.name, entry, case.voxel_ml))
+                rows.append(_stats_row(case.name, member.name, entry, case.voxel_ml))
                 if measures:
                     rows[-1]["_locate"] = (member, entry)
         for name in wanted or ():
             if name not in seen:
                 missing = LabelEntry(name, 0, 0, None)
-                rows.append({**_stats_row(label, "", missing, case.voxel_ml), "value": None})
+                rows.append({**_stats_row(case.name, "", missing, case.voxel_ml), "value": None})
         if "centroid_mm" in measures:
             _add_centroids(case, rows)
         for row in rows:
@@ -168,32 +167,12 @@ def case_stats(
 
 
 def _stats_row(source: str, member: str, entry: LabelEntry, voxel_ml: float) -> dict[str, Any]:
-    bbox = entry.bbox
-    row = {
-        "source": source,
-        "member": member,
-        "structure": entry.name,
-        "value": entry.value,
-        "voxels": entry.count,
-        "volume_ml": entry.count * voxel_ml,
-    }
-    for axis, (lo_key, hi_key) in enumerate((("z0", "z1"), ("y0", "y1"), ("x0", "x1"))):
-        row[lo_key] = None if bbox is None else bbox[axis][0]
-        row[hi_key] = None if bbox is None else bbox[axis][1]
-    return row
+    return stats_row(source, member, entry.name, entry.value, entry.count, entry.bbox, voxel_ml)
 
 
 def _add_centroids(case: Case, rows: list[dict[str, Any]]) -> None:
     space = case.directory.space
     assert space is not None
-    origin = np.asarray(space.origin, dtype=float)
-    axes = np.stack(
-        [
-            np.asarray(space.x_orientation, float) * float(space.spacing[0]),
-            np.asarray(space.y_orientation, float) * float(space.spacing[1]),
-            np.asarray(space.z_orientation, float) * float(space.spacing[2]),
-        ]
-    )
     by_member: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         for column in CENTROID_COLUMNS:
@@ -207,7 +186,7 @@ def _add_centroids(case: Case, rows: list[dict[str, Any]]) -> None:
         for row, roi, block in zip(member_rows, rois, case.read_rois(member, rois), strict=True):
             where = np.nonzero(block == row["_locate"][1].value)
             index = np.array([w.mean() + r.start for w, r in zip(where, roi, strict=True)])
-            lps = origin + index @ axes
+            lps = voxel_to_world(space, index)
             for column, value in zip(CENTROID_COLUMNS, lps, strict=True):
                 row[column] = float(value)
 

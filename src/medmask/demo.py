@@ -28,6 +28,7 @@ from .errors import InvalidValueError, MaskFileExistsError
 from .geometry import affine_from_space
 from .mask import SegmentationMask
 from .phantom import PHANTOM_SHAPE, Phantom, torso_phantom
+from .values import voxel_volume_ml
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -187,7 +188,7 @@ def run_demo(
         if not np.array_equal(array, expected):  # pragma: no cover - a bug, not a user error
             raise AssertionError(f"demo: {ORGAN!r} read back from {key} differs")
     result.organ_voxels = int(expected.sum())
-    volume_ml = result.organ_voxels * float(np.prod(space.spacing)) / 1000.0
+    volume_ml = result.organ_voxels * voxel_volume_ml(space.spacing)
 
     for line in _table(result):
         echo(line)

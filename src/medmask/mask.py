@@ -20,7 +20,15 @@ from .mapping import (
     parse_label_name,
     parse_label_value,
 )
-from .values import STATS_COLUMNS, LabelStats, label_counts, label_stats, match_allowed_values
+from .values import (
+    STATS_COLUMNS,
+    LabelStats,
+    label_counts,
+    label_stats,
+    match_allowed_values,
+    stats_row,
+    voxel_volume_ml,
+)
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -357,25 +365,14 @@ class SegmentationMask:
         except ImportError as exc:  # pragma: no cover - pandas is in the dask/test extras
             raise ImportError("volumes() needs pandas: pip install pandas") from exc
         stats = label_stats(self._data)
-        voxel_ml = float(np.prod(np.asarray(self._space.spacing, dtype=np.float64))) / 1000.0
+        voxel_ml = voxel_volume_ml(self._space.spacing)
         rows = []
         for name, value in mapping_items(self._mapping):
             if value == 0:
                 continue
             found = stats.get(value)
-            count = found.count if found is not None else 0
-            row: dict[str, Any] = {
-                "source": "",
-                "member": "",
-                "structure": name,
-                "value": value,
-                "voxels": count,
-                "volume_ml": count * voxel_ml,
-            }
-            for axis, axis_name in enumerate("zyx"):
-                bounds = found.bbox[axis] if found is not None else (None, None)
-                row[f"{axis_name}0"], row[f"{axis_name}1"] = bounds
-            rows.append(row)
+            count, bbox = (0, None) if found is None else (found.count, found.bbox)
+            rows.append(stats_row("", "", name, value, count, bbox, voxel_ml))
         return pd.DataFrame(rows, columns=list(STATS_COLUMNS))
 
     # -- geometry ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,8 @@ __all__ = [
     "label_stats",
     "match_allowed_values",
     "present_values",
+    "stats_row",
+    "voxel_volume_ml",
 ]
 
 #: Columns of a per-structure statistics table (:meth:`SegmentationMask.volumes`, cohort stats):
@@ -35,6 +38,36 @@ STATS_COLUMNS = (
     "x0",
     "x1",
 )
+
+
+def voxel_volume_ml(spacing: Iterable[float]) -> float:
+    """Volume of one voxel in millilitres, from its spacing in mm."""
+    return float(np.prod(np.asarray(list(spacing), dtype=np.float64))) / 1000.0
+
+
+def stats_row(
+    source: str,
+    member: str,
+    structure: str,
+    value: int | None,
+    count: int,
+    bbox: Sequence[Sequence[int]] | None,
+    voxel_ml: float,
+) -> dict[str, Any]:
+    """One row of a :data:`STATS_COLUMNS` table."""
+    row: dict[str, Any] = {
+        "source": source,
+        "member": member,
+        "structure": structure,
+        "value": value,
+        "voxels": count,
+        "volume_ml": count * voxel_ml,
+    }
+    for axis, axis_name in enumerate("zyx"):
+        lo, hi = (None, None) if bbox is None else bbox[axis]
+        row[f"{axis_name}0"], row[f"{axis_name}1"] = lo, hi
+    return row
+
 
 # Arrays with at most this many distinct possible values are counted with np.bincount.
 _BINCOUNT_LIMIT = 1 << 20
