@@ -22,6 +22,7 @@ __all__ = [
     "Convention",
     "affine_from_space",
     "alignment",
+    "corner_indices",
     "parse_convention",
     "space_from_affine",
     "voxel_to_world",
@@ -97,7 +98,8 @@ def affine_from_space(space: Space, convention: Convention = "RAS") -> npt.NDArr
 Alignment = tuple[tuple[int, int, int], tuple[bool, bool, bool]]
 
 
-def _corners(shape: tuple[int, ...]) -> npt.NDArray[np.float64]:
+def corner_indices(shape: tuple[int, ...]) -> npt.NDArray[np.float64]:
+    """The voxel indices of the 8 corners of a grid of ``shape``."""
     return np.array(list(itertools.product(*[(0, n - 1) for n in shape])), dtype=np.float64)
 
 
@@ -126,7 +128,7 @@ def alignment(source: Space, target: Space, tolerance_mm: float = ALIGN_TOLERANC
             f"Expected a target grid of shape {wanted} (the mask's {src_shape}, axes {axes}). "
             f"Got {dst_shape}."
         )
-    corners = _corners(dst_shape)
+    corners = corner_indices(dst_shape)
     src_index = np.empty_like(corners)
     for a in range(3):
         n = dst_shape[a] - 1

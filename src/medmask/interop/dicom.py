@@ -54,6 +54,7 @@ from ..errors import (
     SpaceMismatchError,
 )
 from ..format.encoding import max_bytes_limit
+from ..geometry import corner_indices, voxel_to_world
 from ..io import Target, local_path, read_whole, source_name, write_atomic
 from ..mapping import LabelMapping, mapping_items
 from ..mask import SegmentationMask
@@ -410,20 +411,7 @@ def default_segment_codes() -> tuple[Any, Any]:
 
 
 def _corners(space: Space) -> npt.NDArray[np.float64]:
-    shape = [int(s) for s in space.shape]
-    axes = np.stack(
-        [
-            np.asarray(d, dtype=np.float64) * float(sp)
-            for d, sp in zip(
-                (space.x_orientation, space.y_orientation, space.z_orientation),
-                space.spacing,
-                strict=True,
-            )
-        ]
-    )
-    idx = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=np.float64)
-    idx *= np.asarray(shape, dtype=np.float64) - 1
-    return np.asarray(space.origin, dtype=np.float64) + idx @ axes
+    return voxel_to_world(space, corner_indices(tuple(int(s) for s in space.shape)))
 
 
 def _space_difference(mask_space: Space, series_space: Space) -> str | None:
