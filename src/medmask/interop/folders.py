@@ -30,6 +30,7 @@ from ..errors import (
     SpaceMismatchError,
     UnsafeNameError,
 )
+from ..files import NIFTI_SUFFIXES
 from ..format.encoding import max_bytes_limit
 from ..io import Target, list_folder, local_path, object_version, read_many, source_name
 from ..mapping import mapping_items
@@ -105,7 +106,7 @@ def check_file_names(names: Iterable[str], folder: str | os.PathLike[str], suffi
 
 def _list_nifti(folder: Target, storage_options: dict[str, Any] | None) -> list[str]:
     """The ``.nii``/``.nii.gz`` files of a local folder or an fsspec folder URL, sorted."""
-    return [f for f in list_folder(folder, storage_options) if f.endswith((".nii.gz", ".nii"))]
+    return [f for f in list_folder(folder, storage_options) if f.endswith(NIFTI_SUFFIXES)]
 
 
 def pack_folder(

@@ -19,12 +19,23 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from .._json import loads_limited
 from ..errors import FormatError, InvalidTypeError
 from ..io import Target, open_source, source_name
 from ..mapping import LabelMapping
+from ..values import label_counts
 
-__all__ = ["MAX_TABLE_BYTES", "parse_label_table", "read_label_table", "to_label_mapping"]
+__all__ = [
+    "MAX_TABLE_BYTES",
+    "default_label_names",
+    "integer_labels",
+    "parse_label_table",
+    "read_label_table",
+    "to_label_mapping",
+]
 
 #: Largest label table read (a few thousand labels fit in a few hundred KiB).
 MAX_TABLE_BYTES = 16 << 20
@@ -143,3 +154,17 @@ def to_label_mapping(
     raise InvalidTypeError(
         f"Expected a mapping, a LabelMapping or a label table path. Got {type(labels).__name__}."
     )
+
+
+def integer_labels(array: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
+    """A label image as integers: float images rounded to int64, None if a value is not a
+    whole number; other images as they are."""
+    if array.dtype.kind != "f":
+        return array
+    rounded = np.rint(array)
+    return rounded.astype(np.int64) if np.array_equal(rounded, array) else None
+
+
+def default_label_names(array: npt.NDArray[Any]) -> LabelMapping:
+    """``label_<value>`` for every non-zero value present in ``array``."""
+    return LabelMapping({f"label_{v}": v for v in label_counts(array) if v})

@@ -20,26 +20,24 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from ..errors import AllocationLimitError, FormatError, StorageError
+from ..files import NIFTI_SUFFIXES
 from ..format.encoding import max_bytes_limit
 from ..geometry import affine_from_space, space_from_affine
 from ..io import Target, local_path, name_suffix, read_whole, source_name, write_atomic
 from ..mapping import LabelMapping
 from ..mask import SegmentationMask
-from ..values import label_counts
-from .labels import to_label_mapping
+from .labels import default_label_names, integer_labels, to_label_mapping
 
 __all__ = [
     "NIFTI_SUFFIXES",
     "affine_from_space",
     "from_nifti",
-    "is_nifti_name",
     "read_nifti",
     "space_from_affine",
     "to_nifti",
     "write_nifti",
 ]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _NIFTI_INTENT_LABEL = 1002
 
 
@@ -49,11 +47,6 @@ def _nibabel() -> Any:
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError("NIfTI support needs nibabel: pip install 'medmask[nifti]'") from exc
     return nibabel
-
-
-def is_nifti_name(target: Target) -> bool:
-    """Whether a path or URL names a NIfTI file (``.nii`` or ``.nii.gz``)."""
-    return name_suffix(target) in NIFTI_SUFFIXES
 
 
 def _gunzip(data: bytes, name: str, limit: int) -> bytes:
@@ -126,12 +119,10 @@ def read_nifti(
         data = np.asarray(img.dataobj).reshape(shape)
     except Exception as exc:
         raise FormatError(f"{name}: cannot read the NIfTI voxels: {exc}") from None
-    if data.dtype.kind == "f":
-        rounded = np.rint(data)
-        if not np.array_equal(rounded, data):
-            raise FormatError(f"{name}: label image has non-integer values.")
-        data = rounded.astype(np.int64)
-    array = np.ascontiguousarray(data.transpose(2, 1, 0))
+    labels = integer_labels(data)
+    if labels is None:
+        raise FormatError(f"{name}: label image has non-integer values.")
+    array = np.ascontiguousarray(labels.transpose(2, 1, 0))
     return array, space_from_affine(img.affine, shape)
 
 
@@ -183,7 +174,7 @@ def from_nifti(
     """
     array, space = read_nifti(source, storage_options=storage_options, max_bytes=max_bytes)
     if mapping is None:
-        names = LabelMapping({f"label_{v}": v for v in label_counts(array) if v})
+        names = default_label_names(array)
     else:
         names = to_label_mapping(mapping, storage_options)
     return SegmentationMask(array, names, space)

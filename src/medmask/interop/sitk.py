@@ -20,8 +20,7 @@ from ..errors import InvalidTypeError, InvalidValueError
 from ..io import Target
 from ..mapping import LabelMapping
 from ..mask import SegmentationMask
-from ..values import label_counts
-from .labels import parse_label_table, to_label_mapping
+from .labels import default_label_names, integer_labels, parse_label_table, to_label_mapping
 
 __all__ = ["LABELS_METADATA_KEY", "from_sitk", "space_from_sitk", "to_sitk"]
 
@@ -84,17 +83,14 @@ def from_sitk(
             f"Got {image.GetNumberOfComponentsPerPixel()} components per pixel."
         )
     space = space_from_sitk(image)
-    array = sitk.GetArrayFromImage(image)
-    if array.dtype.kind == "f":
-        rounded = np.rint(array)
-        if not np.array_equal(rounded, array):
-            raise InvalidValueError("Expected integer labels. Got non-integer pixel values.")
-        array = rounded.astype(np.int64)
+    array = integer_labels(sitk.GetArrayFromImage(image))
+    if array is None:
+        raise InvalidValueError("Expected integer labels. Got non-integer pixel values.")
     if mapping is not None:
         names = to_label_mapping(mapping)
     else:
         stored = _stored_labels(image)
-        names = stored or LabelMapping({f"label_{v}": v for v in label_counts(array) if v})
+        names = stored or default_label_names(array)
     return SegmentationMask(array, names, space)
 
 
