@@ -400,6 +400,15 @@ def test_huge_declared_sizes_are_refused_before_allocating(path: str) -> None:
         EdgesCodec().decode(huge + struct.pack("<I", zlib.crc32(huge)))
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_shape_whose_size_overflows_64_bits_is_refused(version: int) -> None:
+    # 2**22 * 2**21 * 2**21 = 2**64 voxels: a 64-bit product wraps to 0 and once let numpy's
+    # own "array is too big" ValueError out of the decoder
+    head = b"MMC" + bytes([version, 3, 2, 3, 0]) + struct.pack("<3I", 1 << 22, 1 << 21, 1 << 21)
+    with pytest.raises(CodecError, match="Expected a shape numpy can allocate"):
+        EdgesCodec().decode(with_crc(head, b"\x00", version))
+
+
 @pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.uint16, np.uint32])
 def test_stats_from_the_kernel_equal_label_stats(dtype: type) -> None:
     from medmask.values import label_stats

@@ -23,8 +23,8 @@ import zstandard as zstd
 from medmask.codecs._stream import (
     HEADER_PREFIX,
     MAGIC,
-    MAX_DECODED_NBYTES,
     VERSION,
+    check_declared,
     check_level,
     dtype_code,
     dtype_from_code,
@@ -528,19 +528,8 @@ def _parse(buf: memoryview, shape: tuple[int, ...] | None, dtype: np.dtype[Any] 
     if off > end:
         raise CodecError(f"Expected a {codec_id} header of at least {off} bytes. Got {end}.")
     got_shape = tuple(int(s) for s in struct.unpack_from(f"<{ndim}I", buf, HEADER_PREFIX.size))
-    if shape is not None and tuple(int(s) for s in shape) != got_shape:
-        raise CodecError(f"Expected shape {tuple(shape)}. Got {got_shape} in the stream header.")
-    if dtype is not None and np.dtype(dtype) != got_dtype:
-        raise CodecError(f"Expected dtype {np.dtype(dtype)}. Got {got_dtype} in the stream header.")
-    count = int(np.prod(got_shape, dtype=np.uint64)) if got_shape else 0
-    nbytes = count * got_dtype.itemsize
-    if nbytes >= 1 << 62:
-        raise CodecError(f"Expected a shape numpy can allocate. Got {got_shape}.")
-    if shape is None and nbytes > MAX_DECODED_NBYTES:
-        raise CodecError(
-            f"Expected at most {MAX_DECODED_NBYTES} decoded bytes without an explicit shape=. "
-            f"Got a stream declaring {got_shape} ({nbytes} bytes)."
-        )
+    nbytes = check_declared(got_shape, got_dtype, shape, dtype)
+    count = nbytes // got_dtype.itemsize
     vmax = 1 if got_dtype == np.bool_ else (1 << (8 * got_dtype.itemsize)) - 1
     if mode == MODE_CONSTANT:
         constant, off = _read_varint(buf, off, end, "constant value")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import sys
 import threading
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import zstandard as zstd
@@ -228,12 +230,29 @@ def parse_header(
     values = tuple(int(v) for v in fields.unpack_from(data, off))
     off += fields.size
     sizes = tuple(int(s) for s in struct.unpack_from(f"<{n_sections}Q", data, off))
+    check_declared(got_shape, got_dtype, shape, dtype)
+    header = StreamHeader(kind, got_dtype, got_shape, mode, values, sizes, header_size)
+    if header_size + sum(sizes) != n:
+        raise CodecError(
+            f"Expected a {codec_id} stream of {header_size + sum(sizes)} bytes. "
+            f"Got {n} bytes ({'truncated' if n < header_size + sum(sizes) else 'trailing data'})."
+        )
+    return header
+
+
+def check_declared(
+    got_shape: tuple[int, ...],
+    got_dtype: np.dtype[Any],
+    shape: Sequence[int] | None,
+    dtype: np.dtype[Any] | type | str | None,
+) -> int:
+    """Check a stream header's shape and dtype against the caller's (when given) and the
+    decoded size against what can be allocated; the decoded size in bytes."""
     if shape is not None and tuple(int(s) for s in shape) != got_shape:
         raise CodecError(f"Expected shape {tuple(shape)}. Got {got_shape} in the stream header.")
     if dtype is not None and np.dtype(dtype) != got_dtype:
         raise CodecError(f"Expected dtype {np.dtype(dtype)}. Got {got_dtype} in the stream header.")
-    header = StreamHeader(kind, got_dtype, got_shape, mode, values, sizes, header_size)
-    nbytes = header.size * got_dtype.itemsize
+    nbytes = math.prod(got_shape) * got_dtype.itemsize
     if nbytes >= 1 << 62:
         raise CodecError(f"Expected a shape numpy can allocate. Got {got_shape}.")
     if shape is None and nbytes > MAX_DECODED_NBYTES:
@@ -241,12 +260,7 @@ def parse_header(
             f"Expected at most {MAX_DECODED_NBYTES} decoded bytes without an explicit shape=. "
             f"Got a stream declaring {got_shape} ({nbytes} bytes)."
         )
-    if header_size + sum(sizes) != n:
-        raise CodecError(
-            f"Expected a {codec_id} stream of {header_size + sum(sizes)} bytes. "
-            f"Got {n} bytes ({'truncated' if n < header_size + sum(sizes) else 'trailing data'})."
-        )
-    return header
+    return nbytes
 
 
 _local = threading.local()  # zstd contexts are not thread-safe: one set per thread
