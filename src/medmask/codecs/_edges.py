@@ -147,6 +147,11 @@ def _from_planes(raw: bytes, width: int, dtype: str) -> np.ndarray:
 # --- the reference encoder (Python; the kernel gives the same bytes) --------------------------
 
 
+def _gap_code(gap: int) -> bytes:
+    """A gap: one byte, or the escape byte and 4 little-endian bytes."""
+    return bytes([gap]) if gap < _ESCAPE else bytes([_ESCAPE]) + gap.to_bytes(4, "little")
+
+
 def _row_edges(row: np.ndarray) -> tuple[list[int], list[int]]:
     where = np.flatnonzero(row[1:] != row[:-1]) + 1
     xs = where.tolist()
@@ -187,9 +192,7 @@ def _encode_python(v3: np.ndarray, k: int) -> Edges:
                     gap += 1
                     i += 1
                     continue
-                gaps += (
-                    bytes([gap]) if gap < _ESCAPE else bytes([_ESCAPE]) + gap.to_bytes(4, "little")
-                )
+                gaps += _gap_code(gap)
                 gap = 0
                 q = rc[j]
                 if nfates[q] % 2 == 0:
@@ -198,7 +201,7 @@ def _encode_python(v3: np.ndarray, k: int) -> Edges:
                     fates[q][-1] |= code << 4
                 nfates[q] += 1
                 j += 1
-            gaps += bytes([gap]) if gap < _ESCAPE else bytes([_ESCAPE]) + gap.to_bytes(4, "little")
+            gaps += _gap_code(gap)
             rows.append((xs, vs, cls))
         prev = rows
     pos = np.array(positions, dtype=np.uint32)
@@ -625,6 +628,19 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return nz, ny, nx
 
 
+def _finish(a: np.ndarray, dtype: np.dtype[Any], mode: int, *rest: bytes) -> bytes:
+    """The stream of ``a`` (recorded ``dtype``) in ``mode``: prefix and shape, the CRC-32 of
+    every other byte, the rest.
+
+    (Not at the end: a stream ending in its own CRC-32 has the same CRC-32 as every other
+    such stream, which would blind the containers' chunk checksums.)"""
+    prefix = HEADER_PREFIX.pack(MAGIC, STREAM_VERSION, KIND, dtype_code(dtype), a.ndim, mode)
+    shape = struct.pack(f"<{a.ndim}I", *a.shape)
+    body = b"".join(rest)
+    crc = zlib.crc32(body, zlib.crc32(prefix + shape))
+    return b"".join((prefix, shape, _CRC.pack(crc), body))
+
+
 @dataclass(frozen=True)
 class EdgesCodec:
     """Lossless codec for label maps and binary masks: row edges predicted slice to slice.
@@ -654,10 +670,8 @@ class EdgesCodec:
         arrays), else None."""
         a, dtype = normalize_input(array, self.codec_id)
         nz, ny, nx = _shape3(a.shape)
-        prefix = HEADER_PREFIX.pack(MAGIC, STREAM_VERSION, KIND, dtype_code(dtype), a.ndim, 0)
-        shape = struct.pack(f"<{a.ndim}I", *a.shape)
         if a.size == 0:
-            return self._finish(prefix, shape, _varint(0)), np.zeros(0, STATS_DTYPE)
+            return _finish(a, dtype, MODE_CONSTANT, _varint(0)), np.zeros(0, STATS_DTYPE)
         v3 = a.reshape(nz, ny, nx)
         if v3.dtype == np.bool_:
             v3 = v3.view(np.uint8)
@@ -665,7 +679,7 @@ class EdgesCodec:
         gaps, fates, pos, val, max_delta, max_value, stats = _encode_edges(v3, k)
         constant = _constant(v3, pos, val)
         if constant is not None:
-            return self._finish(prefix, shape, _varint(constant)), stats
+            return _finish(a, dtype, MODE_CONSTANT, _varint(constant)), stats
         p = _byte_width(max_delta, (1, 2, 4))
         w = 0 if max_value <= 1 else _byte_width(max_value, (1, 2, 4, 8))
         raws = [gaps, _to_planes(pos, p), _to_planes(val, w) if w else b"", *fates]
@@ -673,30 +687,14 @@ class EdgesCodec:
         fields = bytes([k, w, p]) + b"".join(
             _varint(len(s)) + _varint(len(r)) for s, r in zip(stored, raws, strict=True)
         )
-        prefix = HEADER_PREFIX.pack(
-            MAGIC, STREAM_VERSION, KIND, dtype_code(dtype), a.ndim, MODE_EDGES
-        )
-        stream = self._finish(prefix, shape, fields, *stored)
+        stream = _finish(a, dtype, MODE_EDGES, fields, *stored)
         if len(stream) > a.nbytes // 8:  # noise-like: the raw values may compress better
             raw = np.packbits(a.reshape(-1)).tobytes() if a.dtype == np.bool_ else _planes(a)
             body = _store(raw, self.level)
-            prefix = HEADER_PREFIX.pack(
-                MAGIC, STREAM_VERSION, KIND, dtype_code(dtype), a.ndim, MODE_PLAIN
-            )
-            plain = self._finish(prefix, shape, _varint(len(body)) + _varint(len(raw)), body)
+            plain = _finish(a, dtype, MODE_PLAIN, _varint(len(body)) + _varint(len(raw)), body)
             if len(plain) < len(stream):
                 return plain, stats
         return stream, stats
-
-    @staticmethod
-    def _finish(prefix: bytes, shape: bytes, *rest: bytes) -> bytes:
-        """The stream: prefix and shape, the CRC-32 of every other byte, the rest.
-
-        (Not at the end: a stream ending in its own CRC-32 has the same CRC-32 as every other
-        such stream, which would blind the containers' chunk checksums.)"""
-        body = b"".join(rest)
-        crc = zlib.crc32(body, zlib.crc32(prefix + shape))
-        return b"".join((prefix, shape, _CRC.pack(crc), body))
 
     def decode(
         self,
@@ -734,12 +732,10 @@ class EdgesCodec:
         buf = memoryview(data).cast("B")
         h = _parse(buf, tuple(out.shape), out.dtype)
         rows_contiguous = out.ndim == 0 or out.strides[-1] == out.dtype.itemsize
-        if out.dtype.isnative and rows_contiguous and out.dtype.kind in "bu":
-            self._fill(buf, h, out, present)
-        elif out.dtype.isnative and rows_contiguous:  # signed: the same bits as unsigned
+        if out.dtype.isnative and rows_contiguous:  # signed: the same bits as unsigned
             self._fill(buf, h, out.view(storage_dtype(h.dtype)), present)
         else:
-            out[...] = self._decode(buf, None, None, present)
+            out[...] = self._fill_new(buf, h, present)
 
     def _decode(
         self,
@@ -750,6 +746,12 @@ class EdgesCodec:
     ) -> np.ndarray:
         buf = memoryview(data).cast("B")
         h = _parse(buf, shape, None if dtype is None else np.dtype(dtype))
+        return self._fill_new(buf, h, present)
+
+    def _fill_new(
+        self, buf: memoryview, h: _Header, present: list[np.ndarray | None] | None
+    ) -> np.ndarray:
+        """A new array of the stream's shape and dtype, decoded."""
         out = np.empty(h.shape, dtype=storage_dtype(h.dtype))
         self._fill(buf, h, out, present)
         return restore_dtype(out, h.dtype)
