@@ -67,7 +67,12 @@ _SUPPORTED = "bool, uint8-uint64 or int8-int64"
 # magic(3) version(1) kind(1) dtype(1) ndim(1) mode(1)
 HEADER_PREFIX: Final = struct.Struct("<3sBBBBB")
 _CRC: Final = struct.Struct("<I")
-_MAX_NDIM: Final = 3
+MAX_NDIM: Final = 3  # streams hold 1-, 2- or 3-D arrays
+
+
+def is_supported_dtype(dtype: np.dtype[Any]) -> bool:
+    """Whether the codecs take arrays of ``dtype`` (bool, 1-8 byte integers, any byte order)."""
+    return (dtype.kind, dtype.itemsize) in _CODE_OF_KIND
 
 
 @dataclass(frozen=True)
@@ -116,9 +121,9 @@ def normalize_input(array: object, codec_id: str) -> tuple[np.ndarray, np.dtype[
             f"Expected a numpy array for codec {codec_id!r}. Got {type(array).__name__}."
         )
     dt = array.dtype
-    if (dt.kind, dt.itemsize) not in _CODE_OF_KIND:
+    if not is_supported_dtype(dt):
         raise CodecTypeError(f"Expected dtype {_SUPPORTED} for codec {codec_id!r}. Got {dt}.")
-    if not 1 <= array.ndim <= _MAX_NDIM:
+    if not 1 <= array.ndim <= MAX_NDIM:
         raise CodecError(
             f"Expected a 1-D, 2-D or 3-D array for codec {codec_id!r}. Got {array.ndim}-D."
         )
@@ -208,8 +213,8 @@ def parse_header(
         raise CodecError(f"Expected codec stream version {VERSION}. Got {version}.")
     if got_kind != kind:
         raise CodecError(f"Expected a {codec_id} stream (kind {kind}). Got kind {got_kind}.")
-    if not 1 <= ndim <= _MAX_NDIM:
-        raise CodecError(f"Expected ndim 1..{_MAX_NDIM} in the stream header. Got {ndim}.")
+    if not 1 <= ndim <= MAX_NDIM:
+        raise CodecError(f"Expected ndim 1..{MAX_NDIM} in the stream header. Got {ndim}.")
     header_size = HEADER_PREFIX.size + 4 * ndim + fields.size + 8 * n_sections + _CRC.size
     if n < header_size:
         raise CodecError(

@@ -22,11 +22,10 @@ from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, nda
 from medmask.codecs._binary import BinaryCodec
 from medmask.codecs._edges import EdgesCodec
 from medmask.codecs._labels import LabelCodec
+from medmask.codecs._stream import MAX_NDIM
 from medmask.errors import CodecError, CodecTypeError
 
 __all__ = ["BinaryMaskCodec", "LabelMapCodec"]
-
-_MAX_NDIM = 3
 
 
 def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
@@ -47,8 +46,8 @@ def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
     arr = np.ascontiguousarray(arr)
     if arr.ndim == 0:
         return arr.reshape(1)
-    if arr.ndim > _MAX_NDIM:
-        return arr.reshape(-1, *arr.shape[-(_MAX_NDIM - 1) :])
+    if arr.ndim > MAX_NDIM:
+        return arr.reshape(-1, *arr.shape[-(MAX_NDIM - 1) :])
     return arr
 
 

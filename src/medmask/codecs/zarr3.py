@@ -28,7 +28,7 @@ from zarr.core.dtype import get_data_type_from_native_dtype
 from medmask.codecs._binary import BinaryCodec as _BinaryCore
 from medmask.codecs._edges import EdgesCodec as _EdgesCore
 from medmask.codecs._labels import LabelCodec as _LabelsCore
-from medmask.codecs._stream import DTYPE_CODES, check_level
+from medmask.codecs._stream import MAX_NDIM, check_level, is_supported_dtype
 from medmask.errors import CodecError, CodecTypeError
 
 if TYPE_CHECKING:
@@ -40,12 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BinaryCodec", "EdgesCodec", "LabelsCodec", "SelectLabelCodec"]
 
-_MAX_NDIM = 3
-_KINDS = {(dt.kind, dt.itemsize) for dt in DTYPE_CODES.values()}
-
 
 def _check_dtype(dtype: np.dtype[Any], name: str) -> None:
-    if (dtype.kind, dtype.itemsize) not in _KINDS:
+    if not is_supported_dtype(dtype):
         raise CodecTypeError(
             f"Expected a bool or integer data type (1, 2, 4 or 8 bytes) for codec {name!r}. "
             f"Got {dtype}."
@@ -54,8 +51,8 @@ def _check_dtype(dtype: np.dtype[Any], name: str) -> None:
 
 def _coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape a chunk is coded with: at most 3 axes (leading axes merged), at least 1."""
-    if len(shape) > _MAX_NDIM:
-        return (math.prod(shape[: len(shape) - _MAX_NDIM + 1]), *shape[-(_MAX_NDIM - 1) :])
+    if len(shape) > MAX_NDIM:
+        return (math.prod(shape[: len(shape) - MAX_NDIM + 1]), *shape[-(MAX_NDIM - 1) :])
     return shape or (1,)
 
 
