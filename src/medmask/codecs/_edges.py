@@ -24,6 +24,7 @@ from medmask.codecs._stream import (
     HEADER_PREFIX,
     MAGIC,
     VERSION,
+    byte_width,
     check_declared,
     check_level,
     dtype_code,
@@ -106,13 +107,6 @@ def _read_varint(buf: memoryview, off: int, end: int, what: str) -> tuple[int, i
 
 
 # --- byte planes ------------------------------------------------------------------------------
-
-
-def _byte_width(vmax: int, choices: tuple[int, ...]) -> int:
-    for width in choices:
-        if vmax < 1 << (8 * width):
-            return width
-    return choices[-1]
 
 
 def _to_planes(values: np.ndarray, width: int) -> bytes:
@@ -680,8 +674,8 @@ class EdgesCodec:
         constant = _constant(v3, pos, val)
         if constant is not None:
             return _finish(a, dtype, MODE_CONSTANT, _varint(constant)), stats
-        p = _byte_width(max_delta, (1, 2, 4))
-        w = 0 if max_value <= 1 else _byte_width(max_value, (1, 2, 4, 8))
+        p = byte_width(max_delta)  # positions are uint32: at most 4
+        w = 0 if max_value <= 1 else byte_width(max_value)
         raws = [gaps, _to_planes(pos, p), _to_planes(val, w) if w else b"", *fates]
         stored = [_store(r, self.level) for r in raws]
         fields = bytes([k, w, p]) + b"".join(

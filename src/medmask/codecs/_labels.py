@@ -10,6 +10,7 @@ import numpy as np
 
 from medmask.codecs._stream import (
     StreamHeader,
+    byte_width,
     check_level,
     compress,
     decompress,
@@ -55,10 +56,6 @@ def _unxor_axis0(d: np.ndarray) -> None:
         return
     for i in range(1, r.shape[0]):
         np.bitwise_xor(r[i], r[i - 1], out=r[i])
-
-
-def _width(vmax: int) -> int:
-    return 1 if vmax < 1 << 8 else 2 if vmax < 1 << 16 else 4 if vmax < 1 << 32 else 8
 
 
 def encode_stream(
@@ -120,7 +117,7 @@ def encode_body(a: np.ndarray, level: int) -> tuple[int, tuple[int, ...], list[b
         lengths = np.full(int(ends[-1]), MAX_RUN, dtype=np.intp)
         lengths[ends - 1] = np.diff(starts) - (pieces - 1) * MAX_RUN
         n_runs = lengths.size
-    width = min(_width(int(values.max())), itemsize)
+    width = min(byte_width(int(values.max())), itemsize)
     if n_runs * (width + 1) > a.nbytes:
         return _encode_plain(a, level)
     if itemsize == 1:

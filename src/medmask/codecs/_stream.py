@@ -70,6 +70,11 @@ _CRC: Final = struct.Struct("<I")
 MAX_NDIM: Final = 3  # streams hold 1-, 2- or 3-D arrays
 
 
+def byte_width(vmax: int) -> int:
+    """The fewest bytes (1, 2, 4 or 8) that hold every value up to ``vmax``."""
+    return 1 if vmax < 1 << 8 else 2 if vmax < 1 << 16 else 4 if vmax < 1 << 32 else 8
+
+
 def is_supported_dtype(dtype: np.dtype[Any]) -> bool:
     """Whether the codecs take arrays of ``dtype`` (bool, 1-8 byte integers, any byte order)."""
     return (dtype.kind, dtype.itemsize) in _CODE_OF_KIND
