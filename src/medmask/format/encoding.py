@@ -356,15 +356,22 @@ def assemble(
     stored = set(stored)
     if len(touched) == 1 and touched[0] in stored and descriptor.chunk_box(touched[0]) == roi:
         return next(iter(blocks))[1]  # the block is the answer: no copy
-    out_shape = tuple(r.stop - r.start for r in roi)
-    # empty chunks are zeros; when every chunk is stored each output byte is written once
-    every = stored.issuperset(touched)
-    out = (np.empty if every else np.zeros)(out_shape, descriptor.dtype)
+    out = _region_array(descriptor, roi, touched, stored)
     for chunk_id, block in blocks:
         src, dst = _overlap(descriptor.chunk_box(chunk_id), roi)
         out[dst] = block[src]
         del block  # before the next chunk is decoded, so its memory is reused
     return out
+
+
+def _region_array(
+    descriptor: MaskDescriptor, roi: Roi, touched: Sequence[int], stored: Iterable[int]
+) -> npt.NDArray[Any]:
+    """The output array of ``roi``: zeros where chunks are empty; uninitialised when every
+    touched chunk is stored (each byte is then written once)."""
+    out_shape = tuple(r.stop - r.start for r in roi)
+    every = set(stored).issuperset(touched)
+    return (np.empty if every else np.zeros)(out_shape, descriptor.dtype)
 
 
 def decode_region(
@@ -387,9 +394,13 @@ def decode_region(
         codec: Codec = get_codec(descriptor.codec)
     except CodecError as exc:
         raise FormatError(f"{name}: cannot decode: {exc}") from None
-    stored = [c for c in descriptor.chunks_in(roi) if int(index["length"][c]) > 0]
+    touched = descriptor.chunks_in(roi)
+    stored = [c for c in touched if int(index["length"][c]) > 0]
     if hasattr(codec, "decode_into"):
-        return _decode_into_region(codec, descriptor, index, roi, streams, stored, name, present)
+        out = _region_array(descriptor, roi, touched, stored)
+        return _decode_into_region(
+            codec, descriptor, index, roi, streams, stored, name, present, out
+        )
     blocks = (
         (
             chunk_id,
@@ -416,11 +427,9 @@ def _decode_into_region(
     stored: list[int],
     name: str,
     present: list[npt.NDArray[Any] | None] | None,
+    out: npt.NDArray[Any],
 ) -> npt.NDArray[Any]:
-    touched = descriptor.chunks_in(roi)
-    out_shape = tuple(r.stop - r.start for r in roi)
-    every = set(stored).issuperset(touched)
-    out = (np.empty if every else np.zeros)(out_shape, descriptor.dtype)
+    """Decode the ``stored`` chunks of ``roi`` straight into ``out``; ``out``."""
     found: dict[int, npt.NDArray[Any] | None] = {}
 
     def one(chunk_id: int) -> int:
