@@ -712,3 +712,25 @@ def test_lobes_lung_and_lesion_in_one_call_need_three_layers(
             np.testing.assert_array_equal(
                 archive.get_binary_mask_by_names([name]), mask, err_msg=name
             )
+
+
+def test_write_mode_without_overwrite_refuses_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.mska"
+    mask = SegmentationMask(np.eye(4, dtype=np.uint8)[None], {"one": 1})
+    with MaskArchive(path, "w") as archive:
+        archive.add_segmask(mask, "first")
+    before = path.read_bytes()
+    with pytest.raises(medmask.MaskFileExistsError, match="exists"):
+        MaskArchive(path, "w", overwrite=False)
+    fresh = tmp_path / "b.mska"
+    archive = MaskArchive(fresh, "w", overwrite=False)
+    archive.add_segmask(mask, "mine")
+    fresh.write_bytes(before)  # someone else creates it before we write: theirs stays
+    with pytest.raises(medmask.MaskFileExistsError, match="already exists"):
+        archive.close()
+    assert fresh.read_bytes() == before
+    with MaskArchive(tmp_path / "c.mska", "w", overwrite=False) as archive:
+        archive.add_segmask(mask, "mine")
+        archive.flush()
+        archive.add_segmask(mask, "again")  # later flushes replace our own file
+    assert MaskArchive(tmp_path / "c.mska").all_names() == ["mine", "again"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from spacetransformer import Space
 
-from medmask import SegmentationMask
+from medmask import MaskFileExistsError, SegmentationMask
 from medmask.archive import MaskArchive
 from medmask.format.mska import ArchiveDirectory, parse_directory, valid_slots
 from medmask.interop.folders import pack_folder
@@ -232,6 +232,22 @@ def test_s3_write_directly_is_one_put(s3: BucketFixture, organs: dict[str, Any])
         np.testing.assert_array_equal(
             archive.get_binary_mask_by_names("spleen"), organs["masks"]["spleen"]
         )
+
+
+def test_s3_write_mode_without_overwrite_is_create_only(
+    s3: BucketFixture, organs: dict[str, Any]
+) -> None:
+    url = s3.url("exclusive.mska")
+    with MaskArchive(organs["path"]) as local:
+        layer = local.load_segmask("layer_0")
+    archive = MaskArchive(url, "w", storage_options=s3.storage_options, overwrite=False)
+    archive.add_segmask(layer, "layer_0")
+    s3.fs.pipe_file(s3.path("exclusive.mska"), b"theirs")  # created meanwhile
+    with pytest.raises(MaskFileExistsError, match="already exists"):
+        archive.close()
+    assert s3.fs.cat_file(s3.path("exclusive.mska")) == b"theirs"
+    with pytest.raises(MaskFileExistsError, match="exists"):
+        MaskArchive(url, "w", storage_options=s3.storage_options, overwrite=False)
 
 
 def _member_like(layer: SegmentationMask) -> SegmentationMask:

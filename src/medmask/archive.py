@@ -207,6 +207,9 @@ class MaskArchive:
         generation; the next commit supersedes the damaged one, whose changes are lost.
     lock_timeout
         Seconds to wait for another writer's lock on a local archive (mode ``"a"``/``"w"``).
+    overwrite
+        Mode ``"w"``: False refuses an existing file or object (:class:`MaskFileExistsError`),
+        checked when opening and again, atomically, when writing.
     max_voxels, max_bytes
         Limits on one decoded member (defaults: see ``docs/format.md``, section 6).
     """
@@ -221,6 +224,7 @@ class MaskArchive:
         recover: bool = False,
         allow_rollback: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        overwrite: bool = True,
         max_voxels: int | None = None,
         max_bytes: int | None = None,
     ) -> None:
@@ -236,6 +240,7 @@ class MaskArchive:
         self._max_voxels = max_voxels
         self._max_bytes = max_bytes
         self._lock_timeout = float(lock_timeout)
+        self._overwrite = bool(overwrite)
         self._local = local_path(source, storage_options)
         self._name = self._local or str(source)
         self._source: ByteSource | None = None
@@ -270,6 +275,8 @@ class MaskArchive:
     # -- opening -------------------------------------------------------------------------------
     def _open(self, recover: bool, allow_rollback: bool, space: Space | None) -> None:
         if self._mode == "w":
+            if not self._overwrite and object_version(self._target, self._options).exists:
+                raise MaskFileExistsError(f"{self._name}: exists; nothing was written.")
             return
         if self._mode == "a" and self._local is not None:
             self._lock = self._lock_or_create(self._local, space)
@@ -775,6 +782,7 @@ class MaskArchive:
                 self._target,
                 pieces,
                 self._options,
+                overwrite=self._overwrite,
                 expect=self._version if self._mode == "a" else None,
             )
         elif self._mode == "a":
@@ -786,10 +794,11 @@ class MaskArchive:
         else:  # "w": wait for an appender of the file we replace to finish
             old = LocalLock.acquire(self._local, self._lock_timeout)
             try:
-                write_local_atomic(self._local, pieces)
+                write_local_atomic(self._local, pieces, exclusive=not self._overwrite)
             finally:
                 if old is not None:
                     old.release()
+        self._overwrite = True  # the file is ours now: later flushes replace it
         self._after_write(directory, header, slot=0, slots=pieces[0] + pieces[1])
 
     def _after_write(

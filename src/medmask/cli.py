@@ -27,7 +27,6 @@ from .errors import (
 )
 from .io import (
     name_suffix,
-    object_version,
     open_source,
     source_name,
     stored_size,
@@ -236,11 +235,6 @@ def _one_mask(
     return next(iter(masks.values()))
 
 
-def _refuse_existing(target: str, args: argparse.Namespace) -> None:
-    if not args.overwrite and object_version(target, _options(args)).exists:
-        raise MaskFileExistsError(f"{target}: exists; pass --overwrite to replace it.")
-
-
 def _write(
     target: str, masks: dict[str, SegmentationMask], args: argparse.Namespace, source: str
 ) -> int:
@@ -249,9 +243,10 @@ def _write(
     if kind == "mska":
         from .archive import MaskArchive
 
-        _refuse_existing(target, args)
         first = next(iter(masks.values()))
-        with MaskArchive(target, "w", space=first.space, storage_options=options) as archive:
+        with MaskArchive(
+            target, "w", space=first.space, storage_options=options, overwrite=args.overwrite
+        ) as archive:
             for name, mask in masks.items():
                 archive.add_segmask(mask, name, level=args.level)
         return stored_size(target, options)

@@ -128,7 +128,7 @@ def pack_folder(
     ``out``; ``progress`` shows bars (tqdm, stderr) while fetching (remote files: many at
     once, :func:`medmask.io.read_many`) and reading the files.
     """
-    if not overwrite and object_version(out, storage_options).exists:
+    if not overwrite and object_version(out, storage_options).exists:  # before the reading
         raise MaskFileExistsError(f"{source_name(out)}: exists; nothing was written.")
     files = _list_nifti(folder, storage_options)
     if not files:
@@ -176,7 +176,9 @@ def pack_folder(
                 f"labels has no value for {missing[:5]}{' ...' if len(missing) > 5 else ''}."
             )
         use_labels = {n: int(table[n]) for n in structures}
-    with MaskArchive(out, "w", space=space, storage_options=storage_options) as archive:
+    with MaskArchive(
+        out, "w", space=space, storage_options=storage_options, overwrite=overwrite
+    ) as archive:
         return archive.add_structures(structures, labels=use_labels, level=level)
 
 
