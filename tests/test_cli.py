@@ -167,6 +167,13 @@ def test_info_archive_nifti_and_legacy(mska: Path, mask: SegmentationMask, tmp_p
     assert nifti.returncode == 0, nifti.stderr
     assert "NIfTI" in nifti.stdout
     assert "label_2" in nifti.stdout
+    to_nifti(mask, tmp_path / "m.nii")
+    for name in ("m.nii", "m.nii.gz"):  # without a suffix: told apart by their first bytes
+        unnamed = tmp_path / name.replace(".", "_")
+        unnamed.write_bytes((tmp_path / name).read_bytes())
+        plain = run("info", unnamed)
+        assert plain.returncode == 0, plain.stderr
+        assert "NIfTI" in plain.stdout
     legacy = run("info", LEGACY / "archive_mixed.mska")
     assert "medmask 0.1 .mska (read-only)" in legacy.stdout
     assert "portal_vein" in legacy.stdout

@@ -78,15 +78,15 @@ def _kind(source: str, storage_options: dict[str, Any] | None) -> Kind:
         return kind
     byte_source = open_source(source, storage_options)
     try:
-        head = byte_source.read(0, 132)
+        head = byte_source.read(0, 348)  # up to the magic of an uncompressed NIfTI-1 header
     finally:
         byte_source.close()
-    from .format.container import MAGIC_MSK, MAGIC_MSKA
+    from .format.container import legacy_kind
+    from .reader import detect_kind
 
-    if head.startswith((MAGIC_MSKA, b"MSKA")):
-        return "mska"
-    if head.startswith((MAGIC_MSK, b"MSK1")):
-        return "msk"
+    found = detect_kind(head) or legacy_kind(head)
+    if found is not None:
+        return found
     if head.startswith(b"\x1f\x8b") or head[344:348] in (b"n+1\0", b"ni1\0"):
         return "nifti"
     if head[128:132] == b"DICM":

@@ -79,8 +79,8 @@ def _load_image(
     name = source_name(source)
     path = local_path(source, storage_options) if content is None else None
     try:
-        if path is not None:
-            return nib.load(path)
+        if path is not None and name_suffix(path) in NIFTI_SUFFIXES:
+            return nib.load(path)  # memory-mapped; other names are read as bytes below
         data = read_whole(source, storage_options, max_bytes) if content is None else content
         if data[:2] == b"\x1f\x8b":
             data = _gunzip(data, name, max_bytes)
