@@ -13,19 +13,33 @@ every zstd frame carries a checksum; see ``docs/codecs.md`` for the byte layout.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from medmask.codecs._binary import KIND as _BINARY_KIND
 from medmask.codecs._binary import BinaryCodec
+from medmask.codecs._edges import KIND as _EDGES_KIND
 from medmask.codecs._edges import EdgesCodec, kernel_available
+from medmask.codecs._labels import KIND as _LABELS_KIND
 from medmask.codecs._labels import LabelCodec
-from medmask.codecs._stream import MAX_DECODED_NBYTES, MAX_LEVEL, MIN_LEVEL, normalize_input
+from medmask.codecs._stream import (
+    HEADER_PREFIX,
+    MAGIC,
+    MAX_DECODED_NBYTES,
+    MAX_LEVEL,
+    MAX_NDIM,
+    MIN_LEVEL,
+    dtype_from_code,
+    normalize_input,
+)
 from medmask.errors import CodecError
 
 __all__ = [
     "CODECS",
+    "CODEC_KINDS",
     "MAX_DECODED_NBYTES",
     "MAX_LEVEL",
     "MIN_LEVEL",
@@ -33,10 +47,12 @@ __all__ = [
     "Codec",
     "EdgesCodec",
     "LabelCodec",
+    "StreamPrefix",
     "choose_codec",
     "decode",
     "get_codec",
     "kernel_available",
+    "peek_stream",
 ]
 
 
@@ -82,6 +98,48 @@ CODECS: Mapping[str, CodecClass] = {
     LabelCodec.codec_id: LabelCodec,
     EdgesCodec.codec_id: EdgesCodec,
 }
+
+#: codec_id -> the stream kind (header byte 4) its streams carry.
+CODEC_KINDS: Mapping[str, int] = {
+    BinaryCodec.codec_id: _BINARY_KIND,
+    LabelCodec.codec_id: _LABELS_KIND,
+    EdgesCodec.codec_id: _EDGES_KIND,
+}
+
+
+class StreamPrefix(NamedTuple):
+    """The fields every codec stream starts with (docs/codecs.md, sections 1 and 6.1)."""
+
+    kind: int
+    version: int
+    dtype: np.dtype[np.generic]
+    shape: tuple[int, ...]
+
+
+def peek_stream(data: bytes | bytearray | memoryview) -> StreamPrefix:
+    """Read a stream's common prefix (magic, version, kind, dtype, ndim, shape: the first
+    ``8 + 4 * ndim`` bytes, laid out the same for every kind) without decoding or checking
+    the rest; a malformed prefix raises :class:`CodecError`."""
+    buf = memoryview(data).cast("B")
+    if len(buf) < HEADER_PREFIX.size:
+        raise CodecError(
+            f"Expected a codec stream of at least {HEADER_PREFIX.size} bytes. Got {len(buf)}."
+        )
+    magic, version, kind, code, ndim, _ = HEADER_PREFIX.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise CodecError(f"Expected stream magic {MAGIC!r}. Got {bytes(magic)!r}.")
+    if not 1 <= ndim <= MAX_NDIM:
+        raise CodecError(f"Expected ndim 1..{MAX_NDIM} in the stream header. Got {ndim}.")
+    end = HEADER_PREFIX.size + 4 * ndim
+    if len(buf) < end:
+        raise CodecError(
+            f"Expected a stream header of at least {end} bytes. Got {len(buf)} (truncated)."
+        )
+    dtype = dtype_from_code(code)
+    if dtype is None:
+        raise CodecError(f"Expected a known dtype code in the stream header. Got {code}.")
+    shape = tuple(int(s) for s in struct.unpack_from(f"<{ndim}I", buf, HEADER_PREFIX.size))
+    return StreamPrefix(kind, version, dtype, shape)
 
 
 def get_codec(config: Mapping[str, Any]) -> Codec:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._version import __version__
-from ..codecs import Codec, choose_codec, get_codec
+from ..codecs import CODEC_KINDS, Codec, choose_codec, get_codec, peek_stream
 from ..errors import (
     AllocationLimitError,
     ChecksumError,
@@ -38,6 +38,7 @@ __all__ = [
     "check_index",
     "check_limits",
     "check_size_limits",
+    "check_stored_chunk",
     "decode_chunk",
     "decode_region",
     "encode_mask",
@@ -317,6 +318,45 @@ def verify_chunk(
     return stream
 
 
+def check_stored_chunk(
+    descriptor: MaskDescriptor,
+    index: npt.NDArray[Any],
+    chunk_id: int,
+    stream: bytes | memoryview | None,
+    *,
+    name: str,
+) -> bytes | memoryview:
+    """Check a stored chunk before it is decoded; return the stream.
+
+    Its length and CRC against the index entry (:func:`verify_chunk`), then its header: the
+    descriptor's codec kind, its dtype exactly, ndim 3 and the chunk box's shape (format.md
+    section 3; nothing is cast or padded). Raises :class:`TruncatedFileError`,
+    :class:`ChecksumError` or :class:`FormatError`.
+    """
+    stream = verify_chunk(index, chunk_id, stream, name=name)
+    codec_id = descriptor.codec.get("id")
+    kind = CODEC_KINDS.get(codec_id) if isinstance(codec_id, str) else None
+    if kind is None:
+        raise FormatError(
+            f"{name}: cannot decode: expected a codec id in {sorted(CODEC_KINDS)}. "
+            f"Got {codec_id!r}."
+        )
+    try:
+        prefix = peek_stream(stream)
+    except CodecError as exc:
+        raise FormatError(f"{name}: chunk {chunk_id} cannot be decoded: {exc}") from None
+    box = descriptor.chunk_box(chunk_id)
+    want = (kind, descriptor.dtype, tuple(s.stop - s.start for s in box))
+    got = (prefix.kind, prefix.dtype, prefix.shape)
+    if got != want:
+        raise FormatError(
+            f"{name}: chunk {chunk_id} cannot be decoded: expected a {codec_id} stream (kind "
+            f"{want[0]}) of dtype {want[1]} and shape {want[2]}. Got kind {got[0]}, dtype "
+            f"{got[1]}, shape {got[2]}."
+        )
+    return stream
+
+
 def decode_chunk(
     codec: Codec,
     descriptor: MaskDescriptor,
@@ -408,7 +448,7 @@ def decode_region(
                 codec,
                 descriptor,
                 chunk_id,
-                verify_chunk(index, chunk_id, streams.get(chunk_id), name=name),
+                check_stored_chunk(descriptor, index, chunk_id, streams.get(chunk_id), name=name),
                 name=name,
                 present=present,
             ),
@@ -433,7 +473,7 @@ def _decode_into_region(
     found: dict[int, npt.NDArray[Any] | None] = {}
 
     def one(chunk_id: int) -> int:
-        stream = verify_chunk(index, chunk_id, streams.get(chunk_id), name=name)
+        stream = check_stored_chunk(descriptor, index, chunk_id, streams.get(chunk_id), name=name)
         box = descriptor.chunk_box(chunk_id)
         src, dst = _overlap(box, roi)
         whole = all(
