@@ -627,10 +627,11 @@ class MaskArchive:
         level: int | None = None,
         chunks: object = None,
         codec: str | Mapping[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None,
         _layer: bool = False,
     ) -> None:
-        """Add ``mask`` as member ``name``; its space must match the archive's (``codec``: as
-        for :func:`medmask.save_mask`)."""
+        """Add ``mask`` as member ``name``; its space must match the archive's (``codec``,
+        ``attributes``: as for :func:`medmask.save_mask`)."""
         self._check_writable()
         if not isinstance(mask, SegmentationMask):
             raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
@@ -643,7 +644,14 @@ class MaskArchive:
                 raise SpaceMismatchError(
                     f"{self._name}: mask {name!r} does not share the archive's space: {problem}."
                 )
-        encoded = encode_mask(mask, level=level, chunks=chunks, include_space=False, codec=codec)
+        encoded = encode_mask(
+            mask,
+            level=level,
+            chunks=chunks,
+            attributes=attributes,
+            include_space=False,
+            codec=codec,
+        )
         before = (self._directory, list(self._pending), self._dirty)
         if self.space is None:
             self._directory = replace(self._directory, space=mask.space)
