@@ -1,18 +1,21 @@
 """The ``medmask`` command line (also ``python -m medmask``).
 
 Exit codes: 0 success, 1 a data or storage error (bad file, failed check, missing object),
-2 a usage error (bad arguments). Errors are one line on stderr; ``--debug`` shows the
-traceback. Remote paths take ``--storage-option KEY=VALUE`` (fsspec options; VALUE is JSON
+2 a usage error (bad arguments), 3 an internal error (a bug). Errors and warnings are one line
+on stderr, never a traceback; ``--debug`` shows the traceback (and warnings as Python prints
+them). Remote paths take ``--storage-option KEY=VALUE`` (fsspec options; VALUE is JSON
 when it parses as JSON, e.g. ``anon=true``, else a string).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -426,13 +429,18 @@ def cmd_pack(args: argparse.Namespace) -> int:
         level=args.level,
         overwrite=args.overwrite,
         progress=_show_progress(args),
+        exclude=args.exclude,
+        skip_mismatched=args.skip_mismatched,
     )
-    structures = sum(len(v) for v in report.layers.values())
+    for file_name, why in report.left_out.items():
+        print(f"medmask pack: left out {file_name}: {why}", file=sys.stderr)
+    structures = sum(len(v) for v in (*report.layers.values(), *report.whole.values()))
     size = stored_size(args.output, _options(args))
     seconds = time.perf_counter() - started
+    whole = f" and {len(report.whole)} file(s) kept whole" if report.whole else ""
     print(
         f"{args.folder} -> {args.output}: {structures} structures in {report.n_layers} "
-        f"layer(s), {_size_text(size)}, {seconds:.2f} s"
+        f"layer(s){whole}, {_size_text(size)}, {seconds:.2f} s"
     )
     return 0
 
@@ -596,11 +604,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--labels", help="label table (JSON, TSV, ITK-SNAP, Slicer) of the values")
     sub.add_argument("--level", type=int, help="compression level")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    sub.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out files whose name matches GLOB (repeatable), e.g. 'lung_*.nii.gz'",
+    )
+    sub.add_argument(
+        "--skip-mismatched",
+        action="store_true",
+        help="leave out files not on the grid most files share (listed on stderr)",
+    )
 
     sub = command("unpack", cmd_unpack, "Write every structure of an archive as NAME.nii.gz.")
     sub.add_argument("archive", help=".mska path or URL")
     sub.add_argument("folder", help="local output folder")
-    sub.add_argument("--overwrite", action="store_true", help="replace existing files")
+    sub.add_argument(
+        "--overwrite", action="store_true", help="replace existing files (regular files only)"
+    )
 
     sub = command("verify", cmd_verify, "Check every checksum and the stored statistics.")
     sub.add_argument("sources", nargs="+", help=".msk or .mska paths or URLs")
@@ -626,6 +648,19 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Show a warning as one line (``medmask: warning: ...``), not Python's two with source."""
+    with contextlib.suppress(OSError, ValueError):  # stderr closed: as Python's own
+        print(f"medmask: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
@@ -635,6 +670,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
+    with warnings.catch_warnings():
+        if not args.debug:
+            warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command of ``args``: every error becomes one line on stderr and an exit code."""
     try:
         code: int = args.run(args)
         return code
@@ -653,10 +696,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         text = _one_line(exc)
-        if isinstance(exc, MaskFileExistsError) and "--overwrite" not in text:
+        asked = getattr(args, "overwrite", False)
+        if isinstance(exc, MaskFileExistsError) and not asked and "--overwrite" not in text:
             text += " Pass --overwrite to replace it."
         print(f"medmask {args.command}: error: {text}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug (ours or a library's): one line, the traceback on --debug
+        if args.debug:
+            raise
+        print(
+            f"medmask {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(a bug: please report it with the output of --debug)",
+            file=sys.stderr,
+        )
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,11 +8,16 @@ written into a staging folder and moved into place only when all of them succeed
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import logging
 import os
 import shutil
+import stat
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ from .._progress import counter
 from .._progress import progress as show
 from ..archive import LayeringReport, MaskArchive, spaces_match
 from ..errors import (
+    FormatError,
     InvalidValueError,
     MaskFileExistsError,
     MaskFileNotFoundError,
@@ -33,11 +39,20 @@ from ..errors import (
 from ..files import NIFTI_SUFFIXES
 from ..format.encoding import max_bytes_limit
 from ..io import Target, list_folder, local_path, object_version, read_many, source_name
-from ..mapping import mapping_items
+from ..mapping import MAX_LABEL, mapping_items
+from ..mask import SegmentationMask
+from ..values import present_values
 from .labels import to_label_mapping
 from .nifti import read_nifti, write_nifti
 
-__all__ = ["NIFTI_SUFFIX", "check_file_names", "pack_folder", "unpack"]
+__all__ = [
+    "FILE_ATTRIBUTE",
+    "NIFTI_SUFFIX",
+    "PackReport",
+    "check_file_names",
+    "pack_folder",
+    "unpack",
+]
 
 NIFTI_SUFFIX = ".nii.gz"
 _WINDOWS_RESERVED = {
@@ -80,10 +95,11 @@ def _name_problem(name: str, suffix: str, name_max: int) -> str | None:
     return None
 
 
-def check_file_names(names: Iterable[str], folder: str | os.PathLike[str], suffix: str) -> None:
-    """Raise :class:`UnsafeNameError` unless every ``name + suffix`` is a safe file name in
-    ``folder``: no separators, ``..``, absolute paths, NUL or control characters, reserved or
-    Windows-invalid names, no name too long, no two names equal but for case."""
+def _file_name_problems(
+    names: Iterable[str], folder: str | os.PathLike[str], suffix: str
+) -> list[str]:
+    """Why each unusable ``name + suffix`` cannot be a file name in ``folder`` (see
+    :func:`check_file_names`), at most one line per name."""
     name_max = _name_max(Path(folder))
     problems = []
     seen: dict[str, str] = {}
@@ -95,18 +111,132 @@ def check_file_names(names: Iterable[str], folder: str | os.PathLike[str], suffi
         seen.setdefault(key, name)
         if problem is not None:
             problems.append(f"{name!r} {problem}")
+    return problems
+
+
+def _shown(items: list[str], limit: int = 10) -> str:
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
+def check_file_names(names: Iterable[str], folder: str | os.PathLike[str], suffix: str) -> None:
+    """Raise :class:`UnsafeNameError` unless every ``name + suffix`` is a safe file name in
+    ``folder``: no separators, ``..``, absolute paths, NUL or control characters, reserved or
+    Windows-invalid names, no name too long, no two names equal but for case."""
+    problems = _file_name_problems(names, folder, suffix)
     if problems:
-        more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
-        shown = "; ".join(problems[:10]) + more
         raise UnsafeNameError(
-            f"{os.fspath(folder)}: cannot use these structure names as file names: {shown}. "
-            "Rename them in the archive first; nothing was written."
+            f"{os.fspath(folder)}: cannot use these structure names as file names: "
+            f"{_shown(problems)}. Rename them in the archive first; nothing was written."
         )
+
+
+FILE_ATTRIBUTE = "medmask.file"
+"""Member attribute of a member that holds one NIfTI file whole: ``{"dtype": "int16"}``."""
+_FILE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackReport(LayeringReport):
+    """What :func:`pack_folder` wrote and what it left out.
+
+    ``layers``: layer member -> the 0/1 files' structures in it (as :class:`LayeringReport`);
+    ``whole``: member holding one file whole (several values, or one value other than 1) ->
+    its structures; ``left_out``: file name -> why it was not packed.
+    """
+
+    whole: dict[str, list[str]] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 def _list_nifti(folder: Target, storage_options: dict[str, Any] | None) -> list[str]:
     """The ``.nii``/``.nii.gz`` files of a local folder or an fsspec folder URL, sorted."""
     return [f for f in list_folder(folder, storage_options) if f.endswith(NIFTI_SUFFIXES)]
+
+
+def _file_name(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _select(
+    folder: str | os.PathLike[str], files: list[str], exclude: Sequence[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``({structure name: path}, {excluded file name: why})``; refuses two files for one name
+    and names that ``unpack`` could not write back."""
+    by_name: dict[str, str] = {}
+    left_out: dict[str, str] = {}
+    for path in files:
+        file_name = _file_name(path)
+        pattern = next((p for p in exclude if fnmatch.fnmatchcase(file_name, p)), None)
+        if pattern is not None:
+            left_out[file_name] = f"matches the exclude pattern {pattern!r}"
+            continue
+        name = file_name.removesuffix(".gz").removesuffix(".nii")
+        if name in by_name:
+            first = _file_name(by_name[name])
+            raise InvalidValueError(
+                f"{os.fspath(folder)}: structure {name!r} is in two files ({first} and "
+                f"{file_name}); keep one."
+            )
+        by_name[name] = path
+    if not by_name:
+        raise MaskFileNotFoundError(
+            f"{os.fspath(folder)}: every .nii/.nii.gz file matches an exclude pattern "
+            f"({', '.join(map(repr, exclude))}); nothing was written."
+        )
+    problems = _file_name_problems(by_name, folder, NIFTI_SUFFIX)
+    if problems:
+        raise UnsafeNameError(
+            f"{os.fspath(folder)}: these file names cannot be structure names that unpack "
+            f"writes back: {_shown(problems)}. Rename the files or leave them out (exclude=); "
+            "nothing was written."
+        )
+    return by_name, left_out
+
+
+def _grid_problems(spaces: Mapping[str, Space]) -> tuple[str, dict[str, str]]:
+    """The file whose grid most files share (the first one on a tie) and, for every file on
+    another grid, how its grid differs from that one."""
+    groups: list[list[str]] = []
+    for name, space in spaces.items():
+        group = next((g for g in groups if spaces_match(space, spaces[g[0]]) is None), None)
+        if group is None:
+            groups.append([name])
+        else:
+            group.append(name)
+    reference = max(groups, key=len)[0]
+    problems = {}
+    for name, space in spaces.items():
+        problem = spaces_match(space, spaces[reference])
+        if problem is not None:
+            problems[name] = problem
+    return reference, problems
+
+
+def _value_names(
+    whole: Mapping[str, list[int]], binary: Iterable[str], table: Mapping[str, int] | None
+) -> dict[str, dict[str, int]]:
+    """``{file's structure name: {name: value}}`` for files kept whole (see pack_folder)."""
+    by_value: dict[int, list[str]] = {}
+    for name, value in (table or {}).items():
+        by_value.setdefault(int(value), []).append(name)
+    candidates: dict[str, dict[str, int] | None] = {}
+    for stem, values in whole.items():
+        if len(values) == 1:
+            candidates[stem] = {stem: values[0]}  # one structure: the file's name
+        elif table is not None and all(len(by_value.get(v, ())) == 1 for v in values):
+            candidates[stem] = {by_value[v][0]: v for v in values}
+        else:
+            candidates[stem] = None
+    used = Counter([*binary, *(n for c in candidates.values() if c for n in c)])
+    out = {}
+    for stem, values in whole.items():
+        names = candidates[stem]
+        if names is None or (len(values) > 1 and any(used[n] > 1 for n in names)):
+            names = {f"{stem}_{v}": v for v in values}
+        out[stem] = names
+    return out
 
 
 def pack_folder(
@@ -118,35 +248,41 @@ def pack_folder(
     level: int | None = None,
     overwrite: bool = True,
     progress: bool = False,
-) -> LayeringReport:
-    """Pack a folder of per-structure NIfTI masks (TotalSegmentator layout) into one archive.
+    exclude: str | Iterable[str] = (),
+    skip_mismatched: bool = False,
+) -> PackReport:
+    """Pack a folder of NIfTI masks (TotalSegmentator's layout) into one archive, every voxel
+    and every value kept.
 
-    ``folder`` is a local path or an fsspec folder URL (``s3://bucket/case/``). Structure names
-    are the file names without ``.nii.gz``/``.nii``. ``labels`` (``{name: value}`` or a label
-    table file, e.g. TotalSegmentator's JSON) sets label values; structures are layered
-    losslessly (:meth:`MaskArchive.add_structures`). ``overwrite=False`` refuses an existing
-    ``out``; ``progress`` shows bars (tqdm, stderr) while fetching (remote files: many at
-    once, :func:`medmask.io.read_many`) and reading the files.
+    ``folder`` is a local path or an fsspec folder URL (``s3://bucket/case/``). Each file is
+    named by its *stem* (the name without ``.nii.gz``/``.nii``):
+
+    - a file of 0s and 1s (or only 0s) is the structure *stem*; such files are layered
+      losslessly (:meth:`MaskArchive.add_structures`) with label values from ``labels``
+      (``{name: value}`` or a label table file, e.g. TotalSegmentator's JSON; it must then
+      name every such file) or 1, 2, ... per layer;
+    - any other file (values such as 26-34, or one value other than 1) is kept whole as the
+      member *stem*, its values unchanged. One value other than 1 is the structure *stem*;
+      several values are named from ``labels`` when it gives each of them exactly one name
+      that no other file in the folder uses, else ``<stem>_<value>``.
+
+    :func:`unpack` writes the same voxels back (0/1 files as ``uint8``; files kept whole with
+    their values, in their integer type). All files must share one grid: otherwise
+    :class:`SpaceMismatchError` names every file off the grid most files share and how it
+    differs, unless ``skip_mismatched=True`` leaves those files out. ``exclude``: glob
+    patterns (``fnmatch``, case-sensitive) of file names to leave out. What was left out, and
+    why, is in the returned :class:`PackReport` (``left_out``) and logged (INFO).
+    ``overwrite=False`` refuses an existing ``out``; ``progress`` shows bars (tqdm, stderr)
+    while fetching (remote files: many at once, :func:`medmask.io.read_many`) and reading.
     """
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
     if not overwrite and object_version(out, storage_options).exists:  # before the reading
         raise MaskFileExistsError(f"{source_name(out)}: exists; nothing was written.")
     files = _list_nifti(folder, storage_options)
     if not files:
         raise MaskFileNotFoundError(f"{os.fspath(folder)}: no .nii or .nii.gz files.")
-    by_name: dict[str, str] = {}
-    for path in files:
-        file_name = path.replace("\\", "/").rsplit("/", 1)[-1]
-        name = file_name.removesuffix(".gz").removesuffix(".nii")
-        if name in by_name:
-            first = by_name[name].rsplit("/", 1)[-1]
-            raise InvalidValueError(
-                f"{os.fspath(folder)}: structure {name!r} is in two files ({first} and "
-                f"{file_name}); keep one."
-            )
-        by_name[name] = path
+    by_name, left_out = _select(folder, files, patterns)
     table = None if labels is None else to_label_mapping(labels, storage_options).to_dict()
-    structures: dict[str, npt.NDArray[np.bool_]] = {}
-    space: Space | None = None
     contents: dict[str, bytes | None] = dict.fromkeys(by_name.values())
     if any(local_path(path, storage_options) is None for path in by_name.values()):
         # remote files: fetched together (one round trip for many), parsed one by one
@@ -157,29 +293,88 @@ def pack_folder(
             if isinstance(blob, Exception):
                 raise blob
             contents[path] = blob
+    binary: dict[str, npt.NDArray[np.bool_]] = {}
+    whole: dict[str, tuple[npt.NDArray[Any], list[int]]] = {}
+    spaces: dict[str, Space] = {}
     for name, path in show(by_name.items(), enabled=progress, desc="reading", total=len(by_name)):
-        array, file_space = read_nifti(
+        array, spaces[name] = read_nifti(
             path, storage_options=storage_options, content=contents[path]
         )
-        if space is None:
-            space = file_space
+        contents[path] = None
+        values = [v for v in present_values(array) if v != 0]
+        if values and (values[0] < 0 or values[-1] > MAX_LABEL):
+            bad = values[0] if values[0] < 0 else values[-1]
+            raise FormatError(
+                f"{path}: Expected label values in [0, {MAX_LABEL}]. Got {bad}; nothing was "
+                "written."
+            )
+        if values in ([], [1]):
+            binary[name] = array != 0
         else:
-            problem = spaces_match(file_space, space)
-            if problem:
-                raise SpaceMismatchError(f"{path}: space differs from {files[0]}: {problem}.")
-        structures[name] = array != 0
+            whole[name] = (array, values)
+    reference, off_grid = _grid_problems(spaces)
+    if off_grid and not skip_mismatched:
+        shown = "; ".join(f"{_file_name(by_name[n])}: {p}" for n, p in off_grid.items())
+        raise SpaceMismatchError(
+            f"{os.fspath(folder)}: {len(off_grid)} of {len(by_name)} files are not on the grid "
+            f"of {_file_name(by_name[reference])} and the other files ({shown}). Leave them "
+            "out (exclude=, skip_mismatched=True; CLI: --exclude GLOB, --skip-mismatched); "
+            "nothing was written."
+        )
+    for name, problem in off_grid.items():
+        left_out[_file_name(by_name[name])] = (
+            f"not on the grid of {_file_name(by_name[reference])}: {problem}"
+        )
+        binary.pop(name, None)
+        whole.pop(name, None)
     use_labels = None
-    if table is not None:
-        missing = sorted(set(structures) - set(table))
+    if table is not None and binary:
+        missing = sorted(set(binary) - set(table))
         if missing:
             raise InvalidValueError(
                 f"labels has no value for {missing[:5]}{' ...' if len(missing) > 5 else ''}."
             )
-        use_labels = {n: int(table[n]) for n in structures}
+        use_labels = {n: int(table[n]) for n in binary}
+    names = _value_names({n: values for n, (_, values) in whole.items()}, binary, table)
+    taken = Counter([*binary, *(n for mapping in names.values() for n in mapping)])
+    twice = sorted(n for n, k in taken.items() if k > 1)
+    if twice:
+        raise InvalidValueError(
+            f"{os.fspath(folder)}: structure name(s) {twice[:5]} come from two files "
+            "(a file's name and <stem>_<value> of a file with several values); rename or "
+            "leave out one of them. Nothing was written."
+        )
+    for file_name, why in left_out.items():
+        _log.info("pack_folder %s: left out %s: %s", os.fspath(folder), file_name, why)
+    space = spaces[reference]
     with MaskArchive(
         out, "w", space=space, storage_options=storage_options, overwrite=overwrite
     ) as archive:
-        return archive.add_structures(structures, labels=use_labels, level=level)
+        for name, (array, _) in whole.items():
+            dtype = array.dtype.name if array.dtype.name in _FILE_DTYPES else None
+            archive.add_segmask(
+                SegmentationMask(array, names[name], space),
+                name,
+                level=level,
+                attributes={FILE_ATTRIBUTE: {"dtype": dtype}},
+            )
+        layered = archive.add_structures(binary, labels=use_labels, level=level)
+    return PackReport(
+        layers=layered.layers,
+        whole={name: list(mapping) for name, mapping in names.items()},
+        left_out=left_out,
+    )
+
+
+def _file_dtype(attribute: object, data: npt.NDArray[Any]) -> np.dtype[Any]:
+    """The integer type a file kept whole had (as recorded at packing), if it holds ``data``;
+    else the member's own type."""
+    name = attribute.get("dtype") if isinstance(attribute, dict) else None
+    if name not in _FILE_DTYPES:
+        return data.dtype
+    dtype = np.dtype(str(name))
+    top = int(data.max()) if data.size else 0
+    return dtype if top <= np.iinfo(dtype).max else data.dtype
 
 
 def unpack(
@@ -190,11 +385,15 @@ def unpack(
     overwrite: bool = False,
     progress: bool = False,
 ) -> list[Path]:
-    """Write every structure of an archive as ``<folder>/<name>.nii.gz`` (binary uint8).
+    """Write every structure of an archive as ``<folder>/<name>.nii.gz`` (binary uint8), and
+    every member that :func:`pack_folder` kept whole as ``<folder>/<member>.nii.gz`` with its
+    values: the inverse of :func:`pack_folder`, voxel for voxel.
 
     All or nothing: names are checked first (:func:`check_file_names`), existing files are
-    kept unless ``overwrite=True`` (:class:`MaskFileExistsError`), and the files are written
-    to a staging folder, then moved into place; a failure leaves ``folder`` as it was.
+    kept unless ``overwrite=True`` (:class:`MaskFileExistsError`), which replaces regular files
+    only (a folder, a symlink or anything else in the way is refused, nothing changed), and
+    the files are written to a staging folder, then moved into place; a failure leaves
+    ``folder`` as it was.
     """
     out = Path(folder)
     own = not isinstance(archive, MaskArchive)
@@ -202,18 +401,29 @@ def unpack(
     assert isinstance(arc, MaskArchive)
     try:
         masks = arc.read_all_masks()
+        kept_whole = {
+            name: arc[name].descriptor.attributes.get(FILE_ATTRIBUTE)
+            for name in masks
+            if FILE_ATTRIBUTE in arc[name].descriptor.attributes
+        }
     finally:
         if own:
             arc.close()
-    plan: dict[str, tuple[str, int]] = {}
-    for member, mask in masks.items():
-        for name, value in mapping_items(mask.mapping):
-            if name in plan:
-                raise InvalidValueError(
-                    f"structure {name!r} occurs in members {plan[name][0]!r} and {member!r}; "
-                    "nothing was written."
-                )
-            plan[name] = (member, value)
+    plan: dict[str, tuple[str, int | None]] = {}  # file stem -> (member, value; None: all)
+    outputs: list[tuple[str, str, int | None]] = [(m, m, None) for m in kept_whole]
+    outputs += [
+        (name, member, value)
+        for member, mask in masks.items()
+        if member not in kept_whole
+        for name, value in mapping_items(mask.mapping)
+    ]
+    for name, member, value in outputs:
+        if name in plan:
+            raise InvalidValueError(
+                f"structure {name!r} occurs in members {plan[name][0]!r} and {member!r}; "
+                "nothing was written."
+            )
+        plan[name] = (member, value)
     check_file_names(plan, out, NIFTI_SUFFIX)
     targets = {name: out / f"{name}{NIFTI_SUFFIX}" for name in plan}
     if out.exists() and not out.is_dir():
@@ -225,6 +435,13 @@ def unpack(
             f"{' ...' if len(existing) > 5 else ''}); pass overwrite=True to replace them. "
             "Nothing was written."
         )
+    in_the_way = [t.name for t in targets.values() if os.path.lexists(t) and not _is_file(t)]
+    if in_the_way:
+        raise MaskFileExistsError(
+            f"{out}: {', '.join(in_the_way[:5])}{' ...' if len(in_the_way) > 5 else ''} "
+            "exist but are not regular files (a folder, a symlink, ...); overwrite replaces "
+            "regular files only. Nothing was written."
+        )
 
     def write_all(staging: Path) -> None:
         for name, (member, value) in show(
@@ -232,13 +449,25 @@ def unpack(
         ):
             mask = masks[member]
             target = staging / targets[name].name
-            write_nifti(mask.data == value, mask.space, target, dtype=np.uint8)
+            if value is None:
+                dtype = _file_dtype(kept_whole[member], mask.data)
+                write_nifti(mask.data, mask.space, target, dtype=dtype)
+            else:
+                write_nifti(mask.data == value, mask.space, target, dtype=np.uint8)
 
     if not out.exists():
         _publish_new_folder(out, write_all)
     else:
         _publish_into_folder(out, write_all, overwrite)
     return list(targets.values())
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` itself (not what a symlink points to) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -281,6 +510,11 @@ def _publish_into_folder(out: Path, write_all: Any, overwrite: bool) -> None:
             target = out / source.name
             saved = None
             if overwrite and os.path.lexists(target):
+                if not _is_file(target):  # appeared since the check: never move a folder
+                    raise MaskFileExistsError(
+                        f"{target}: is not a regular file (a folder, a symlink, ...); "
+                        "overwrite replaces regular files only. Nothing was written."
+                    )
                 saved = backup / source.name
                 os.rename(target, saved)
             undo.append((target, False, saved))
