@@ -72,7 +72,7 @@ from .io import (
 from .io import _write_local_atomic as write_local_atomic
 from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
 from .mask import SegmentationMask, smallest_bit_depth
-from .reader import Directory, RecoveryReport, RecoveryWarning, read_directory
+from .reader import Directory, RecoveryReport, RecoveryWarning, newer_directories, read_directory
 from .values import match_allowed_values
 
 __all__ = ["LayeringReport", "MaskArchive", "MemberArray", "RecoveryReport", "RecoveryWarning"]
@@ -258,6 +258,7 @@ class MaskArchive:
         self._legacy = False  # a medmask 0.1 archive, re-encoded in memory
         self._legacy_size = 0
         self.recovered: RecoveryReport | None = None
+        self._opened: Directory | None = None  # as read when opening (until the next write)
         self._directory = ArchiveDirectory(space=space)
         try:
             self._open(recover, allow_rollback, space)
@@ -285,11 +286,27 @@ class MaskArchive:
             if not self._version.exists:
                 return  # created by the first (conditional) write
         self._open_existing(recover)
-        if self.recovered is not None and self._mode == "a" and not allow_rollback:
+        if self._mode != "a" or (recover and allow_rollback):
+            return
+        damaged = [d for d in self._opened.damaged if d.bit is not None] if self._opened else []
+        if self.recovered is not None and self.recovered.restored:
+            self._read_only_reason = (
+                f"generation {self.recovered.generation} was restored from a damaged header "
+                "slot (readers without recover=True use an older one); a commit on it makes "
+                "it current (pass allow_rollback=True to do so)"
+            )
+        elif self.recovered is not None:
             self._read_only_reason = (
                 f"opened at generation {self.recovered.generation} because generation "
                 f"{self.recovered.damaged_generation} is damaged; appending would discard it "
                 "(pass allow_rollback=True to do so)"
+            )
+        elif damaged:  # an append would overwrite that slot, or a rewrite drop its directory
+            self._read_only_reason = (
+                f"{damaged[0].describe()}, newer than generation {self.generation} opened, and "
+                "a commit would lose it; open with recover=True to restore it, with "
+                "recover=True, allow_rollback=True to commit on top (of it, or of generation "
+                f"{self.generation} if it cannot be restored)"
             )
 
     def _lock_or_create(self, path: str, space: Space | None) -> LocalLock:
@@ -322,6 +339,7 @@ class MaskArchive:
         self._slot, self._max_generation = directory.slot, directory.max_generation
         self._head, self._slot_bytes = directory.head, directory.slot_bytes
         self.recovered = directory.recovered
+        self._opened = directory
 
     def _open_legacy(self, source: ByteSource) -> Directory:
         """Read a medmask 0.1 archive whole and serve it re-encoded, from memory (read-only)."""
@@ -560,7 +578,7 @@ class MaskArchive:
         errors of a member are reported, not raised, so every member is checked.
         """
         self._check_open()
-        problems = []
+        problems = self._slot_problems()
         for name in self.all_names():
             where = f"{self._name} [{name}]"
             try:
@@ -569,6 +587,43 @@ class MaskArchive:
                 problems.append(f"{where}: {exc}")
                 continue
             problems += verify_decoded(data, self._descriptor(name), name=where)
+        return problems
+
+    def _slot_problems(self) -> list[str]:
+        """A damaged header slot naming a newer generation than the one in use (format.md
+        section 5): what its directory holds and what to do."""
+        if self._opened is None or not self._opened.damaged:
+            return []
+        problems = []
+        current = self.generation
+        for found in newer_directories(self._ensure_source(), self._opened):
+            slot = found.damaged
+            text = f"{self._name}: {slot.describe()}, newer than generation {current} in use"
+            if found.archive is None:
+                if slot.bit is None:
+                    continue  # a torn slot whose fields lead nowhere (slot rule 1)
+                problems.append(
+                    f"{text}; the directory it points to does not verify ({found.problem}), so "
+                    f"generation {slot.header.generation} cannot be restored. Readers use "
+                    f"generation {current}; the next commit overwrites that slot."
+                )
+                continue
+            names = [m.name for m in found.archive.members]
+            hidden = [n for n in names if self._directory.member(n) is None]
+            text += f"; it points to a complete directory of {len(names)} member(s) whose "
+            text += f"chunks verify (not visible now: {hidden[:10]})" if hidden else "chunks verify"
+            if slot.bit is not None:
+                fix = (
+                    f"MaskArchive(path, recover=True) restores generation "
+                    f"{slot.header.generation} (read-only); with mode='a' and "
+                    "allow_rollback=True a commit on top makes it current"
+                )
+            else:
+                fix = (
+                    "its generation cannot be confirmed, so recover=True does not restore it; "
+                    "copy the file before the next commit, which overwrites that slot"
+                )
+            problems.append(f"{text}. Readers use generation {current}. {fix}.")
         return problems
 
     def _shared_space(self) -> Space:
@@ -818,6 +873,7 @@ class MaskArchive:
         self._pending = []
         self._dirty = False
         self._read_only_reason = ""
+        self._opened = None
         if self._source is not None:  # reopened (and the first read re-taken) on next read
             self._source.close()
             self._source = None

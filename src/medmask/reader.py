@@ -12,30 +12,44 @@ from __future__ import annotations
 import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import numpy as np
 from spacetransformer import Space
 
-from .errors import FormatError
+from .errors import FormatError, TruncatedFileError
 from .format.container import HEADER_SIZE, MAGIC_MSK, MAGIC_MSKA, Header
-from .format.encoding import check_index
+from .format.encoding import check_index, check_stored_chunk
 from .format.msk import parse_msk_head
-from .format.mska import SLOTS_SIZE, ArchiveDirectory, Member, parse_directory, valid_slots
+from .format.mska import (
+    SLOTS_SIZE,
+    ArchiveDirectory,
+    DamagedSlot,
+    Member,
+    damaged_slots,
+    parse_directory,
+    slot_is_intact,
+    valid_slots,
+)
 from .io import HEAD_GUESS, AsyncByteSource, ByteSource, head_cache, split_by_head
 
 __all__ = [
     "Directory",
+    "NewerDirectory",
     "RecoveryReport",
     "RecoveryWarning",
     "detect_kind",
     "directory_steps",
+    "newer_directories",
     "read_directory",
     "read_directory_async",
 ]
 
 Kind = Literal["msk", "mska"]
 _OPEN_ATTEMPTS = 3  # re-reads when a writer commits while the directory is read
+_CHECK_BATCH = 64 << 20  # bytes of chunk streams read at once when a directory is checked
 Ranges = list[tuple[int, int]]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,9 @@ class RecoveryReport:
     generation: int  # the generation opened
     damaged_generation: int  # the newest one, which failed verification
     problem: str  # why it was refused
+    #: True when the generation opened is the newest one, restored from a damaged header
+    #: slot (a reader without ``recover`` uses an older one); False: an older generation.
+    restored: bool = False
 
 
 class RecoveryWarning(UserWarning):
@@ -65,6 +82,8 @@ class Directory:
     max_generation: int = 0  # highest generation of any usable slot
     recovered: RecoveryReport | None = None
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)  # ``.msk`` JSON
+    #: header slots that fail their checks but name a newer generation than the one in use
+    damaged: tuple[DamagedSlot, ...] = ()
 
     @property
     def members(self) -> tuple[Member, ...]:
@@ -141,7 +160,19 @@ def directory_steps(
     for attempt in range(_OPEN_ATTEMPTS):
         if attempt:  # a writer committed meanwhile: start again from a fresh first read
             head = (yield [(0, HEAD_GUESS)])[0]
-        slots = valid_slots(head, name=name)
+        try:
+            slots = valid_slots(head, name=name)
+        except FormatError as exc:
+            repairable = _repairable_slots(head, name)
+            if not repairable:
+                raise
+            if not recover:
+                raise type(exc)(
+                    f"{exc} {repairable[0].describe()}: open it with recover=True to restore "
+                    "that generation if its directory and chunks verify."
+                ) from exc
+            damage, slots = exc, []
+            break
         slot, header = slots[0]
         try:
             archive = yield from _archive_directory(head, header, name)
@@ -151,29 +182,83 @@ def directory_steps(
             if now != head[:SLOTS_SIZE]:
                 continue
             break
-        return _mska(name, head, slots, slot, header, archive)
+        directory = _mska(name, head, slots, slot, header, archive)
+        if recover and any(d.bit is not None for d in directory.damaged):
+            restored = yield from _recover(name, head, slots, [], directory.damaged, None)
+            if restored is not None:
+                return restored
+        return directory
     assert damage is not None
-    newest = slots[0][1].generation
     if not recover:
+        newest = slots[0][1].generation
         raise type(damage)(
             f"{damage} This is the archive's newest state (generation {newest}): the file "
             "is corrupted. Open it with recover=True to read the newest intact "
             "generation (read-only)."
         ) from damage
-    for slot, header in slots[1:]:
+    restored = yield from _recover(
+        name, head, slots, slots[1:], _repairable_slots(head, name), damage
+    )
+    if restored is not None:
+        return restored
+    raise type(damage)(f"{damage} No older intact generation exists.") from damage
+
+
+def _repairable_slots(head: bytes, name: str) -> list[DamagedSlot]:
+    """Damaged slots that one flipped bit explains, when no slot is intact."""
+    if any(slot_is_intact(head[s * HEADER_SIZE : (s + 1) * HEADER_SIZE]) for s in range(2)):
+        return []  # valid_slots refused an intact slot: never hide it behind a repaired one
+    return [d for d in damaged_slots(head, name=name) if d.bit is not None]
+
+
+def _recover(
+    name: str,
+    head: bytes,
+    slots: list[tuple[int, Header]],
+    older: list[tuple[int, Header]],
+    damaged: Sequence[DamagedSlot],
+    damage: FormatError | None,
+) -> Generator[Ranges, list[bytes], Directory | None]:
+    """``recover=True``: open the newest generation whose directory verifies, among ``older``
+    valid slots and ``damaged`` slots that one flipped bit explains (whose chunks must verify
+    too: the slot was damaged, so nothing it points to is taken on trust).
+
+    ``damage`` is why the newest valid slot was refused (None: it is fine, and only a newer
+    generation behind a damaged slot is worth opening). None when nothing verifies.
+    """
+    valid_newest = slots[0][1].generation if slots else 0
+    candidates = [(h.generation, s, h, None) for s, h in older] + [
+        (d.header.generation, d.slot, d.header, d)
+        for d in damaged
+        if d.bit is not None and (damage is not None or d.header.generation > valid_newest)
+    ]
+    candidates.sort(key=lambda c: c[0], reverse=True)
+    for generation, slot, header, repaired in candidates:
         try:
-            archive = yield from _archive_directory(head, header, name)
+            archive = yield from _archive_directory(head, header, name, probe=True)
+            if repaired is not None:
+                yield from _check_chunks(head, archive, name)
         except FormatError:
             continue
-        report = RecoveryReport(header.generation, newest, str(damage))
-        warnings.warn(
-            f"{name}: opened generation {header.generation}; the newest generation "
-            f"{newest} is damaged ({damage})",
-            RecoveryWarning,
-            stacklevel=4,
-        )
+        if generation > valid_newest:
+            why = repaired.describe() if repaired is not None else str(damage)
+            report = RecoveryReport(generation, generation, why, restored=True)
+            message = (
+                f"{name}: restored generation {generation} from damaged header slot {slot} "
+                f"(its directory and chunks verify); readers without recover=True use "
+                f"generation {valid_newest}"
+            )
+        else:
+            newest = max([valid_newest, *(d.header.generation for d in damaged)])
+            why = str(damage) if damage is not None else "damaged header slot"
+            report = RecoveryReport(generation, newest, why)
+            message = (
+                f"{name}: opened generation {generation}; the newest generation {newest} "
+                f"is damaged ({why})"
+            )
+        warnings.warn(message, RecoveryWarning, stacklevel=5)
         return _mska(name, head, slots, slot, header, archive, report)
-    raise type(damage)(f"{damage} No older intact generation exists.") from damage
+    return None
 
 
 def _header_ranges(header: Header) -> Ranges:
@@ -184,8 +269,18 @@ def _header_ranges(header: Header) -> Ranges:
 
 
 def _archive_directory(
-    head: bytes, header: Header, name: str
+    head: bytes, header: Header, name: str, *, probe: bool = False
 ) -> Generator[Ranges, list[bytes], ArchiveDirectory]:
+    """The directory ``header`` points to, verified. ``probe`` (a header not taken on trust):
+    first check with one byte that it ends inside the file, so a damaged length never makes
+    the reader fetch more than the file holds."""
+    if probe:
+        end = max(r[1] for r in _header_ranges(header))
+        (last,) = yield from _blocks(head, [(end - 1, end)])
+        if not last:
+            raise TruncatedFileError(
+                f"{name}: the directory ends at byte {end:,}, past the end of the file."
+            )
     meta, index = yield from _blocks(head, _header_ranges(header))
     archive = parse_directory(header, meta, index, name=name)
     for member in archive.members:
@@ -200,6 +295,30 @@ def _archive_directory(
     return archive
 
 
+def _check_chunks(
+    head: bytes, archive: ArchiveDirectory, name: str
+) -> Generator[Ranges, list[bytes], None]:
+    """Check every stored chunk of ``archive`` (length, CRC, stream header), reading at most
+    about :data:`_CHECK_BATCH` bytes at a time."""
+    stored = [
+        (m, int(c), int(m.index["offset"][c]), int(m.index["length"][c]))
+        for m in archive.members
+        for c in np.flatnonzero(m.index["length"])
+    ]
+    first = 0
+    while first < len(stored):
+        last, size = first + 1, stored[first][3]
+        while last < len(stored) and size + stored[last][3] <= _CHECK_BATCH:
+            size += stored[last][3]
+            last += 1
+        batch = stored[first:last]
+        blobs = yield from _blocks(head, [(start, start + n) for _, _, start, n in batch])
+        for (member, chunk_id, _, _), blob in zip(batch, blobs, strict=True):
+            where = f"{name} [{member.name}]"
+            check_stored_chunk(member.descriptor, member.index, chunk_id, blob, name=where)
+        first = last
+
+
 def _mska(
     name: str,
     head: bytes,
@@ -209,6 +328,10 @@ def _mska(
     archive: ArchiveDirectory,
     recovered: RecoveryReport | None = None,
 ) -> Directory:
+    damaged = damaged_slots(head, name=name)
+    # a commit must supersede every generation a slot names that one flipped bit explains
+    known = [h.generation for _, h in slots]
+    known += [d.header.generation for d in damaged if d.bit is not None]
     return Directory(
         name,
         "mska",
@@ -217,9 +340,54 @@ def _mska(
         SLOTS_SIZE,
         head,
         slot=slot,
-        max_generation=max(h.generation for _, h in slots),
+        max_generation=max([header.generation, *known]),
         recovered=recovered,
+        damaged=tuple(
+            d for d in damaged if d.header.generation > header.generation and d.slot != slot
+        ),
     )
+
+
+@dataclass(frozen=True)
+class NewerDirectory:
+    """What a damaged header slot naming a newer generation than the one in use points to."""
+
+    damaged: DamagedSlot
+    archive: ArchiveDirectory | None  # None when its directory or a chunk fails to verify
+    problem: str = ""  # why it does not verify
+
+
+def newer_directory_steps(
+    name: str, head: bytes, damaged: Sequence[DamagedSlot]
+) -> Generator[Ranges, list[bytes], list[NewerDirectory]]:
+    """Check the directory (and chunks) each of ``damaged`` (:attr:`Directory.damaged`)
+    points to; as :func:`directory_steps`, yields byte ranges and receives their bytes."""
+    found = []
+    for slot in damaged:
+        try:
+            archive = yield from _archive_directory(head, slot.header, name, probe=True)
+            yield from _check_chunks(head, archive, name)
+        except FormatError as exc:
+            found.append(NewerDirectory(slot, None, str(exc)))
+        else:
+            found.append(NewerDirectory(slot, archive))
+    return found
+
+
+def newer_directories(source: ByteSource, directory: Directory) -> list[NewerDirectory]:
+    """:func:`newer_directory_steps` for ``directory`` with blocking reads of ``source``."""
+    return _drive(source, newer_directory_steps(directory.name, directory.head, directory.damaged))
+
+
+def _drive(source: ByteSource, steps: Generator[Ranges, list[bytes], _T]) -> _T:
+    """Run a generator of byte-range requests with blocking reads of ``source``."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(source.read_ranges(request))
+    except StopIteration as done:
+        result: _T = done.value
+        return result
 
 
 def _cached_directory_steps(
@@ -254,14 +422,7 @@ def read_directory(
     ``cache=False`` (writers) neither uses nor fills the cache.
     """
     key = getattr(source, "cache_key", None) if cache else None
-    steps = _cached_directory_steps(source.name, key, kind, recover, head)
-    try:
-        request = next(steps)
-        while True:
-            request = steps.send(source.read_ranges(request))
-    except StopIteration as done:
-        directory: Directory = done.value
-        return directory
+    return _drive(source, _cached_directory_steps(source.name, key, kind, recover, head))
 
 
 async def read_directory_async(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,10 +28,14 @@ from .descriptor import MaskDescriptor, space_from_json, space_to_json
 __all__ = [
     "SLOTS_SIZE",
     "ArchiveDirectory",
+    "DamagedSlot",
     "Member",
+    "damaged_slots",
     "directory_bytes",
     "parse_directory",
+    "repair_slot",
     "slot_header",
+    "slot_is_intact",
     "valid_slots",
 ]
 
@@ -117,13 +122,112 @@ def slot_header(
     )
 
 
-def _slot_is_intact(chunk: bytes | memoryview) -> bool:
+def slot_is_intact(chunk: bytes | memoryview) -> bool:
     """Magic right and header CRC valid: the slot was completely written (not torn)."""
     return (
         len(chunk) == HEADER_SIZE
         and bytes(chunk[: len(MAGIC_MSKA)]) == MAGIC_MSKA
         and crc32(chunk[: HEADER_SIZE - 4]) == struct.unpack_from("<I", chunk, HEADER_SIZE - 4)[0]
     )
+
+
+_BODY_BITS = (HEADER_SIZE - 4) * 8
+
+
+@functools.cache
+def _syndromes() -> dict[int, int]:
+    """``{CRC change: body bit}`` for each single-bit change of a slot's first 60 bytes.
+
+    CRC-32 is affine, so flipping body bit ``i`` changes the CRC by a constant that does not
+    depend on the other bits. Over 60 bytes the 480 constants are distinct and none has one
+    bit set (CRC-32 has Hamming distance 4 at this length), so one bit flipped anywhere in a
+    slot, its CRC included, is located without ambiguity (tested).
+    """
+    zero = crc32(bytes(HEADER_SIZE - 4))
+    table = {}
+    for bit in range(_BODY_BITS):
+        body = bytearray(HEADER_SIZE - 4)
+        body[bit // 8] ^= 1 << (bit % 8)
+        table[crc32(body) ^ zero] = bit
+    return table
+
+
+def repair_slot(chunk: bytes | memoryview) -> tuple[bytes, int] | None:
+    """The slot with one flipped bit flipped back, and that bit's position (0-511).
+
+    None when ``chunk`` is intact, or is not one bit away from a slot whose CRC holds: a torn
+    or overwritten slot, or damage in several bits.
+    """
+    if len(chunk) != HEADER_SIZE:
+        return None
+    body = bytearray(chunk[: HEADER_SIZE - 4])
+    (stored,) = struct.unpack_from("<I", chunk, HEADER_SIZE - 4)
+    syndrome = crc32(body) ^ stored
+    if syndrome == 0:
+        return None
+    if syndrome & (syndrome - 1) == 0:  # one bit of the stored CRC itself
+        bit = _BODY_BITS + syndrome.bit_length() - 1
+        return bytes(body) + struct.pack("<I", crc32(body)), bit
+    found = _syndromes().get(syndrome)
+    if found is None:
+        return None
+    body[found // 8] ^= 1 << (found % 8)
+    return bytes(body) + struct.pack("<I", stored), found
+
+
+@dataclass(frozen=True)
+class DamagedSlot:
+    """A header slot that fails its checks but whose fields still parse.
+
+    ``bit`` is the position of the one flipped bit that :func:`repair_slot` undid: the
+    fields are then confirmed by the header CRC. None: the fields as written, which only
+    the directory's own CRCs can confirm (the generation stays unconfirmed).
+    """
+
+    slot: int
+    header: Header
+    bit: int | None
+
+    def describe(self) -> str:
+        """What is wrong with the slot, for messages."""
+        if self.bit is None:
+            return (
+                f"header slot {self.slot} fails its checksum in more than one bit (a torn "
+                f"write or wider damage); as written it names generation "
+                f"{self.header.generation}"
+            )
+        return (
+            f"header slot {self.slot} is damaged (bit {self.bit % 8} of its byte "
+            f"{self.bit // 8} is flipped; its CRC locates the bit): it holds generation "
+            f"{self.header.generation}"
+        )
+
+
+def damaged_slots(data: bytes | memoryview, *, name: str) -> list[DamagedSlot]:
+    """The slots that fail their checks (magic or CRC) but parse once repaired or as written.
+
+    A slot one bit away from a valid slot is repaired (:func:`repair_slot`); otherwise its
+    fields are taken as written when its magic is right. Nothing here is trusted beyond
+    parsing (offsets inside the limits): the directory a slot points to must still verify.
+    Newest first.
+    """
+    found = []
+    for slot in range(2):
+        chunk = bytes(data[slot * HEADER_SIZE : (slot + 1) * HEADER_SIZE])
+        if len(chunk) != HEADER_SIZE or slot_is_intact(chunk):
+            continue
+        repaired = repair_slot(chunk)
+        if repaired is not None:
+            candidate, bit = repaired[0], repaired[1]
+        else:
+            body = chunk[: HEADER_SIZE - 4]
+            candidate, bit = body + struct.pack("<I", crc32(body)), None
+        try:
+            header = Header.parse(candidate, magic=MAGIC_MSKA, name=name)
+        except FormatError:
+            continue
+        found.append(DamagedSlot(slot, header, bit))
+    return sorted(found, key=lambda d: d.header.generation, reverse=True)
 
 
 def valid_slots(data: bytes | memoryview, *, name: str) -> list[tuple[int, Header]]:
@@ -146,7 +250,7 @@ def valid_slots(data: bytes | memoryview, *, name: str) -> list[tuple[int, Heade
             headers.append((slot, Header.parse(chunk, magic=MAGIC_MSKA, name=name)))
         except FormatError as exc:
             errors.append(exc)
-            if _slot_is_intact(chunk):
+            if slot_is_intact(chunk):
                 refused.append((struct.unpack_from("<Q", chunk, 20)[0], exc))
     headers.sort(key=lambda sh: sh[1].generation, reverse=True)
     if refused:

@@ -1,0 +1,244 @@
+"""A damaged newest header slot (format.md section 5): readers fall back, ``verify()`` and
+``medmask verify`` report the newer directory, ``recover=True`` restores it when it verifies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from spacetransformer import Space
+
+from medmask import ChecksumError, ReadOnlyError, SegmentationMask
+from medmask.archive import MaskArchive, RecoveryWarning
+from medmask.format.container import HEADER_SIZE
+from medmask.format.mska import valid_slots
+
+SPACE = Space(shape=(12, 20, 24), origin=(1.0, -2.0, 3.0), spacing=(2.0, 0.8, 0.8))
+NAMES = ["m1", "m2", "m3"]
+
+# (byte, bit) inside the newest slot, one per field class
+BIT_CLASSES = {
+    "magic": (3, 1),
+    "generation low": (20, 0),
+    "generation high": (27, 7),
+    "metadata offset": (28, 6),
+    "metadata length": (37, 2),
+    "metadata crc": (41, 4),
+    "index offset": (45, 0),
+    "index count": (52, 3),
+    "index crc": (58, 7),
+    "header crc": (62, 5),
+}
+
+
+def _member(i: int) -> SegmentationMask:
+    data = np.zeros(SPACE.shape, np.uint8)
+    data[i : i + 4, 2 + i : 11, 3:9 + i] = i
+    data[8:11, 12:18, i : i + 5] = i + 10
+    return SegmentationMask(data, {f"a{i}": i, f"b{i}": i + 10}, space=SPACE)
+
+
+def _flip(path: Path, byte: int, bit: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[byte] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def _generations(path: Path) -> dict[int, int]:
+    return {s: h.generation for s, h in valid_slots(path.read_bytes(), name=str(path))}
+
+
+@pytest.fixture(scope="module")
+def three_generations_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generation 1 (m1) in slot 0, 2 (m2) in slot 1, 3 (m3) in slot 0."""
+    path = tmp_path_factory.mktemp("slots") / "three.mska"
+    with MaskArchive(path, "w", space=SPACE) as archive:
+        archive.add_segmask(_member(1), "m1")
+    for i in (2, 3):
+        with MaskArchive(path, "a") as archive:
+            archive.add_segmask(_member(i), f"m{i}")
+    assert _generations(path) == {0: 3, 1: 2}
+    return path
+
+
+@pytest.fixture
+def archive_path(three_generations_file: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "three.mska"
+    shutil.copyfile(three_generations_file, path)
+    return path
+
+
+def _assert_members(archive: MaskArchive, names: list[str]) -> None:
+    assert archive.all_names() == names
+    for name in names:
+        expected = _member(int(name[1:]))
+        loaded = archive.load_segmask(name)
+        assert loaded.data.dtype == expected.data.dtype
+        np.testing.assert_array_equal(loaded.data, expected.data)
+        assert loaded.mapping == expected.mapping
+
+
+def _verify_cli(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "medmask", "verify", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("field", list(BIT_CLASSES))
+def test_flipped_bit_in_newest_slot_is_reported_and_restorable(
+    archive_path: Path, field: str
+) -> None:
+    byte, bit = BIT_CLASSES[field]
+    _flip(archive_path, byte, bit)  # slot 0 holds generation 3
+    assert _generations(archive_path) == {1: 2}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a reader without recover falls back without a word
+        with MaskArchive(archive_path) as archive:
+            assert archive.generation == 2
+            _assert_members(archive, ["m1", "m2"])
+            problems = archive.verify()
+    assert len(problems) == 1
+    assert f"header slot 0 is damaged (bit {bit} of its byte {byte}" in problems[0]
+    assert "generation 3, newer than generation 2 in use" in problems[0]
+    assert "not visible now: ['m3']" in problems[0]
+    assert "recover=True) restores generation 3" in problems[0]
+
+    result = _verify_cli(archive_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith(f"FAILED {archive_path}")
+    assert "header slot 0 is damaged" in result.stdout
+    assert "Traceback" not in result.stderr
+
+    with pytest.warns(RecoveryWarning, match="restored generation 3 from damaged header slot 0"):
+        archive = MaskArchive(archive_path, recover=True)
+    with archive:
+        assert archive.generation == 3
+        assert archive.recovered is not None
+        assert archive.recovered.restored
+        assert (archive.recovered.generation, archive.recovered.damaged_generation) == (3, 3)
+        _assert_members(archive, NAMES)
+        assert archive.verify() == []
+
+
+def test_restored_generation_becomes_current_only_when_asked(archive_path: Path) -> None:
+    _flip(archive_path, 45, 0)
+    before = archive_path.read_bytes()
+    # appending without recover would overwrite the damaged slot and lose generation 3
+    with MaskArchive(archive_path, "a") as archive:
+        with pytest.raises(ReadOnlyError, match="slot 0 is damaged.*recover=True"):
+            archive.add_segmask(_member(4), "m4")
+        with pytest.raises(ReadOnlyError):
+            archive.compact()
+    with (
+        pytest.warns(RecoveryWarning),
+        MaskArchive(archive_path, "a", recover=True) as archive,
+        pytest.raises(ReadOnlyError, match="allow_rollback=True"),
+    ):
+        archive.add_segmask(_member(4), "m4")
+    assert archive_path.read_bytes() == before
+    with (
+        pytest.warns(RecoveryWarning),
+        MaskArchive(archive_path, "a", recover=True, allow_rollback=True) as archive,
+    ):
+        archive.add_segmask(_member(4), "m4")
+    assert _generations(archive_path) == {1: 4}  # above the damaged generation 3
+    with MaskArchive(archive_path) as archive:
+        assert archive.recovered is None
+        _assert_members(archive, [*NAMES, "m4"])
+        assert archive.verify() == []
+
+
+@pytest.mark.parametrize("torn", ["zeros", "random", "second half zeroed"])
+def test_torn_newest_slot_still_falls_back_silently(archive_path: Path, torn: str) -> None:
+    data = bytearray(archive_path.read_bytes())
+    if torn == "zeros":
+        data[:HEADER_SIZE] = bytes(HEADER_SIZE)
+    elif torn == "random":
+        data[:HEADER_SIZE] = np.random.default_rng(7).bytes(HEADER_SIZE)
+    else:
+        data[32:HEADER_SIZE] = bytes(32)
+    archive_path.write_bytes(bytes(data))
+    with MaskArchive(archive_path) as archive:
+        _assert_members(archive, ["m1", "m2"])
+        assert archive.verify() == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with MaskArchive(archive_path, recover=True) as archive:
+            assert archive.recovered is None
+            assert archive.generation == 2
+    with MaskArchive(archive_path, "a") as archive:  # the interrupted commit is superseded
+        archive.add_segmask(_member(4), "m4")
+    with MaskArchive(archive_path) as archive:
+        _assert_members(archive, ["m1", "m2", "m4"])
+
+
+def test_slot_damaged_in_several_bits_is_reported_but_not_restored(archive_path: Path) -> None:
+    """Fields as written still lead to a complete directory, but no checksum confirms the
+    slot's generation: reported, never restored."""
+    _flip(archive_path, 60, 0)
+    _flip(archive_path, 62, 3)
+    with MaskArchive(archive_path) as archive:
+        problems = archive.verify()
+    assert len(problems) == 1
+    assert "fails its checksum in more than one bit" in problems[0]
+    assert "cannot be confirmed" in problems[0]
+    assert "not visible now: ['m3']" in problems[0]
+    assert _verify_cli(archive_path).returncode == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with MaskArchive(archive_path, recover=True) as archive:
+            assert archive.generation == 2
+            assert archive.recovered is None
+
+
+@pytest.mark.parametrize("where", ["directory", "chunk"])
+def test_damaged_slot_pointing_at_damage_is_not_restored(archive_path: Path, where: str) -> None:
+    with MaskArchive(archive_path) as archive:
+        m3 = archive["m3"].descriptor, archive._directory.member("m3")
+    assert m3[1] is not None
+    slot = valid_slots(archive_path.read_bytes(), name="x")[0][1]
+    assert slot.generation == 3
+    if where == "directory":
+        _flip(archive_path, slot.metadata_offset + 5, 2)
+    else:  # a chunk only generation 3 holds
+        stored = m3[1].index[m3[1].index["length"] > 0]
+        _flip(archive_path, int(stored["offset"][0]) + int(stored["length"][0]) // 2, 1)
+    _flip(archive_path, 20, 1)  # the newest slot
+    with MaskArchive(archive_path) as archive:
+        _assert_members(archive, ["m1", "m2"])
+        problems = archive.verify()
+    assert len(problems) == 1
+    assert "header slot 0 is damaged" in problems[0]
+    assert "does not verify" in problems[0]
+    assert "checksum mismatch" in problems[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with MaskArchive(archive_path, recover=True) as archive:
+            assert archive.recovered is None
+            _assert_members(archive, ["m1", "m2"])
+
+
+def test_single_generation_archive_with_a_flipped_slot_bit(tmp_path: Path) -> None:
+    """No intact slot at all: the error says a repair exists; recover=True restores it."""
+    path = tmp_path / "one.mska"
+    with MaskArchive(path, "w", space=SPACE) as archive:
+        archive.add_segmask(_member(1), "m1")
+    _flip(path, 44, 4)
+    with pytest.raises(ChecksumError, match=r"one\.mska.*slot 0 is damaged.*recover=True"):
+        MaskArchive(path)
+    with pytest.warns(RecoveryWarning, match="restored generation 1"):
+        archive = MaskArchive(path, recover=True)
+    with archive:
+        _assert_members(archive, ["m1"])
+        assert archive.verify() == []
