@@ -12,8 +12,10 @@ encoder writes the same bytes.
 from __future__ import annotations
 
 import importlib
+import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -29,19 +31,25 @@ from medmask.codecs._stream import (
     check_level,
     dtype_code,
     dtype_from_code,
+    frame_size,
     normalize_input,
     restore_dtype,
     storage_dtype,
+    value_max,
     zstd_compressor,
     zstd_decompressor,
 )
 from medmask.errors import CodecError
 
-_kernel: Any
-try:  # the optional compiled kernel (setup.py); numpy paths below read every stream without it
-    _kernel = importlib.import_module("medmask.codecs._edges_kernel")
-except ImportError:  # pragma: no cover - exercised by the tests that disable the kernel
-    _kernel = None
+#: ``MEDMASK_KERNEL=0`` (read at import) forces the numpy decoder and the Python encoder.
+KERNEL_ENV: Final = "MEDMASK_KERNEL"
+
+_kernel: Any = None
+if os.environ.get(KERNEL_ENV, "1").strip() != "0":
+    try:  # the optional compiled kernel (setup.py); numpy paths read every stream without it
+        _kernel = importlib.import_module("medmask.codecs._edges_kernel")
+    except ImportError:  # pragma: no cover - exercised by the tests that disable the kernel
+        _kernel = None
 
 __all__ = ["DEFAULT_SHIFT", "STATS_DTYPE", "EdgesCodec", "kernel_available"]
 
@@ -56,6 +64,9 @@ _CRC: Final = struct.Struct("<I")
 #: the whole stream); version 1 streams of kind 3 still read.
 STREAM_VERSION: Final = 2
 _ESCAPE: Final = 255
+#: Mode 1: the raw sections together hold at most _RAW_FACTOR * N * b + _RAW_SLACK bytes.
+_RAW_FACTOR: Final = 2
+_RAW_SLACK: Final = 64
 _MAX_VARINT_BYTES: Final = 10
 
 Edges = tuple[bytes, tuple[bytes, ...], np.ndarray, np.ndarray, int, int, np.ndarray | None]
@@ -118,24 +129,6 @@ def _to_planes(values: np.ndarray, width: int) -> bytes:
 def _planes(a: np.ndarray) -> bytes:
     """All ``itemsize`` byte planes of an unsigned array (plain mode)."""
     return _to_planes(a.reshape(-1), a.dtype.itemsize) if a.dtype.itemsize > 1 else a.tobytes()
-
-
-def _from_value_planes(raw: bytes, count: int, dtype: np.dtype[Any]) -> np.ndarray:
-    """Plain-mode values: bit-packed for bool (values 0/1), else byte planes."""
-    if dtype == np.bool_:
-        return np.unpackbits(np.frombuffer(raw, np.uint8), count=count).view(np.bool_)
-    size = dtype.itemsize
-    if size == 1:
-        return np.frombuffer(raw, dtype=np.uint8)
-    return _from_planes(raw, size, f"<u{size}").astype(f"=u{size}")
-
-
-def _from_planes(raw: bytes, width: int, dtype: str) -> np.ndarray:
-    planes = np.frombuffer(raw, dtype=np.uint8).reshape(width, -1)
-    size = np.dtype(dtype).itemsize
-    le = np.zeros((planes.shape[1], size), dtype=np.uint8)
-    le[:, :width] = planes.T
-    return le.view(dtype).reshape(-1)
 
 
 # --- the reference encoder (Python; the kernel gives the same bytes) --------------------------
@@ -224,151 +217,420 @@ def _encode_edges(v3: np.ndarray, k: int) -> Edges:
 
 
 # --- the numpy decoder ------------------------------------------------------------------------
+#
+# Memory: besides the output and the raw sections, only one class byte per edge of two slices
+# and temporaries of at most _BLOCK voxels or edges; the edges themselves are never kept (the
+# reference row is read back from the painted output). Time: vectorised blocks of rows for
+# slices after the first; the first slice (each row refers to the row before it) and rows wider
+# than a block go through a scalar loop over gaps, insertions and fates (O(edges + rows)).
+
+_BLOCK: Final = 1 << 15  # voxels (and so edges) per vectorised step
+_ROW_LIST: Final = 4096  # first slice: a reference row of at most this many edges stays listed
 
 
-@dataclass
-class _Reader:
-    """Decoded sections and how far each has been consumed."""
+class _Sections:
+    """The raw sections of a mode-1 stream and how far each has been consumed (nothing is
+    widened up front: positions and values are read from their byte planes as needed)."""
 
-    gaps: np.ndarray
-    positions: np.ndarray
-    values: np.ndarray | None  # None: values toggle 0/1
-    codes: list[np.ndarray]
-    k: int
-    nx: int
-    vmax: int
-    gap_at: int = 0
-    ins_at: int = 0
+    def __init__(
+        self, raws: list[bytes | memoryview], p: int, w: int, k: int, nx: int, vmax: int
+    ) -> None:
+        self.gaps = np.frombuffer(raws[0], dtype=np.uint8)
+        self.gap_bytes = memoryview(raws[0]).cast("B")
+        self.gap_at = 0
+        self.npos = len(raws[1]) // p
+        self.pos = np.frombuffer(raws[1], dtype=np.uint8).reshape(p, self.npos)
+        self.pos_bytes = memoryview(raws[1]).cast("B")
+        self.p = p
+        self.val = np.frombuffer(raws[2], dtype=np.uint8).reshape(w, self.npos) if w else None
+        self.val_bytes = memoryview(raws[2]).cast("B")
+        self.w = w
+        self.ins_at = 0
+        self.fates = [np.frombuffer(r, dtype=np.uint8) for r in raws[3:]]
+        self.fate_bytes = [memoryview(r).cast("B") for r in raws[3:]]
+        self.code_at = [0] * len(self.fates)
+        self.k, self.nx, self.vmax = k, nx, vmax
 
-    def __post_init__(self) -> None:
-        self.code_at = [0] * len(self.codes)
+    # scalar reads (the loops of the first slice and of wide rows)
+
+    def plane_value(self, planes: memoryview, width: int, i: int) -> int:
+        n = self.npos
+        v = planes[i]
+        for byte in range(1, width):
+            v |= planes[byte * n + i] << (8 * byte)
+        return v
+
+    # vectorised reads (blocks of rows after the first slice)
 
     def take_gaps(self, count: int) -> np.ndarray:
-        if self.gap_at + count > self.gaps.size:
+        """The next ``count`` gap counts (int64)."""
+        b, at = self.gaps, self.gap_at
+        window = b[at : at + 5 * count]
+        esc = np.flatnonzero(window == _ESCAPE)
+        if esc.size == 0:
+            if window.size < count:
+                raise CodecError("Expected a gap count per gap. Got the end of the gaps section.")
+            self.gap_at = at + count
+            return window[:count].astype(np.int64)
+        keep = np.ones(window.size, dtype=bool)
+        real: list[int] = []
+        skip_to = 0
+        for e in esc.tolist():  # a 255 inside a previous escape's 4 bytes is not an escape
+            if e < skip_to:
+                continue
+            real.append(e)
+            keep[e + 1 : e + 5] = False
+            skip_to = e + 5
+        starts = np.flatnonzero(keep)
+        if starts.size < count:
             raise CodecError("Expected a gap count per gap. Got the end of the gaps section.")
-        out = self.gaps[self.gap_at : self.gap_at + count]
-        self.gap_at += count
+        starts = starts[:count]
+        out = window[starts].astype(np.int64)
+        used = [e for e in real if e <= int(starts[-1])]
+        if used:
+            esc = np.array(used, dtype=np.int64)
+            if int(esc[-1]) + 5 > window.size:
+                raise CodecError("Expected 4 bytes after a 255 gap code. Got the end.")
+            big = (
+                window[esc + 1].astype(np.int64)
+                | window[esc + 2].astype(np.int64) << 8
+                | window[esc + 3].astype(np.int64) << 16
+                | window[esc + 4].astype(np.int64) << 24
+            )
+            if int(big.min()) < _ESCAPE:
+                raise CodecError("Expected an escaped gap count >= 255. Got a smaller one.")
+            out[np.searchsorted(starts, esc)] = big
+        last = int(starts[-1])
+        self.gap_at = at + last + (5 if window[last] == _ESCAPE else 1)
         return out
 
-    def take_inserts(self, count: int) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.ins_at + count > self.positions.size:
-            raise CodecError("Expected as many insertions as positions. Got more.")
-        sl = slice(self.ins_at, self.ins_at + count)
-        self.ins_at += count
-        return self.positions[sl], None if self.values is None else self.values[sl]
-
     def take_codes(self, cls: int, count: int) -> np.ndarray:
-        at = self.code_at[cls]
-        if at + count > self.codes[cls].size:
+        """The next ``count`` fate codes of class ``cls`` (int64)."""
+        at, b = self.code_at[cls], self.fates[cls]
+        if at + count > 2 * b.size:
             raise CodecError("Expected a fate code. Got the end of its section.")
         self.code_at[cls] = at + count
-        return self.codes[cls][at : at + count]
+        raw = b[at // 2 : (at + count + 1) // 2]
+        codes = np.empty(2 * raw.size, dtype=np.int64)
+        codes[0::2] = raw & 15
+        codes[1::2] = raw >> 4
+        return codes[at % 2 : at % 2 + count]
 
+    def take_inserts(self, count: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The next ``count`` insertions: deltas (int64) and values (uint64, None: toggled)."""
+        at = self.ins_at
+        if at + count > self.npos:
+            raise CodecError("Expected as many insertions as positions. Got more.")
+        self.ins_at = at + count
+        deltas = np.zeros(count, dtype=np.int64)
+        for byte in range(self.p):
+            deltas |= self.pos[byte, at : at + count].astype(np.int64) << (8 * byte)
+        if self.val is None:
+            return deltas, None
+        values = np.zeros(count, dtype=np.uint64)
+        for byte in range(self.w):
+            values |= self.val[byte, at : at + count].astype(np.uint64) << np.uint64(8 * byte)
+        return deltas, values
 
-def _parse_gaps(raw: bytes) -> np.ndarray:
-    b = np.frombuffer(raw, dtype=np.uint8)
-    esc = np.flatnonzero(b == _ESCAPE)
-    if esc.size == 0:
-        return b.astype(np.int64)
-    out = b.astype(np.int64)
-    keep = np.ones(b.size, dtype=bool)
-    at = 0
-    while True:
-        i = int(np.searchsorted(esc, at))
-        if i == esc.size:
-            break
-        e = int(esc[i])
-        if e + 5 > b.size:
-            raise CodecError("Expected 4 bytes after a 255 gap code. Got the end.")
-        count = int.from_bytes(bytes(b[e + 1 : e + 5]), "little")
-        if count < _ESCAPE:
-            raise CodecError("Expected an escaped gap count >= 255. Got a smaller one.")
-        out[e] = count
-        keep[e + 1 : e + 5] = False
-        at = e + 5
-    return out[keep]
-
-
-def _unpack_codes(raw: bytes) -> np.ndarray:
-    b = np.frombuffer(raw, dtype=np.uint8)
-    codes = np.empty(2 * b.size, dtype=np.int64)
-    codes[0::2] = b & 15
-    codes[1::2] = b >> 4
-    return codes
-
-
-def _decode_row_scalar(
-    rd: _Reader, ref: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One row from its reference edges, item by item (rows of a slice without a reference
-    slice depend on each other)."""
-    k, nx = rd.k, rd.nx
-    inserted = 2 * k + 1
-    rx, rv, rc = (r.tolist() for r in ref)
-    xs: list[int] = []
-    vs: list[int] = []
-    cs: list[int] = []
-    last, value = -1, 0
-    for g in range(len(rx) + 1):
-        (count,) = rd.take_gaps(1).tolist()
-        deltas, vals = rd.take_inserts(int(count))
-        for t, delta in enumerate(deltas.tolist()):
-            x = last + delta
-            v = value ^ 1 if vals is None else int(vals[t])
-            if delta == 0 or x >= nx:
+    def check_consumed(self) -> None:
+        if self.gap_at != self.gaps.size:
+            raise CodecError("Expected the gaps section to end with the last row. Got more bytes.")
+        if self.ins_at != self.npos:
+            raise CodecError("Expected one inserted edge per position. Got unused positions.")
+        for used, raw in zip(self.code_at, self.fate_bytes, strict=True):
+            if (used + 1) // 2 != len(raw) or (used % 2 and raw[used // 2] >> 4):
                 raise CodecError(
-                    "Expected inserted edges inside the row, after the previous one. "
-                    "Got one outside."
+                    "Expected one fate code per reference edge. Got unused fate codes."
                 )
-            if v > rd.vmax:
-                raise CodecError("Expected edge values that fit the dtype. Got a larger one.")
-            xs.append(x)
-            vs.append(v)
-            cs.append(inserted)
-            last, value = x, v
-        if g < len(rx):
-            (code,) = rd.take_codes(rc[g], 1).tolist()
-            if code <= 2 * k:
-                x = rx[g] + code - k
-                if x <= last or x >= nx:
-                    raise CodecError(
-                        "Expected matched edges inside the row, after the previous one. "
-                        "Got one outside."
-                    )
-                xs.append(x)
-                vs.append(rv[g])
-                cs.append(code)
-                last, value = x, rv[g]
-            elif code != inserted:
-                raise CodecError("Expected fate codes 0..2K+1. Got a larger one.")
-    return (
-        np.array(xs, dtype=np.int64),
-        np.array(vs, dtype=np.uint64),
-        np.array(cs, dtype=np.int64),
-    )
 
 
-def _decode_slice(
-    rd: _Reader,
-    ref_x: np.ndarray,
-    ref_v: np.ndarray,
-    ref_c: np.ndarray,
-    ref_counts: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All rows of a slice at once from the previous slice's edges (grouped by row).
+class _Painter:
+    """Fills a C-contiguous output from its edges, given in order as flat positions and values
+    (each row starts at 0), in vectorised steps of at most :data:`_BLOCK` voxels."""
 
-    Returns the row (within the slice), position, value and class of every edge, in order.
-    """
-    k, nx = rd.k, rd.nx
+    def __init__(self, out3: np.ndarray) -> None:
+        self.flat = out3.reshape(-1)
+        self.nx = out3.shape[2]
+        self.pos: list[int] = []
+        self.val: list[int] = []
+        self.done = 0  # flat[:done] is painted
+        self.carry = 0  # the value in force at ``done`` unless a row starts there
+
+    def add(self, pos: int, value: int) -> None:
+        self.pos.append(pos)
+        self.val.append(value)
+        if len(self.pos) >= _BLOCK:
+            self.flush(pos)
+
+    def flush(self, upto: int) -> None:
+        """Paint ``flat[done:upto]`` (every edge before ``upto`` has been added)."""
+        cut = len(self.pos)
+        while cut and self.pos[cut - 1] >= upto:
+            cut -= 1
+        ep = np.array(self.pos[:cut], dtype=np.int64)
+        ev = np.array(self.val[:cut], dtype=np.uint64)
+        del self.pos[:cut], self.val[:cut]
+        self.paint(upto, ep, ev)
+
+    def paint(self, upto: int, ep: np.ndarray, ev: np.ndarray) -> None:
+        """Paint ``flat[done:upto]`` from the edges ``ep`` (sorted, in that range), ``ev``."""
+        a, nx, carry = self.done, self.nx, self.carry
+        while a < upto:
+            e = min(upto, a + _BLOCK)
+            i = int(np.searchsorted(ep, e))
+            rows = np.arange(-(-a // nx) * nx, e, nx, dtype=np.int64)
+            starts = np.concatenate((np.array([a], np.int64), rows, ep[:i]))
+            values = np.concatenate(
+                (np.array([carry], np.uint64), np.zeros(rows.size, np.uint64), ev[:i])
+            )
+            order = np.argsort(starts, kind="stable")  # carry, row start, edge: the last wins
+            starts, values = starts[order], values[order]
+            keep = np.ones(starts.size, dtype=bool)
+            keep[:-1] = starts[1:] != starts[:-1]
+            starts, values = starts[keep], values[keep]
+            lengths = np.diff(np.append(starts, e))
+            self.flat[a:e] = np.repeat(values.astype(self.flat.dtype), lengths)
+            carry = int(values[-1])
+            ep, ev = ep[i:], ev[i:]
+            a = e
+        self.done, self.carry = max(a, self.done), carry
+
+
+class _Classes:
+    """One class byte per edge of the previous and the current slice (running counters)."""
+
+    def __init__(self, cap: int, two: bool) -> None:
+        self.cap = cap
+        self.cur = bytearray(cap)
+        self.prev = bytearray(cap) if two else self.cur
+        self.at = 0  # the next class written to ``cur``
+
+    def swap(self) -> None:
+        if self.prev is not self.cur:
+            self.prev, self.cur = self.cur, self.prev
+
+
+def _edges_of(row: np.ndarray) -> Iterator[tuple[list[int], list[int]]]:
+    """The edges of a painted row as (positions, values) lists, :data:`_BLOCK` voxels at a
+    time."""
+    before = 0
+    for a in range(0, row.size, _BLOCK):
+        piece = row[a : a + _BLOCK]
+        change = np.empty(piece.size, dtype=bool)
+        change[0] = piece[0] != before
+        np.not_equal(piece[1:], piece[:-1], out=change[1:])
+        at = np.flatnonzero(change)
+        yield (at + a).tolist(), piece[at].tolist()
+        before = piece[-1]
+
+
+def _decode_numpy(s: _Sections, out3: np.ndarray) -> None:
+    """Decode into ``out3`` (C-contiguous, native unsigned or bool, 3-D)."""
+    nz, ny, nx = out3.shape
+    codes = sum(2 * f.size for f in s.fates)
+    cls = _Classes(min(ny * nx, s.npos + codes), nz > 1)
+    painter = _Painter(out3)
+    for z in range(nz):
+        if z == 0 or nx > _BLOCK:
+            _scalar_rows(s, out3, painter, cls, z)
+        else:
+            at = 0
+            step = max(1, _BLOCK // nx)
+            for y0 in range(0, ny, step):
+                at = _vector_rows(s, out3, painter, cls, z, y0, min(ny, y0 + step), at)
+        painter.flush((z + 1) * ny * nx)
+        cls.swap()
+        cls.at = 0
+    s.check_consumed()
+
+
+def _scalar_rows(s: _Sections, out3: np.ndarray, painter: _Painter, cls: _Classes, z: int) -> None:
+    """Slice ``z`` row by row, item by item (section 6.4): the first slice, where row y refers
+    to row y - 1, and slices of rows wider than a vectorised block. One loop, no objects per
+    row; a reference row of at most :data:`_ROW_LIST` edges is kept in two lists, a longer one
+    is read back from the painted output."""
+    _, ny, nx = out3.shape
+    k, vmax = s.k, s.vmax
     inserted = 2 * k + 1
-    n_rows = ref_counts.size
-    g = rd.take_gaps(int(ref_counts.sum()) + n_rows)
+    gaps, n_gaps = s.gap_bytes, len(s.gap_bytes)
+    pos, val, p, w, npos = s.pos_bytes, s.val_bytes, s.p, s.w, s.npos
+    fates, code_at = s.fate_bytes, s.code_at
+    n_codes = [2 * len(f) for f in fates]
+    cur, cap = cls.cur, cls.cap
+    ref_cls = cls.cur if z == 0 else cls.prev
+    ppos, pval = painter.pos, painter.val
+    gap_at, ins_at, at = s.gap_at, s.ins_at, cls.at
+    ref_at = 0  # the next reference class
+    px: list[int] = []  # the previous row's edges (first slice, while listed)
+    pv: list[int] = []
+    cx: list[int] = []
+    cv: list[int] = []
+    listed = False  # whether px, pv hold the reference row
+    outside = "Expected inserted edges inside the row, after the previous one. Got one outside."
+    same = "Expected edges that change the value. Got an edge equal to the value before it."
+    try:
+        for y in range(ny):
+            base = (z * ny + y) * nx
+            row_first = at
+            source: Iterator[tuple[list[int], list[int]]] | None = None
+            if z == 0 and y == 0:
+                rx_list: list[int] = []
+                rv_list: list[int] = []
+            elif z == 0 and listed:
+                rx_list, rv_list = px, pv
+            else:
+                ref_row = out3[z - 1, y] if z else out3[0, y - 1]
+                if not z:
+                    painter.flush(base)
+                source = _edges_of(ref_row)
+                rx_list, rv_list = next(source)
+            j, m = 0, len(rx_list)
+            cx.clear()
+            cv.clear()
+            keep = z == 0
+            last, value = -1, 0
+            while True:
+                if gap_at >= n_gaps:
+                    raise CodecError("Expected a gap count. Got the end of the gaps section.")
+                count = gaps[gap_at]
+                if count < _ESCAPE:
+                    gap_at += 1
+                else:
+                    if gap_at + 5 > n_gaps:
+                        raise CodecError("Expected 4 bytes after a 255 gap code. Got the end.")
+                    count = int.from_bytes(gaps[gap_at + 1 : gap_at + 5], "little")
+                    if count < _ESCAPE:
+                        raise CodecError(
+                            "Expected an escaped gap count >= 255. Got a smaller one."
+                        )
+                    gap_at += 5
+                if count > npos - ins_at:
+                    raise CodecError("Expected as many insertions as positions. Got more.")
+                for _ in range(count):
+                    delta = pos[ins_at] if p == 1 else s.plane_value(pos, p, ins_at)
+                    if w == 0:
+                        v = value ^ 1
+                    else:
+                        v = val[ins_at] if w == 1 else s.plane_value(val, w, ins_at)
+                    ins_at += 1
+                    x = last + delta
+                    if delta == 0 or x >= nx:
+                        raise CodecError(outside)
+                    if v > vmax:
+                        raise CodecError(
+                            "Expected edge values that fit the dtype. Got a larger one."
+                        )
+                    if v == value:
+                        raise CodecError(same)
+                    if at >= cap:
+                        raise CodecError("Expected at most one edge per voxel. Got more.")
+                    cur[at] = inserted
+                    at += 1
+                    ppos.append(base + x)
+                    pval.append(v)
+                    if len(ppos) >= _BLOCK:
+                        painter.flush(base + x)
+                    if keep:
+                        if len(cx) < _ROW_LIST:
+                            cx.append(x)
+                            cv.append(v)
+                        else:  # too long to list: read back from the output instead
+                            keep = False
+                            cx.clear()
+                            cv.clear()
+                    last, value = x, v
+                if j == m:
+                    if source is None:
+                        break
+                    nxt = next(source, None)
+                    if nxt is None:
+                        break
+                    rx_list, rv_list = nxt
+                    j, m = 0, len(rx_list)
+                    if not m:
+                        continue
+                rx, rv = rx_list[j], rv_list[j]
+                j += 1
+                if ref_at >= cap:
+                    raise CodecError("Expected at most one edge per voxel. Got more.")
+                c = ref_cls[ref_at]
+                ref_at += 1
+                code = code_at[c]
+                if code >= n_codes[c]:
+                    raise CodecError("Expected a fate code. Got the end of its section.")
+                code_at[c] = code + 1
+                byte = fates[c][code >> 1]
+                code = byte >> 4 if code & 1 else byte & 15
+                if code < inserted:
+                    x = rx + code - k
+                    if x <= last or x >= nx:
+                        raise CodecError(
+                            "Expected matched edges inside the row, after the previous one. "
+                            "Got one outside."
+                        )
+                    if rv == value:
+                        raise CodecError(same)
+                    if at >= cap:
+                        raise CodecError("Expected at most one edge per voxel. Got more.")
+                    cur[at] = code
+                    at += 1
+                    ppos.append(base + x)
+                    pval.append(rv)
+                    if len(ppos) >= _BLOCK:
+                        painter.flush(base + x)
+                    if keep:
+                        if len(cx) < _ROW_LIST:
+                            cx.append(x)
+                            cv.append(rv)
+                        else:  # too long to list: read back from the output instead
+                            keep = False
+                            cx.clear()
+                            cv.clear()
+                    last, value = x, rv
+                elif code != inserted:
+                    raise CodecError("Expected fate codes 0..2K+1. Got a larger one.")
+            if z == 0:
+                listed = keep
+                if listed:
+                    px, cx = cx, px
+                    pv, cv = cv, pv
+                ref_at = row_first  # the next row refers to this one
+    finally:
+        s.gap_at, s.ins_at, cls.at = gap_at, ins_at, at
+
+
+def _vector_rows(
+    s: _Sections,
+    out3: np.ndarray,
+    painter: _Painter,
+    cls: _Classes,
+    z: int,
+    y0: int,
+    y1: int,
+    ref_at: int,
+) -> int:
+    """Rows ``y0:y1`` of slice ``z > 0`` at once, against the painted rows of slice ``z - 1``
+    (whose classes are ``cls.prev[ref_at:]``); the next reference class index."""
+    k, nx = s.k, s.nx
+    inserted = 2 * k + 1
+    n_rows = y1 - y0
+    ref = out3[z - 1, y0:y1]
+    change = np.empty(ref.shape, dtype=bool)
+    change[:, 0] = ref[:, 0] != 0
+    np.not_equal(ref[:, 1:], ref[:, :-1], out=change[:, 1:])
+    ref_row, ref_x = np.nonzero(change)
+    ref_v = ref[ref_row, ref_x].astype(np.uint64)
+    ref_counts = np.bincount(ref_row, minlength=n_rows)
+    if ref_at + ref_x.size > cls.cap:
+        raise CodecError("Expected at most one edge per voxel. Got more.")
+    ref_c = np.frombuffer(cls.prev, dtype=np.uint8)[ref_at : ref_at + ref_x.size]
+    g = s.take_gaps(ref_x.size + n_rows)
     fate = np.empty(ref_x.size, dtype=np.int64)
     for q in range(2 * k + 2):
         sel = ref_c == q
         count = int(np.count_nonzero(sel))
         if count:
-            fate[sel] = rd.take_codes(q, count)
+            fate[sel] = s.take_codes(q, count)
     if fate.size and int(fate.max()) > inserted:
         raise CodecError("Expected fate codes 0..2K+1. Got a larger one.")
     kept = fate <= 2 * k
@@ -380,9 +642,11 @@ def _decode_slice(
     kept_after = np.zeros(n_gaps, dtype=bool)
     kept_after[ref_after] = kept
     n_ins = int(g.sum())
-    deltas, ins_values = rd.take_inserts(n_ins)
+    deltas, ins_values = s.take_inserts(n_ins)
     per_gap = g + kept_after
     total = int(per_gap.sum())
+    if cls.at + total > cls.cap:
+        raise CodecError("Expected at most one edge per voxel. Got more.")
     item_gap = np.repeat(np.arange(n_gaps), per_gap)
     first_of_gap = np.cumsum(per_gap) - per_gap
     in_gap = np.arange(total) - first_of_gap[item_gap]
@@ -402,8 +666,7 @@ def _decode_slice(
     anchor_c = np.where(is_ref, csum, csum - delta)
     anchors = np.where(is_ref | pseudo, np.arange(total), -1)
     idx = np.maximum.accumulate(anchors) if total else anchors
-    x_ins = anchor_x[idx] + csum - anchor_c[idx]
-    x = np.where(is_ins, x_ins, x)
+    x = np.where(is_ins, anchor_x[idx] + csum - anchor_c[idx], x)
     v = np.empty(total, dtype=np.uint64)
     v[is_ref] = ref_v[ref_idx]
     if ins_values is None:
@@ -412,7 +675,7 @@ def _decode_slice(
         v[is_ins] = (anchor_v[idx] ^ (steps & 1))[is_ins].astype(np.uint64)
     else:
         v[is_ins] = ins_values
-        if ins_values.size and int(ins_values.max()) > rd.vmax:
+        if ins_values.size and int(ins_values.max()) > s.vmax:
             raise CodecError("Expected edge values that fit the dtype. Got a larger one.")
     if total:
         inside = (x >= 0) & (x < nx)
@@ -422,56 +685,20 @@ def _decode_slice(
             raise CodecError(
                 "Expected edges inside the row, each after the previous one. Got one outside."
             )
-    cls = np.full(total, inserted, dtype=np.int64)
-    cls[is_ref] = fate[ref_idx]
-    return row, x, v, cls
-
-
-def _decode_numpy(rd: _Reader, nz: int, ny: int, nx: int, out: np.ndarray) -> None:
-    rows_all: list[np.ndarray] = []
-    xs_all: list[np.ndarray] = []
-    vs_all: list[np.ndarray] = []
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.int64))
-    prev: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-    for z in range(nz):
-        if prev is None:  # the first slice: row y refers to row y - 1
-            pieces = []
-            ref = empty
-            for _ in range(ny):
-                ref = _decode_row_scalar(rd, ref)
-                pieces.append(ref)
-            counts = np.array([p[0].size for p in pieces], dtype=np.int64)
-            row = np.repeat(np.arange(ny), counts)
-            x = np.concatenate([p[0] for p in pieces])
-            v = np.concatenate([p[1] for p in pieces])
-            c = np.concatenate([p[2] for p in pieces])
-        else:
-            px, pv, pc, pcounts = prev
-            row, x, v, c = _decode_slice(rd, px, pv, pc, pcounts)
-            counts = np.bincount(row, minlength=ny) if row.size else np.zeros(ny, np.int64)
-        prev = (x, v, c, counts)
-        rows_all.append(row + z * ny)
-        xs_all.append(x)
-        vs_all.append(v)
-    _paint(
-        np.concatenate(rows_all), np.concatenate(xs_all), np.concatenate(vs_all), nz * ny, nx, out
-    )
-
-
-def _paint(
-    rows: np.ndarray, xs: np.ndarray, vs: np.ndarray, n_rows: int, nx: int, out: np.ndarray
-) -> None:
-    """Fill ``out`` (n_rows x nx values) from the edges: value 0 from each row's start."""
-    n = rows.size
-    starts = np.empty(n + n_rows, dtype=np.int64)
-    values = np.zeros(n + n_rows, dtype=out.dtype)
-    edge_at = np.arange(n) + rows + 1  # each row's start precedes its edges
-    row_at = np.arange(n_rows) + np.searchsorted(rows, np.arange(n_rows), side="left")
-    starts[edge_at] = rows * nx + xs
-    values[edge_at] = vs.astype(out.dtype) if out.dtype != np.bool_ else vs.astype(bool)
-    starts[row_at] = np.arange(n_rows, dtype=np.int64) * nx
-    lengths = np.diff(np.append(starts, n_rows * nx))
-    out[...] = np.repeat(values, lengths).reshape(out.shape)
+        before = np.zeros(total, dtype=np.uint64)
+        before[1:] = v[:-1]
+        before[first] = 0
+        if (v == before).any():
+            raise CodecError(
+                "Expected edges that change the value. Got an edge equal to the value before it."
+            )
+    c = np.full(total, inserted, dtype=np.uint8)
+    c[is_ref] = fate[ref_idx]
+    np.frombuffer(cls.cur, dtype=np.uint8)[cls.at : cls.at + total] = c
+    cls.at += total
+    base = (z * out3.shape[1] + y0) * nx
+    painter.paint(base + n_rows * nx, base + row * nx + x, v)
+    return ref_at + ref_x.size
 
 
 # --- the stream -------------------------------------------------------------------------------
@@ -527,7 +754,7 @@ def _parse(buf: memoryview, shape: tuple[int, ...] | None, dtype: np.dtype[Any] 
     got_shape = tuple(int(s) for s in struct.unpack_from(f"<{ndim}I", buf, HEADER_PREFIX.size))
     nbytes = check_declared(got_shape, got_dtype, shape, dtype)
     count = nbytes // got_dtype.itemsize
-    vmax = 1 if got_dtype == np.bool_ else (1 << (8 * got_dtype.itemsize)) - 1
+    vmax = value_max(got_dtype)
     if mode == MODE_CONSTANT:
         constant, off = _read_varint(buf, off, end, "constant value")
         if constant > vmax:
@@ -535,6 +762,10 @@ def _parse(buf: memoryview, shape: tuple[int, ...] | None, dtype: np.dtype[Any] 
         if off != end:
             raise CodecError(f"Expected {end - off} fewer bytes after the constant. Got them.")
         return _Header(got_dtype, got_shape, mode, constant, 0, 0, 0, (), end)
+    if mode in (MODE_PLAIN, MODE_EDGES) and count == 0:
+        raise CodecError(
+            f"Expected mode 0 (constant) for a zero-size array. Got mode {mode} for {got_shape}."
+        )
     if mode == MODE_PLAIN:
         stored, off = _read_varint(buf, off, end, "section size")
         raw, off = _read_varint(buf, off, end, "section size")
@@ -569,13 +800,14 @@ def _parse(buf: memoryview, shape: tuple[int, ...] | None, dtype: np.dtype[Any] 
             f"Expected a {codec_id} stream of {off + sum(s for s, _ in sections) + 4} bytes. "
             f"Got {n} bytes."
         )
-    rows = count // got_shape[-1] if got_shape[-1] else 0
+    rows = count // got_shape[-1]
     (_, g_raw), (_, p_raw), (_, v_raw) = sections[:3]
     limits = (
         ("gaps", g_raw, 5 * (count + rows)),
         ("positions", p_raw, p * count),
         ("values", v_raw, w * count),
         ("fates", sum(r for _, r in sections[3:]), count // 2 + 2 * k + 2),
+        ("sections", sum(r for _, r in sections), max_raw(nbytes)),
     )
     for what, raw_size, limit in limits:
         if raw_size > limit:
@@ -587,6 +819,12 @@ def _parse(buf: memoryview, shape: tuple[int, ...] | None, dtype: np.dtype[Any] 
     return _Header(got_dtype, got_shape, mode, 0, k, w, p, tuple(sections), off)
 
 
+def max_raw(nbytes: int) -> int:
+    """The most raw section bytes a mode-1 stream of ``nbytes`` decoded bytes may declare
+    (docs/codecs.md 6.4): what bounds decoding to about 4x the output."""
+    return _RAW_FACTOR * nbytes + _RAW_SLACK
+
+
 def _store(raw: bytes, level: int) -> bytes:
     """A section as stored: one zstd frame when that is smaller, else the raw bytes."""
     if not raw:
@@ -595,15 +833,22 @@ def _store(raw: bytes, level: int) -> bytes:
     return frame if len(frame) < len(raw) else raw
 
 
-def _load(stored: memoryview, raw_size: int, what: str) -> bytes:
+def _load(stored: memoryview, raw_size: int, what: str) -> bytes | memoryview:
+    """A section's raw bytes: the stored bytes themselves (not copied), or its one zstd frame
+    decompressed."""
     if len(stored) == raw_size:
-        return bytes(stored)
+        return stored
     try:
         params = zstd.get_frame_parameters(stored)
         if params.content_size != raw_size:
             raise CodecError(
                 f"Expected the {what} section to decode to {raw_size} bytes. "
                 f"Got a frame declaring {params.content_size}."
+            )
+        if frame_size(stored, checksum=bool(params.has_checksum)) != len(stored):
+            raise CodecError(
+                f"Expected the {what} section to be exactly one zstd frame of {len(stored)} "
+                "bytes. Got a frame of another size (or more than one frame)."
             )
         out: bytes = zstd_decompressor().decompress(stored, max_output_size=raw_size)
     except CodecError:
@@ -677,18 +922,24 @@ class EdgesCodec:
         p = byte_width(max_delta)  # positions are uint32: at most 4
         w = 0 if max_value <= 1 else byte_width(max_value)
         raws = [gaps, _to_planes(pos, p), _to_planes(val, w) if w else b"", *fates]
+        if sum(len(r) for r in raws) > max_raw(a.nbytes):  # not a valid mode-1 stream (6.4)
+            return self._plain(a, dtype), stats
         stored = [_store(r, self.level) for r in raws]
         fields = bytes([k, w, p]) + b"".join(
             _varint(len(s)) + _varint(len(r)) for s, r in zip(stored, raws, strict=True)
         )
         stream = _finish(a, dtype, MODE_EDGES, fields, *stored)
         if len(stream) > a.nbytes // 8:  # noise-like: the raw values may compress better
-            raw = np.packbits(a.reshape(-1)).tobytes() if a.dtype == np.bool_ else _planes(a)
-            body = _store(raw, self.level)
-            plain = _finish(a, dtype, MODE_PLAIN, _varint(len(body)) + _varint(len(raw)), body)
+            plain = self._plain(a, dtype)
             if len(plain) < len(stream):
                 return plain, stats
         return stream, stats
+
+    def _plain(self, a: np.ndarray, dtype: np.dtype[Any]) -> bytes:
+        """The mode-2 stream of ``a`` (recorded ``dtype``)."""
+        raw = np.packbits(a.reshape(-1)).tobytes() if a.dtype == np.bool_ else _planes(a)
+        body = _store(raw, self.level)
+        return _finish(a, dtype, MODE_PLAIN, _varint(len(body)) + _varint(len(raw)), body)
 
     def decode(
         self,
@@ -725,8 +976,11 @@ class EdgesCodec:
         """
         buf = memoryview(data).cast("B")
         h = _parse(buf, tuple(out.shape), out.dtype)
-        rows_contiguous = out.ndim == 0 or out.strides[-1] == out.dtype.itemsize
-        if out.dtype.isnative and rows_contiguous:  # signed: the same bits as unsigned
+        if _use_kernel():  # rows contiguous, no two elements in one place
+            direct = out.strides[-1] == out.dtype.itemsize and _no_self_overlap(out)
+        else:
+            direct = out.flags.c_contiguous
+        if out.dtype.isnative and direct:  # signed: the same bits as unsigned
             self._fill(buf, h, out.view(storage_dtype(h.dtype)), present)
         else:
             out[...] = self._fill_new(buf, h, present)
@@ -767,8 +1021,7 @@ class EdgesCodec:
         if h.mode == MODE_PLAIN:
             ((stored, raw_size),) = h.sections
             raw = _load(buf[h.end : h.end + stored], raw_size, "plain values")
-            flat = _from_value_planes(raw, out3.size, h.dtype)
-            out3[...] = flat.reshape(out3.shape)
+            _plain_into(raw, h.dtype, out3)
             if present is not None:
                 present.append(None)
             return
@@ -778,18 +1031,17 @@ class EdgesCodec:
         for (stored, raw_size), what in zip(h.sections, names, strict=True):
             raws.append(_load(buf[off : off + stored], raw_size, what))
             off += stored
-        positions = _from_planes(raws[1], h.position_width, "<u4")
-        values = _from_planes(raws[2], h.value_width, "<u8") if h.value_width else None
-        nz, ny, nx = out3.shape
-        vmax = 1 if h.dtype == np.bool_ else (1 << (8 * h.dtype.itemsize)) - 1
+        vmax = value_max(h.dtype)
         if _use_kernel():
             assert _kernel is not None
             try:
                 _kernel.decode(
                     raws[0],
                     tuple(raws[3:]),
-                    positions.astype("=u4", copy=False),
-                    None if values is None else values.astype("=u8", copy=False),
+                    raws[1],
+                    h.position_width,
+                    raws[2] if h.value_width else None,
+                    h.value_width,
                     out3.dtype.itemsize,
                     h.k,
                     vmax,
@@ -798,30 +1050,74 @@ class EdgesCodec:
             except ValueError as exc:
                 raise CodecError(str(exc)) from None
         else:
-            rd = _Reader(
-                _parse_gaps(raws[0]),
-                positions.astype(np.int64),
-                values,
-                [_unpack_codes(r) for r in raws[3:]],
-                h.k,
-                nx,
-                vmax,
-            )
-            _decode_numpy(rd, nz, ny, nx, out3)
-            _check_consumed(rd, raws[3:])
+            s = _Sections(raws, h.position_width, h.value_width, h.k, out3.shape[2], vmax)
+            _decode_numpy(s, out3)
         if present is not None:
-            found = np.array([0, 1]) if values is None else np.union1d(np.unique(values), [0])
-            present.append(found.astype(np.uint64))
+            present.append(_inserted_values(raws[2], h.value_width, out3.nbytes))
 
 
-def _check_consumed(rd: _Reader, fates: list[bytes]) -> None:
-    if rd.gap_at != rd.gaps.size:
-        raise CodecError("Expected the gaps section to end with the last row. Got more bytes.")
-    if rd.ins_at != rd.positions.size:
-        raise CodecError("Expected one inserted edge per position. Got unused positions.")
-    for used, raw in zip(rd.code_at, fates, strict=True):
-        if (used + 1) // 2 != len(raw) or (used % 2 and raw[used // 2] >> 4):
-            raise CodecError("Expected one fate code per reference edge. Got unused fate codes.")
+def _inserted_values(raw: bytes | memoryview, w: int, nbytes: int) -> np.ndarray | None:
+    """0 and every inserted edge's value (each value of the array enters through one), from
+    the value planes in bounded memory; None when that would cost more than a scan."""
+    if w == 0:
+        return np.array([0, 1], dtype=np.uint64)
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(w, -1)
+    if w == 1:
+        found = np.flatnonzero(np.bincount(planes[0], minlength=1))
+    elif w == 2:
+        found = np.flatnonzero(np.bincount(planes[0] | planes[1].astype(np.uint16) << 8))
+    elif 16 * planes.shape[1] <= nbytes:
+        values = np.zeros(planes.shape[1], dtype=np.uint64)
+        for byte in range(w):
+            values |= planes[byte].astype(np.uint64) << np.uint64(8 * byte)
+        found = np.unique(values)
+    else:
+        return None
+    return np.union1d(found.astype(np.uint64), np.zeros(1, np.uint64))
+
+
+def _plain_into(raw: bytes | memoryview, dtype: np.dtype[Any], out3: np.ndarray) -> None:
+    """Mode 2: the bit-packed (bool) or byte-plane values into ``out3``, checked: padding bits
+    0, signed values at most the signed maximum."""
+    count = out3.size
+    b = np.frombuffer(raw, dtype=np.uint8)
+    if dtype == np.bool_:
+        if count % 8 and b[-1] & ((1 << (8 - count % 8)) - 1):
+            raise CodecError("Expected padding bits 0 after the last plain bool value. Got 1s.")
+        out3[...] = np.unpackbits(b, count=count).view(np.bool_).reshape(out3.shape)
+        return
+    size = dtype.itemsize
+    planes = b.reshape(size, count)
+    if dtype.kind == "i" and count and int(planes[size - 1].max()) > 0x7F:
+        raise CodecError(
+            f"Expected plain values <= {value_max(dtype)} for {dtype} (labels are never "
+            "negative). Got a larger one."
+        )
+    if size == 1:
+        out3[...] = planes[0].reshape(out3.shape)
+    elif out3.flags.c_contiguous and np.little_endian:  # each plane straight into place
+        columns = out3.reshape(-1).view(np.uint8).reshape(count, size)
+        for byte in range(size):
+            columns[:, byte] = planes[byte]
+    else:
+        for z in range(out3.shape[0]):  # one slice of temporaries at a time
+            n = out3.shape[1] * out3.shape[2]
+            values = np.zeros(n, dtype=out3.dtype)
+            for byte in range(size):
+                part = planes[byte, z * n : (z + 1) * n].astype(out3.dtype)
+                values |= part << out3.dtype.type(8 * byte)
+            out3[z] = values.reshape(out3.shape[1:])
+
+
+def _no_self_overlap(a: np.ndarray) -> bool:
+    """Whether no two elements of ``a`` share memory (a sufficient test on the strides)."""
+    need = a.itemsize
+    for stride, size in sorted((abs(s), n) for s, n in zip(a.strides, a.shape, strict=True)):
+        if size > 1:
+            if stride < need:
+                return False
+            need = stride * size
+    return True
 
 
 def _constant(v3: np.ndarray, pos: np.ndarray, val: np.ndarray) -> int | None:

@@ -4,7 +4,8 @@
  *
  * encode(values, shape, itemsize, K)
  *     -> (gaps, fates, positions, values, max_delta, max_value, stats or None)
- * decode(gaps, fates, positions, values, shape, K, toggle, out) -> None
+ * decode(gaps, fates, position_planes, p, value_planes or None, w, itemsize, K, vmax, out)
+ *     -> None
  *
  * Pure C99 on the buffer protocol; the loops run without the GIL, so chunks encode and
  * decode in parallel threads. medmask/codecs/_edges.py holds the same decoder in numpy and
@@ -343,6 +344,14 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
 
 /* ---------------------------------------------------------------------------------------- */
 /* decoder                                                                                  */
+/*
+ * No edge list is kept: the reference row is already painted in the output (row y - 1 of
+ * slice 0, or row y of slice z - 1), so its edges are found again by scanning it for value
+ * changes. Only each edge's class (one byte) is kept, in per-slice arrays allocated once per
+ * decode and indexed by running counters (nothing is reallocated while a row refers to it).
+ * Streams may not hold an edge equal to the value before it, so the edges found by the scan
+ * are exactly the edges the row was painted from.
+ */
 
 typedef struct {
     const uint8_t *p;
@@ -354,14 +363,18 @@ typedef struct {
     reader_t fates[2 * MAX_K + 2];
     size_t fate_count[2 * MAX_K + 2];
     size_t fate_at[2 * MAX_K + 2];
-    const uint32_t *pos;
+    const uint8_t *pos; /* p byte planes of npos deltas */
     size_t npos, pos_at;
-    const uint64_t *val; /* NULL: toggle (0/1 values alternate) */
+    int p;
+    const uint8_t *val; /* w byte planes of npos values; NULL (w = 0): values toggle 0/1 */
+    int w;
     uint64_t vmax;
     int K, itemsize;
     uint32_t nz, ny, nx;
     uint8_t *out;
     Py_ssize_t sz, sy;
+    uint8_t *cls[2]; /* edge classes of the previous and the current slice */
+    size_t cap;      /* capacity of each: no slice has more edges */
 } dec_t;
 
 static const char *read_gap(dec_t *d, uint32_t *count) {
@@ -386,107 +399,139 @@ static const char *read_fate(dec_t *d, int cls, int *code) {
     return NULL;
 }
 
-static void paint(dec_t *d, uint8_t *row, const edge_t *e, size_t n) {
-    uint32_t nx = d->nx;
-    switch (d->itemsize) {
-        case 1: {
-            uint32_t x0 = n ? e[0].x : nx;
-            memset(row, 0, x0);
-            for (size_t k = 0; k < n; k++) {
-                uint32_t end = (k + 1 < n) ? e[k + 1].x : nx;
-                memset(row + e[k].x, (int)e[k].v, end - e[k].x);
-            }
-            return;
-        }
-#define PAINT(T)                                                               \
+/* Element i of `width` little-endian byte planes of n elements each. */
+static inline uint64_t plane_get(const uint8_t *planes, size_t n, int width, size_t i) {
+    uint64_t v = 0;
+    for (int k = 0; k < width; k++) v |= (uint64_t)planes[(size_t)k * n + i] << (8 * k);
+    return v;
+}
+
+/* row[from, to) = v */
+static void fill_run(uint8_t *row, uint32_t from, uint32_t to, uint64_t v, int itemsize) {
+    if (to <= from) return;
+    switch (itemsize) {
+        case 1: memset(row + from, (int)v, to - from); return;
+#define FILL(T)                                                                \
     {                                                                          \
-        T *r = (T *)row;                                                       \
-        uint32_t x = 0;                                                        \
-        for (size_t k = 0; k <= n; k++) {                                      \
-            uint32_t end = (k < n) ? e[k].x : nx;                              \
-            T v = k ? (T)e[k - 1].v : 0;                                       \
-            for (; x < end; x++) r[x] = v;                                     \
-        }                                                                      \
+        T *r = (T *)row, t = (T)v;                                             \
+        for (uint32_t x = from; x < to; x++) r[x] = t;                         \
         return;                                                                \
     }
-        case 2: PAINT(uint16_t)
-        case 4: PAINT(uint32_t)
-        default: PAINT(uint64_t)
-#undef PAINT
+        case 2: FILL(uint16_t)
+        case 4: FILL(uint32_t)
+        default: FILL(uint64_t)
+#undef FILL
     }
 }
 
-static const char *decode_row(dec_t *d, slice_t *cur, const edge_t *ref, size_t m) {
-    const int K = d->K;
+/* The first x >= from where row[x] != prev (nx if none), 8 bytes at a time. */
+static uint32_t next_change(const uint8_t *row, uint32_t from, uint32_t nx, uint64_t prev,
+                            int itemsize) {
+    uint32_t x = from;
+    uint32_t per_word = (uint32_t)(8 / itemsize);
+    uint64_t pattern = prev;
+    for (int s = 8 * itemsize; s < 64; s *= 2) pattern |= pattern << s;
+    while (x < nx && (x % per_word)) {
+        if (load(row, x, itemsize) != prev) return x;
+        x++;
+    }
+    while (nx - x >= per_word) {
+        uint64_t word;
+        memcpy(&word, row + (size_t)x * itemsize, 8);
+        if (word != pattern) break;
+        x += per_word;
+    }
+    for (; x < nx; x++)
+        if (load(row, x, itemsize) != prev) return x;
+    return nx;
+}
+
+/* Decode one row into `row` against the painted reference row `ref` (NULL: none), whose edge
+ * classes are read from rcls[*rat ...]; the row's classes go to ccls[*cat ...]. */
+static const char *decode_row(dec_t *d, uint8_t *row, const uint8_t *ref, const uint8_t *rcls,
+                              size_t *rat, uint8_t *ccls, size_t *cat) {
+    const int K = d->K, itemsize = d->itemsize;
+    const uint32_t nx = d->nx;
     const uint8_t inserted = (uint8_t)(2 * K + 1);
     int64_t last = -1;
-    uint64_t value = 0;
+    uint64_t value = 0;   /* of the last edge of this row (0 before the first) */
+    uint32_t filled = 0;  /* row[0, filled) is painted */
+    uint32_t scan = 0;    /* the reference row is scanned up to here */
+    uint64_t ref_value = 0;
     const char *err;
-    for (size_t g = 0; g <= m; g++) {
+    for (;;) {
         uint32_t count;
         if ((err = read_gap(d, &count))) return err;
         if (count > d->npos - d->pos_at) return "Expected as many insertions as positions. Got more.";
         for (uint32_t t = 0; t < count; t++) {
-            uint32_t delta = d->pos[d->pos_at];
-            uint64_t v = d->val ? d->val[d->pos_at] : (value ^ 1u);
+            uint64_t delta = plane_get(d->pos, d->npos, d->p, d->pos_at);
+            uint64_t v = d->val ? plane_get(d->val, d->npos, d->w, d->pos_at) : (value ^ 1u);
             d->pos_at++;
             int64_t x = last + (int64_t)delta;
-            if (delta == 0 || x >= (int64_t)d->nx)
+            if (delta == 0 || x >= (int64_t)nx)
                 return "Expected inserted edges inside the row, after the previous one. Got one outside.";
             if (v > d->vmax) return "Expected edge values that fit the dtype. Got a larger one.";
-            if (!slice_push(cur, (uint32_t)x, v, inserted)) return "out of memory";
+            if (v == value) return "Expected edges that change the value. Got an edge equal to the value before it.";
+            if (*cat >= d->cap) return "Expected at most one edge per voxel. Got more.";
+            fill_run(row, filled, (uint32_t)x, value, itemsize);
+            filled = (uint32_t)x;
+            ccls[(*cat)++] = inserted;
             last = x;
             value = v;
         }
-        if (g < m) {
-            int code;
-            if ((err = read_fate(d, ref[g].cls, &code))) return err;
-            if (code <= 2 * K) {
-                int64_t x = (int64_t)ref[g].x + code - K;
-                if (x <= last || x >= (int64_t)d->nx)
-                    return "Expected matched edges inside the row, after the previous one. Got one outside.";
-                if (!slice_push(cur, (uint32_t)x, ref[g].v, (uint8_t)code)) return "out of memory";
-                last = x;
-                value = ref[g].v;
-            } else if (code != inserted) {
-                return "Expected fate codes 0..2K+1. Got a larger one.";
-            }
+        if (!ref) break;
+        uint32_t rx = next_change(ref, scan, nx, ref_value, itemsize);
+        if (rx >= nx) break;
+        ref_value = load(ref, rx, itemsize);
+        scan = rx + 1;
+        if (*rat >= d->cap) return "Expected at most one edge per voxel. Got more.";
+        int code;
+        if ((err = read_fate(d, rcls[(*rat)++], &code))) return err;
+        if (code <= 2 * K) {
+            int64_t x = (int64_t)rx + code - K;
+            if (x <= last || x >= (int64_t)nx)
+                return "Expected matched edges inside the row, after the previous one. Got one outside.";
+            if (ref_value == value) return "Expected edges that change the value. Got an edge equal to the value before it.";
+            if (*cat >= d->cap) return "Expected at most one edge per voxel. Got more.";
+            fill_run(row, filled, (uint32_t)x, value, itemsize);
+            filled = (uint32_t)x;
+            ccls[(*cat)++] = (uint8_t)code;
+            last = x;
+            value = ref_value;
+        } else if (code != inserted) {
+            return "Expected fate codes 0..2K+1. Got a larger one.";
         }
     }
+    fill_run(row, filled, nx, value, itemsize);
     return NULL;
 }
 
 static const char *decode_core(dec_t *d) {
-    slice_t a, b;
-    if (!slice_init(&a, d->ny)) return "out of memory";
-    if (!slice_init(&b, d->ny)) { slice_free(&a); return "out of memory"; }
-    slice_t *prev = &a, *cur = &b;
     const char *err = NULL;
+    size_t rat = 0, cat = 0;
+    int cur = 0;
     for (uint32_t z = 0; z < d->nz && !err; z++) {
-        cur->n = 0;
+        uint8_t *slice = d->out + (Py_ssize_t)z * d->sz;
+        uint8_t *ccls = d->cls[cur];
+        cat = 0;
+        rat = 0;
+        size_t row_start = 0; /* slice 0: where the previous row's classes start */
         for (uint32_t y = 0; y < d->ny; y++) {
-            size_t first = cur->n;
-            cur->row[y] = first;
-            const edge_t *ref = NULL;
-            size_t m = 0;
+            uint8_t *row = slice + (Py_ssize_t)y * d->sy;
             if (z > 0) {
-                ref = prev->e + prev->row[y];
-                m = prev->row[y + 1] - prev->row[y];
+                err = decode_row(d, row, row - d->sz, d->cls[1 - cur], &rat, ccls, &cat);
             } else if (y > 0) {
-                ref = cur->e + cur->row[y - 1];
-                m = first - cur->row[y - 1];
+                size_t first = cat;
+                rat = row_start;
+                err = decode_row(d, row, row - d->sy, ccls, &rat, ccls, &cat);
+                row_start = first;
+            } else {
+                err = decode_row(d, row, NULL, NULL, &rat, ccls, &cat);
             }
-            if ((err = decode_row(d, cur, ref, m))) break;
-            uint8_t *row = d->out + (Py_ssize_t)z * d->sz + (Py_ssize_t)y * d->sy;
-            paint(d, row, cur->e + first, cur->n - first);
+            if (err) break;
         }
-        cur->row[d->ny] = cur->n;
-        slice_t *t = prev;
-        prev = cur;
-        cur = t;
+        if (d->cls[1]) cur = 1 - cur;
     }
-    slice_free(&a);
-    slice_free(&b);
     if (err) return err;
     if (d->gaps.at != d->gaps.n) return "Expected the gaps section to end with the last row. Got more bytes.";
     if (d->pos_at != d->npos) return "Expected one inserted edge per position. Got unused positions.";
@@ -498,12 +543,13 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_buffer val = {0}, out = {0};
     Py_buffer fb[2 * MAX_K + 2];
     PyObject *fates, *val_obj, *out_obj;
-    int K, itemsize, nf = 0;
+    int K, itemsize, p, w, nf = 0;
     unsigned long long vmax;
-    if (!PyArg_ParseTuple(args, "y*O!y*OiiKO", &gaps, &PyTuple_Type, &fates, &pos, &val_obj,
-                          &itemsize, &K, &vmax, &out_obj))
+    if (!PyArg_ParseTuple(args, "y*O!y*iOiiiKO", &gaps, &PyTuple_Type, &fates, &pos, &p,
+                          &val_obj, &w, &itemsize, &K, &vmax, &out_obj))
         return NULL;
     const char *err = NULL;
+    int nomem = 0;
     dec_t d;
     memset(&d, 0, sizeof(d));
     if (K < 1 || K > MAX_K || PyTuple_GET_SIZE(fates) != 2 * K + 2) {
@@ -516,28 +562,31 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         d.fates[nf].n = (size_t)fb[nf].len;
         d.fate_count[nf] = 2 * (size_t)fb[nf].len;
     }
+    if (!(p == 1 || p == 2 || p == 4) || (size_t)pos.len % (size_t)p) {
+        err = "Expected positions as 1, 2 or 4 byte planes.";
+        goto release;
+    }
+    d.npos = (size_t)pos.len / (size_t)p;
     if (val_obj != Py_None) {
         if (PyObject_GetBuffer(val_obj, &val, PyBUF_SIMPLE) < 0) goto fail;
-        if ((size_t)val.len != (size_t)pos.len / 4 * 8) {
+        if (!(w == 1 || w == 2 || w == 4 || w == 8) || (size_t)val.len != d.npos * (size_t)w) {
             err = "Expected one value per inserted edge. Got another count.";
             goto release;
         }
-        d.val = (const uint64_t *)val.buf;
+        d.val = (const uint8_t *)val.buf;
     }
     if (PyObject_GetBuffer(out_obj, &out, PyBUF_RECORDS) < 0) goto fail;
     if (out.ndim != 3 || out.itemsize != itemsize || out.strides[2] != itemsize
+        || !(itemsize == 1 || itemsize == 2 || itemsize == 4 || itemsize == 8)
         || out.shape[0] > 0xFFFFFFFFL || out.shape[1] > 0xFFFFFFFFL || out.shape[2] > 0xFFFFFFFFL) {
         err = "Expected a writable 3-D output with contiguous rows of the stream's item size.";
         goto release;
     }
-    if (pos.len % 4) {
-        err = "Expected positions as 4-byte integers.";
-        goto release;
-    }
     d.gaps.p = (const uint8_t *)gaps.buf;
     d.gaps.n = (size_t)gaps.len;
-    d.pos = (const uint32_t *)pos.buf;
-    d.npos = (size_t)pos.len / 4;
+    d.pos = (const uint8_t *)pos.buf;
+    d.p = p;
+    d.w = w;
     d.vmax = vmax;
     d.K = K;
     d.itemsize = itemsize;
@@ -548,13 +597,26 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     d.sz = out.strides[0];
     d.sy = out.strides[1];
     if (d.nz && d.ny && d.nx) {
-        Py_BEGIN_ALLOW_THREADS
-        err = decode_core(&d);
-        Py_END_ALLOW_THREADS
-    } else if (d.gaps.n || d.npos) {
-        err = "Expected empty sections for an empty array. Got data.";
+        /* a slice holds at most Y*X edges, and at most one per insertion or fate code */
+        size_t codes = 0;
+        for (int c = 0; c < 2 * K + 2; c++) codes += d.fate_count[c];
+        size_t slice = (size_t)d.ny * d.nx;
+        d.cap = d.npos + codes < slice ? d.npos + codes : slice;
+        d.cls[0] = (uint8_t *)malloc(d.cap ? d.cap : 1);
+        if (d.nz > 1) d.cls[1] = (uint8_t *)malloc(d.cap ? d.cap : 1);
+        if (!d.cls[0] || (d.nz > 1 && !d.cls[1])) {
+            nomem = 1;
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            err = decode_core(&d);
+            Py_END_ALLOW_THREADS
+        }
+        free(d.cls[0]);
+        free(d.cls[1]);
+    } else {
+        err = "Expected a non-empty array for an edges stream. Got a zero-size shape.";
     }
-    if (!err) {
+    if (!err && !nomem) {
         for (int c = 0; c < 2 * K + 2; c++) {
             size_t used = d.fate_at[c];
             if ((used + 1) / 2 != d.fates[c].n || (used % 2 && (d.fates[c].p[used / 2] >> 4))) {
@@ -569,14 +631,13 @@ release:
     for (int c = 0; c < nf; c++) PyBuffer_Release(&fb[c]);
     if (val.obj) PyBuffer_Release(&val);
     if (out.obj) PyBuffer_Release(&out);
+    if (nomem) return PyErr_NoMemory();
     if (err) {
-        if (strcmp(err, "out of memory") == 0) return PyErr_NoMemory();
         PyErr_SetString(PyExc_ValueError, err);
         return NULL;
     }
     Py_RETURN_NONE;
 fail:
-    err = NULL;
     PyBuffer_Release(&gaps);
     PyBuffer_Release(&pos);
     for (int c = 0; c < nf; c++) PyBuffer_Release(&fb[c]);
@@ -590,7 +651,8 @@ static PyMethodDef methods[] = {
      "encode(values, (nz, ny, nx), itemsize, K) -> (gaps, fates, positions, values, "
      "max_delta, max_value, stats): stats of 1- and 2-byte arrays, else None"},
     {"decode", py_decode, METH_VARARGS,
-     "decode(gaps, fates, positions, values_or_None, itemsize, K, vmax, out) -> None"},
+     "decode(gaps, fates, position_planes, p, value_planes_or_None, w, itemsize, K, vmax, "
+     "out) -> None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -31,11 +31,13 @@ __all__ = [
     "decompress",
     "dtype_code",
     "dtype_from_code",
+    "frame_size",
     "normalize_input",
     "pack_header",
     "parse_header",
     "restore_dtype",
     "storage_dtype",
+    "value_max",
 ]
 
 MAGIC: Final = b"MMC"
@@ -73,6 +75,15 @@ MAX_NDIM: Final = 3  # streams hold 1-, 2- or 3-D arrays
 def byte_width(vmax: int) -> int:
     """The fewest bytes (1, 2, 4 or 8) that hold every value up to ``vmax``."""
     return 1 if vmax < 1 << 8 else 2 if vmax < 1 << 16 else 4 if vmax < 1 << 32 else 8
+
+
+def value_max(dtype: np.dtype[Any]) -> int:
+    """The largest value a stream of ``dtype`` may hold: 1 for bool, the signed maximum for
+    signed integers (labels are never negative), else the unsigned maximum."""
+    if dtype.kind == "b":
+        return 1
+    bits = 8 * dtype.itemsize
+    return (1 << (bits - 1)) - 1 if dtype.kind == "i" else (1 << bits) - 1
 
 
 def is_supported_dtype(dtype: np.dtype[Any]) -> bool:
@@ -306,8 +317,9 @@ def compress(data: bytes | memoryview | np.ndarray, level: int) -> bytes:
     return out
 
 
-def _frame_size(frame: memoryview) -> int:
-    """Compressed size of the zstd frame at the start of ``frame`` (walks block headers)."""
+def frame_size(frame: memoryview, *, checksum: bool = True) -> int:
+    """Compressed size of the zstd frame at the start of ``frame`` (walks block headers; the
+    4-byte content checksum counts when ``checksum``)."""
     n = len(frame)
     off = int(zstd.frame_header_size(frame))
     while True:
@@ -320,7 +332,7 @@ def _frame_size(frame: memoryview) -> int:
             raise CodecError("Expected a zstd block type 0..2. Got reserved type 3.")
         off += 1 if btype == 1 else bsize
         if last:
-            return off + 4  # content checksum (required, checked by the caller)
+            return off + 4 if checksum else off
 
 
 def decompress(frame: memoryview, expected: int, what: str) -> bytes:
@@ -338,7 +350,7 @@ def decompress(frame: memoryview, expected: int, what: str) -> bytes:
             )
         if not params.has_checksum:
             raise CodecError(f"Expected a checksummed zstd frame in the {what} section. Got none.")
-        if _frame_size(frame) != len(frame):
+        if frame_size(frame) != len(frame):
             raise CodecError(
                 f"Expected the {what} section to be exactly one zstd frame of {len(frame)} bytes. "
                 "Got a frame of another size."
