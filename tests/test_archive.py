@@ -114,7 +114,7 @@ def test_info_reports_sizes_and_counts_without_decoding(
     def no_decoding(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("info() must not decode voxels")
 
-    monkeypatch.setattr("medmask.archive.decode_region", no_decoding)
+    monkeypatch.setattr("medmask.engine.decode_region", no_decoding)
     with MaskArchive(path) as archive:
         infos = archive.info()
     assert [i.name for i in infos] == list(masks)

@@ -136,7 +136,7 @@ def test_restored_generation_becomes_current_only_when_asked(archive_path: Path)
     before = archive_path.read_bytes()
     # appending without recover would overwrite the damaged slot and lose generation 3
     with MaskArchive(archive_path, "a") as archive:
-        with pytest.raises(ReadOnlyError, match="slot 0 is damaged.*recover=True"):
+        with pytest.raises(ReadOnlyError, match=r"slot 0 is damaged.*recover=True"):
             archive.add_segmask(_member(4), "m4")
         with pytest.raises(ReadOnlyError):
             archive.compact()

@@ -2,41 +2,40 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .engine import (
+    MaskInfo,
+    OpenedFile,
+    StoredArray,
+    check_decoded_values,
+    info_from,
+    known_size,
+    labels_have_gaps,
+    mask_from_region,
+    verify_decoded,
+)
 from .errors import (
-    FormatError,
     InvalidTypeError,
     InvalidValueError,
     LegacyFormatError,
     MedmaskError,
 )
-from .format.descriptor import LabelEntry, MaskDescriptor, Roi, index_to_roi, parse_roi
-from .format.encoding import (
-    check_index,
-    chunk_ranges,
-    decode_region,
-    encode_mask,
-    max_bytes_limit,
-)
+from .format.descriptor import MaskDescriptor, Roi, parse_roi
+from .format.encoding import encode_mask, max_bytes_limit
 from .format.legacy import read_legacy_msk
 from .format.msk import build_msk
 from .io import (
-    HEAD_GUESS,
     MAX_CONCURRENCY,
-    ByteSource,
     Target,
     name_suffix,
     open_source,
     read_heads,
-    read_ranges_after_head,
     read_whole,
     source_name,
     write_atomic,
@@ -44,7 +43,6 @@ from .io import (
 from .mapping import LabelMapping
 from .mask import SegmentationMask
 from .reader import Directory, read_directory
-from .values import label_stats, match_allowed_values
 
 __all__ = [
     "MaskFile",
@@ -59,220 +57,6 @@ __all__ = [
     "save_mask",
     "verify_decoded",
 ]
-
-
-@dataclass(frozen=True)
-class MaskInfo:
-    """Metadata of a stored mask, answered without decoding voxels."""
-
-    name: str
-    shape: tuple[int, int, int]
-    dtype: np.dtype[Any]
-    bit_depth: int
-    space: Space | None
-    labels: tuple[LabelEntry, ...]
-    codec: dict[str, Any]
-    chunks: tuple[int, int, int]
-    compressed_bytes: int
-    raw_bytes: int
-
-    @property
-    def mapping(self) -> LabelMapping:
-        """Label names."""
-        return LabelMapping([(e.name, e.value) for e in self.labels])
-
-    def voxel_counts(self) -> dict[str, int]:
-        """``{name: voxel count}`` from the write-time statistics."""
-        return {e.name: e.count for e in self.labels}
-
-    def volumes_mm3(self) -> dict[str, float]:
-        """``{name: volume in mm^3}`` (voxel count times voxel volume)."""
-        voxel = math.prod(float(s) for s in self.space.spacing) if self.space is not None else 1.0
-        return {e.name: e.count * voxel for e in self.labels}
-
-    def bboxes(self) -> dict[str, tuple[tuple[int, int], ...] | None]:
-        """``{name: inclusive ((z0, z1), (y0, y1), (x0, x1))}``; None for an absent label."""
-        return {e.name: e.bbox for e in self.labels}
-
-    @property
-    def ratio(self) -> float:
-        """Raw bytes over compressed bytes."""
-        return self.raw_bytes / max(1, self.compressed_bytes)
-
-
-def info_from(descriptor: MaskDescriptor, index: npt.NDArray[Any], name: str) -> MaskInfo:
-    """Build a :class:`MaskInfo` from a parsed descriptor and its chunk index."""
-    return MaskInfo(
-        name=name,
-        shape=descriptor.shape,
-        dtype=descriptor.dtype,
-        bit_depth=descriptor.bit_depth,
-        space=descriptor.space,
-        labels=descriptor.labels,
-        codec=dict(descriptor.codec),
-        chunks=descriptor.chunks,
-        compressed_bytes=int(index["length"].sum()),
-        raw_bytes=descriptor.nbytes,
-    )
-
-
-def read_chunks(
-    source: ByteSource,
-    descriptor: MaskDescriptor,
-    index: npt.NDArray[Any],
-    roi: Roi,
-    *,
-    payload_start: int,
-    max_voxels: int | None,
-    max_bytes: int | None = None,
-    head: bytes = b"",
-    present: list[npt.NDArray[Any] | None] | None = None,
-) -> npt.NDArray[Any]:
-    """Fetch and decode the chunks of ``roi`` (one merged read per run of adjacent chunks;
-    none for chunks inside ``head``, the file's first read)."""
-    check_index(
-        index,
-        descriptor,
-        name=source.name,
-        payload_start=payload_start,
-        max_voxels=max_voxels,
-        max_bytes=max_bytes,
-        file_size=source.size,
-    )
-    ranges = chunk_ranges(index, descriptor.chunks_in(roi))
-    wanted = [(s, e) for _, s, e in ranges]
-    blobs = read_ranges_after_head(source, head, wanted) if head else source.read_ranges(wanted)
-    streams = {chunk_id: blob for (chunk_id, _, _), blob in zip(ranges, blobs, strict=True)}
-    return decode_region(descriptor, index, roi, streams, name=source.name, present=present)
-
-
-def mask_from_region(
-    descriptor: MaskDescriptor, space: Space, data: npt.NDArray[Any], roi: Roi
-) -> SegmentationMask:
-    """Wrap decoded voxels of ``roi`` in a SegmentationMask with the cropped space."""
-    full = all(r.start == 0 and r.stop == s for r, s in zip(roi, descriptor.shape, strict=True))
-    if not full:
-        space = space.apply_bbox(np.array([[r.start, r.stop] for r in roi]))
-    return SegmentationMask._trusted(data, descriptor.mapping, space, descriptor.bit_depth)
-
-
-def labels_have_gaps(descriptor: MaskDescriptor) -> bool:
-    """Whether some value between 1 and the largest label is no label: then checking decoded
-    voxels needs their distinct values (:func:`check_decoded_values`), not only their maximum."""
-    values = {e.value for e in descriptor.labels} - {0}
-    return len(values) != max(values, default=0)
-
-
-def check_decoded_values(
-    data: npt.NDArray[Any],
-    descriptor: MaskDescriptor,
-    *,
-    name: str,
-    present: list[npt.NDArray[Any] | None] | None = None,
-) -> None:
-    """Raise :class:`FormatError` if decoded voxels hold a value no label lists (0 is always
-    allowed): what a :class:`SegmentationMask` could not hold.
-
-    ``present``: the decoded chunks' distinct values (collect them when
-    :func:`labels_have_gaps`); without them, or where a codec could not give them, the voxels
-    are scanned.
-    """
-    if data.size == 0:
-        return
-    allowed = np.array(sorted({0, *(e.value for e in descriptor.labels)}), dtype=np.uint64)
-    top = int(allowed[-1])
-    if not labels_have_gaps(descriptor):  # labels 1..top: the maximum says it all
-        largest = int(data.max())
-        bad = [largest] if largest > top else []
-    elif present is not None and all(p is not None for p in present):
-        found = np.unique(np.concatenate([np.zeros(0, np.uint64), *present]))
-        bad = found[~np.isin(found, allowed)][:10].tolist()
-    else:
-        ok = match_allowed_values(data, allowed)
-        bad = [] if ok.all() else np.unique(data[~ok])[:10].tolist()
-    if bad:
-        raise FormatError(
-            f"{name}: decoded voxels hold values {bad} that no label lists; the file is "
-            "corrupted or was written by a faulty writer (MaskFile.read_array() returns the "
-            "raw voxels)."
-        )
-
-
-def verify_decoded(data: npt.NDArray[Any], descriptor: MaskDescriptor, *, name: str) -> list[str]:
-    """Compare decoded voxels with the stored per-label counts and bounding boxes."""
-    stats = label_stats(data)
-    listed = {e.value for e in descriptor.labels}
-    problems = []
-    for entry in descriptor.labels:
-        if entry.value == 0:
-            count = int(data.size) - sum(s.count for s in stats.values())
-            bbox = None
-        else:
-            stat = stats.get(entry.value)
-            count, bbox = (0, None) if stat is None else (stat.count, stat.bbox)
-        if count != entry.count:
-            problems.append(
-                f"{name}: label {entry.name!r} (value {entry.value}) has {count:,} voxels; "
-                f"the metadata says {entry.count:,}."
-            )
-        if entry.value != 0 and bbox != entry.bbox:
-            problems.append(
-                f"{name}: label {entry.name!r} (value {entry.value}) has bbox {bbox}; "
-                f"the metadata says {entry.bbox}."
-            )
-    unlisted = sorted(v for v in stats if v not in listed)
-    if unlisted:
-        problems.append(f"{name}: voxels hold values {unlisted[:10]} that no label lists.")
-    return problems
-
-
-def known_size(source: ByteSource, head: bytes) -> int | None:
-    """The size of ``source`` if known: from the source, or a first read shorter than asked."""
-    if source.size is not None:
-        return source.size
-    return len(head) if len(head) < HEAD_GUESS else None
-
-
-class StoredArray:
-    """The array protocol (``dask.array.from_array``, ``np.asarray``) of a stored mask:
-    ``shape``/``dtype``/``chunks`` from its descriptor; indexing decodes only the chunks it
-    touches."""
-
-    @property
-    def descriptor(self) -> MaskDescriptor:
-        raise NotImplementedError
-
-    def _read_roi(self, roi: Roi | None) -> npt.NDArray[Any]:
-        raise NotImplementedError
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Array shape (z, y, x)."""
-        return self.descriptor.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """Storage dtype."""
-        return self.descriptor.dtype
-
-    @property
-    def ndim(self) -> int:
-        """3."""
-        return 3
-
-    @property
-    def chunks(self) -> tuple[int, int, int]:
-        """The chunk shape (z, y, x)."""
-        return self.descriptor.chunks
-
-    def __getitem__(self, key: object) -> npt.NDArray[Any]:
-        """Basic indexing (ints, slices, ``...``)."""
-        roi, post = index_to_roi(key, self.shape)
-        return self._read_roi(roi)[post]
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
-        data = self._read_roi(None)
-        return data if dtype is None else data.astype(dtype)
 
 
 class MaskFile(StoredArray):
@@ -291,14 +75,15 @@ class MaskFile(StoredArray):
         max_bytes: int | None = None,
     ) -> None:
         self._source = open_source(source, storage_options)
-        self._max_voxels = max_voxels
-        self._max_bytes = max_bytes
         try:
             self._directory: Directory = read_directory(self._source, kind="msk")
         except BaseException:
             self._source.close()
             raise
         self._member = self._directory.members[0]
+        self._engine = OpenedFile.open(
+            self._source, self._directory, max_voxels=max_voxels, max_bytes=max_bytes
+        )
 
     @property
     def name(self) -> str:
@@ -351,17 +136,7 @@ class MaskFile(StoredArray):
     def _read_region(
         self, region: Roi, present: list[npt.NDArray[Any] | None] | None = None
     ) -> npt.NDArray[Any]:
-        return read_chunks(
-            self._source,
-            self.descriptor,
-            self.index,
-            region,
-            payload_start=self._directory.payload_start,
-            max_voxels=self._max_voxels,
-            max_bytes=self._max_bytes,
-            head=self._directory.head,
-            present=present,
-        )
+        return self._engine.read_region(self._member, region, present=present)
 
     def read(self, roi: object = None) -> SegmentationMask:
         """Decode into a :class:`SegmentationMask` (cropped, with cropped space, for ``roi``)."""

@@ -13,14 +13,19 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from ._version import __version__
-from .api import (
+from .engine import (
     MaskInfo,
+    OpenedFile,
     StoredArray,
     check_decoded_values,
+    check_label_counts,
+    decode_unstored,
     info_from,
     known_size,
     labels_have_gaps,
     mask_from_region,
+    member_name,
+    structure_roi,
     verify_decoded,
 )
 from .errors import (
@@ -40,9 +45,6 @@ from .format.container import HEADER_SIZE, INDEX_DTYPE, Header
 from .format.descriptor import MaskDescriptor, Roi, parse_roi
 from .format.encoding import (
     EncodedMask,
-    check_index,
-    chunk_ranges,
-    decode_region,
     encode_mask,
     max_bytes_limit,
 )
@@ -509,9 +511,9 @@ class MaskArchive:
     ) -> dict[str, npt.NDArray[Any]]:
         """Decode several members (``roi`` for all, or per member ``rois``) with merged reads;
         ``present`` collects the chunks' distinct values per member."""
-        plans = []
         out = {}
         seen = present if present is not None else {}
+        reads: list[tuple[str, Member, Roi]] = []
         for name in names:
             member = self._directory.member(name)
             if member is None:
@@ -519,32 +521,40 @@ class MaskArchive:
                 pending = self._pending_member(name)
                 assert pending is not None
                 region = parse_roi(rois[name] if rois else roi, descriptor.shape)
-                index = pending.encoded.index(0)
                 streams = {i: s for i, s in enumerate(pending.encoded.streams) if s}
-                out[name] = decode_region(
-                    descriptor, index, region, streams, name=self._name, present=seen.get(name)
+                out[name] = decode_unstored(
+                    descriptor,
+                    pending.encoded.index(0),
+                    streams,
+                    region,
+                    name=member_name(self._name, name),
+                    present=seen.get(name),
+                    max_voxels=self._max_voxels,
+                    max_bytes=self._max_bytes,
                 )
                 continue
             region = parse_roi(rois[name] if rois else roi, member.descriptor.shape)
-            where = f"{self._name} [{name}]"
-            check_index(
-                member.index,
-                member.descriptor,
-                name=where,
-                payload_start=SLOTS_SIZE,
-                max_voxels=self._max_voxels,
-                max_bytes=self._max_bytes,
+            reads.append((name, member, region))
+        if reads:
+            blocks = self._engine().iter_regions(
+                [(member, region) for _, member, region in reads],
+                [seen.get(name) for name, _, _ in reads],
             )
-            ranges = chunk_ranges(member.index, member.descriptor.chunks_in(region))
-            plans.append((name, member, region, ranges, where))
-        all_ranges = [(s, e) for *_, ranges, _ in plans for _, s, e in ranges]
-        blobs = iter(self._read_ranges(all_ranges))
-        for name, member, region, ranges, where in plans:
-            streams = {chunk_id: next(blobs) for chunk_id, _, _ in ranges}
-            out[name] = decode_region(
-                member.descriptor, member.index, region, streams, name=where, present=seen.get(name)
-            )
+            for (name, _, _), block in zip(reads, blocks, strict=True):
+                out[name] = block
         return out
+
+    def _engine(self) -> OpenedFile:
+        """The read engine over the stored file (which is opened if it is not)."""
+        source = self._ensure_source()
+        return OpenedFile(
+            self._name,
+            self._read_ranges,
+            SLOTS_SIZE,
+            source.size,
+            self._max_voxels,
+            self._max_bytes,
+        )
 
     def _masks(self, names: Sequence[str], roi: object = None) -> dict[str, SegmentationMask]:
         """Decode members into checked :class:`SegmentationMask` objects."""
@@ -637,21 +647,24 @@ class MaskArchive:
         wanted = [names] if isinstance(names, str) else list(names)
         space = self._shared_space()
         located = [self.locate(n) for n in wanted]
+        values = {
+            member: {v for m, v in located if m == member}
+            for member in sorted({m for m, _ in located}, key=self.all_names().index)
+        }
         rois: dict[str, Roi] = {}
-        for member in sorted({m for m, _ in located}, key=self.all_names().index):
-            wanted_values = {v for m, v in located if m == member}
-            labels = self._descriptor(member).labels
-            boxes = [e.bbox for e in labels if e.value in wanted_values and e.bbox]
-            if boxes:  # decode only the chunks around the structures (write-time bboxes)
-                rois[member] = tuple(  # type: ignore[assignment]
-                    slice(min(b[a][0] for b in boxes), max(b[a][1] for b in boxes) + 1)
-                    for a in range(3)
-                )
+        for member, member_values in values.items():
+            region = structure_roi(self._descriptor(member), member_values)
+            if region is not None:  # decode only the chunks around the structures
+                rois[member] = region
         arrays = self._decode_members(list(rois), rois=rois)
         out = np.zeros(tuple(int(s) for s in space.shape), dtype=bool)
         for member, region in rois.items():
-            values = [v for m, v in located if m == member]
-            out[region] |= match_allowed_values(arrays[member], values)
+            block = arrays[member]
+            where = member_name(self._name, member)
+            check_label_counts(
+                self._descriptor(member), values[member], region, block, name=where
+            )
+            out[region] |= match_allowed_values(block, list(values[member]))
         return out
 
     def load_structure(self, name: str) -> npt.NDArray[np.bool_]:

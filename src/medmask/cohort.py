@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from .archive import spaces_match
+from .engine import OpenedFile
 from .errors import InvalidValueError, LabelNotFoundError, SpaceMismatchError
 from .format.descriptor import LabelEntry, Roi
-from .format.encoding import chunk_ranges, decode_region
 from .format.mska import Member
 from .geometry import voxel_to_world
-from .io import ByteSource, Target, open_source, read_ranges_after_head, source_name
+from .io import Target, open_source, source_name
 from .reader import Directory, read_directory
 from .values import STATS_COLUMNS, stats_row, voxel_volume_ml
 
@@ -62,11 +61,12 @@ class Located:
 
 @dataclass
 class Case:
-    """An opened ``.msk`` or ``.mska``: its directory, and reads of its chunks."""
+    """An opened ``.msk`` or ``.mska``: its directory, and the read engine over its chunks
+    (with the decode limits)."""
 
     name: str
-    source: ByteSource
     directory: Directory
+    engine: OpenedFile
 
     @property
     def voxel_ml(self) -> float:
@@ -86,38 +86,27 @@ class Case:
                 found[label.name] = None if label.name in found else Located(member, label)
         return found
 
-    def read_rois(self, member: Member, rois: Sequence[Roi]) -> Iterator[npt.NDArray[Any]]:
-        """Decode ``rois`` of ``member`` one after another; the chunks they need are fetched
-        first, in one merged read."""
-        descriptor, index = member.descriptor, member.index
-        ids = sorted({c for roi in rois for c in descriptor.chunks_in(roi)})
-        ranges = chunk_ranges(index, ids)
-        blobs = read_ranges_after_head(
-            self.source, self.directory.head, [(s, e) for _, s, e in ranges]
-        )
-        streams = {chunk_id: blob for (chunk_id, _, _), blob in zip(ranges, blobs, strict=True)}
-        where = f"{self.name} [{member.name}]" if member.name else self.name
-        for roi in rois:
-            yield decode_region(descriptor, index, roi, streams, name=where)
-
-
 @contextmanager
 def open_case(
-    source: Target, storage_options: dict[str, Any] | None = None, head: bytes | None = None
+    source: Target,
+    storage_options: dict[str, Any] | None = None,
+    head: bytes | None = None,
+    *,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[Case]:
     """Open a ``.msk`` or ``.mska`` (its directory only) for the functions below; ``head``:
-    the file's first read, when already fetched (no request then)."""
+    the file's first read, when already fetched (no request then); ``max_voxels`` /
+    ``max_bytes`` bound each decoded member as for :func:`medmask.load_mask`."""
     byte_source = open_source(source, storage_options)
     try:
         directory = read_directory(byte_source, head=head)
-        yield Case(source_name(source), byte_source, directory)
+        engine = OpenedFile.open(
+            byte_source, directory, max_voxels=max_voxels, max_bytes=max_bytes
+        )
+        yield Case(source_name(source), directory, engine)
     finally:
         byte_source.close()
-
-
-def _bbox_roi(bbox: Sequence[Sequence[int]]) -> Roi:
-    z, y, x = (slice(int(lo), int(hi) + 1) for lo, hi in bbox)
-    return (z, y, x)
 
 
 def _check_measures(measures: Sequence[str]) -> None:
@@ -133,6 +122,8 @@ def case_stats(
     measures: Sequence[str] = (),
     storage_options: dict[str, Any] | None = None,
     head: bytes | None = None,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (member, structure) of one case (columns :data:`STATS_COLUMNS`).
 
@@ -140,10 +131,12 @@ def case_stats(
     ``structures`` that the case lacks is a row with 0 voxels. ``measures=("centroid_mm",)``
     adds the LPS centroid (:data:`CENTROID_COLUMNS`), decoding only the chunks inside each
     structure's bounding box. ``head``: the file's first read if already fetched
-    (:func:`medmask.io.read_heads` fetches many concurrently).
+    (:func:`medmask.io.read_heads` fetches many concurrently). ``max_voxels`` /
+    ``max_bytes`` bound each decoded member (as for :func:`medmask.load_mask`).
     """
     _check_measures(measures)
-    with open_case(source, storage_options, head) as case:
+    limits = {"max_voxels": max_voxels, "max_bytes": max_bytes}
+    with open_case(source, storage_options, head, **limits) as case:
         rows = []
         wanted = None if structures is None else list(dict.fromkeys(structures))
         seen: set[str] = set()
@@ -182,8 +175,10 @@ def _add_centroids(case: Case, rows: list[dict[str, Any]]) -> None:
             by_member.setdefault(id(located[0]), []).append(row)
     for member_rows in by_member.values():
         member = member_rows[0]["_locate"][0]
-        rois = [_bbox_roi(row["_locate"][1].bbox) for row in member_rows]
-        for row, roi, block in zip(member_rows, rois, case.read_rois(member, rois), strict=True):
+        reads = [(member, {row["_locate"][1].value}) for row in member_rows]
+        for row, found in zip(member_rows, case.engine.iter_labels(reads), strict=True):
+            assert found is not None  # rows with a bbox only
+            roi, block = found
             where = np.nonzero(block == row["_locate"][1].value)
             index = np.array([w.mean() + r.start for w, r in zip(where, roi, strict=True)])
             lps = voxel_to_world(space, index)
@@ -198,6 +193,8 @@ def case_compare(
     case: str | None = None,
     structures: Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
     """One row per structure comparing a prediction with its reference
     (columns :data:`COMPARE_COLUMNS`).
@@ -205,13 +202,15 @@ def case_compare(
     Volumes come from the stored counts; the intersection is counted by decoding only the
     chunks where the two bounding boxes of a structure intersect. A structure on one side
     only has Dice 0; on neither side (or empty on both) Dice is NaN. The spaces must match
-    (:class:`SpaceMismatchError` naming the case).
+    (:class:`SpaceMismatchError` naming the case). ``max_voxels`` / ``max_bytes`` bound
+    each decoded member (as for :func:`medmask.load_mask`).
     """
     pred_name, ref_name = source_name(prediction), source_name(reference)
     name = case or pred_name.rsplit("/", 1)[-1]
+    limits = {"max_voxels": max_voxels, "max_bytes": max_bytes}
     with (
-        open_case(prediction, storage_options) as pred,
-        open_case(reference, storage_options) as ref,
+        open_case(prediction, storage_options, None, **limits) as pred,
+        open_case(reference, storage_options, None, **limits) as ref,
     ):
         assert pred.directory.space is not None
         assert ref.directory.space is not None
@@ -284,7 +283,9 @@ def _intersections(
         pred_member, ref_member = members[key]
         rois = [roi for _, roi, _, _ in items]
         blocks = zip(
-            pred.read_rois(pred_member, rois), ref.read_rois(ref_member, rois), strict=True
+            pred.engine.read_rois(pred_member, rois),
+            ref.engine.read_rois(ref_member, rois),
+            strict=True,
         )
         for (structure, _, vp, vr), (a, b) in zip(items, blocks, strict=True):
             out[structure] = int(np.count_nonzero((a == vp) & (b == vr)))

@@ -24,7 +24,7 @@ from .cohort import (
     case_compare,
     case_stats,
 )
-from .errors import InvalidValueError, MedmaskError
+from .errors import InvalidValueError, MaskFileNotFoundError, MedmaskError
 from .io import MAX_CONCURRENCY, Target, expand_glob, read_heads, source_name
 
 if TYPE_CHECKING:
@@ -56,13 +56,26 @@ def _check_errors(errors: str) -> None:
 def _guarded(
     work: Callable[[], list[dict[str, Any]]], failed: dict[str, Any], errors: Errors
 ) -> list[dict[str, Any]]:
-    """Run one case; with ``errors="coerce"`` a failure is one row with an ``error``."""
+    """Run one case; with ``errors="coerce"`` a failure is one row with an ``error``.
+
+    A case's files are judged by the read engine, which raises :class:`MedmaskError` (or a
+    storage ``OSError``) for anything wrong with them; any other exception is a medmask bug,
+    reported as an "internal error" row so that it cannot abort the other cases.
+    ``MemoryError`` is not caught: the engine's limits bound what a case may allocate.
+    """
     try:
         return work()
     except (MedmaskError, OSError) as exc:
         if errors == "raise":
             raise
         return [{**failed, "error": f"{type(exc).__name__}: {exc}"}]
+    except MemoryError:
+        raise
+    except Exception as exc:
+        if errors == "raise":
+            raise
+        problem = f"internal error (a medmask bug, please report it): {type(exc).__name__}: {exc}"
+        return [{**failed, "error": problem}]
 
 
 def _stats_task(
@@ -72,6 +85,7 @@ def _stats_task(
     storage_options: dict[str, Any] | None,
     errors: Errors,
     max_concurrency: int,
+    limits: dict[str, int | None],
 ) -> list[dict[str, Any]]:
     """A batch of cases: their first reads go out together (one round trip for the batch),
     then each case is answered from its head."""
@@ -88,6 +102,8 @@ def _stats_task(
                 measures=measures,
                 storage_options=storage_options,
                 head=head,
+                max_voxels=limits["max_voxels"],
+                max_bytes=limits["max_bytes"],
             )
 
         rows += _guarded(work, {"source": source}, errors)
@@ -101,17 +117,20 @@ def _compare_task(
     structures: Sequence[str] | None,
     storage_options: dict[str, Any] | None,
     errors: Errors,
+    limits: dict[str, int | None],
 ) -> list[dict[str, Any]]:
     def work() -> list[dict[str, Any]]:
         if prediction is None or reference is None:
             side = "prediction" if prediction is None else "reference"
-            raise FileNotFoundError(f"case {case!r} has no {side} file")
+            raise MaskFileNotFoundError(f"case {case!r} has no {side} file")
         return case_compare(
             prediction,
             reference,
             case=case,
             structures=structures,
             storage_options=storage_options,
+            max_voxels=limits["max_voxels"],
+            max_bytes=limits["max_bytes"],
         )
 
     failed = {"case": case, "prediction": prediction, "reference": reference}
@@ -160,6 +179,8 @@ def cohort_stats(
     progress: bool = False,
     errors: Errors = "coerce",
     max_concurrency: int = MAX_CONCURRENCY,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
 ) -> pd.DataFrame:
     """Per-structure voxel counts, volumes and bounding boxes of every case.
 
@@ -181,6 +202,9 @@ def cohort_stats(
     max_concurrency
         Cases per task: their first reads go out concurrently, so a task pays one round trip
         to the store for all of them, not one each.
+    max_voxels, max_bytes
+        Limits on one decoded member, as for :func:`medmask.load_mask` (a case above them is
+        an error row); only ``measures`` decode.
 
     Returns
     -------
@@ -194,10 +218,11 @@ def cohort_stats(
     measures = tuple(measures)
     if max_concurrency < 1:
         raise InvalidValueError(f"Expected max_concurrency >= 1. Got {max_concurrency}.")
+    limits = {"max_voxels": max_voxels, "max_bytes": max_bytes}
     task = dask.delayed(_stats_task, pure=True)
     batches = [urls[i : i + max_concurrency] for i in range(0, len(urls), max_concurrency)]
     tasks = [
-        task(batch, structures, measures, storage_options, errors, max_concurrency)
+        task(batch, structures, measures, storage_options, errors, max_concurrency, limits)
         for batch in batches
     ]
     columns = [*STATS_COLUMNS, *(CENTROID_COLUMNS if "centroid_mm" in measures else ())]
@@ -236,6 +261,8 @@ def compare(
     client: Any = None,
     progress: bool = False,
     errors: Errors = "coerce",
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
 ) -> pd.DataFrame:
     """Dice and volumes of predictions against references, per case and structure.
 
@@ -247,6 +274,9 @@ def compare(
         an error row (``errors="coerce"``).
     structures
         Only these structures; default: every structure of either side.
+    max_voxels, max_bytes
+        Limits on one decoded member, as for :func:`medmask.load_mask` (a case above them is
+        an error row).
 
     Returns
     -------
@@ -256,9 +286,10 @@ def compare(
         ``volume_diff_ml`` (prediction minus reference), ``intersection_voxels``.
     """
     _check_errors(errors)
+    limits = {"max_voxels": max_voxels, "max_bytes": max_bytes}
     task = dask.delayed(_compare_task, pure=True)
     tasks = [
-        task(case, pred, ref, structures, storage_options, errors)
+        task(case, pred, ref, structures, storage_options, errors, limits)
         for case, pred, ref in _pairs(predictions, references, storage_options)
     ]
     return _frame(_run(tasks, client, progress), COMPARE_COLUMNS)
