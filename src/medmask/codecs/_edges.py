@@ -539,16 +539,15 @@ def _scalar_rows(s: _Sections, out3: np.ndarray, painter: _Painter, cls: _Classe
                             cx.clear()
                             cv.clear()
                     last, value = x, v
-                if j == m:
-                    if source is None:
-                        break
+                while j == m and source is not None:  # the next piece with an edge
                     nxt = next(source, None)
                     if nxt is None:
-                        break
-                    rx_list, rv_list = nxt
-                    j, m = 0, len(rx_list)
-                    if not m:
-                        continue
+                        source = None
+                    else:
+                        rx_list, rv_list = nxt
+                        j, m = 0, len(rx_list)
+                if j == m:
+                    break
                 rx, rv = rx_list[j], rv_list[j]
                 j += 1
                 if ref_at >= cap:

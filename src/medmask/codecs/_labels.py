@@ -19,6 +19,7 @@ from medmask.codecs._stream import (
     parse_header,
     restore_dtype,
     storage_dtype,
+    value_max,
 )
 from medmask.errors import CodecError
 
@@ -154,8 +155,11 @@ def decode_body(
     shape: tuple[int, ...],
     dt: np.dtype[Any],
     present: list[np.ndarray | None] | None = None,
+    *,
+    signed: bool = False,
 ) -> np.ndarray:
-    """Decode the sections starting at ``buf[off]`` to an array of ``shape`` and ``dt``.
+    """Decode the sections starting at ``buf[off]`` to an array of ``shape`` and ``dt``
+    (``signed``: the stream's dtype is signed, so values above its maximum are refused).
 
     With ``present``, also append the distinct values of the array when the run structure
     gives them cheaply (None when it does not: the caller must scan the array).
@@ -167,8 +171,10 @@ def decode_body(
     for s in shape:
         n *= s
     nbytes = n * itemsize
+    vmax = value_max(np.dtype(f"i{itemsize}") if signed else dt)
+    if n == 0 and mode != MODE_CONSTANT:
+        raise CodecError(f"Expected mode 0 (constant) for a zero-size array. Got mode {mode}.")
     if mode == MODE_CONSTANT:
-        vmax = 1 if dt == np.bool_ else (1 << (8 * itemsize)) - 1
         if transform or width or n_runs or n_long or s_values or s_short or s_long:
             raise CodecError("Expected zero fields and sections for a constant array. Got some.")
         if value > vmax:
@@ -182,6 +188,8 @@ def decode_body(
         if transform or width != itemsize or value or n_runs or n_long or s_short or s_long:
             raise CodecError("Expected plain-mode fields (0, itemsize, 0, 0, 0). Got others.")
         raw = decompress(buf[off:], nbytes, "plain values")
+        if signed and _top_bit_set(raw, n, itemsize, itemsize):
+            raise CodecError(f"Expected values <= {vmax} (labels are never negative). Got more.")
         if present is not None:
             present.append(None)  # noise-like data: nothing cheaper than a scan
         return _from_planes(raw, n, itemsize, dt, validate=True).reshape(shape)
@@ -198,6 +206,8 @@ def decode_body(
         )
     raw_v = decompress(buf[off : off + s_values], n_runs * width, "run values")
     off += s_values
+    # XOR of values below 2**(8b-1) stays below it: only then is the output checked
+    check_sign = signed and width == itemsize and _top_bit_set(raw_v, n_runs, width, itemsize)
     raw_s = decompress(buf[off : off + s_short], n_runs, "run lengths")
     off += s_short
     raw_l = b""
@@ -228,6 +238,8 @@ def decode_body(
         out = np.repeat(values, lengths).reshape(shape)
         if transform == TRANSFORM_XOR0:
             _unxor_axis0(out)
+        if check_sign and int(out.max()) > vmax:
+            raise CodecError(f"Expected values <= {vmax} (labels are never negative). Got more.")
         if present is not None:
             present.append(_present_values(out, values, lengths, transform))
         return out
@@ -236,9 +248,20 @@ def decode_body(
     out = out.reshape(shape)
     if transform == TRANSFORM_XOR0:
         _unxor_axis0(out)
+    if check_sign and int(out.max()) > vmax:
+        raise CodecError(f"Expected values <= {vmax} (labels are never negative). Got more.")
     if present is not None:
         present.append(None)
     return out
+
+
+def _top_bit_set(raw: bytes, n: int, width: int, itemsize: int) -> bool:
+    """Whether a value of ``width`` byte planes (``n`` values each) reaches ``2**(8 itemsize - 1)``
+    (only possible when ``width == itemsize``)."""
+    if width < itemsize or n == 0:
+        return False
+    top = np.frombuffer(raw, dtype=np.uint8)[(width - 1) * n : width * n]
+    return bool(int(top.max()) > 0x7F)
 
 
 def distinct_values(a: np.ndarray) -> np.ndarray:
@@ -393,6 +416,14 @@ class LabelCodec:
         buf = memoryview(data).cast("B")
         h = read_header(buf, KIND, self.codec_id, shape, dtype)
         out = decode_body(
-            buf, h.end, h.mode, h.fields, h.section_sizes, h.shape, storage_dtype(h.dtype), present
+            buf,
+            h.end,
+            h.mode,
+            h.fields,
+            h.section_sizes,
+            h.shape,
+            storage_dtype(h.dtype),
+            present,
+            signed=h.dtype.kind == "i",
         )
         return restore_dtype(out, h.dtype)
