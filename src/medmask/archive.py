@@ -45,6 +45,7 @@ from .format.container import HEADER_SIZE, INDEX_DTYPE, Header
 from .format.descriptor import MaskDescriptor, Roi, parse_roi
 from .format.encoding import (
     EncodedMask,
+    check_stored_chunk,
     encode_mask,
     max_bytes_limit,
 )
@@ -799,11 +800,20 @@ class MaskArchive:
         self._write_full()  # re-lays out live members (and pending ones) in a new file
 
     def _reload_encoded(self, member: Member) -> EncodedMask:
+        """A stored member's chunk streams, each checked before it is carried into a rewrite
+        (length and CRC against its index entry, stream header against the descriptor): a
+        rewrite computes fresh CRCs, so it must never launder a damaged chunk."""
         ranges = [
             (int(e["offset"]), int(e["offset"] + e["length"])) for e in member.index if e["length"]
         ]
         blobs = iter(self._read_ranges(ranges))
-        streams = [next(blobs) if int(e["length"]) else b"" for e in member.index]
+        where = f"{self._name} [{member.name}]"
+        streams = [
+            bytes(check_stored_chunk(member.descriptor, member.index, i, next(blobs), name=where))
+            if int(e["length"])
+            else b""
+            for i, e in enumerate(member.index)
+        ]
         return EncodedMask(member.descriptor, streams)
 
     # -- committing ----------------------------------------------------------------------------
