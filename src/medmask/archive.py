@@ -49,7 +49,7 @@ from .format.encoding import (
     encode_mask,
     max_bytes_limit,
 )
-from .format.legacy import read_legacy_mska
+from .format.legacy import LegacyArchive, read_legacy_member, read_legacy_mska_directory
 from .format.mska import (
     SLOTS_SIZE,
     ArchiveDirectory,
@@ -130,6 +130,59 @@ class _Pending:
     name: str
     encoded: EncodedMask
     layer: bool
+
+
+class _LegacyMembers:
+    """The members of a medmask 0.1 archive, decoded when first read.
+
+    A member is decoded and re-encoded in memory on demand; its descriptor and chunk index
+    are kept, its encoded streams only until the next member is decoded, so memory stays
+    at about one member however many the archive holds.
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        directory: LegacyArchive,
+        name: str,
+        max_voxels: int | None,
+        max_bytes: int | None,
+    ) -> None:
+        self.directory = directory
+        self._data, self._name = data, name
+        self._max_voxels, self._max_bytes = max_voxels, max_bytes
+        self._known: dict[str, tuple[MaskDescriptor, npt.NDArray[Any]]] = {}
+        self._last: tuple[str, EncodedMask] | None = None
+
+    def encoded(self, member: str) -> EncodedMask:
+        """Member ``member`` re-encoded (decoded now unless it was the last one decoded)."""
+        if self._last is not None and self._last[0] == member:
+            return self._last[1]
+        self._last = None  # release the previous member before decoding this one
+        legacy = read_legacy_member(
+            self._data,
+            self.directory,
+            member,
+            name=self._name,
+            max_voxels=self._max_voxels,
+            max_bytes=self._max_bytes,
+        )
+        encoded = encode_mask(legacy.to_mask(self._name), include_space=False)
+        self._known[member] = (encoded.descriptor, encoded.index(0))
+        self._last = (member, encoded)
+        return encoded
+
+    def descriptor(self, member: str) -> MaskDescriptor:
+        """The member's descriptor (decodes the member the first time)."""
+        if member not in self._known:
+            self.encoded(member)
+        return self._known[member][0]
+
+    def index(self, member: str) -> npt.NDArray[Any]:
+        """The member's chunk index as re-encoded (decodes the member the first time)."""
+        if member not in self._known:
+            self.encoded(member)
+        return self._known[member][1]
 
 
 def assign_layers(masks: Mapping[str, npt.NDArray[np.bool_]]) -> list[list[str]]:
@@ -258,8 +311,9 @@ class MaskArchive:
         self._closed = False
         self._dirty = False
         self._read_only_reason = ""
-        self._legacy = False  # a medmask 0.1 archive, re-encoded in memory
+        self._legacy = False  # a medmask 0.1 archive: members re-encoded in memory on demand
         self._legacy_size = 0
+        self._legacy_members: _LegacyMembers | None = None
         self.recovered: RecoveryReport | None = None
         self._opened: Directory | None = None  # as read when opening (until the next write)
         self._directory = ArchiveDirectory(space=space)
@@ -345,21 +399,20 @@ class MaskArchive:
         self._opened = directory
 
     def _open_legacy(self, source: ByteSource) -> Directory:
-        """Read a medmask 0.1 archive whole and serve it re-encoded, from memory (read-only)."""
+        """Read a medmask 0.1 archive's file and directory (read-only); each member is decoded,
+        and re-encoded in memory, only when it is read (:class:`_LegacyMembers`)."""
         data = read_all(source, max_bytes_limit(self._max_bytes), name=self._name)
-        members = read_legacy_mska(
+        legacy = read_legacy_mska_directory(
             data, name=self._name, max_voxels=self._max_voxels, max_bytes=self._max_bytes
         )
-        spaces = [m.space for m in members.values()]
-        pending = [
-            _Pending(n, encode_mask(m.to_mask(self._name), include_space=False), False)
-            for n, m in members.items()
-        ]
-        base = ArchiveDirectory(space=spaces[0] if spaces else None)
-        pieces = self._full_file_pieces(pending, base, generation=1)[0]
+        members = _LegacyMembers(data, legacy, self._name, self._max_voxels, self._max_bytes)
+        first = next(iter(legacy.members), None)
+        space = legacy.member_space(first) if first is not None else legacy.space
+        pieces = self._full_file_pieces([], ArchiveDirectory(space=space), generation=1)[0]
         source.close()
         self._source = FileObjectSource(io.BytesIO(b"".join(pieces)), self._name)
         self._legacy, self._legacy_size = True, len(data)
+        self._legacy_members = members
         return read_directory(self._source, kind="mska")
 
     def _reopen(self) -> ByteSource:
@@ -411,7 +464,10 @@ class MaskArchive:
 
     @property
     def is_legacy(self) -> bool:
-        """A medmask 0.1 archive: read whole at open, served from memory, read-only."""
+        """A medmask 0.1 archive: read whole at open, read-only; a member is decoded (and
+        re-encoded in memory) when it is first read, and its statistics are known from then
+        on, so :meth:`info`, :meth:`structures` and :meth:`read_all_mapping` decode every
+        member, one at a time. :meth:`listing` decodes nothing."""
         return self._legacy
 
     @property
@@ -430,17 +486,27 @@ class MaskArchive:
         return self._header.generation if self._header is not None else 0
 
     def _pending_member(self, name: str) -> _Pending | None:
+        legacy = self._legacy_members
+        if legacy is not None and name in legacy.directory.members:
+            return _Pending(name, legacy.encoded(name), False)
         return next((p for p in self._pending if p.name == name), None)
+
+    def _legacy_names(self) -> list[str]:
+        return [] if self._legacy_members is None else list(self._legacy_members.directory.members)
 
     def all_names(self) -> list[str]:
         """Member names in insertion order."""
-        return [m.name for m in self._directory.members] + [p.name for p in self._pending]
+        return (
+            [m.name for m in self._directory.members]
+            + self._legacy_names()
+            + [p.name for p in self._pending]
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self.all_names()
 
     def __len__(self) -> int:
-        return len(self._directory.members) + len(self._pending)
+        return len(self._directory.members) + len(self._legacy_names()) + len(self._pending)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.all_names())
@@ -454,6 +520,9 @@ class MaskArchive:
         member = self._directory.member(name)
         if member is not None:
             return member.descriptor
+        legacy = self._legacy_members
+        if legacy is not None and name in legacy.directory.members:
+            return replace(legacy.descriptor(name), space=self.space)
         pending = self._pending_member(name)
         if pending is not None:
             return replace(pending.encoded.descriptor, space=self.space)
@@ -464,9 +533,33 @@ class MaskArchive:
     def info(self) -> list[MaskInfo]:
         """Per member: name, shape, dtype, labels (counts, bboxes), compressed and raw bytes."""
         out = [info_from(m.descriptor, m.index, m.name) for m in self._directory.members]
+        if self._legacy_members is not None:  # decodes each 0.1 member once, one at a time
+            for name in self._legacy_names():
+                legacy = self._legacy_members
+                out.append(info_from(self._descriptor(name), legacy.index(name), name))
         for p in self._pending:
             desc = replace(p.encoded.descriptor, space=self.space)
             out.append(info_from(desc, p.encoded.index(0), p.name))
+        return out
+
+    def listing(self) -> list[tuple[str, LabelMapping, int]]:
+        """``(member, label names, stored bytes)`` per member, from the directory alone.
+
+        Nothing is decoded, also in a medmask 0.1 archive: its names are those the file
+        stores (a value without a name gets ``label_<value>`` when the member is decoded).
+        """
+        out = [
+            (m.name, m.descriptor.mapping, int(m.index["length"].sum()))
+            for m in self._directory.members
+        ]
+        if self._legacy_members is not None:
+            out += [
+                (e.name, LabelMapping(e.mapping), e.length)
+                for e in self._legacy_members.directory.members.values()
+            ]
+        out += [
+            (p.name, p.encoded.descriptor.mapping, p.encoded.payload_size) for p in self._pending
+        ]
         return out
 
     def read_all_mapping(self) -> dict[str, LabelMapping]:

@@ -386,6 +386,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         from .archive import MaskArchive
 
         with MaskArchive(args.source, storage_options=options) as archive:
+            if not args.long:  # from the directory alone: nothing is decoded (0.1 archives too)
+                for name, mapping, stored in archive.listing():
+                    n = sum(1 for _, value in mapping.items() if value != 0)
+                    print(f"{name}\t{n} label{'' if n == 1 else 's'}\t{stored:,} bytes")
+                return 0
             infos = {i.name: i for i in archive.info()}
             for name, info in infos.items():
                 labels = [e for e in info.labels if e.value != 0]

@@ -24,6 +24,7 @@ import zstandard
 from spacetransformer import Space
 
 import medmask
+from bounded import MB, assert_one_line_error, rle_zstd_frame, run_limited, traced_peak
 from medmask.errors import (
     AllocationLimitError,
     FormatError,
@@ -36,8 +37,10 @@ from medmask.format.legacy import (
     LEGACY_MSKA_MAGIC,
     LegacyMask,
     legacy_kind,
+    read_legacy_member,
     read_legacy_msk,
     read_legacy_mska,
+    read_legacy_mska_directory,
 )
 
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_0_1"
@@ -942,3 +945,125 @@ def test_random_json_mutations() -> None:
         counts[outcome(mutated, file)] += 1
     assert counts["error"] > 50, counts
     assert counts["valid"] > 10, counts
+
+
+# --- bounded reading (issue 17, item 5) ------------------------------------------------------
+
+BIG = (16, 512, 512)  # 4 MiB of uint8 per member, a 4-block RLE frame of 133 bytes
+
+
+def many_members(count: int, shape: tuple[int, int, int] = BIG) -> bytes:
+    """A 0.1 archive of ``count`` members that decompress to ``shape`` each (value i + 1)."""
+    members = [
+        (
+            f"m{i}",
+            {f"organ{i}": i + 1},
+            blob(shape=shape, flag=0, dtype="uint8", frame=rle_zstd_frame(math.prod(shape), i + 1)),
+        )
+        for i in range(count)
+    ]
+    return build_mska(stored_space(shape), members)
+
+
+def test_the_directory_decodes_nothing_and_members_decode_one_at_a_time() -> None:
+    data = many_members(12)
+    assert len(data) < 8000
+    directory, peak = traced_peak(lambda: read_legacy_mska_directory(data, name="many.mska"))
+    assert peak < MB, peak
+    assert list(directory.members) == [f"m{i}" for i in range(12)]
+    member = directory.members["m7"]
+    assert (member.shape, member.dtype, member.mapping) == (BIG, np.dtype(np.uint8), {"organ7": 8})
+    assert directory.member_space("m7").shape == BIG
+    mask, peak = traced_peak(lambda: read_legacy_member(data, directory, "m7", name="many.mska"))
+    assert isinstance(mask, LegacyMask)
+    assert mask.array.shape == BIG
+    assert int(mask.array.min()) == int(mask.array.max()) == 8
+    assert peak < 2 * math.prod(BIG), peak  # this member only
+
+
+def test_the_directory_checks_every_member_against_the_limits() -> None:
+    data = many_members(3)
+    exc = expect_error(data, "many.mska", AllocationLimitError, max_bytes=math.prod(BIG) - 1)
+    assert "member 'm0'" in str(exc) or "m0" in str(exc)
+    with pytest.raises(AllocationLimitError, match=r"^many\.mska: "):
+        read_legacy_mska_directory(data, name="many.mska", max_voxels=100)
+
+
+def test_frame_too_short_for_its_declared_size_is_refused_before_decompressing() -> None:
+    shape = (64, 512, 512)  # 16 MiB from a 33-byte frame: zstd cannot emit that much
+    frame = raw_frame(math.prod(shape), b"\0" * 16)
+    data = small_msk(
+        space=stored_space(shape), data=blob(shape=shape, flag=0, dtype="uint8", frame=frame)
+    )
+    exc, peak = traced_peak(lambda: read_legacy_msk(data, name="short.msk"))
+    assert isinstance(exc, FormatError), exc
+    assert str(exc).startswith("short.msk: "), exc
+    assert "cannot hold" in str(exc)
+    assert peak < MB, peak
+    archive = build_mska(
+        stored_space(shape),
+        [("m", {"a": 1}, blob(shape=shape, flag=0, dtype="uint8", frame=frame))],
+    )
+    exc, peak = traced_peak(lambda: read_legacy_mska_directory(archive, name="short.mska"))
+    assert isinstance(exc, FormatError), exc
+    assert "short.mska: member 'm'" in str(exc)
+    assert peak < MB, peak
+
+
+def test_opening_a_0_1_archive_decodes_no_member(tmp_path: Path) -> None:
+    path = tmp_path / "many.mska"
+    path.write_bytes(many_members(12))
+
+    def open_and_list() -> Any:
+        with medmask.MaskArchive(path) as archive:
+            return archive.is_legacy, len(archive), archive.all_names(), archive.listing()
+
+    open_and_list()  # imports and caches settle first
+    (legacy, count, names, listing), peak = traced_peak(open_and_list)
+    assert peak < 2 * MB, peak  # 12 members would be 48 MiB decoded
+    assert legacy
+    assert count == 12
+    assert names == [f"m{i}" for i in range(12)]
+    assert [(n, m.to_dict(), size > 0) for n, m, size in listing] == [
+        (f"m{i}", {f"organ{i}": i + 1}, True) for i in range(12)
+    ]
+    with medmask.MaskArchive(path) as archive:
+        mask, one = traced_peak(lambda: archive.load_segmask("m3"))
+        assert mask.data.shape == BIG
+        assert int(mask.data.max()) == int(mask.data.min()) == 4
+        assert mask.mapping.to_dict() == {"organ3": 4}
+        infos, peak = traced_peak(archive.info)
+        assert peak < 1.5 * one, (peak, one)  # one member at a time, not all twelve
+        assert [i.labels[-1].count for i in infos] == [math.prod(BIG)] * 12
+        assert archive.verify() == []
+        structure = archive.load_structure("organ11")
+        assert structure.all()
+        assert structure.shape == BIG
+
+
+def test_cli_lists_a_0_1_archive_without_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "many.mska"
+    path.write_bytes(many_members(24, (64, 1024, 1024)))  # 24 x 64 MiB in a 56 KB file
+    listed = run_limited("ls", path)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    lines = listed.stdout.strip().splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [[f"m{i}", "1 label"] for i in range(24)]
+    small = tmp_path / "small.mska"
+    small.write_bytes(many_members(12))
+    info = run_limited("info", small)  # decodes one member at a time
+    assert info.returncode == 0, info.stderr[-2000:]
+    assert "organ11" in info.stdout
+
+
+def test_cli_refuses_a_hostile_0_1_member_in_one_line(tmp_path: Path) -> None:
+    shape = (64, 512, 512)  # 16 MiB from a 33-byte frame
+    frame = raw_frame(math.prod(shape), b"\0" * 16)
+    path = tmp_path / "short.mska"
+    path.write_bytes(
+        build_mska(
+            stored_space(shape),
+            [("m", {"a": 1}, blob(shape=shape, flag=0, dtype="uint8", frame=frame))],
+        )
+    )
+    for command in ("ls", "info"):
+        assert_one_line_error(run_limited(command, path), str(path), "cannot hold")

@@ -66,8 +66,14 @@ Hostile input: every problem raises :class:`~medmask.errors.TruncatedFileError`,
 :class:`~medmask.errors.AllocationLimitError` (all ``ValueError``) with a message starting with
 ``name``. Each mask is checked against ``max_voxels``/``max_bytes`` (see
 :func:`medmask.format.encoding.max_voxels_limit`) and each zstd frame's declared size against
-the shape before anything is decompressed; JSON goes through :func:`medmask._json.loads_limited`.
+the shape and against what its bytes can hold (zstd emits at most 128 KiB per 4-byte block)
+before anything is decompressed; JSON goes through :func:`medmask._json.loads_limited`.
 Archive blobs may not overlap each other or the header, space and index.
+
+Archives are read in two steps, so that opening one decodes nothing:
+:func:`read_legacy_mska_directory` checks the header, space, index and every member's data
+header (dtype, shape, limits, zstd frame header); :func:`read_legacy_member` then decodes one
+member. :func:`read_legacy_mska` does both for every member.
 """
 
 from __future__ import annotations
@@ -111,11 +117,15 @@ from .encoding import MAX_VOXELS_PER_BYTE, check_size_limits
 __all__ = [
     "LEGACY_MSKA_MAGIC",
     "LEGACY_MSK_MAGIC",
+    "LegacyArchive",
     "LegacyMask",
+    "LegacyMember",
     "LegacyWarning",
     "legacy_kind",
+    "read_legacy_member",
     "read_legacy_msk",
     "read_legacy_mska",
+    "read_legacy_mska_directory",
 ]
 
 _MSK_HEADER = struct.Struct("<4sBBB6Q7x")  # 62 bytes
@@ -132,6 +142,9 @@ _SPACE_DEFAULTS: dict[str, list[float]] = {
     "z_orientation": [0.0, 0.0, 1.0],
 }
 _STORAGE_KINDS = {("b", 1), ("u", 1), ("u", 2), ("u", 4)}
+# A zstd block takes at least 4 bytes (3-byte header, 1 RLE byte) and yields at most 128 KiB.
+_ZSTD_BLOCK_MIN = 4
+_ZSTD_BLOCK_MAX = 128 << 10
 
 
 def _dtype_table() -> dict[str, np.dtype[Any]]:
@@ -250,14 +263,65 @@ def read_legacy_msk(
     return LegacyMask(array, mapping, space)
 
 
-def read_legacy_mska(
+@dataclass(frozen=True)
+class LegacyMember:
+    """One member of a medmask 0.1 archive as its index entry and data header declare it.
+
+    Attributes
+    ----------
+    name
+        Member name.
+    offset, length
+        The member's data blob in the file.
+    mapping
+        ``{name: value}`` in file order.
+    shape, dtype
+        The stored array's (z, y, x) shape and dtype (before conversion to a storage dtype).
+    """
+
+    name: str
+    offset: int
+    length: int
+    mapping: dict[str, int]
+    shape: tuple[int, int, int]
+    dtype: np.dtype[Any]
+
+
+@dataclass(frozen=True)
+class LegacyArchive:
+    """The directory of a medmask 0.1 archive: its space and members, nothing decoded.
+
+    Attributes
+    ----------
+    space
+        The archive's space in (z, y, x) order, or None when the file stores none (each
+        member then gets 0.1.3's default ``Space(shape=array.shape)``).
+    members
+        Member name -> :class:`LegacyMember`, in index order.
+    """
+
+    space: Space | None
+    members: dict[str, LegacyMember]
+
+    def member_space(self, member: str) -> Space:
+        """The space member ``member`` is loaded with (as 0.1.3 loads it)."""
+        if self.space is not None:
+            return self.space
+        return Space(shape=self.members[member].shape)
+
+
+def read_legacy_mska_directory(
     data: bytes | bytearray | memoryview,
     *,
     name: str,
     max_voxels: int | None = None,
     max_bytes: int | None = None,
-) -> dict[str, LegacyMask]:
-    """Parse a medmask 0.1 ``.mska`` archive and decode every member.
+) -> LegacyArchive:
+    """Parse a medmask 0.1 ``.mska`` archive's header, space, index and member data headers.
+
+    Nothing is decompressed: each member's declared shape and dtype are checked against the
+    space, the limits and its zstd frame header, so a member that opens here decodes within
+    the limits (or its frame is found damaged) in :func:`read_legacy_member`.
 
     Parameters
     ----------
@@ -270,8 +334,8 @@ def read_legacy_mska(
 
     Returns
     -------
-    dict of str to LegacyMask
-        Member name -> mask, in the archive's index order (all members share one space).
+    LegacyArchive
+        The space and the members, in the archive's index order.
     """
     view = memoryview(data).cast("B")
     fields = _parse_header(view, _MSKA_HEADER, LEGACY_MSKA_MAGIC, name)
@@ -302,22 +366,98 @@ def read_legacy_mska(
             raise FormatError(
                 f"{name}: the index must be a JSON list, got {type(entries).__name__}."
             )
-    members = _parse_entries(entries, name, payload_start, len(view))
-    out: dict[str, LegacyMask] = {}
-    for member, (offset, length, mapping) in members.items():
-        where = f"member {member!r}: "
-        array = _decode_blob(
+    members: dict[str, LegacyMember] = {}
+    expected_shape = None if space is None else tuple(int(s) for s in space.shape)
+    for member, (offset, length, mapping) in _parse_entries(
+        entries, name, payload_start, len(view)
+    ).items():
+        blob = _parse_blob(
             view[offset : offset + length],
             name=name,
-            where=where,
-            expected_shape=None if space is None else tuple(int(s) for s in space.shape),
-            mapping=mapping,
+            where=f"member {member!r}: ",
+            expected_shape=expected_shape,
             max_voxels=max_voxels,
             max_bytes=max_bytes,
         )
-        member_space = space if space is not None else Space(shape=array.shape)
-        out[member] = LegacyMask(array, mapping, member_space)
-    return out
+        members[member] = LegacyMember(member, offset, length, mapping, blob.shape, blob.dtype)
+    return LegacyArchive(space, members)
+
+
+def read_legacy_member(
+    data: bytes | bytearray | memoryview,
+    archive: LegacyArchive,
+    member: str,
+    *,
+    name: str,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+) -> LegacyMask:
+    """Decode one member of a medmask 0.1 archive read by :func:`read_legacy_mska_directory`.
+
+    Parameters
+    ----------
+    data
+        The whole file (the same bytes the directory was read from).
+    archive
+        The archive's directory.
+    member
+        Member name (a key of ``archive.members``).
+    name
+        File name for error messages.
+    max_voxels, max_bytes
+        Limits on the decoded member, checked again before decompressing.
+
+    Returns
+    -------
+    LegacyMask
+        The array, mapping and space medmask 0.1.3 loads for the member.
+    """
+    entry = archive.members[member]
+    view = memoryview(data).cast("B")
+    array = _decode_blob(
+        view[entry.offset : entry.offset + entry.length],
+        name=name,
+        where=f"member {member!r}: ",
+        expected_shape=entry.shape,
+        mapping=entry.mapping,
+        max_voxels=max_voxels,
+        max_bytes=max_bytes,
+    )
+    return LegacyMask(array, entry.mapping, archive.member_space(member))
+
+
+def read_legacy_mska(
+    data: bytes | bytearray | memoryview,
+    *,
+    name: str,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+) -> dict[str, LegacyMask]:
+    """Parse a medmask 0.1 ``.mska`` archive and decode every member.
+
+    Parameters
+    ----------
+    data
+        The whole file.
+    name
+        File name for error messages.
+    max_voxels, max_bytes
+        Limits on each decoded member (see :func:`read_legacy_msk`).
+
+    Returns
+    -------
+    dict of str to LegacyMask
+        Member name -> mask, in the archive's index order (all members share one space).
+    """
+    archive = read_legacy_mska_directory(
+        data, name=name, max_voxels=max_voxels, max_bytes=max_bytes
+    )
+    return {
+        member: read_legacy_member(
+            data, archive, member, name=name, max_voxels=max_voxels, max_bytes=max_bytes
+        )
+        for member in archive.members
+    }
 
 
 # --- header and sections ---------------------------------------------------------------------
@@ -465,17 +605,28 @@ def _index_int(value: object, key: str, name: str, where: str) -> int:
 # --- data blobs ------------------------------------------------------------------------------
 
 
-def _decode_blob(
+@dataclass(frozen=True)
+class _Blob:
+    """A data blob's header, checked: how to decompress and view its frame."""
+
+    packed: bool
+    dtype: np.dtype[Any]
+    shape: tuple[int, int, int]
+    frame: memoryview
+    expected: int  # bytes the frame must hold
+
+
+def _parse_blob(
     blob: memoryview,
     *,
     name: str,
     where: str,
     expected_shape: tuple[int, ...] | None,
-    mapping: dict[str, int],
     max_voxels: int | None,
     max_bytes: int | None,
-) -> npt.NDArray[Any]:
-    """Parse a 0.1 data blob, check it against the space and limits, decompress, convert."""
+) -> _Blob:
+    """Parse a 0.1 data blob's header and check it against the space, the limits and its zstd
+    frame header; nothing is decompressed."""
     n = len(blob)
     if n < 2 or n < 3 + blob[1]:
         raise TruncatedFileError(f"{name}: {where}the mask data ends inside its dtype ({n} bytes).")
@@ -487,7 +638,8 @@ def _decode_blob(
         raise FormatError(f"{name}: {where}expected a 3-D mask, the data declares {ndim} dims.")
     if n < pos + _SHAPE.size:
         raise TruncatedFileError(f"{name}: {where}the mask data ends inside its shape ({n} bytes).")
-    shape = tuple(int(s) for s in _SHAPE.unpack_from(blob, pos))
+    z, y, x = (int(s) for s in _SHAPE.unpack_from(blob, pos))
+    shape = (z, y, x)
     pos += _SHAPE.size
     dtype = _DTYPES.get(dtype_text)
     if dtype is None:
@@ -529,19 +681,41 @@ def _decode_blob(
         )
     packed = flag == 1
     expected = -(-voxels // 8) if packed else voxels * dtype.itemsize
-    raw = _decompress(frame, expected, name, where)
-    if packed:
-        bits = np.unpackbits(raw, count=voxels).view(np.bool_).reshape(shape)
+    _check_frame(frame, expected, name, where)
+    return _Blob(packed, dtype, shape, frame, expected)
+
+
+def _decode_blob(
+    blob: memoryview,
+    *,
+    name: str,
+    where: str,
+    expected_shape: tuple[int, ...] | None,
+    mapping: dict[str, int],
+    max_voxels: int | None,
+    max_bytes: int | None,
+) -> npt.NDArray[Any]:
+    """Parse a 0.1 data blob, check it against the space and limits, decompress, convert."""
+    parsed = _parse_blob(
+        blob,
+        name=name,
+        where=where,
+        expected_shape=expected_shape,
+        max_voxels=max_voxels,
+        max_bytes=max_bytes,
+    )
+    raw = _decompress(parsed.frame, parsed.expected, name, where)
+    shape = parsed.shape
+    if parsed.packed:
+        bits = np.unpackbits(raw, count=math.prod(shape)).view(np.bool_).reshape(shape)
         return np.ascontiguousarray(bits)
-    return _to_storage(raw.view(dtype).reshape(shape), mapping, name, where)
+    return _to_storage(raw.view(parsed.dtype).reshape(shape), mapping, name, where)
 
 
-def _decompress(frame: memoryview, expected: int, name: str, where: str) -> npt.NDArray[Any]:
-    """Decompress one zstd frame that must hold exactly ``expected`` bytes (read-only uint8).
-
-    The frame's declared content size is checked before anything is allocated; bytes after
-    the frame are ignored, as 0.1.3's ``ZstdDecompressor().decompress`` ignores them.
-    """
+def _check_frame(frame: memoryview, expected: int, name: str, where: str) -> None:
+    """Check a zstd frame's header: it must declare exactly ``expected`` bytes, and its own
+    length must be able to hold them (bytes after the frame are ignored, as 0.1.3 ignores
+    them, so the bound uses the whole rest of the blob)."""
     if not len(frame):
         raise TruncatedFileError(f"{name}: {where}the mask data has no compressed frame.")
     try:
@@ -557,6 +731,18 @@ def _decompress(frame: memoryview, expected: int, name: str, where: str) -> npt.
             f"{name}: {where}the zstd frame declares {declared:,} bytes but the shape needs "
             f"{expected:,}."
         )
+    most = len(frame) // _ZSTD_BLOCK_MIN * _ZSTD_BLOCK_MAX
+    if expected > most:
+        raise FormatError(
+            f"{name}: {where}a {len(frame):,}-byte zstd frame cannot hold the {expected:,} "
+            f"bytes it declares (at most {most:,}); the file is corrupted or hostile."
+        )
+
+
+def _decompress(frame: memoryview, expected: int, name: str, where: str) -> npt.NDArray[Any]:
+    """Decompress one zstd frame, checked by :func:`_check_frame`, that must hold exactly
+    ``expected`` bytes (read-only uint8); bytes after the frame are ignored, as 0.1.3's
+    ``ZstdDecompressor().decompress`` ignores them."""
     try:
         raw: bytes = zstandard.ZstdDecompressor().decompress(frame, max_output_size=expected)
     except zstandard.ZstdError as exc:
