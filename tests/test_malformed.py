@@ -624,7 +624,7 @@ def test_chunk_claiming_too_many_voxels(tmp_path: Path, valid: bytes) -> None:
     shape = [64, 4096, 4096]  # 2^30 voxels: below the default limit, one chunk
     meta.update(shape=shape, chunks=shape, space={**meta["space"], "shape": shape})
     for label in meta["labels"]:
-        label["bbox"] = None
+        label["bbox"], label["count"] = None, 0
     index = parts.index[[1]].copy()  # one stored stream of a few dozen bytes
     path = write(tmp_path, repack(parts, metadata=meta, index=index))
     raises_named(medmask.AllocationLimitError, path, "chunk 0 claims 1,073,741,824 voxels from")

@@ -31,6 +31,7 @@ from zarr.core.sync import sync
 
 from .codecs import choose_codec
 from .codecs.zarr3 import BinaryCodec, EdgesCodec, LabelsCodec
+from .engine import check_chunk, check_member, member_name
 from .errors import (
     ConcurrentModificationError,
     FormatError,
@@ -39,7 +40,6 @@ from .errors import (
     ReadOnlyError,
 )
 from .format.descriptor import MaskDescriptor, parse_chunks
-from .format.encoding import verify_chunk
 from .format.mska import Member
 from .io import AsyncByteSource, Target, local_path, open_source_async, split_by_head
 from .mapping import LabelMapping, mapping_items
@@ -351,10 +351,14 @@ class ArchiveStore(Store):
     """Read-only zarr v3 store over a ``.msk`` or ``.mska`` at any path or fsspec URL.
 
     The file's directory is read on first use (one request when it fits in the first 64 KiB);
-    chunk keys map to the exact byte ranges of the file, verified against their CRC before
-    they are returned. The store is pinned to what it opened: a local file that changes
-    afterwards raises :class:`ConcurrentModificationError`, a replaced remote object fails its
-    chunk checksums. It pickles (dask ships it to workers) with its directory.
+    chunk keys map to the exact byte ranges of the file. Every member is checked when the
+    store opens, as :func:`medmask.load_mask` checks it (chunk index, and ``max_voxels`` /
+    ``max_bytes``: a member above them makes opening fail with
+    :class:`AllocationLimitError`); every chunk is checked before it is returned (length,
+    CRC, and a stream header of the member's codec, dtype and chunk shape). The store is
+    pinned to what it opened: a local file that changes afterwards raises
+    :class:`ConcurrentModificationError`, a replaced remote object fails its chunk checksums.
+    It pickles (dask ships it to workers) with its directory.
     """
 
     supports_writes = False
@@ -368,6 +372,8 @@ class ArchiveStore(Store):
         *,
         storage_options: dict[str, Any] | None = None,
         read_only: bool = True,
+        max_voxels: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         if not read_only:
             raise ReadOnlyError(f"{os.fspath(source)}: ArchiveStore is read-only.")
@@ -382,6 +388,7 @@ class ArchiveStore(Store):
         self._local = local_path(self.source, self.storage_options)
         self._identity: tuple[int, ...] | None = None
         self._reader_loop = 0
+        self.max_voxels, self.max_bytes = max_voxels, max_bytes
 
     # -- opening -----------------------------------------------------------------------------
     async def _open(self) -> None:
@@ -391,7 +398,17 @@ class ArchiveStore(Store):
     async def _load(self) -> None:
         if self._directory is not None:
             return
-        directory = await read_directory_async(self._source_reader())
+        reader = self._source_reader()
+        directory = await read_directory_async(reader)
+        for member in directory.members:
+            check_member(
+                member,
+                name=member_name(self.source, member),
+                payload_start=directory.payload_start,
+                file_size=reader.size,
+                max_voxels=self.max_voxels,
+                max_bytes=self.max_bytes,
+            )
         self._layout = Layout(directory)
         self._identity = self._stat()
         self._directory = directory  # two racing loads read the same file: either one wins
@@ -436,8 +453,8 @@ class ArchiveStore(Store):
                 f"{self.source}: the file changed since the store opened it (generation "
                 f"{self.directory.generation}); open it again to see the new state."
             )
-        name = f"{self.source} [{ref.member.name}]" if ref.member.name else self.source
-        return bytes(verify_chunk(ref.member.index, ref.chunk_id, stream, name=name))
+        name = member_name(self.source, ref.member)
+        return bytes(check_chunk(ref.member, ref.chunk_id, stream, name=name))
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
@@ -539,14 +556,21 @@ class ArchiveStore(Store):
 
 
 def open_zarr(
-    source: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+    source: str | os.PathLike[str],
+    *,
+    storage_options: dict[str, Any] | None = None,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
 ) -> zarr.Group:
     """Open a ``.msk`` or ``.mska`` at any path or URL as a read-only ``zarr.Group``.
 
     ``group["<member>"]`` is a member's label array, ``group["structures/<name>"]`` one
-    structure as a bool array (docs/zarr.md).
+    structure as a bool array (docs/zarr.md). ``max_voxels`` / ``max_bytes``: the limits on
+    one member, as for :func:`medmask.load_mask`.
     """
-    store = ArchiveStore(source, storage_options=storage_options)
+    store = ArchiveStore(
+        source, storage_options=storage_options, max_voxels=max_voxels, max_bytes=max_bytes
+    )
     return zarr.open_group(store=store, mode="r", zarr_format=3)
 
 

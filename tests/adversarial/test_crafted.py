@@ -62,7 +62,7 @@ def test_values_no_label_lists_are_a_format_error(
     array = np.zeros((4, 5, 6), np.uint8)
     for i, value in enumerate(present):
         array[i, i, i] = value
-    labels = [{"name": f"v{v}", "value": v, "count": 1, "bbox": None} for v in listed]
+    labels = [{"name": f"v{v}", "value": v, "count": 0, "bbox": None} for v in listed]
     path = _lying_msk(tmp_path, labels, array)
     unlisted = sorted(set(present) - set(listed))
     with pytest.raises(FormatError, match=rf"lying\.msk.*values \[{unlisted[0]}"):
@@ -77,18 +77,21 @@ def test_values_no_label_lists_are_a_format_error(
 def test_verify_reports_lying_counts_and_bboxes(tmp_path: Path) -> None:
     array = np.zeros((4, 5, 6), np.uint8)
     array[1:3, 2, 2:5] = 1
-    labels = [
-        {"name": "liver", "value": 1, "count": 99, "bbox": [[0, 3], [2, 2], [2, 4]]},
-        {"name": "ghost", "value": 2, "count": 5, "bbox": None},
+    labels = [  # statistics that could be true (format.md section 2), but are not
+        {"name": "liver", "value": 1, "count": 9, "bbox": [[0, 3], [2, 2], [2, 4]]},
+        {"name": "ghost", "value": 2, "count": 5, "bbox": [[0, 0], [0, 0], [0, 4]]},
     ]
     path = _lying_msk(tmp_path, labels, array)
     assert medmask.load_mask(path).label_counts() == {"liver": 6, "ghost": 0}  # loads fine
     with MaskFile(path) as f:
         problems = f.verify()
-    assert len(problems) == 3, problems
-    assert "'liver' (value 1) has 6 voxels; the metadata says 99" in problems[0]
+    assert len(problems) == 4, problems
+    assert "'liver' (value 1) has 6 voxels; the metadata says 9" in problems[0]
     assert "((1, 2), (2, 2), (2, 4)); the metadata says ((0, 3), (2, 2), (2, 4))" in problems[1]
     assert "'ghost' (value 2) has 0 voxels; the metadata says 5" in problems[2]
+    assert "'ghost' (value 2) has bbox None; the metadata says ((0, 0), (0, 0), (0, 4))" in (
+        problems[3]
+    )
 
 
 def test_verify_of_sound_files_and_archives_is_empty(tmp_path: Path) -> None:

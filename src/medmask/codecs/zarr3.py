@@ -9,7 +9,9 @@ that use them without any registration call::
 
 A chunk stream whose shape is smaller than the chunk zarr asks for (``.msk`` files store the
 edge chunks of an array trimmed) decodes padded with the fill value; zarr trims the padding.
-Needs the ``zarr`` extra.
+A stream of another dtype than the array's (byte order aside), of more dimensions, or larger
+than the chunk along an axis is refused with :class:`CodecError` before it is decoded: values
+are never cast. Needs the ``zarr`` extra.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from zarr.core.array_spec import ArraySpec
 from zarr.core.common import parse_named_configuration
 from zarr.core.dtype import get_data_type_from_native_dtype
 
+from medmask.codecs import peek_stream
 from medmask.codecs._binary import BinaryCodec as _BinaryCore
 from medmask.codecs._edges import EdgesCodec as _EdgesCore
 from medmask.codecs._labels import LabelCodec as _LabelsCore
@@ -54,6 +57,32 @@ def _coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(shape) > MAX_NDIM:
         return (math.prod(shape[: len(shape) - MAX_NDIM + 1]), *shape[-(MAX_NDIM - 1) :])
     return shape or (1,)
+
+
+def _fits(stored: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Whether a stream of shape ``stored`` can be the chunk ``shape``: the same, its coded
+    shape, or an edge chunk stored trimmed (within it, as many axes)."""
+    return stored in (shape, _coded_shape(shape)) or (
+        len(stored) == len(shape) and all(a <= s for a, s in zip(stored, shape, strict=True))
+    )
+
+
+def check_stream(data: memoryview, spec: ArraySpec, name: str) -> tuple[tuple[int, ...], Any]:
+    """The stream's shape and dtype, after checking its header against zarr's chunk spec
+    (never cast, never larger than the chunk); :class:`CodecError` otherwise."""
+    prefix = peek_stream(data)
+    want = np.dtype(spec.dtype.to_native_dtype())
+    if not np.can_cast(prefix.dtype, want, casting="equiv"):
+        raise CodecError(
+            f"Expected a {name} chunk of dtype {want} (the array's). Got dtype {prefix.dtype} "
+            "in the stream header (values are never cast)."
+        )
+    if not _fits(prefix.shape, tuple(spec.shape)):
+        raise CodecError(
+            f"Expected a {name} chunk of shape {tuple(spec.shape)} (or an edge chunk within "
+            f"it). Got shape {prefix.shape} in the stream header."
+        )
+    return prefix.shape, prefix.dtype
 
 
 def fit_chunk(array: np.ndarray, shape: tuple[int, ...], fill_value: Any, name: str) -> np.ndarray:
@@ -108,7 +137,8 @@ class _ArrayBytes(ArrayBytesCodec):
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         data = chunk_bytes.as_numpy_array().view(np.uint8).reshape(-1)
-        array = self._core().decode(data.data)
+        shape, dtype = check_stream(data.data, chunk_spec, self.codec_name)
+        array = self._core().decode(data.data, shape=shape, dtype=dtype)
         want = np.dtype(chunk_spec.dtype.to_native_dtype())
         if array.dtype != want:
             array = array.astype(want)

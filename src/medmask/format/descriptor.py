@@ -344,10 +344,42 @@ def _parse_labels(
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= voxels:
             raise _fail(name, f"label {label_name!r} has an invalid voxel count {count!r}")
         bbox = _parse_bbox(item.get("bbox"), shape, label_name, name)
+        _check_stats(label_name, label, count, bbox, name)
         names.add(label_name)
         values.add(label)
         entries.append(LabelEntry(label_name, label, count, bbox))
     return tuple(entries)
+
+
+def _check_stats(
+    label_name: str,
+    label: int,
+    count: int,
+    bbox: tuple[tuple[int, int], ...] | None,
+    name: str,
+) -> None:
+    """Statistics that cannot be true (section 2: a bbox exactly when the label has voxels;
+    none for value 0): readers that decode only inside a stored bbox rely on them."""
+    if label == 0:
+        if bbox is not None:
+            raise _fail(
+                name, f"expected bbox null for background label {label_name!r}, got {list(bbox)}"
+            )
+        return
+    if count > 0 and bbox is None:
+        raise _fail(name, f"label {label_name!r}: expected a bbox for its {count} voxels, got null")
+    if count == 0 and bbox is not None:
+        raise _fail(
+            name, f"label {label_name!r}: expected bbox null for 0 voxels, got {list(bbox)}"
+        )
+    if bbox is not None:
+        room = math.prod(hi - lo + 1 for lo, hi in bbox)
+        if count > room:
+            raise _fail(
+                name,
+                f"label {label_name!r}: expected at most {room} voxels inside bbox {list(bbox)}, "
+                f"got count {count}",
+            )
 
 
 def _parse_bbox(
