@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from spacetransformer import Space
 
-from medmask import ChecksumError, ReadOnlyError, SegmentationMask
+from medmask import ChecksumError, ReadOnlyError, SegmentationMask, reader
 from medmask.archive import MaskArchive, RecoveryWarning
 from medmask.format.container import HEADER_SIZE
 from medmask.format.mska import valid_slots
@@ -242,3 +242,36 @@ def test_single_generation_archive_with_a_flipped_slot_bit(tmp_path: Path) -> No
     with archive:
         _assert_members(archive, ["m1"])
         assert archive.verify() == []
+
+
+@pytest.mark.parametrize(("batch_bytes", "batch_chunks"), [(1, 1 << 16), (1 << 30, 2)])
+def test_restore_checks_every_chunk_in_bounded_batches(
+    archive_path: Path, monkeypatch: pytest.MonkeyPatch, batch_bytes: int, batch_chunks: int
+) -> None:
+    """Chunks are read in batches; a damaged chunk in the last batch still stops a restore."""
+    monkeypatch.setattr(reader, "_CHECK_BATCH", batch_bytes)
+    monkeypatch.setattr(reader, "_CHECK_CHUNKS", batch_chunks)
+    requests: list[int] = []
+    blocks = reader._blocks
+
+    def counting(head: bytes, ranges: list[tuple[int, int]]) -> object:
+        requests.append(len(ranges))
+        return (yield from blocks(head, ranges))
+
+    monkeypatch.setattr(reader, "_blocks", counting)
+    _flip(archive_path, 20, 0)
+    with pytest.warns(RecoveryWarning):
+        archive = MaskArchive(archive_path, recover=True)
+    with archive:
+        _assert_members(archive, NAMES)
+        m3 = archive._directory.member("m3")
+    assert m3 is not None
+    assert max(requests) <= batch_chunks
+    assert len(requests) > 3  # slots' directories, then several chunk batches
+    stored = m3.index[m3.index["length"] > 0]
+    last = int(stored["offset"][-1]) + int(stored["length"][-1]) - 2
+    _flip(archive_path, last, 0)  # m3's last chunk
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with MaskArchive(archive_path, recover=True) as archive:
+            assert archive.generation == 2

@@ -257,7 +257,10 @@ class MaskArchive:
     recover
         If the newest archive state fails verification (a damaged directory), open the newest
         intact generation instead, read-only (see :attr:`recovered`). Without it such an
-        archive raises :class:`ChecksumError` (or another :class:`FormatError`).
+        archive raises :class:`ChecksumError` (or another :class:`FormatError`). Also
+        restores a newer generation that a header slot damaged in one bit names, when its
+        directory and chunks verify (``docs/format.md`` section 5, rule 5; :meth:`verify`
+        reports such a slot).
     allow_rollback
         With ``recover=True`` and mode ``"a"``: allow appending on top of the recovered
         generation; the next commit supersedes the damaged one, whose changes are lost.

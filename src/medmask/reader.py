@@ -48,6 +48,7 @@ __all__ = [
 Kind = Literal["msk", "mska"]
 _OPEN_ATTEMPTS = 3  # re-reads when a writer commits while the directory is read
 _CHECK_BATCH = 64 << 20  # bytes of chunk streams read at once when a directory is checked
+_CHECK_CHUNKS = 1 << 16  # and chunks
 Ranges = list[tuple[int, int]]
 _T = TypeVar("_T")
 
@@ -299,24 +300,29 @@ def _check_chunks(
     head: bytes, archive: ArchiveDirectory, name: str
 ) -> Generator[Ranges, list[bytes], None]:
     """Check every stored chunk of ``archive`` (length, CRC, stream header), reading at most
-    about :data:`_CHECK_BATCH` bytes at a time."""
-    stored = [
-        (m, int(c), int(m.index["offset"][c]), int(m.index["length"][c]))
-        for m in archive.members
-        for c in np.flatnonzero(m.index["length"])
-    ]
-    first = 0
-    while first < len(stored):
-        last, size = first + 1, stored[first][3]
-        while last < len(stored) and size + stored[last][3] <= _CHECK_BATCH:
-            size += stored[last][3]
-            last += 1
-        batch = stored[first:last]
-        blobs = yield from _blocks(head, [(start, start + n) for _, _, start, n in batch])
-        for (member, chunk_id, _, _), blob in zip(batch, blobs, strict=True):
-            where = f"{name} [{member.name}]"
-            check_stored_chunk(member.descriptor, member.index, chunk_id, blob, name=where)
-        first = last
+    about :data:`_CHECK_BATCH` bytes (and :data:`_CHECK_CHUNKS` chunks) at a time."""
+    batch: list[tuple[Member, int, int, int]] = []
+    size = 0
+    for member in archive.members:
+        lengths, offsets = member.index["length"], member.index["offset"]
+        for chunk_id in np.flatnonzero(lengths):
+            length = int(lengths[chunk_id])
+            if batch and (size + length > _CHECK_BATCH or len(batch) == _CHECK_CHUNKS):
+                yield from _check_batch(head, batch, name)
+                batch, size = [], 0
+            batch.append((member, int(chunk_id), int(offsets[chunk_id]), length))
+            size += length
+    if batch:
+        yield from _check_batch(head, batch, name)
+
+
+def _check_batch(
+    head: bytes, batch: list[tuple[Member, int, int, int]], name: str
+) -> Generator[Ranges, list[bytes], None]:
+    blobs = yield from _blocks(head, [(start, start + n) for _, _, start, n in batch])
+    for (member, chunk_id, _, _), blob in zip(batch, blobs, strict=True):
+        where = f"{name} [{member.name}]"
+        check_stored_chunk(member.descriptor, member.index, chunk_id, blob, name=where)
 
 
 def _mska(
