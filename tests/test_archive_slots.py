@@ -275,3 +275,21 @@ def test_restore_checks_every_chunk_in_bounded_batches(
         warnings.simplefilter("error")
         with MaskArchive(archive_path, recover=True) as archive:
             assert archive.generation == 2
+
+
+def test_damaged_slot_and_damaged_fallback_directory(archive_path: Path) -> None:
+    """Slot 0 (generation 3) one bit off, and generation 2's directory corrupt: the default
+    open refuses and names both; recover=True restores generation 3."""
+    older = valid_slots(archive_path.read_bytes(), name="x")[1][1]
+    assert older.generation == 2
+    _flip(archive_path, older.index_offset + 3, 6)
+    _flip(archive_path, 52, 0)
+    with pytest.raises(ChecksumError, match=r"generation 2.*Also, header slot 0 is damaged.*"):
+        MaskArchive(archive_path)
+    assert _verify_cli(archive_path).returncode == 1
+    with pytest.warns(RecoveryWarning, match="without recover=True cannot open the file"):
+        archive = MaskArchive(archive_path, recover=True)
+    with archive:
+        assert archive.recovered is not None
+        assert archive.recovered.restored
+        _assert_members(archive, NAMES)

@@ -190,16 +190,18 @@ def directory_steps(
                 return restored
         return directory
     assert damage is not None
+    repaired = [d for d in damaged_slots(head, name=name) if d.bit is not None]
     if not recover:
         newest = slots[0][1].generation
+        newer = [d.describe() for d in repaired if d.header.generation > newest]
         raise type(damage)(
-            f"{damage} This is the archive's newest state (generation {newest}): the file "
-            "is corrupted. Open it with recover=True to read the newest intact "
-            "generation (read-only)."
+            f"{damage} This is the archive's newest intact state (generation {newest}): the "
+            "file is corrupted. "
+            + "".join(f"Also, {text}. " for text in newer)
+            + "Open it with recover=True to read the newest generation that verifies "
+            "(read-only)."
         ) from damage
-    restored = yield from _recover(
-        name, head, slots, slots[1:], _repairable_slots(head, name), damage
-    )
+    restored = yield from _recover(name, head, slots, slots[1:], repaired, damage)
     if restored is not None:
         return restored
     raise type(damage)(f"{damage} No older intact generation exists.") from damage
@@ -244,10 +246,12 @@ def _recover(
         if generation > valid_newest:
             why = repaired.describe() if repaired is not None else str(damage)
             report = RecoveryReport(generation, generation, why, restored=True)
+            others = (
+                f"use generation {valid_newest}" if damage is None else "cannot open the file"
+            )
             message = (
                 f"{name}: restored generation {generation} from damaged header slot {slot} "
-                f"(its directory and chunks verify); readers without recover=True use "
-                f"generation {valid_newest}"
+                f"(its directory and chunks verify); readers without recover=True {others}"
             )
         else:
             newest = max([valid_newest, *(d.header.generation for d in damaged)])
