@@ -86,6 +86,7 @@ class Case:
                 found[label.name] = None if label.name in found else Located(member, label)
         return found
 
+
 @contextmanager
 def open_case(
     source: Target,
@@ -101,9 +102,7 @@ def open_case(
     byte_source = open_source(source, storage_options)
     try:
         directory = read_directory(byte_source, head=head)
-        engine = OpenedFile.open(
-            byte_source, directory, max_voxels=max_voxels, max_bytes=max_bytes
-        )
+        engine = OpenedFile.open(byte_source, directory, max_voxels=max_voxels, max_bytes=max_bytes)
         yield Case(source_name(source), directory, engine)
     finally:
         byte_source.close()
@@ -266,27 +265,29 @@ def _box_intersection(a: Any, b: Any) -> Roi | None:
 def _intersections(
     pred: Case, ref: Case, located: dict[str, tuple[Located | None, Located | None]]
 ) -> dict[str, int]:
-    """Voxels in both masks per structure, decoding only the bbox intersections."""
-    todo: dict[tuple[int, int], list[tuple[str, Roi, int, int]]] = {}
-    members: dict[tuple[int, int], tuple[Member, Member]] = {}
+    """Voxels in both masks per structure where the two bounding boxes intersect. Each side
+    decodes its structure's stored bbox, so the engine can check the stored count there (a
+    bbox that lies would otherwise hide voxels from the intersection)."""
+    items = []
     for structure, (p, r) in located.items():
         if not p or not r or p.label.bbox is None or r.label.bbox is None:
             continue
         roi = _box_intersection(p.label.bbox, r.label.bbox)
-        if roi is None:
-            continue
-        key = (id(p.member), id(r.member))
-        members[key] = (p.member, r.member)
-        todo.setdefault(key, []).append((structure, roi, p.label.value, r.label.value))
+        if roi is not None:
+            items.append((structure, roi, p, r))
+    pred_blocks = pred.engine.iter_labels([(p.member, {p.label.value}) for *_, p, _ in items])
+    ref_blocks = ref.engine.iter_labels([(r.member, {r.label.value}) for *_, r in items])
     out: dict[str, int] = {}
-    for key, items in todo.items():
-        pred_member, ref_member = members[key]
-        rois = [roi for _, roi, _, _ in items]
-        blocks = zip(
-            pred.engine.read_rois(pred_member, rois),
-            ref.engine.read_rois(ref_member, rois),
-            strict=True,
-        )
-        for (structure, _, vp, vr), (a, b) in zip(items, blocks, strict=True):
-            out[structure] = int(np.count_nonzero((a == vp) & (b == vr)))
+    for (structure, roi, p, r), a, b in zip(items, pred_blocks, ref_blocks, strict=True):
+        assert a is not None  # both labels have a bbox
+        assert b is not None
+        in_a = a[1][_within(roi, a[0])] == p.label.value
+        in_b = b[1][_within(roi, b[0])] == r.label.value
+        out[structure] = int(np.count_nonzero(in_a & in_b))
     return out
+
+
+def _within(roi: Roi, outer: Roi) -> Roi:
+    """``roi`` in the coordinates of an array of the region ``outer`` (which holds it)."""
+    z, y, x = (slice(r.start - o.start, r.stop - o.start) for r, o in zip(roi, outer, strict=True))
+    return (z, y, x)
