@@ -8,7 +8,9 @@ import shutil
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -293,3 +295,32 @@ def test_damaged_slot_and_damaged_fallback_directory(archive_path: Path) -> None
         assert archive.recovered is not None
         assert archive.recovered.restored
         _assert_members(archive, NAMES)
+
+
+def test_s3_damaged_slot_reported_and_restored(s3: Any, archive_path: Path) -> None:
+    good = archive_path.read_bytes()
+    newest = valid_slots(good, name="x")[0][1]
+    far = replace(newest, metadata_offset=newest.metadata_offset + 2**63).pack()
+    for name in ("restorable", "past the end"):
+        data = bytearray(good)
+        if name == "past the end":  # a slot once valid, whose directory is not in the file
+            data[:HEADER_SIZE] = far
+        data[61] ^= 1 << 2  # one bit of the slot's CRC
+        s3.fs.pipe_file(s3.path(f"{name}.mska"), bytes(data))
+        url = s3.url(f"{name}.mska")
+        with MaskArchive(url, storage_options=s3.storage_options) as archive:
+            _assert_members(archive, ["m1", "m2"])
+            problems = archive.verify()
+        assert len(problems) == 1
+        assert "header slot 0 is damaged" in problems[0]
+        if name == "restorable":
+            assert "not visible now: ['m3']" in problems[0]
+            with pytest.warns(RecoveryWarning):
+                archive = MaskArchive(url, storage_options=s3.storage_options, recover=True)
+            with archive:
+                _assert_members(archive, NAMES)
+        else:
+            assert "past the end of the file" in problems[0]
+            with MaskArchive(url, storage_options=s3.storage_options, recover=True) as archive:
+                assert archive.recovered is None
+                assert archive.generation == 2
