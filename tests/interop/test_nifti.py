@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from spacetransformer import Space
 
 import medmask
+from bounded import MB, assert_one_line_error, run_limited, traced_peak
 from medmask import FormatError, SegmentationMask
 from medmask.archive import spaces_match
 from medmask.interop.nifti import (
@@ -273,3 +276,120 @@ def test_nifti_msk_nifti_round_trip_is_exact(
     np.testing.assert_array_equal(np.asarray(back.dataobj), xyz)
     np.testing.assert_array_equal(back.affine, original.affine)  # bit for bit (float32 sform)
     assert back.header.get_data_dtype() == np.uint8
+
+
+# --- hostile headers and voxel types (issue 17, item 5) ---------------------------------------
+
+
+def header_only(shape: tuple[int, ...], dtype: Any, *, extra: bytes = b"") -> bytes:
+    """A single-file NIfTI-1 that declares ``shape`` voxels of ``dtype`` and holds ``extra``
+    bytes of them (the 348-byte header, the extension flag, then ``extra``)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header["vox_offset"] = 352
+    header["magic"] = b"n+1"
+    return bytes(header.binaryblock) + b"\0" * 4 + extra
+
+
+SIXTY_FOUR_MIB = ((256, 256, 256), np.uint32)  # safe to allocate if a reader did
+FOUR_GIB = ((1024, 1024, 1024), np.int32)  # only ever read in a child process
+
+
+def nifti_files(tmp_path: Path, data: bytes, stem: str) -> list[Path]:
+    """``data`` as ``stem.nii``, gzipped as ``stem.nii.gz`` and as a file without a suffix."""
+    paths = [tmp_path / f"{stem}.nii", tmp_path / f"{stem}.nii.gz", tmp_path / stem]
+    paths[0].write_bytes(data)
+    paths[1].write_bytes(gzip.compress(data))
+    paths[2].write_bytes(data)
+    return paths
+
+
+def test_a_header_declaring_more_than_the_file_holds_allocates_nothing(
+    tmp_path: Path, memory_fs: Any
+) -> None:
+    data = header_only(*SIXTY_FOUR_MIB, extra=b"\1" * 8)
+    assert len(data) == 360
+    memory_fs.pipe("/nifti/remote.nii.gz", gzip.compress(data))
+    for source in [*nifti_files(tmp_path, data, "short"), "memory://nifti/remote.nii.gz"]:
+        exc, peak = traced_peak(lambda source=source: read_nifti(source))
+        assert isinstance(exc, medmask.TruncatedFileError), (source, exc)
+        assert str(exc).startswith(f"{source}: "), exc
+        assert "67,108,864 bytes" in str(exc)
+        assert peak < MB, (source, peak)
+
+
+def test_a_gzip_stream_shorter_than_declared_is_refused(tmp_path: Path) -> None:
+    full = nib.Nifti1Image(np.ones((64, 64, 64), np.uint16), np.eye(4)).to_bytes()
+    path = tmp_path / "cut.nii.gz"
+    path.write_bytes(gzip.compress(full[: len(full) - 1000]))
+    with pytest.raises(medmask.TruncatedFileError, match=r"cut\.nii\.gz: .* holds 523,640 bytes"):
+        read_nifti(path)
+    path.write_bytes(gzip.compress(full)[:-20])  # the stream itself is cut
+    with pytest.raises(FormatError, match=r"cut\.nii\.gz: "):
+        read_nifti(path)
+    path.write_bytes(gzip.compress(full + b"\0" * 2 * MB))  # more than the header declares
+    with pytest.raises(FormatError, match=r"cut\.nii\.gz: the gzip stream holds more"):
+        read_nifti(path)
+    path.write_bytes(gzip.compress(full + b"\0" * 100))  # a little more is fine
+    assert read_nifti(path)[0].shape == (64, 64, 64)
+
+
+def test_a_declared_size_above_the_limits_is_refused_before_decompressing(
+    tmp_path: Path,
+) -> None:
+    full = nib.Nifti1Image(np.ones((128, 128, 64), np.uint8), np.eye(4)).to_bytes()
+    for path in nifti_files(tmp_path, full, "big"):
+        exc, peak = traced_peak(lambda path=path: read_nifti(path, max_bytes=MB))
+        assert isinstance(exc, medmask.AllocationLimitError), (path, exc)
+        assert str(exc).startswith(f"{path}: "), exc
+        # without a NIfTI suffix the file is read whole first (at most max_bytes)
+        assert peak < (MB // 2 if path.suffix else MB + MB // 4), (path, peak)
+    scaled = nib.Nifti1Image(np.ones((64, 64, 64), np.uint8), np.eye(4))
+    scaled.header.set_slope_inter(2.0, 0.0)  # read as float64: 8 bytes a voxel
+    path = tmp_path / "scaled.nii"
+    nib.save(scaled, path)
+    with pytest.raises(medmask.AllocationLimitError, match=r"scaled\.nii: .*float64"):
+        read_nifti(path, max_bytes=64**3 * 4)
+    assert int(read_nifti(path)[0].max()) == 2
+
+
+RGB = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+RGBA = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, RGB, RGBA])
+def test_complex_and_rgb_images_are_refused(tmp_path: Path, dtype: Any) -> None:
+    path = tmp_path / "odd.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), dtype), np.eye(4)), path)
+    with pytest.raises(FormatError, match=r"odd\.nii\.gz: expected integer label voxels"):
+        from_nifti(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e30, -2.0])
+def test_float_images_must_hold_labels(tmp_path: Path, value: float) -> None:
+    data = np.zeros((4, 5, 6), np.float32)
+    data[1, 2, 3] = value
+    path = tmp_path / "float.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    with pytest.raises(medmask.MedmaskError, match=r"float\.nii\.gz: "):
+        from_nifti(path)
+
+
+def test_cli_refuses_hostile_nifti_in_one_line(tmp_path: Path) -> None:
+    four_gib = nifti_files(tmp_path, header_only(*FOUR_GIB, extra=b"\1" * 8), "huge")
+    complex_path = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.complex64), np.eye(4)), complex_path)
+    rgb_path = tmp_path / "rgb.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), RGB), np.eye(4)), rgb_path)
+    cases = [
+        (four_gib[0], "the file holds 360 bytes"),  # refused, not an allocation that failed
+        (four_gib[1], "the file holds 360 bytes"),
+        (complex_path, "Got complex64 voxels"),
+        (rgb_path, "Got RGB/RGBA voxels"),
+    ]
+    for path, why in cases:
+        for command in (["info", path], ["convert", path, tmp_path / "out.msk"], ["ls", path]):
+            result = run_limited(*command)
+            assert_one_line_error(result, str(path), why)
+    assert not (tmp_path / "out.msk").exists()

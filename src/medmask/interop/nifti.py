@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+import os
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -19,12 +21,20 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from ..errors import AllocationLimitError, FormatError, StorageError
+from ..errors import FormatError, StorageError, TruncatedFileError
 from ..files import NIFTI_SUFFIXES
-from ..format.encoding import max_bytes_limit
+from ..format.encoding import check_size_limits, max_bytes_limit
 from ..geometry import affine_from_space, space_from_affine
-from ..io import Target, local_path, name_suffix, read_whole, source_name, write_atomic
-from ..mapping import LabelMapping
+from ..io import (
+    Target,
+    local_path,
+    name_suffix,
+    read_whole,
+    source_name,
+    storage_error,
+    write_atomic,
+)
+from ..mapping import MAX_LABEL, LabelMapping
 from ..mask import SegmentationMask
 from .labels import default_label_names, integer_labels, to_label_mapping
 
@@ -49,24 +59,125 @@ def _nibabel() -> Any:
     return nibabel
 
 
-def _gunzip(data: bytes, name: str, limit: int) -> bytes:
-    """Decompress every gzip member, never producing more than ``limit`` bytes."""
-    out = []
-    size = 0
-    while data:
-        engine = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            chunk = engine.decompress(data, limit + 1 - size)
-        except zlib.error as exc:
-            raise FormatError(f"{name}: cannot read as NIfTI: broken gzip data ({exc}).") from None
-        out.append(chunk)
-        size += len(chunk)
-        if size > limit or engine.unconsumed_tail:
-            raise AllocationLimitError(
-                f"{name}: decompresses to more than the {limit:,}-byte limit (max_bytes=)."
-            )
-        data = engine.unused_data
-    return b"".join(out)
+_HEADER_SIZES = {348: "Nifti1", 540: "Nifti2"}  # sizeof_hdr -> nibabel class prefix
+_HEAD = 544  # a NIfTI-2 header and its 4-byte extension flag
+_PIECE = 1 << 20  # gzip output is produced in pieces of at most this size
+_GZIP_SLACK = 1 << 20  # bytes a gzip stream may hold past the voxel data (then its CRC is read)
+
+
+def _header(head: bytes, name: str) -> Any:
+    """The NIfTI-1 or NIfTI-2 header at the start of ``head`` (either byte order)."""
+    nib = _nibabel()
+    kind = None
+    for order in ("little", "big"):
+        kind = _HEADER_SIZES.get(int.from_bytes(head[:4], order)) if len(head) >= 4 else None
+        if kind is not None:
+            break
+    if kind is None:
+        raise FormatError(
+            f"{name}: cannot read as NIfTI: expected sizeof_hdr 348 (NIfTI-1) or 540 "
+            f"(NIfTI-2). Got the bytes {head[:4]!r}."
+        )
+    size = 348 if kind == "Nifti1" else 540
+    if len(head) < size:
+        raise TruncatedFileError(
+            f"{name}: the file ends inside the {size}-byte NIfTI header ({len(head)} bytes)."
+        )
+    try:
+        return getattr(nib, f"{kind}Header")(head[:size], check=True)
+    except Exception as exc:  # nibabel's HeaderDataError and friends
+        raise FormatError(f"{name}: cannot read as NIfTI: invalid header ({exc}).") from None
+
+
+def _check_declared(header: Any, name: str, max_bytes: int, available: int | None) -> int:
+    """Check what a header declares before anything is allocated; returns the bytes the file
+    must hold (voxel offset plus voxel data).
+
+    The voxels must be integer or float labels, 3-D (a trailing axis of 1 is dropped), within
+    the limits (``max_bytes``; voxels: ``MEDMASK_MAX_VOXELS`` or the default) in the dtype
+    they are read as, and, when ``available`` (the file's or stream's size) is given, in the
+    file.
+    """
+    dtype = np.dtype(header.get_data_dtype())
+    if dtype.fields is not None or dtype.kind not in "uif":
+        what = "RGB/RGBA" if dtype.fields is not None else str(dtype)
+        raise FormatError(
+            f"{name}: expected integer label voxels (or floats holding whole numbers). Got "
+            f"{what} voxels (NIfTI datatype {int(header['datatype'])}); medmask stores labels."
+        )
+    shape = tuple(int(s) for s in header.get_data_shape())
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise FormatError(f"{name}: expected a 3-D image, got shape {shape}.")
+    slope, inter = header.get_slope_inter()
+    scaled = slope is not None or inter is not None
+    read_as = np.dtype(np.float64) if scaled else dtype
+    check_size_limits(shape, dtype, name=name, max_bytes=max_bytes)
+    check_size_limits(shape, read_as, name=name, max_bytes=max_bytes)
+    offset = int(header.get_data_offset())
+    need: int = offset + math.prod(shape) * dtype.itemsize
+    if available is not None and need > available:
+        raise TruncatedFileError(
+            f"{name}: the header declares {shape} {dtype} voxels ({need - offset:,} bytes) at "
+            f"offset {offset:,}, but the file holds {available:,} bytes; it is truncated or "
+            "corrupted."
+        )
+    return need
+
+
+def _gunzip(data: bytes, name: str, want: int, *, check_crc: bool) -> bytes:
+    """The first ``want`` bytes of gzip ``data`` (fewer if it holds fewer), decompressed in
+    pieces of at most :data:`_PIECE` bytes; concatenated gzip members are one stream.
+
+    ``check_crc``: once ``want`` bytes are out, the rest of that gzip member is decompressed
+    and dropped (at most :data:`_GZIP_SLACK` bytes) so that its CRC is checked.
+    """
+    out = bytearray()
+    rest = data
+    try:
+        while rest and len(out) < want:
+            engine = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            feed = rest
+            while len(out) < want and not engine.eof:
+                piece = engine.decompress(feed, min(_PIECE, want - len(out)))
+                feed = engine.unconsumed_tail
+                out += piece
+                if not piece and not feed:  # the data ends inside the stream
+                    return bytes(out)
+            if not check_crc:
+                break
+            extra = 0
+            while not engine.eof and extra <= _GZIP_SLACK:
+                piece = engine.decompress(feed, min(_PIECE, _GZIP_SLACK + 1 - extra))
+                feed = engine.unconsumed_tail
+                extra += len(piece)
+                if not piece and not feed:
+                    break
+            if extra > _GZIP_SLACK:
+                raise FormatError(
+                    f"{name}: the gzip stream holds more than {_GZIP_SLACK:,} bytes past the "
+                    f"{want:,} the NIfTI header declares."
+                )
+            rest = engine.unused_data
+    except zlib.error as exc:
+        raise FormatError(f"{name}: cannot read as NIfTI: broken gzip data ({exc}).") from None
+    return bytes(out)
+
+
+def _image_from_bytes(data: bytes, name: str, max_bytes: int) -> Any:
+    """A NIfTI image from a file's bytes (gzip or not), its header checked before the voxel
+    data is decompressed or read."""
+    nib = _nibabel()
+    gz = data[:2] == b"\x1f\x8b"
+    head = _gunzip(data, name, _HEAD, check_crc=False) if gz else data[:_HEAD]
+    header = _header(head, name)
+    if gz:
+        need = _check_declared(header, name, max_bytes, None)
+        data = _gunzip(data, name, need, check_crc=True)
+    need = _check_declared(header, name, max_bytes, len(data))
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    return image_class.from_bytes(data[:need] if gz else data)
 
 
 def _load_image(
@@ -79,16 +190,19 @@ def _load_image(
     name = source_name(source)
     path = local_path(source, storage_options) if content is None else None
     try:
-        if path is not None and name_suffix(path) in NIFTI_SUFFIXES:
-            return nib.load(path)  # memory-mapped; other names are read as bytes below
+        if path is not None and name_suffix(path) == ".nii":
+            with open(path, "rb") as f:
+                head = f.read(_HEAD)
+                size = os.fstat(f.fileno()).st_size
+            if head[:2] != b"\x1f\x8b":  # memory-mapped once the header is checked
+                _check_declared(_header(head, name), name, max_bytes, size)
+                return nib.load(path)
         data = read_whole(source, storage_options, max_bytes) if content is None else content
-        if data[:2] == b"\x1f\x8b":
-            data = _gunzip(data, name, max_bytes)
-        if len(data) >= 4 and int.from_bytes(data[:4], "little") == 540:
-            return nib.Nifti2Image.from_bytes(data)
-        return nib.Nifti1Image.from_bytes(data)
-    except (FileNotFoundError, StorageError, AllocationLimitError, FormatError):
+        return _image_from_bytes(data, name, max_bytes)
+    except (FileNotFoundError, StorageError, FormatError):
         raise
+    except OSError as exc:
+        raise storage_error(exc, name, "reading") from exc
     except Exception as exc:  # nibabel raises many types for a bad file
         raise FormatError(f"{name}: cannot read as NIfTI: {exc}") from None
 
@@ -101,24 +215,31 @@ def read_nifti(
     content: bytes | None = None,
 ) -> tuple[npt.NDArray[Any], Space]:
     """Read a 3-D NIfTI label image as a (z, y, x) C-ordered array and its LPS space
-    (``content``: the file's bytes when already fetched; ``source`` then only names it)."""
+    (``content``: the file's bytes when already fetched; ``source`` then only names it).
+
+    The header is checked before any voxel is read: integer or float voxels only (complex,
+    RGB and RGBA raise :class:`FormatError`), the declared size within ``max_bytes`` and the
+    voxel limit (:class:`AllocationLimitError`), and present in the file, or in what its gzip
+    stream actually holds (:class:`TruncatedFileError`).
+    """
     name = source_name(source)
     limit = max_bytes_limit(max_bytes)
     img = _load_image(source, storage_options, limit, content)
-    shape = tuple(int(s) for s in img.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise FormatError(f"{name}: expected a 3-D image, got shape {img.shape}.")
-    itemsize = max(1, np.dtype(img.get_data_dtype()).itemsize)
-    if int(np.prod(shape)) * itemsize > limit:
-        raise AllocationLimitError(
-            f"{name}: {shape} voxels of {img.get_data_dtype()} exceed the {limit:,}-byte limit."
-        )
+    x, y, z = (int(s) for s in img.shape[:3])  # 3-D, or 4-D with one volume: checked
+    shape = (x, y, z)
     try:
         data = np.asarray(img.dataobj).reshape(shape)
     except Exception as exc:
         raise FormatError(f"{name}: cannot read the NIfTI voxels: {exc}") from None
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise FormatError(f"{name}: label image has NaN or infinite values.")
+    if data.size and (data.dtype.kind in "fi" or data.dtype.itemsize > 4):
+        low, high = data.min().item(), data.max().item()
+        if low < 0 or high > MAX_LABEL:
+            raise FormatError(
+                f"{name}: Expected label values in [0, {MAX_LABEL}]. "
+                f"Got {low if low < 0 else high}."
+            )
     labels = integer_labels(data)
     if labels is None:
         raise FormatError(f"{name}: label image has non-integer values.")
