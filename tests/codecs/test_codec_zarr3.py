@@ -133,6 +133,42 @@ def test_trimmed_edge_chunk_decodes_padded() -> None:
         zarr.open_array(store, mode="r")[...]
 
 
+def _put(store: Any, key: str, stream: bytes) -> None:
+    buffer = zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(stream)
+    zarr.core.sync.sync(store.set(key, buffer))
+
+
+@pytest.mark.parametrize("codec", [EdgesCodec(), LabelsCodec()], ids=lambda c: c.codec_name)
+def test_a_stream_of_another_dtype_is_refused_not_cast(codec: Any) -> None:
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1, 2, 3] = 2
+    store = zarr.storage.MemoryStore()
+    zarr.create_array(
+        store, shape=data.shape, chunks=data.shape, dtype="uint8", serializer=codec,
+        compressors=None, fill_value=0,
+    )[...] = data  # fmt: skip
+    core = codec._core()
+    _put(store, "c/0/0/0", core.encode(np.where(data == 2, 258, 0).astype(np.uint16)))
+    with pytest.raises(CodecError, match=r"dtype uint8 \(the array's\)\. Got dtype uint16"):
+        zarr.open_array(store, mode="r")[...]  # 258 would read as 2 if cast
+    _put(store, "c/0/0/0", core.encode(np.zeros((4, 30), np.uint8)))  # fewer axes
+    with pytest.raises(CodecError, match=r"shape \(4, 5, 6\) .*Got shape \(4, 30\)"):
+        zarr.open_array(store, mode="r")[...]
+    _put(store, "c/0/0/0", core.encode(data))  # the sound stream reads
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+
+
+def test_a_big_endian_stream_of_the_same_values_reads() -> None:
+    data = _labels("uint16")
+    store = zarr.storage.MemoryStore()
+    zarr.create_array(
+        store, shape=SHAPE, chunks=SHAPE, dtype="uint16", serializer=EdgesCodec(),
+        compressors=None, fill_value=0,
+    )  # fmt: skip
+    _put(store, "c/0/0/0", EdgesCore().encode(data.astype(">u2")))
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+
+
 def test_select_label_shows_one_label_as_bool() -> None:
     data = _labels("uint8")
     store = zarr.storage.MemoryStore()
