@@ -27,7 +27,6 @@ from medmask import (
     SegmentationMask,
 )
 from medmask.codecs import BinaryCodec, EdgesCodec, LabelCodec
-from medmask.engine import OpenedFile, check_label_counts, structure_roi
 from medmask.format.container import HEADER_SIZE
 from medmask.format.descriptor import LabelEntry, MaskDescriptor
 from medmask.format.encoding import EncodedMask, encode_mask
@@ -348,6 +347,8 @@ def test_sound_structure_reads_are_unchanged(tmp_path: Path) -> None:
 
 
 def test_structure_roi_covers_the_stored_boxes() -> None:
+    from medmask.engine import check_label_counts, structure_roi
+
     d = MaskDescriptor(
         shape=(10, 10, 10),
         bit_depth=8,
@@ -372,6 +373,8 @@ def test_structure_roi_covers_the_stored_boxes() -> None:
 
 
 def test_the_engine_checks_each_member_before_reading_anything(tmp_path: Path) -> None:
+    from medmask.engine import OpenedFile
+
     encoded, data = _sound(tmp_path)
     path = write_msk(tmp_path / "m.msk", encoded)
     reads: list[Any] = []
