@@ -1,6 +1,8 @@
-"""Developer sessions: `nox -s tests lint typecheck examples bench`."""
+"""Developer sessions: `nox -s tests lint typecheck examples bench sanitize fuzz`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -42,3 +44,84 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     for script in ("bench_codecs.py", "bench_archive.py", "bench_zarr.py", "bench_cohort.py"):
         session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+_ROOT = Path(__file__).resolve().parent
+_VENV_PYTHON = str(_ROOT / ".venv" / "bin" / "python")
+_SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:abort_on_error=1",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+    "MEDMASK_KERNEL": "1",
+    "MEDMASK_REQUIRE_KERNEL": "1",
+}
+
+
+def _sanitized_build(session: nox.Session, out: Path, src: str) -> dict[str, str]:
+    """Build the kernel with ASan + UBSan (gcc) into a copy of the package at ``out``; the
+    environment that runs anything against it."""
+    lines = session.run(
+        _VENV_PYTHON, "fuzz/build_kernel.py", str(out), "--src", src, silent=True, external=True
+    )
+    preload = [line for line in str(lines).splitlines() if line.endswith(".so")][-1]
+    env = {**_SANITIZER_ENV, "PYTHONPATH": str(out), "LD_PRELOAD": preload}
+    check = (
+        "import medmask.codecs._edges_kernel as k, sys; "
+        f"sys.exit(0 if k.__file__.startswith({str(out)!r}) else 'not the sanitized kernel')"
+    )
+    session.run(_VENV_PYTHON, "-c", check, env=env, external=True)
+    return env
+
+
+@nox.session(venv_backend="none")
+def sanitize(session: nox.Session) -> None:
+    """The edges kernel under AddressSanitizer and UndefinedBehaviorSanitizer: tests/codecs and
+    the fuzz corpus (seeds and tests/fixtures/fuzz-regressions) against a gcc
+    ``-fsanitize=address,undefined`` build. Reuses the checkout's .venv (no install; needs gcc).
+    Any sanitizer report aborts the run. ``-- --src DIR`` tests another source tree.
+
+    The RSS measurements of tests/codecs/test_edges_memory.py are left out: ASan's shadow
+    memory and quarantine inflate resident memory by design.
+    """
+    src = str(_ROOT / "src")
+    if "--src" in session.posargs:
+        src = session.posargs[session.posargs.index("--src") + 1]
+    tmp = Path(session.create_tmp()).resolve() / "sanitized"
+    env = _sanitized_build(session, tmp, src)
+    session.run(
+        _VENV_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/codecs",
+        "--ignore=tests/codecs/test_edges_memory.py", env=env, external=True,
+    )  # fmt: skip
+    seeds = Path(session.create_tmp()).resolve() / "seeds"
+    session.run(_VENV_PYTHON, "fuzz/fuzz_edges.py", "--seeds", str(seeds), external=True)
+    session.run(
+        _VENV_PYTHON, "fuzz/fuzz_edges.py", "--replay", str(seeds),
+        "tests/fixtures/fuzz-regressions", env=env, external=True,
+    )  # fmt: skip
+
+
+@nox.session(venv_backend="none")
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the edges decoders (atheris, libFuzzer): kernel against numpy
+    on mutated streams for a bounded time (``-- SECONDS``, default 60), seeded from the
+    committed fixtures and tests/fixtures/fuzz-regressions. Crashing inputs are written to
+    tests/fixtures/fuzz-regressions (commit them); then the whole corpus is replayed under the
+    ASan + UBSan kernel. Reuses the checkout's .venv (needs ``pip install atheris`` and gcc).
+
+    Coverage is that of the Python decoder and stream parser (atheris instruments Python; the
+    compiled kernel runs uninstrumented in the fuzzing process and sanitized in the replay).
+    """
+    seconds = session.posargs[0] if session.posargs else "60"
+    corpus = Path(session.create_tmp()).resolve() / "corpus"
+    session.run(_VENV_PYTHON, "fuzz/fuzz_edges.py", "--seeds", str(corpus), external=True)
+    for old in (_ROOT / "tests" / "fixtures" / "fuzz-regressions").iterdir():
+        if old.suffix != ".md":
+            (corpus / old.name).write_bytes(old.read_bytes())
+    session.run(
+        _VENV_PYTHON, "fuzz/fuzz_edges.py", str(corpus), f"-max_total_time={seconds}",
+        "-timeout=30", "-rss_limit_mb=3072", "-print_final_stats=1",
+        f"-artifact_prefix={_ROOT / 'tests' / 'fixtures' / 'fuzz-regressions'}/",
+        env={"MEDMASK_KERNEL": "1"}, external=True,
+    )  # fmt: skip
+    out = Path(session.create_tmp()).resolve() / "sanitized"
+    env = _sanitized_build(session, out, str(_ROOT / "src"))
+    session.run(_VENV_PYTHON, "fuzz/fuzz_edges.py", "--replay", str(corpus), env=env, external=True)
