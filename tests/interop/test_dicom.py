@@ -18,6 +18,8 @@ import pytest
 from pydicom.sr.codedict import codes
 from spacetransformer import Space
 
+import medmask
+from bounded import MB, assert_one_line_error, run_limited, traced_peak
 from medmask import SegmentationMask
 from medmask.errors import (
     AllocationLimitError,
@@ -613,3 +615,140 @@ def test_seg_at_a_url(ct_mask: SegmentationMask, series_dir: Path, memory_fs: An
         from_dicom_seg(url, max_bytes=1000)
     with pytest.raises(MaskFileNotFoundError, match="missing"):
         from_dicom_seg("memory://segs/missing.dcm")
+
+
+# --- declared sizes checked before allocating (issue 17, item 5) ------------------------------
+
+
+def _binary_seg(headers: list[Any], path: Path) -> Path:
+    """A small BINARY SEG on the first two slices of the shared series (two segments)."""
+    sources = []
+    for ds in headers[:2]:
+        ds = copy.deepcopy(ds)  # keeps the module fixture intact
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.10"
+        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.11"
+        sources.append(ds)
+    stacked = np.zeros((2, 512, 512, 2), dtype=np.uint8)
+    stacked[0, 100:150, 100:150, 0] = 1
+    stacked[1, 200:220, 200:230, 1] = 1
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n,
+            segment_label=label,
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=codes.SCT.Organ,
+            algorithm_type="MANUAL",
+        )
+        for n, label in ((1, "liver"), (2, "spleen"))
+    ]
+    hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=stacked,
+        segmentation_type="BINARY",
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=1,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="0",
+        omit_empty_frames=False,
+    ).save_as(path)
+    return path
+
+
+def _edited(source: Path, path: Path, edit: Callable[[Any], None]) -> Path:
+    ds = pydicom.dcmread(source)
+    edit(ds)
+    ds.save_as(path)
+    return path
+
+
+def _frames_claimed(count: int) -> Callable[[Any], None]:
+    def edit(ds: Any) -> None:
+        ds.NumberOfFrames = count
+
+    return edit
+
+
+def _without_per_frame_groups(ds: Any) -> None:
+    ds.NumberOfFrames = 10**9
+    del ds.PerFrameFunctionalGroupsSequence
+
+
+def _frame_far_away(ds: Any) -> None:
+    """Move the last frame 2,000,000 slices along the plane normal."""
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    cosines = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    normal = np.cross(cosines[:3], cosines[3:])
+    plane = ds.PerFrameFunctionalGroupsSequence[-1].PlanePositionSequence[0]
+    first = ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    step = abs(
+        float((np.asarray(plane.ImagePositionPatient, float) - first.ImagePositionPatient) @ normal)
+    )
+    position = np.asarray(first.ImagePositionPatient, float) + 2_000_000 * step * normal
+    plane.ImagePositionPatient = [f"{v:.6f}" for v in position]
+
+
+def _huge_frames(ds: Any) -> None:
+    ds.Rows = ds.Columns = 30000  # 4 frames of 30000 x 30000 bits: 450 MB of pixel data
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "why"),
+    [
+        (_frames_claimed(10**9), FormatError, "NumberOfFrames is 1,000,000,000 but the"),
+        (_frames_claimed(5), FormatError, "NumberOfFrames is 5 but the per-frame"),
+        (_without_per_frame_groups, AllocationLimitError, "declares (1000000000, 512, 512)"),
+        (_frame_far_away, AllocationLimitError, "declares (200000"),
+        (_huge_frames, medmask.TruncatedFileError, "450,000,000 bytes of pixel data"),
+    ],
+)
+def test_declared_frames_and_extent_are_checked_before_allocating(
+    headers: list[Any],
+    tmp_path: Path,
+    memory_fs: Any,
+    edit: Callable[[Any], None],
+    error: type[Exception],
+    why: str,
+) -> None:
+    good = _binary_seg(headers, tmp_path / "good.dcm")
+    assert from_dicom_seg(good).mapping.to_dict() == {"liver": 1, "spleen": 2}
+    bad = _edited(good, tmp_path / "bad.dcm", edit)
+    memory_fs.pipe("/segs/bad.dcm", bad.read_bytes())
+    for source in (bad, "memory://segs/bad.dcm"):
+        exc, peak = traced_peak(lambda source=source: from_dicom_seg(source))
+        assert isinstance(exc, error), exc
+        assert str(exc).startswith(f"{source}: "), exc
+        assert why in str(exc), exc
+        assert peak < 4 * MB + 2 * bad.stat().st_size, peak  # the file, not what it declares
+
+
+def test_cli_refuses_a_hostile_seg_in_one_line(headers: list[Any], tmp_path: Path) -> None:
+    good = _binary_seg(headers, tmp_path / "good.dcm")
+    frames = _edited(good, tmp_path / "frames.dcm", _without_per_frame_groups)
+    far = _edited(good, tmp_path / "far.dcm", _frame_far_away)
+    rows = _edited(good, tmp_path / "rows.dcm", _huge_frames)
+    cases = [(frames, "above the limit"), (far, "above the limit"), (rows, "pixel data")]
+    for path, why in cases:
+        for command in (["info", path], ["convert", path, tmp_path / "out.msk"]):
+            assert_one_line_error(run_limited(*command), str(path), why)
+    assert not (tmp_path / "out.msk").exists()
+
+
+def test_label_map_dtype_follows_the_number_of_segments(series_dir: Path, tmp_path: Path) -> None:
+    space = space_from_dicom_series(series_dir)
+    data = np.zeros(tuple(int(s) for s in space.shape), np.uint16)
+    values = np.arange(1, 301)  # 300 segments: segment numbers past 255
+    data[values % 20, values // 20 + 100, 200] = values
+    mask = SegmentationMask(data, {f"s{v}": int(v) for v in values}, space)
+    out = tmp_path / "many.dcm"
+    with pytest.warns(MissingUIDWarning):
+        to_dicom_seg(mask, series_dir, out)
+    back = from_dicom_seg(out)
+    np.testing.assert_array_equal(back.data, data, strict=False)
+    assert back.mapping.to_dict() == {f"s{v}": int(v) for v in values}

@@ -52,8 +52,9 @@ from ..errors import (
     MaskFileNotFoundError,
     MedmaskError,
     SpaceMismatchError,
+    TruncatedFileError,
 )
-from ..format.encoding import max_bytes_limit
+from ..format.encoding import check_size_limits, max_bytes_limit
 from ..geometry import corner_indices, voxel_to_world
 from ..io import Target, local_path, read_whole, source_name, write_atomic
 from ..mapping import LabelMapping, mapping_items
@@ -687,6 +688,109 @@ def _canonical_space(affine: npt.ArrayLike, shape: tuple[int, int, int]) -> tupl
     return space, flip
 
 
+_SAME_PLANE_MM = 1e-2  # frame positions closer than this along the normal share a slice
+
+
+def _seg_count(ds: Any, keyword: str, path: str, default: int | None = None) -> int:
+    value = ds.get(keyword, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 1:
+        raise FormatError(f"{path}: expected {keyword} as an integer >= 1. Got {value!r:.40}.")
+    return number
+
+
+def _frame_item(items: Any, keyword: str) -> Any:
+    """The one item of sequence ``keyword`` in a functional group item, or None."""
+    sequence = items.get(keyword) if items is not None else None
+    return sequence[0] if sequence else None
+
+
+def _plane_normal(ds: Any, first: Any) -> npt.NDArray[np.float64] | None:
+    """Unit normal of the frames' plane (row cosines x column cosines), when stated."""
+    shared = _frame_item(ds, "SharedFunctionalGroupsSequence")
+    orientation = _frame_item(shared, "PlaneOrientationSequence") or _frame_item(
+        first, "PlaneOrientationSequence"
+    )
+    if orientation is None or "ImageOrientationPatient" not in orientation:
+        return None
+    cosines = np.asarray([float(v) for v in orientation.ImageOrientationPatient], np.float64)
+    if cosines.shape != (6,) or not np.isfinite(cosines).all():
+        return None  # highdicom reports it
+    normal = np.cross(cosines[:3], cosines[3:])
+    length = float(np.linalg.norm(normal))
+    return normal / length if length > 1e-6 else None
+
+
+def _slices_spanned(ds: Any, frames: Any) -> int:
+    """Number of slices of the grid the frames' plane positions span (1 if not stated)."""
+    if not frames:
+        return 1
+    normal = _plane_normal(ds, frames[0])
+    if normal is None:
+        return 1
+    along = []
+    for item in frames:
+        plane = _frame_item(item, "PlanePositionSequence")
+        if plane is None or "ImagePositionPatient" not in plane:
+            return 1  # not a volume of planes: highdicom refuses it
+        position = np.asarray([float(v) for v in plane.ImagePositionPatient], np.float64)
+        if position.shape != (3,) or not np.isfinite(position).all():
+            return 1
+        along.append(float(position @ normal))
+    planes = np.unique(np.asarray(along))
+    if len(planes) < 2:
+        return 1
+    gaps = np.diff(planes)
+    steps = gaps[gaps > _SAME_PLANE_MM]
+    if not len(steps):
+        return 1
+    ratio = float(planes[-1] - planes[0]) / float(steps.min())
+    return round(ratio) + 1 if ratio < 2.0**62 else 2**62  # inf when the span overflows
+
+
+def _check_seg_header(ds: Any, path: str, max_bytes: int, file_size: int) -> None:
+    """Check what a SEG declares before highdicom allocates anything.
+
+    The frames (NumberOfFrames x Rows x Columns, as highdicom holds them decoded), and the
+    volume they are placed in (the slices their plane positions span x Rows x Columns), must
+    be within the limits; uncompressed pixel data must fit in the file.
+    """
+    try:
+        frames = _seg_count(ds, "NumberOfFrames", path, default=1)
+        rows = _seg_count(ds, "Rows", path)
+        columns = _seg_count(ds, "Columns", path)
+        bits = _seg_count(ds, "BitsAllocated", path)
+        if bits not in (1, 8, 16):
+            raise FormatError(f"{path}: expected BitsAllocated 1, 8 or 16. Got {bits}.")
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        if per_frame is not None and len(per_frame) != frames:
+            raise FormatError(
+                f"{path}: NumberOfFrames is {frames:,} but the per-frame functional groups "
+                f"describe {len(per_frame):,} frames."
+            )
+        segments = len(ds.get("SegmentSequence") or [])
+        label_dtype = np.dtype(np.uint8 if segments <= 0xFF else np.uint16)
+        frame_dtype = np.dtype(np.uint16 if bits == 16 else np.uint8)
+        check_size_limits((frames, rows, columns), frame_dtype, name=path, max_bytes=max_bytes)
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is not None and not syntax.is_encapsulated:
+            need = -(-frames * rows * columns * bits // 8)
+            if need > file_size:
+                raise TruncatedFileError(
+                    f"{path}: declares {frames:,} frames of {rows} x {columns} x {bits} bits "
+                    f"({need:,} bytes of pixel data) in a file of {file_size:,} bytes."
+                )
+        slices = _slices_spanned(ds, per_frame)
+        check_size_limits((slices, rows, columns), label_dtype, name=path, max_bytes=max_bytes)
+    except MedmaskError:
+        raise
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"{path}: cannot read as a DICOM SEG: {exc}") from None
+
+
 def _overlap_error(seg: Any, path: str, numbers: list[int]) -> InvalidValueError:
     count: npt.NDArray[np.uint16] | None = None
     for n in numbers:
@@ -743,10 +847,17 @@ def from_dicom_seg(
     if local is not None and not os.path.isfile(local):
         raise MaskFileNotFoundError(f"{seg_path}: no such file.")
 
+    limit = max_bytes_limit(max_bytes)
+
     def read() -> Any:
+        # the header alone first: highdicom allocates what the frames declare
         if local is not None:
+            header = pydicom.dcmread(local, stop_before_pixels=True)
+            _check_seg_header(header, seg_path, limit, os.path.getsize(local))
             return hd.seg.segread(local)
-        data = read_whole(source, storage_options, max_bytes_limit(max_bytes))
+        data = read_whole(source, storage_options, limit)
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        _check_seg_header(header, seg_path, limit, len(data))
         return hd.seg.segread(io.BytesIO(data))
 
     try:
