@@ -326,6 +326,20 @@ def test_a_lying_bbox_is_refused_by_structure_reads(tmp_path: Path) -> None:
         assert any("liver" in p for p in archive.verify())
 
 
+def test_a_lying_bbox_is_refused_by_zarr_structure_arrays(tmp_path: Path) -> None:
+    # the structure array has chunk keys only inside the stored bbox: checked before serving
+    path = _lying_archive(tmp_path, LabelEntry("liver", 1, 16, ((4, 5), (2, 3), (2, 5))))
+    group = medmask.open_zarr(str(path))
+    problem = r"a\.mska \[m\]: label 'liver' \(value 1\): expected the 16 voxels .*Got 0"
+    with pytest.raises(FormatError, match=problem):
+        group["structures/liver"][...]
+    with pytest.raises(FormatError, match=problem):
+        group["structures/liver"][4:6]
+    _, data = _sound(tmp_path)
+    np.testing.assert_array_equal(group["m"][...], data)  # the member array is right
+    np.testing.assert_array_equal(group["structures/spleen"][...], data == 2)
+
+
 def test_sound_structure_reads_are_unchanged(tmp_path: Path) -> None:
     _, data = _sound(tmp_path)
     path = tmp_path / "ok.mska"
@@ -341,6 +355,10 @@ def test_sound_structure_reads_are_unchanged(tmp_path: Path) -> None:
         np.testing.assert_array_equal(
             archive.get_binary_mask_by_names(["liver", "kidney"]), data != 0
         )
+    group = medmask.open_zarr(str(path))
+    for name, expected in (("liver", data == 1), ("kidney", data == 2), ("spleen", data == 2)):
+        np.testing.assert_array_equal(group[f"structures/{name}"][...], expected)
+        np.testing.assert_array_equal(group[f"structures/{name}"][1:2], expected[1:2])
 
 
 # --- the pure pieces ------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ __all__ = [
     "StoredArray",
     "check_chunk",
     "check_decoded_values",
+    "check_label_count",
     "check_label_counts",
     "check_member",
     "info_from",
@@ -196,13 +197,18 @@ def check_label_counts(
                 for (lo, hi), r in zip(entry.bbox, roi, strict=True)
             )
             found = int(np.count_nonzero(block[inner] == entry.value))
-        if found != entry.count:
-            raise FormatError(
-                f"{name}: label {entry.name!r} (value {entry.value}): expected the "
-                f"{entry.count:,} voxels its metadata lists inside its stored bbox "
-                f"{entry.bbox}. Got {found:,}; the label statistics are wrong (the file is "
-                "corrupted or was written by a faulty writer)."
-            )
+        check_label_count(entry, found, name=name)
+
+
+def check_label_count(entry: LabelEntry, found: int, *, name: str) -> None:
+    """Refuse ``found`` voxels of ``entry`` inside its stored bbox unless it is its count."""
+    if found != entry.count:
+        raise FormatError(
+            f"{name}: label {entry.name!r} (value {entry.value}): expected the "
+            f"{entry.count:,} voxels its metadata lists inside its stored bbox "
+            f"{entry.bbox}. Got {found:,}; the label statistics are wrong (the file is "
+            "corrupted or was written by a faulty writer)."
+        )
 
 
 def labels_have_gaps(descriptor: MaskDescriptor) -> bool:

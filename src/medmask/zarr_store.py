@@ -31,7 +31,7 @@ from zarr.core.sync import sync
 
 from .codecs import choose_codec
 from .codecs.zarr3 import BinaryCodec, EdgesCodec, LabelsCodec
-from .engine import check_chunk, check_member, member_name
+from .engine import check_chunk, check_label_count, check_member, member_name
 from .errors import (
     ConcurrentModificationError,
     FormatError,
@@ -39,7 +39,8 @@ from .errors import (
     InvalidValueError,
     ReadOnlyError,
 )
-from .format.descriptor import MaskDescriptor, parse_chunks
+from .format.descriptor import LabelEntry, MaskDescriptor, Roi, parse_chunks
+from .format.encoding import decode_region
 from .format.mska import Member
 from .io import AsyncByteSource, Target, local_path, open_source_async, split_by_head
 from .mapping import LabelMapping, mapping_items
@@ -132,6 +133,7 @@ class _ChunkRef:
     chunk_id: int
     start: int
     end: int
+    structure: str | None = None  # path of the structure array the key belongs to
 
 
 def _codec_json(config: dict[str, Any]) -> dict[str, Any]:
@@ -176,10 +178,12 @@ def _label_attributes(descriptor: MaskDescriptor) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _ArrayNode:
-    """An array of the layout: a member, or one structure of it (chunks within ``bbox``)."""
+    """An array of the layout: a member, or one structure of it (``label``: chunks within
+    ``bbox``, its stored bbox)."""
 
     member: Member
     bbox: tuple[tuple[int, int], ...] | None = None
+    label: LabelEntry | None = None
 
 
 class Layout:
@@ -245,7 +249,7 @@ class Layout:
                     "bool",
                 )
                 # an empty structure has no chunk keys at all (all false)
-                self.arrays[path] = _ArrayNode(member, label.bbox or ())
+                self.arrays[path] = _ArrayNode(member, label.bbox or (), label)
         self.documents[STRUCTURES] = {
             "zarr_format": 3,
             "node_type": "group",
@@ -310,7 +314,9 @@ class Layout:
                     return None
         chunk_id = (cz * gy + cy) * gx + cx
         span = self.directory.chunk_range(node.member, chunk_id)
-        return None if span is None else _ChunkRef(node.member, chunk_id, *span)
+        if span is None:
+            return None
+        return _ChunkRef(node.member, chunk_id, *span, path if node.label is not None else None)
 
     def keys(self) -> list[str]:
         """Every key, sorted (computed on the first listing)."""
@@ -389,6 +395,10 @@ class ArchiveStore(Store):
         self._identity: tuple[int, ...] | None = None
         self._reader_loop = 0
         self.max_voxels, self.max_bytes = max_voxels, max_bytes
+        self._verified: set[str] = set()  # structure arrays whose stored count was checked
+        self._verify_locks: dict[int, asyncio.Lock] = {}  # per event loop
+        # chunks fetched to check a structure, kept until zarr asks for them once
+        self._fetched: dict[tuple[str, int], bytes] = {}
 
     # -- opening -----------------------------------------------------------------------------
     async def _open(self) -> None:
@@ -444,10 +454,54 @@ class ArchiveStore(Store):
         return self._directory
 
     # -- reading -----------------------------------------------------------------------------
+    async def _read(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Bytes of ``ranges``: from the first read where it covers them, the rest fetched."""
+        found, missing = split_by_head(self.directory.head, ranges)
+        fetched = iter(await self._source_reader().read_ranges(missing) if missing else [])
+        return [next(fetched) if block is None else block for block in found]
+
+    async def _verify_structure(self, path: str) -> None:
+        """Check once that a structure's stored bbox holds exactly its stored voxel count: its
+        array has chunk keys only inside that bbox, so a bbox that lies would hide voxels.
+        Decodes the bbox chunk by chunk (as ``MaskArchive.load_structure`` checks it)."""
+        if path in self._verified:
+            return
+        lock = self._verify_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+        async with lock:
+            if path in self._verified:
+                return
+            node = self.layout.arrays[path]
+            member, entry = node.member, node.label
+            assert entry is not None
+            assert entry.bbox is not None  # an empty structure has no chunk keys
+            d, name = member.descriptor, member_name(self.source, member)
+            z, y, x = (slice(lo, hi + 1) for lo, hi in entry.bbox)
+            bbox: Roi = (z, y, x)
+            spans = [(c, self.directory.chunk_range(member, c)) for c in d.chunks_in(bbox)]
+            stored = [(c, span) for c, span in spans if span is not None]
+            blobs = await self._read([span for _, span in stored])
+            found = 0
+            for (chunk_id, _), stream in zip(stored, blobs, strict=True):
+                box = d.chunk_box(chunk_id)
+                rz, ry, rx = (
+                    slice(max(a.start, b.start), min(a.stop, b.stop))
+                    for a, b in zip(box, bbox, strict=True)
+                )
+                roi: Roi = (rz, ry, rx)
+                block = await asyncio.to_thread(
+                    decode_region, d, member.index, roi, {chunk_id: stream}, name=name
+                )
+                found += int(np.count_nonzero(block == entry.value))
+                self._fetched[member.name, chunk_id] = stream
+            check_label_count(entry, found, name=name)
+            self._verified.add(path)
+
     async def _chunk(self, ref: _ChunkRef) -> bytes:
-        (stream,), _ = split_by_head(self.directory.head, [(ref.start, ref.end)])
-        if stream is None:  # not inside the first read
-            stream = await self._source_reader().read(ref.start, ref.end)
+        if ref.structure is not None:
+            await self._verify_structure(ref.structure)
+        stream = self._fetched.pop((ref.member.name, ref.chunk_id), None)
+        if stream is None:
+            (stream,) = await self._read([(ref.start, ref.end)])
         if self._local is not None and self._stat() != self._identity:
             raise ConcurrentModificationError(
                 f"{self.source}: the file changed since the store opened it (generation "
@@ -552,6 +606,7 @@ class ArchiveStore(Store):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_reader"] = None  # bound to this process's event loop
+        state["_verify_locks"], state["_fetched"] = {}, {}
         return state
 
 
