@@ -63,13 +63,31 @@ def _sanitized_build(session: nox.Session, out: Path, src: str) -> dict[str, str
         _VENV_PYTHON, "fuzz/build_kernel.py", str(out), "--src", src, silent=True, external=True
     )
     preload = [line for line in str(lines).splitlines() if line.endswith(".so")][-1]
-    env = {**_SANITIZER_ENV, "PYTHONPATH": str(out), "LD_PRELOAD": preload}
+    reports = out / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    env = {
+        **_SANITIZER_ENV,
+        "PYTHONPATH": str(out),
+        "LD_PRELOAD": preload,
+        # reports go to files: pytest's output capture would swallow them with the process
+        "ASAN_OPTIONS": f"{_SANITIZER_ENV['ASAN_OPTIONS']}:log_path={reports / 'asan'}",
+        "UBSAN_OPTIONS": f"{_SANITIZER_ENV['UBSAN_OPTIONS']}:log_path={reports / 'ubsan'}",
+    }
     check = (
         "import medmask.codecs._edges_kernel as k, sys; "
         f"sys.exit(0 if k.__file__.startswith({str(out)!r}) else 'not the sanitized kernel')"
     )
     session.run(_VENV_PYTHON, "-c", check, env=env, external=True)
     return env
+
+
+def _sanitizer_reports(session: nox.Session, out: Path) -> None:
+    """Print every sanitizer report written under ``out`` and fail the session if there is one."""
+    found = sorted((out / "reports").glob("*san.*"))
+    for report in found:
+        session.log(f"{report.name}:\n{report.read_text(errors='replace')}")
+    if found:
+        session.error(f"{len(found)} sanitizer report(s): see above")
 
 
 @nox.session(venv_backend="none")
@@ -87,16 +105,19 @@ def sanitize(session: nox.Session) -> None:
         src = session.posargs[session.posargs.index("--src") + 1]
     tmp = Path(session.create_tmp()).resolve() / "sanitized"
     env = _sanitized_build(session, tmp, src)
-    session.run(
-        _VENV_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/codecs",
-        "--ignore=tests/codecs/test_edges_memory.py", env=env, external=True,
-    )  # fmt: skip
-    seeds = Path(session.create_tmp()).resolve() / "seeds"
-    session.run(_VENV_PYTHON, "fuzz/fuzz_edges.py", "--seeds", str(seeds), external=True)
-    session.run(
-        _VENV_PYTHON, "fuzz/fuzz_edges.py", "--replay", str(seeds),
-        "tests/fixtures/fuzz-regressions", env=env, external=True,
-    )  # fmt: skip
+    try:
+        session.run(
+            _VENV_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/codecs",
+            "--ignore=tests/codecs/test_edges_memory.py", env=env, external=True,
+        )  # fmt: skip
+        seeds = Path(session.create_tmp()).resolve() / "seeds"
+        session.run(_VENV_PYTHON, "fuzz/fuzz_edges.py", "--seeds", str(seeds), external=True)
+        session.run(
+            _VENV_PYTHON, "fuzz/fuzz_edges.py", "--replay", str(seeds),
+            "tests/fixtures/fuzz-regressions", env=env, external=True,
+        )  # fmt: skip
+    finally:
+        _sanitizer_reports(session, tmp)
 
 
 @nox.session(venv_backend="none")
@@ -105,12 +126,17 @@ def fuzz(session: nox.Session) -> None:
     on mutated streams for a bounded time (``-- SECONDS``, default 60), seeded from the
     committed fixtures and tests/fixtures/fuzz-regressions. Crashing inputs are written to
     tests/fixtures/fuzz-regressions (commit them); then the whole corpus is replayed under the
-    ASan + UBSan kernel. Reuses the checkout's .venv (needs ``pip install atheris`` and gcc).
+    ASan + UBSan kernel. Reuses the checkout's .venv (installs atheris there if missing; needs
+    gcc).
 
     Coverage is that of the Python decoder and stream parser (atheris instruments Python; the
     compiled kernel runs uninstrumented in the fuzzing process and sanitized in the replay).
     """
     seconds = session.posargs[0] if session.posargs else "60"
+    try:
+        session.run(_VENV_PYTHON, "-c", "import atheris", external=True, silent=True)
+    except nox.command.CommandFailed:
+        session.run(_VENV_PYTHON, "-m", "pip", "install", "-q", "atheris>=3.0", external=True)
     corpus = Path(session.create_tmp()).resolve() / "corpus"
     session.run(_VENV_PYTHON, "fuzz/fuzz_edges.py", "--seeds", str(corpus), external=True)
     for old in (_ROOT / "tests" / "fixtures" / "fuzz-regressions").iterdir():
@@ -124,4 +150,9 @@ def fuzz(session: nox.Session) -> None:
     )  # fmt: skip
     out = Path(session.create_tmp()).resolve() / "sanitized"
     env = _sanitized_build(session, out, str(_ROOT / "src"))
-    session.run(_VENV_PYTHON, "fuzz/fuzz_edges.py", "--replay", str(corpus), env=env, external=True)
+    try:
+        session.run(
+            _VENV_PYTHON, "fuzz/fuzz_edges.py", "--replay", str(corpus), env=env, external=True
+        )
+    finally:
+        _sanitizer_reports(session, out)

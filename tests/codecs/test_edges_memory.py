@@ -89,7 +89,11 @@ def hostile(shape: tuple[int, int, int], sizes: list[int], k: int = 6, w: int = 
 
 SHAPE = (1, 2048, 2048)  # one 4 MiB uint8 chunk
 N = SHAPE[0] * SHAPE[1] * SHAPE[2]
-LIMIT = edges.max_raw(N)
+LIMIT = 2 * N + 64  # docs/codecs.md 6.4: the raw sections of a mode-1 stream together
+
+
+def test_the_size_rule_is_the_documented_one() -> None:
+    assert edges.max_raw(N) == LIMIT
 
 
 def hostile_cases() -> dict[str, bytes]:
