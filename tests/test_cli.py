@@ -284,6 +284,13 @@ def test_convert_nifti_to_dicom_seg_aligns_to_the_series(shared_data: Path, tmp_
         "convert", totalseg / "ct_dicom_seg.nii.gz", out, "--series", totalseg / "ct_dicom"
     )
     assert result.returncode == 0, result.stderr
+    # the series has no Study/Series UIDs: one line per warning, no source line, no path of ours
+    warned = result.stderr.strip().splitlines()
+    assert warned, result.stderr
+    for line in warned:
+        assert line.startswith("medmask: warning: "), result.stderr
+        assert "Warning" not in line, result.stderr
+        assert ".py:" not in line, result.stderr
     back = medmask.load_mask(out)
     nifti = medmask.from_nifti(totalseg / "ct_dicom_seg.nii.gz")
     assert back.shape == nifti.shape
@@ -330,6 +337,183 @@ def test_pack_and_unpack_corrupt_input(tmp_path: Path, mska: Path) -> None:
     assert not (tmp_path / "x.mska").exists()
     assert_data_error(run("unpack", corrupt(mska, tmp_path), tmp_path / "o"), "corrupt.mska")
     assert not (tmp_path / "o").exists()
+
+
+def _save_nifti(array: Any, affine: Any, path: Path) -> None:
+    image = nib.Nifti1Image(array, affine)
+    image.set_data_dtype(array.dtype)
+    nib.save(image, path)
+
+
+def test_pack_keeps_multi_valued_files_and_unpack_gives_them_back(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    image = nib.load(shared_data / "totalseg" / "multilabel_42.nii.gz")
+    data, affine = np.asarray(image.dataobj), image.affine
+    folder = tmp_path / "case"
+    folder.mkdir()
+    kidney = np.select([data == 2, data == 3, data == 4], [1, 2, 4], 0).astype(np.uint8)
+    files = {
+        "vertebrae": np.where((data >= 26) & (data <= 50), data, 0).astype(np.uint8),
+        "kidney": kidney,
+        "liver": (data == 5).astype(np.uint8),
+        "colon255": np.where(data == 20, 255, 0).astype(np.uint8),
+        "total": data,
+    }
+    for name, array in files.items():
+        _save_nifti(array, affine, folder / f"{name}.nii.gz")
+    out = tmp_path / "case.mska"
+    packed = run("pack", folder, out, "--labels", shared_data / "totalseg" / "labels_total.json")
+    assert packed.returncode == 0, packed.stderr
+    assert "1 layer(s) and 4 file(s) kept whole" in packed.stdout
+    verified = run("verify", out)
+    assert verified.returncode == 0, verified.stdout
+    unpacked = run("unpack", out, tmp_path / "out")
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{n}.nii.gz" for n in files
+    )
+    for name, array in files.items():
+        back = nib.load(tmp_path / "out" / f"{name}.nii.gz")
+        np.testing.assert_array_equal(np.asarray(back.dataobj), array, err_msg=name)
+        np.testing.assert_allclose(back.affine, affine, atol=1e-5)
+
+
+def test_pack_names_files_on_another_grid_and_can_leave_them_out(tmp_path: Path) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    a = np.zeros((6, 5, 4), np.uint8)
+    a[1:3, 1:3, 1:3] = 1
+    for name in ("liver", "spleen", "stomach"):
+        _save_nifti(a, np.eye(4), folder / f"{name}.nii.gz")
+    _save_nifti(
+        np.zeros((12, 10, 8), np.uint8), np.diag([0.5, 0.5, 0.5, 1]), folder / "lung.nii.gz"
+    )
+    out = tmp_path / "x.mska"
+    assert_data_error(run("pack", folder, out), "lung.nii.gz: shape (8, 10, 12) != (4, 5, 6)")
+    assert not out.exists()
+    skipped = run("pack", folder, out, "--skip-mismatched", "--exclude", "stom*")
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stderr.splitlines() == [
+        "medmask pack: left out stomach.nii.gz: matches the exclude pattern 'stom*'",
+        "medmask pack: left out lung.nii.gz: not on the grid of liver.nii.gz: shape (8, 10, 12) "
+        "!= (4, 5, 6)",
+    ]
+    assert "2 structures in 2 layer(s)" in skipped.stdout  # the same voxels: they overlap
+    with MaskArchive(out) as archive:
+        assert sorted(archive.structures()) == ["liver", "spleen"]
+    excluded = run("pack", folder, out, "--overwrite", "--exclude", "lung*", "--exclude", "liv*")
+    assert excluded.returncode == 0, excluded.stderr
+    assert excluded.stderr.count("left out") == 2
+    with MaskArchive(out) as archive:
+        assert sorted(archive.structures()) == ["spleen", "stomach"]
+
+
+def test_unpack_overwrite_refuses_a_folder_in_the_way(mska: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "liver.nii.gz").mkdir(parents=True)
+    (out / "liver.nii.gz" / "precious.txt").write_text("mine")
+    result = run("unpack", mska, out, "--overwrite")
+    assert_data_error(result, "liver.nii.gz exist but are not regular files", "Nothing was written")
+    assert "Pass --overwrite" not in result.stderr
+    assert (out / "liver.nii.gz" / "precious.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["liver.nii.gz"]
+
+
+# --- every command: errors and warnings are one line -----------------------------------------
+
+
+def test_every_command_reports_a_data_error_in_one_line(
+    msk: Path, mska: Path, tmp_path: Path
+) -> None:
+    bad_msk, bad_mska = corrupt(msk, tmp_path), corrupt(mska, tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    truncated = tmp_path / "truncated.mska"
+    truncated.write_bytes(mska.read_bytes()[:40])
+    cases = {
+        "info": (["info", tmp_path / "missing.msk"], "missing.msk"),
+        "ls": (["ls", truncated], "truncated.mska"),
+        "convert": (["convert", bad_msk, tmp_path / "o.msk"], "corrupt.msk"),
+        "pack": (["pack", empty, tmp_path / "o.mska"], "no .nii or .nii.gz files"),
+        "unpack": (["unpack", bad_mska, tmp_path / "o"], "corrupt.mska"),
+        "stats": (["stats", tmp_path / "nothing*.msk"], "no files match"),
+        "demo": (["demo", a_file], "not a folder"),
+    }
+    assert set(cases) | {"verify"} == set(COMMANDS)
+    for args, fragment in cases.values():
+        assert_data_error(run(*args), fragment)
+    verified = run("verify", bad_msk)  # verify reports per file on stdout, sums up on stderr
+    assert verified.returncode == 1
+    assert "FAILED" in verified.stdout
+    assert len(verified.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in verified.stderr + verified.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    "error", [RuntimeError("boom\n  in two lines"), MemoryError(), TypeError("x")]
+)
+def test_unexpected_errors_are_one_line_and_the_traceback_needs_debug(
+    command: str,
+    error: Exception,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from medmask import cli
+
+    def broken(args: Any) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, f"cmd_{command}", broken)
+    argv = {
+        "info": ["info", "x.msk"],
+        "ls": ["ls", "x.mska"],
+        "convert": ["convert", "a.msk", "b.msk"],
+        "pack": ["pack", "folder", "o.mska"],
+        "unpack": ["unpack", "a.mska", "out"],
+        "verify": ["verify", "a.msk"],
+        "stats": ["stats", "a.msk"],
+        "demo": ["demo", "d"],
+    }[command]
+    assert cli.main(argv) == 3
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"medmask {command}: internal error: {type(error).__name__}")
+    assert "Traceback" not in captured.err
+    assert "--debug" in lines[0]
+    with pytest.raises(type(error)):
+        cli.main(["--debug", *argv])
+
+
+def test_warnings_are_one_line_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    from medmask import cli
+    from medmask.archive import RecoveryWarning
+
+    def warns(args: Any) -> int:
+        warnings.warn(
+            "case.mska: opened generation 3;\n the newest is damaged", RecoveryWarning, stacklevel=1
+        )
+        warnings.warn("second", UserWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_ls", warns)
+    assert cli.main(["ls", "x.mska"]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "medmask: warning: case.mska: opened generation 3; the newest is damaged",
+        "medmask: warning: second",
+    ]
+    with pytest.warns(RecoveryWarning, match="newest is damaged"):  # --debug: Python's own
+        assert cli.main(["ls", "x.mska", "--debug"]) == 0
+    assert warnings.showwarning is not cli._show_warning  # restored after main
 
 
 # --- verify, stats ----------------------------------------------------------------------------

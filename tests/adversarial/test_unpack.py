@@ -192,3 +192,178 @@ def test_pack_folder_refuses_two_files_for_one_structure(tmp_path: Path) -> None
 def test_pack_folder_missing_folder_is_a_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(medmask.MaskFileNotFoundError, match="no such folder"):
         pack_folder(tmp_path / "nope", tmp_path / "out.mska")
+
+
+# --- overwrite replaces regular files only (issue 17, item 6) ---------------------------------
+
+
+def _snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root`` (not following symlinks): file bytes, link targets, dirs."""
+    out: dict[str, bytes | str] = {}
+    for p in sorted(root.rglob("*")):
+        key = str(p.relative_to(root))
+        if p.is_symlink():
+            out[key] = "-> " + os.readlink(p)
+        elif p.is_dir():
+            out[key] = "dir"
+        elif not p.is_file():  # a FIFO: never read (it would block)
+            out[key] = "special"
+        else:
+            out[key] = p.read_bytes()
+    return out
+
+
+def _in_the_way(out: Path, kind: str, elsewhere: Path) -> None:
+    target = out / "liver.nii.gz"
+    if kind == "directory":
+        target.mkdir()
+        (target / "precious.txt").write_text("mine")
+        (target / "sub").mkdir()
+        (target / "sub" / "deep.txt").write_text("also mine")
+    elif kind == "symlink-to-directory":
+        elsewhere.mkdir()
+        (elsewhere / "precious.txt").write_text("mine")
+        target.symlink_to(elsewhere, target_is_directory=True)
+    elif kind == "symlink-to-file":
+        elsewhere.write_bytes(b"precious")
+        target.symlink_to(elsewhere)
+    elif kind == "dangling-symlink":
+        target.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(target)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["directory", "symlink-to-directory", "symlink-to-file", "dangling-symlink", "fifo"],
+)
+def test_overwrite_refuses_anything_but_a_regular_file(tmp_path: Path, kind: str) -> None:
+    arc = _archive(tmp_path / "in.mska", ["liver", "spleen"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "spleen.nii.gz").write_bytes(b"old spleen")
+    _in_the_way(out, kind, tmp_path / "elsewhere")
+    before = _snapshot(tmp_path)
+    with pytest.raises(MaskFileExistsError, match=r"liver\.nii\.gz exist but are not regular"):
+        unpack(arc, out, overwrite=True)
+    assert _snapshot(tmp_path) == before  # nothing changed, the folder's files included
+    assert (out / "spleen.nii.gz").read_bytes() == b"old spleen"
+
+
+def test_a_directory_that_appears_while_writing_is_not_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arc = _archive(tmp_path / "in.mska", ["a", "b"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.nii.gz").write_bytes(b"old a")
+
+    def racing(array: Any, space: Any, target: Path, **kwargs: Any) -> None:
+        write_nifti(array, space, target, **kwargs)
+        if target.name == "b.nii.gz" and not (out / "b.nii.gz").exists():
+            (out / "b.nii.gz").mkdir()  # someone else's folder, created after the check
+            (out / "b.nii.gz" / "keep.txt").write_text("theirs")
+
+    monkeypatch.setattr(folders, "write_nifti", racing)
+    with pytest.raises(MaskFileExistsError, match=r"b\.nii\.gz: is not a regular file"):
+        unpack(arc, out, overwrite=True)
+    assert (out / "b.nii.gz" / "keep.txt").read_text() == "theirs"
+    assert (out / "a.nii.gz").read_bytes() == b"old a"  # the replaced file is restored
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_overwrite_still_replaces_regular_files(tmp_path: Path) -> None:
+    arc = _archive(tmp_path / "in.mska", ["liver"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "liver.nii.gz").write_bytes(b"old")
+    unpack(arc, out, overwrite=True)
+    assert (out / "liver.nii.gz").is_file()
+    assert (out / "liver.nii.gz").read_bytes()[:2] == b"\x1f\x8b"
+
+
+# --- members kept whole by pack_folder --------------------------------------------------------
+
+
+def _whole_archive(path: Path, attributes: dict[str, Any], values: tuple[int, ...]) -> Path:
+    data = np.zeros((3, 4, 5), np.uint16)
+    for i, v in enumerate(values):
+        data.reshape(-1)[i * 3] = v
+    mask = SegmentationMask(data, {f"v{v}": v for v in values}, SPACE)
+    with MaskArchive(path, "w") as archive:
+        archive.add_segmask(mask, "kidney", attributes=attributes)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("attribute", "dtype"),
+    [
+        ({"dtype": "int16"}, np.int16),
+        ({"dtype": "uint8"}, np.uint16),  # cannot hold 300: the member's own type
+        ({"dtype": "object"}, np.uint16),  # hostile: never an arbitrary numpy type
+        ({"dtype": "float64"}, np.uint16),
+        ({"dtype": None}, np.uint16),
+        ({"dtype": ["int16"]}, np.uint16),
+        ("int16", np.uint16),
+    ],
+)
+def test_member_kept_whole_is_one_file_with_its_values(
+    tmp_path: Path, attribute: Any, dtype: Any
+) -> None:
+    arc = _whole_archive(tmp_path / "a.mska", {folders.FILE_ATTRIBUTE: attribute}, (2, 300, 7))
+    written = unpack(arc, tmp_path / "out")
+    assert [p.name for p in written] == ["kidney.nii.gz"]
+    import nibabel as nib
+
+    data = np.asarray(nib.load(tmp_path / "out" / "kidney.nii.gz").dataobj)
+    assert data.dtype == dtype
+    with MaskArchive(arc) as archive:
+        np.testing.assert_array_equal(data.transpose(2, 1, 0), archive.load_segmask("kidney").data)
+    assert sorted(np.unique(data).tolist()) == [0, 2, 7, 300]
+
+
+def test_member_kept_whole_and_a_structure_of_the_same_name(tmp_path: Path) -> None:
+    path = _whole_archive(tmp_path / "a.mska", {folders.FILE_ATTRIBUTE: {}}, (1, 2))
+    extra = np.zeros((3, 4, 5), bool)
+    extra[2, 2, 2] = True
+    with MaskArchive(path, "a") as archive:
+        archive.add_structures({"kidney": extra})
+    with pytest.raises(medmask.InvalidValueError, match="'kidney' occurs in members"):
+        unpack(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --- every branch of the file-name check ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        (" leading", "starts with a space"),
+        ("COM¹", "reserved device name"),
+        ("LPT³.txt", "reserved device name"),
+        ("tab\there", "control character"),
+        ('quote"d', "invalid on Windows"),
+        ("a:b", "invalid on Windows"),
+    ],
+)
+def test_each_name_problem_is_named(tmp_path: Path, name: str, why: str) -> None:
+    with pytest.raises(UnsafeNameError, match=why):
+        check_file_names(["fine", name], tmp_path, ".nii.gz")
+
+
+def test_name_length_limit_is_exact(tmp_path: Path) -> None:
+    limit = folders._name_max(tmp_path)
+    fits = "x" * (limit - len(".nii.gz"))
+    check_file_names([fits], tmp_path, ".nii.gz")
+    with pytest.raises(UnsafeNameError, match=f"{limit + 1} bytes; the file system allows {limit}"):
+        check_file_names([fits + "y"], tmp_path, ".nii.gz")
+
+
+def test_names_equal_but_for_unicode_form_collide(tmp_path: Path) -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    with pytest.raises(UnsafeNameError, match="only by case or Unicode form") as info:
+        check_file_names([composed, decomposed, "other"], tmp_path, ".nii.gz")
+    assert repr(decomposed) in str(info.value)
+    assert repr(composed) not in str(info.value).split("differs")[0]
+    check_file_names([composed, "Cafe"], tmp_path, ".nii.gz")  # different names are fine
