@@ -345,6 +345,17 @@ def test_a_declared_size_above_the_limits_is_refused_before_decompressing(
         assert str(exc).startswith(f"{path}: "), exc
         # without a NIfTI suffix the file is read whole first (at most max_bytes)
         assert peak < (MB // 2 if path.suffix else MB + MB // 4), (path, peak)
+    far = nib.Nifti1Header()  # a small image behind a 32 MiB gap of gzipped zeros
+    far.set_data_shape((4, 4, 4))
+    far.set_data_dtype(np.uint8)
+    far["vox_offset"], far["magic"] = 32 * MB, b"n+1"
+    path = tmp_path / "far.nii.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(bytes(far.binaryblock) + bytes(32 * MB - 348 + 64))
+    exc, peak = traced_peak(lambda: read_nifti(path, max_bytes=MB))
+    assert isinstance(exc, medmask.AllocationLimitError), exc
+    assert str(exc).startswith(f"{path}: the voxel data ends at byte 33,554,496"), exc
+    assert peak < MB // 2, peak
     scaled = nib.Nifti1Image(np.ones((64, 64, 64), np.uint8), np.eye(4))
     scaled.header.set_slope_inter(2.0, 0.0)  # read as float64: 8 bytes a voxel
     path = tmp_path / "scaled.nii"

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from ..errors import FormatError, StorageError, TruncatedFileError
+from ..errors import AllocationLimitError, FormatError, StorageError, TruncatedFileError
 from ..files import NIFTI_SUFFIXES
 from ..format.encoding import check_size_limits, max_bytes_limit
 from ..geometry import affine_from_space, space_from_affine
@@ -174,6 +174,12 @@ def _image_from_bytes(data: bytes, name: str, max_bytes: int) -> Any:
     header = _header(head, name)
     if gz:
         need = _check_declared(header, name, max_bytes, None)
+        if need > max_bytes:  # the decompressed file is held in memory
+            raise AllocationLimitError(
+                f"{name}: the voxel data ends at byte {need:,} (vox_offset "
+                f"{int(header.get_data_offset()):,}), above the {max_bytes:,}-byte limit "
+                "(max_bytes=)."
+            )
         data = _gunzip(data, name, need, check_crc=True)
     need = _check_declared(header, name, max_bytes, len(data))
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
