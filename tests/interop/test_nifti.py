@@ -404,3 +404,12 @@ def test_cli_refuses_hostile_nifti_in_one_line(tmp_path: Path) -> None:
             result = run_limited(*command)
             assert_one_line_error(result, str(path), why)
     assert not (tmp_path / "out.msk").exists()
+
+
+def test_a_degenerate_affine_names_the_file(tmp_path: Path) -> None:
+    affine = np.eye(4)
+    affine[:3, 1] = affine[:3, 0]  # two voxel axes along x
+    path = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), affine), path)
+    with pytest.raises(FormatError, match=r"flat\.nii\.gz: cannot use the NIfTI affine"):
+        read_nifti(path)

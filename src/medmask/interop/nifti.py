@@ -21,7 +21,12 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from ..errors import AllocationLimitError, FormatError, StorageError, TruncatedFileError
+from ..errors import (
+    AllocationLimitError,
+    FormatError,
+    StorageError,
+    TruncatedFileError,
+)
 from ..files import NIFTI_SUFFIXES
 from ..format.encoding import check_size_limits, max_bytes_limit
 from ..geometry import affine_from_space, space_from_affine
@@ -249,8 +254,11 @@ def read_nifti(
     labels = integer_labels(data)
     if labels is None:
         raise FormatError(f"{name}: label image has non-integer values.")
-    array = np.ascontiguousarray(labels.transpose(2, 1, 0))
-    return array, space_from_affine(img.affine, shape)
+    try:
+        space = space_from_affine(img.affine, shape)
+    except Exception as exc:  # a degenerate affine (spacetransformer has its own errors)
+        raise FormatError(f"{name}: cannot use the NIfTI affine: {exc}") from None
+    return np.ascontiguousarray(labels.transpose(2, 1, 0)), space
 
 
 def _image_bytes(array: npt.NDArray[Any], space: Space, dtype: Any, gz: bool) -> bytes:
