@@ -752,3 +752,36 @@ def test_label_map_dtype_follows_the_number_of_segments(series_dir: Path, tmp_pa
     back = from_dicom_seg(out)
     np.testing.assert_array_equal(back.data, data, strict=False)
     assert back.mapping.to_dict() == {f"s{v}": int(v) for v in values}
+
+
+def _segmentation_type(ds: Any) -> None:
+    ds.SegmentationType = "BINA6Y"
+
+
+def _rows_missing(ds: Any) -> None:
+    del ds.Rows
+
+
+def _bits(ds: Any) -> None:
+    ds.BitsAllocated = 12
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (_segmentation_type, "'BINA6Y' is not a valid"),
+        (_rows_missing, "expected Rows as an integer >= 1"),
+        (_bits, "expected BitsAllocated 1, 8 or 16"),
+    ],
+)
+def test_malformed_seg_attributes_are_format_errors(
+    headers: list[Any], tmp_path: Path, edit: Callable[[Any], None], why: str
+) -> None:
+    good = _binary_seg(headers, tmp_path / "good.dcm")
+    bad = _edited(good, tmp_path / "bad.dcm", edit)
+    with pytest.raises(FormatError, match=re.escape(f"{bad}: ") + ".*" + re.escape(why)):
+        from_dicom_seg(bad)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(FormatError, match=re.escape(f"{cut}: ")):
+        from_dicom_seg(cut)

@@ -813,6 +813,29 @@ def _overlap_error(seg: Any, path: str, numbers: list[int]) -> InvalidValueError
     )
 
 
+def _seg_mapping(seg: Any, seg_path: str) -> dict[str, int]:
+    """``{segment label: segment number}`` of a BINARY or LABELMAP SEG."""
+    seg_type = seg.segmentation_type.value
+    if seg_type not in ("BINARY", "LABELMAP"):
+        raise FormatError(
+            f"{seg_path}: expected a BINARY or LABELMAP segmentation. Got {seg_type}."
+        )
+    numbers = [int(n) for n in seg.segment_numbers]
+    if not numbers:
+        raise FormatError(f"{seg_path}: the SEG has no segments.")
+    mapping: dict[str, int] = {}
+    for number in numbers:
+        label = str(seg.get_segment_description(number).segment_label or "").strip()
+        name = label or f"segment_{number}"
+        if name in mapping:
+            raise FormatError(
+                f"{seg_path}: segments {mapping[name]} and {number} have the same label "
+                f"{name!r}. Expected unique segment labels (they become label names)."
+            )
+        mapping[name] = number
+    return mapping
+
+
 def from_dicom_seg(
     source: Target,
     *,
@@ -864,28 +887,22 @@ def from_dicom_seg(
         seg = read()
     except pydicom.errors.InvalidDicomError as exc:
         raise FormatError(f"{seg_path}: not a DICOM file ({exc}).") from None
-    except (OSError, MedmaskError):
+    except MedmaskError:
         raise
+    except OSError as exc:
+        if exc.errno is not None:  # the storage failed, not the parser
+            raise
+        # pydicom reports a malformed file as a bare OSError ("No tag to read at ...")
+        raise FormatError(f"{seg_path}: cannot read as a DICOM SEG: {exc}") from None
     except Exception as exc:  # highdicom raises ValueError/AttributeError/KeyError...
         raise FormatError(f"{seg_path}: cannot read as a DICOM SEG: {exc}") from None
-    seg_type = seg.segmentation_type.value
-    if seg_type not in ("BINARY", "LABELMAP"):
-        raise FormatError(
-            f"{seg_path}: expected a BINARY or LABELMAP segmentation. Got {seg_type}."
-        )
-    numbers = [int(n) for n in seg.segment_numbers]
-    if not numbers:
-        raise FormatError(f"{seg_path}: the SEG has no segments.")
-    mapping: dict[str, int] = {}
-    for number in numbers:
-        label = str(seg.get_segment_description(number).segment_label or "").strip()
-        name = label or f"segment_{number}"
-        if name in mapping:
-            raise FormatError(
-                f"{seg_path}: segments {mapping[name]} and {number} have the same label "
-                f"{name!r}. Expected unique segment labels (they become label names)."
-            )
-        mapping[name] = number
+    try:
+        mapping = _seg_mapping(seg, seg_path)
+    except MedmaskError:
+        raise
+    except Exception as exc:  # highdicom parses these attributes lazily, with its own errors
+        raise FormatError(f"{seg_path}: cannot read as a DICOM SEG: {exc}") from None
+    numbers = list(mapping.values())
     overlapping = False
     try:
         volume = seg.get_volume(combine_segments=True, relabel=False)
@@ -893,16 +910,25 @@ def from_dicom_seg(
         if "overlap" not in str(exc):
             raise FormatError(f"{seg_path}: frames do not form a 3-D volume: {exc}") from None
         overlapping = True
-    except (ValueError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # also sqlite3 errors from highdicom's frame table
         raise FormatError(f"{seg_path}: cannot build a 3-D volume: {exc}") from None
     if overlapping:
         # a fresh reader: the failed call can leave highdicom's frame table locked
-        raise _overlap_error(read(), seg_path, numbers)
+        try:
+            error = _overlap_error(read(), seg_path, numbers)
+        except MedmaskError:
+            raise
+        except Exception as exc:
+            raise FormatError(f"{seg_path}: cannot build a 3-D volume: {exc}") from None
+        raise error
     array = np.asarray(volume.array)
     if array.ndim != 3:
         raise FormatError(f"{seg_path}: expected a 3-D label volume. Got shape {array.shape}.")
     nk, ni, nj = (int(s) for s in array.shape)
-    space, flip = _canonical_space(volume.affine, (nk, ni, nj))
+    try:
+        space, flip = _canonical_space(volume.affine, (nk, ni, nj))
+    except Exception as exc:  # spacetransformer's own errors for a degenerate geometry
+        raise FormatError(f"{seg_path}: cannot use the frames' geometry: {exc}") from None
     if flip:
         array = array[::-1]
     return SegmentationMask(np.ascontiguousarray(array), LabelMapping(mapping), space)
