@@ -52,7 +52,9 @@ for _name in (
     os.environ.pop(_name, None)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# MEDMASK_SHARED_DATA: where shared/data is when the tests run from a copy of the repo (the
+# mutation session runs them from mutants/, one level deeper).
+SHARED_DATA = Path(os.environ.get("MEDMASK_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 
 
 def _require(module: str) -> ModuleType:
