@@ -373,8 +373,9 @@ typedef struct {
     uint32_t nz, ny, nx;
     uint8_t *out;
     Py_ssize_t sz, sy;
-    uint8_t *cls[2]; /* edge classes of the previous and the current slice */
-    size_t cap;      /* capacity of each: no slice has more edges */
+    uint8_t *cls[2];  /* edge classes of the previous and the current slice */
+    uint32_t *xs[2];  /* their positions, each row ended by NO_EDGE; NULL: scan the output */
+    size_t cap;       /* entries of each: no slice has more */
 } dec_t;
 
 static const char *read_gap(dec_t *d, uint32_t *count) {
@@ -446,10 +447,15 @@ static uint32_t next_change(const uint8_t *row, uint32_t from, uint32_t nx, uint
     return nx;
 }
 
+#define NO_EDGE 0xFFFFFFFFu
+
 /* Decode one row into `row` against the painted reference row `ref` (NULL: none), whose edge
- * classes are read from rcls[*rat ...]; the row's classes go to ccls[*cat ...]. */
+ * classes (and positions, when kept) are read from rcls[*rat ...] (rxs); the row's go to
+ * ccls[*cat ...] (cxs). Without kept positions the reference edges are found by scanning
+ * `ref`; with them, only their values are read from it. */
 static const char *decode_row(dec_t *d, uint8_t *row, const uint8_t *ref, const uint8_t *rcls,
-                              size_t *rat, uint8_t *ccls, size_t *cat) {
+                              const uint32_t *rxs, size_t *rat, uint8_t *ccls, uint32_t *cxs,
+                              size_t *cat) {
     const int K = d->K, itemsize = d->itemsize;
     const uint32_t nx = d->nx;
     const uint8_t inserted = (uint8_t)(2 * K + 1);
@@ -475,15 +481,26 @@ static const char *decode_row(dec_t *d, uint8_t *row, const uint8_t *ref, const 
             if (*cat >= d->cap) return "Expected at most one edge per voxel. Got more.";
             fill_run(row, filled, (uint32_t)x, value, itemsize);
             filled = (uint32_t)x;
+            if (cxs) cxs[*cat] = (uint32_t)x;
             ccls[(*cat)++] = inserted;
             last = x;
             value = v;
         }
         if (!ref) break;
-        uint32_t rx = next_change(ref, scan, nx, ref_value, itemsize);
-        if (rx >= nx) break;
+        uint32_t rx;
+        if (rxs) {
+            if (*rat >= d->cap) return "Expected at most one edge per voxel. Got more.";
+            rx = rxs[*rat];
+            if (rx == NO_EDGE) {
+                (*rat)++;
+                break;
+            }
+        } else {
+            rx = next_change(ref, scan, nx, ref_value, itemsize);
+            if (rx >= nx) break;
+            scan = rx + 1;
+        }
         ref_value = load(ref, rx, itemsize);
-        scan = rx + 1;
         if (*rat >= d->cap) return "Expected at most one edge per voxel. Got more.";
         int code;
         if ((err = read_fate(d, rcls[(*rat)++], &code))) return err;
@@ -495,6 +512,7 @@ static const char *decode_row(dec_t *d, uint8_t *row, const uint8_t *ref, const 
             if (*cat >= d->cap) return "Expected at most one edge per voxel. Got more.";
             fill_run(row, filled, (uint32_t)x, value, itemsize);
             filled = (uint32_t)x;
+            if (cxs) cxs[*cat] = (uint32_t)x;
             ccls[(*cat)++] = (uint8_t)code;
             last = x;
             value = ref_value;
@@ -503,6 +521,10 @@ static const char *decode_row(dec_t *d, uint8_t *row, const uint8_t *ref, const 
         }
     }
     fill_run(row, filled, nx, value, itemsize);
+    if (cxs) {
+        if (*cat >= d->cap) return "Expected at most one edge per voxel. Got more.";
+        cxs[(*cat)++] = NO_EDGE;
+    }
     return NULL;
 }
 
@@ -518,15 +540,17 @@ static const char *decode_core(dec_t *d) {
         size_t row_start = 0; /* slice 0: where the previous row's classes start */
         for (uint32_t y = 0; y < d->ny; y++) {
             uint8_t *row = slice + (Py_ssize_t)y * d->sy;
+            uint32_t *cxs = d->xs[cur];
             if (z > 0) {
-                err = decode_row(d, row, row - d->sz, d->cls[1 - cur], &rat, ccls, &cat);
+                err = decode_row(d, row, row - d->sz, d->cls[1 - cur], d->xs[1 - cur], &rat,
+                                 ccls, cxs, &cat);
             } else if (y > 0) {
                 size_t first = cat;
                 rat = row_start;
-                err = decode_row(d, row, row - d->sy, ccls, &rat, ccls, &cat);
+                err = decode_row(d, row, row - d->sy, ccls, cxs, &rat, ccls, cxs, &cat);
                 row_start = first;
             } else {
-                err = decode_row(d, row, NULL, NULL, &rat, ccls, &cat);
+                err = decode_row(d, row, NULL, NULL, NULL, &rat, ccls, cxs, &cat);
             }
             if (err) break;
         }
@@ -601,10 +625,20 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         size_t codes = 0;
         for (int c = 0; c < 2 * K + 2; c++) codes += d.fate_count[c];
         size_t slice = (size_t)d.ny * d.nx;
-        d.cap = d.npos + codes < slice ? d.npos + codes : slice;
-        d.cls[0] = (uint8_t *)malloc(d.cap ? d.cap : 1);
-        if (d.nz > 1) d.cls[1] = (uint8_t *)malloc(d.cap ? d.cap : 1);
-        if (!d.cls[0] || (d.nz > 1 && !d.cls[1])) {
+        size_t edges = d.npos + codes < slice ? d.npos + codes : slice;
+        int nslices = d.nz > 1 ? 2 : 1;
+        /* Positions are kept (4 bytes an edge and a row end) when that costs at most the
+         * output: every real segmentation. Else (dense or hostile streams) the reference
+         * edges are found by scanning the painted reference row: class bytes only. */
+        size_t entries = edges + d.ny;
+        size_t nbytes = (size_t)d.nz * slice * (size_t)itemsize;
+        int keep = entries <= nbytes / 5 / (size_t)nslices;
+        d.cap = keep ? entries : edges;
+        for (int s = 0; s < nslices; s++) {
+            d.cls[s] = (uint8_t *)malloc(d.cap ? d.cap : 1);
+            if (keep) d.xs[s] = (uint32_t *)malloc((d.cap ? d.cap : 1) * sizeof(uint32_t));
+        }
+        if (!d.cls[0] || (d.nz > 1 && !d.cls[1]) || (keep && (!d.xs[0] || (d.nz > 1 && !d.xs[1])))) {
             nomem = 1;
         } else {
             Py_BEGIN_ALLOW_THREADS
@@ -613,6 +647,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         }
         free(d.cls[0]);
         free(d.cls[1]);
+        free(d.xs[0]);
+        free(d.xs[1]);
     } else {
         err = "Expected a non-empty array for an edges stream. Got a zero-size shape.";
     }
