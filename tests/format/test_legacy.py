@@ -1067,3 +1067,15 @@ def test_cli_refuses_a_hostile_0_1_member_in_one_line(tmp_path: Path) -> None:
     )
     for command in ("ls", "info"):
         assert_one_line_error(run_limited(command, path), str(path), "cannot hold")
+
+
+def test_a_mapping_value_above_the_array_dtype_promotes_the_mask() -> None:
+    bits = LABELS > 1
+    legacy = LegacyMask(bits, {"fg": 1, "x": 7}, Space(shape=SHAPE))  # 0.1 allowed it
+    mask = legacy.to_mask("old.msk")
+    assert mask.dtype == np.uint8
+    assert mask.mapping.to_dict() == {"fg": 1, "x": 7}
+    np.testing.assert_array_equal(mask.data, bits.astype(np.uint8))
+    assert LegacyMask(bits, {"fg": 1}, Space(shape=SHAPE)).to_mask("old.msk").dtype == np.bool_
+    with pytest.raises(FormatError, match=r"^old\.msk: "):  # a space that does not fit
+        LegacyMask(bits, {"fg": 1}, Space(shape=(9, 9, 9))).to_mask("old.msk")

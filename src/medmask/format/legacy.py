@@ -183,7 +183,9 @@ class LegacyMask:
     space: Space
 
     def to_mask(self, name: str) -> SegmentationMask:
-        """The :class:`SegmentationMask`, in the bit depth of the array's dtype.
+        """The :class:`SegmentationMask`, in the bit depth of the array's dtype (or the one
+        the mapping's largest value needs, when larger: 0.1 allowed a bool array named
+        ``{"x": 7}``, and no label value is dropped).
 
         0.1 never checked that the array's values have names: unnamed values (reported with
         a :class:`LegacyWarning`) get ``label_<value>``, so no voxel is lost.
@@ -207,8 +209,15 @@ class LegacyMask:
                     label += "_"
                 mapping[label] = value
                 taken.add(label)
-        depth = _BIT_DEPTH_OF[self.array.dtype.str[1:]]
-        return SegmentationMask(self.array, LabelMapping(mapping), self.space, bit_depth=depth)
+        top = max(mapping.values(), default=0)
+        depth = max(
+            _BIT_DEPTH_OF[self.array.dtype.str[1:]], smallest_bit_depth(top) if top > 1 else 1
+        )
+        array = self.array.astype(dtype_for_bit_depth(depth), copy=False)
+        try:
+            return SegmentationMask(array, LabelMapping(mapping), self.space, bit_depth=depth)
+        except (InvalidTypeError, InvalidValueError) as exc:
+            raise FormatError(f"{name}: {exc}") from None
 
 
 class LegacyWarning(UserWarning):
