@@ -46,6 +46,7 @@ __all__ = [
     "check_label_count",
     "check_label_counts",
     "check_member",
+    "count_in_bbox",
     "info_from",
     "known_size",
     "labels_have_gaps",
@@ -198,6 +199,28 @@ def check_label_counts(
             )
             found = int(np.count_nonzero(block[inner] == entry.value))
         check_label_count(entry, found, name=name)
+
+
+def count_in_bbox(
+    member: Member,
+    entry: LabelEntry,
+    chunk_id: int,
+    stream: bytes | memoryview | None,
+    *,
+    name: str,
+) -> int:
+    """Voxels of ``entry`` in one stored chunk of ``member``, inside the entry's stored bbox
+    (the chunk checked and decoded there only): summed over the chunks of the bbox, what
+    :func:`check_label_count` compares with the stored count."""
+    assert entry.bbox is not None
+    box = member.descriptor.chunk_box(chunk_id)
+    z, y, x = (
+        slice(max(b.start, lo), min(b.stop, hi + 1))
+        for b, (lo, hi) in zip(box, entry.bbox, strict=True)
+    )
+    streams = {} if stream is None else {chunk_id: stream}
+    block = decode_region(member.descriptor, member.index, (z, y, x), streams, name=name)
+    return int(np.count_nonzero(block == entry.value))
 
 
 def check_label_count(entry: LabelEntry, found: int, *, name: str) -> None:
@@ -378,9 +401,7 @@ class OpenedFile:
             ids = wanted.setdefault(id(member), {})
             ids.update(dict.fromkeys(member.descriptor.chunks_in(roi)))
         members = {id(member): member for member, _ in reads}
-        plan = [
-            (key, chunk_ranges(members[key].index, sorted(ids))) for key, ids in wanted.items()
-        ]
+        plan = [(key, chunk_ranges(members[key].index, sorted(ids))) for key, ids in wanted.items()]
         spans = [(start, end) for _, ranges in plan for _, start, end in ranges]
         blobs = iter(self.read(spans) if spans else ())
         streams: dict[int, dict[int, bytes | memoryview]] = {

@@ -171,7 +171,9 @@ def test_two_voxel_runs_decode_in_less_than_3x_output(tmp_path: Path, dtype: str
     stream = crafted.labels_stream(array) if dtype != "bool" else crafted.binary_stream(array)
     assert len(stream) < 8000
     count = int(np.count_nonzero(array))
-    labels = [{"name": "a", "value": 1, "count": count, "bbox": None}]
+    xs = np.flatnonzero(array[0, 0])  # every row is the same
+    bbox = [[0, 0], [0, shape[1] - 1], [int(xs[0]), int(xs[-1])]]
+    labels = [{"name": "a", "value": 1, "count": count, "bbox": bbox}]
     codec = "medmask.labels" if dtype != "bool" else "medmask.binary"
     meta = crafted.descriptor(shape, dtype=dtype, labels=labels, codec=codec)
     path = tmp_path / "runs.msk"
