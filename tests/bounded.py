@@ -11,7 +11,6 @@ Two ways to show a reader refuses (or reads) within bounded memory:
 from __future__ import annotations
 
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -40,23 +39,25 @@ def traced_peak(call: Callable[[], Any]) -> tuple[Any, int | BaseException]:
     return result, peak
 
 
-def _cap_address_space(limit: int) -> Callable[[], None]:
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return cap
+_LIMITED_MAIN = (
+    "import resource, runpy, sys; "
+    "limit = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+    "sys.argv[0] = 'medmask'; "
+    "runpy.run_module('medmask', run_name='__main__', alter_sys=True)"
+)
 
 
 def run_limited(*args: Any, limit: int = CHILD_LIMIT) -> subprocess.CompletedProcess[str]:
-    """Run ``medmask *args`` in a child process capped at ``limit`` bytes of address space."""
+    """Run ``medmask *args`` in a child process capped at ``limit`` bytes of address space
+    (set by the child itself: no ``preexec_fn`` in a process that may run threads)."""
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "medmask", *map(str, args)],
+        [sys.executable, "-c", _LIMITED_MAIN, str(limit), *map(str, args)],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
-        preexec_fn=_cap_address_space(limit),
     )
 
 

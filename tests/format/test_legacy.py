@@ -1065,8 +1065,9 @@ def test_cli_refuses_a_hostile_0_1_member_in_one_line(tmp_path: Path) -> None:
             [("m", {"a": 1}, blob(shape=shape, flag=0, dtype="uint8", frame=frame))],
         )
     )
-    for command in ("ls", "info"):
-        assert_one_line_error(run_limited(command, path), str(path), "cannot hold")
+    for command in (["ls", path], ["info", path], ["convert", path, tmp_path / "new.mska"]):
+        assert_one_line_error(run_limited(*command), str(path), "cannot hold")
+    assert not (tmp_path / "new.mska").exists()
 
 
 def test_a_mapping_value_above_the_array_dtype_promotes_the_mask() -> None:

@@ -735,7 +735,7 @@ def test_cli_refuses_a_hostile_seg_in_one_line(headers: list[Any], tmp_path: Pat
     rows = _edited(good, tmp_path / "rows.dcm", _huge_frames)
     cases = [(frames, "above the limit"), (far, "above the limit"), (rows, "pixel data")]
     for path, why in cases:
-        for command in (["info", path], ["convert", path, tmp_path / "out.msk"]):
+        for command in (["info", path], ["convert", path, tmp_path / "out.msk"], ["ls", path]):
             assert_one_line_error(run_limited(*command), str(path), why)
     assert not (tmp_path / "out.msk").exists()
 
