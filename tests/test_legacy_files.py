@@ -118,3 +118,28 @@ def test_unnamed_values_get_names_and_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LegacyMask(array, {"one": 1, "seven": 7}, Space(shape=(2, 3, 4))).to_mask("ok.msk")
+
+
+def test_listing_agrees_with_info(tmp_path: Path) -> None:
+    """listing() reads the directory only; for current archives it says what info() says."""
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1, 2, 3], data[2, 3, 4] = 1, 2
+    mask = SegmentationMask(data, {"a": 1, "b": 2}, Space(shape=(4, 5, 6)))
+    path = tmp_path / "new.mska"
+    with MaskArchive(path, "w") as archive:
+        archive.add_segmask(mask, "first")
+        pending = archive.listing()  # members not written yet
+    with MaskArchive(path, "a") as archive:
+        archive.add_segmask(SegmentationMask(data > 0, {"fg": 1}, mask.space), "second")
+        rows = archive.listing()
+        infos = archive.info()
+    assert [(n, m.to_dict()) for n, m, _ in pending] == [("first", {"a": 1, "b": 2})]
+    assert [(n, m.to_dict(), size) for n, m, size in rows] == [
+        (i.name, i.mapping.to_dict(), i.compressed_bytes) for i in infos
+    ]
+    with MaskArchive(LEGACY / "archive_mixed.mska") as old:
+        listed = old.listing()
+        assert [n for n, _, _ in listed] == meta("archive_mixed")["order"]
+        assert [m.to_dict() for _, m, _ in listed] == [
+            dict(meta("archive_mixed")["members"][n]["mapping"]) for n, _, _ in listed
+        ]
