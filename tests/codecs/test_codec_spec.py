@@ -264,3 +264,113 @@ def test_hand_made_mska_fresh_archive_with_empty_second_slot() -> None:
         assert archive.all_names() == ["m"]
         assert archive.generation == 1
         assert archive.load_structure("v300").tolist() == [[[0, 0, 0, 1, 1, 0, 0, 0, 0, 0]]]
+
+
+# --- stream versions, signedness, padding and the adapters (codecs.md sections 1, 2, 6, 8) ---
+
+
+def edges_stream(shape: tuple[int, ...], mode: int, body: bytes, *, dtype_code: int = 2) -> bytes:
+    """A kind-3 stream of version 2 (section 6.1): prefix, shape, CRC-32 of the rest, body."""
+    head = b"MMC" + bytes([2, 3, dtype_code, len(shape), mode])
+    head += struct.pack(f"<{len(shape)}I", *shape)
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+
+
+@pytest.mark.parametrize(("kind", "version"), [(1, 2), (2, 2), (1, 0), (2, 3)])
+def test_kinds_1_and_2_have_stream_version_1_only(kind: int, version: int) -> None:
+    data = bytearray(stream(kind=kind, dtype_code=2, shape=(4,), mode=0, value=1))
+    data[3] = version
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    codec = BinaryCodec() if kind == 1 else LabelCodec()
+    for decoder in (codec.decode, decode_stream):
+        with pytest.raises(medmask.CodecError, match="version"):
+            decoder(bytes(data))
+
+
+@pytest.mark.parametrize("version", [0, 3, 255])
+def test_kind_3_has_stream_versions_1_and_2_only(version: int) -> None:
+    data = bytearray(edges_stream((4,), 0, b"\x01"))
+    np.testing.assert_array_equal(decode_stream(bytes(data)), np.ones(4, np.uint8))
+    data[3] = version
+    with pytest.raises(medmask.CodecError, match="version"):
+        decode_stream(bytes(data))
+
+
+def test_a_signed_binary_stream_holds_packed_bytes_above_the_signed_maximum() -> None:
+    # int8 rows of 8 ones pack to 0xFF (> 127): kind 1 decodes 0/1 values, which always fit
+    data = stream(kind=1, dtype_code=6, shape=(2, 8), mode=0, value=0xFF)
+    out = BinaryCodec().decode(data)
+    assert out.dtype == np.int8
+    np.testing.assert_array_equal(out, np.ones((2, 8), np.int8))
+
+
+def test_binary_padding_bits_are_ignored_in_every_mode() -> None:
+    # rows of 3 bits, 1 0 1: packed 0xA0; with every padding bit set 0xBF
+    expected = np.array([[1, 0, 1]] * 4, bool)
+    plain = stream(
+        kind=1,
+        dtype_code=1,
+        shape=(4, 3),
+        mode=2,
+        width=1,
+        sections=(bytes([0xBF, 0xA0, 0xBF, 0xA1]), b"", b""),
+    )
+    runs = stream(
+        kind=1,
+        dtype_code=1,
+        shape=(4, 3),
+        mode=1,
+        width=1,
+        runs=2,
+        sections=(bytes([0xBF, 0xA7]), bytes([2, 2]), b""),
+    )
+    for data in (plain, runs):
+        np.testing.assert_array_equal(BinaryCodec().decode(data), expected)
+
+
+def test_edges_plain_bool_padding_bits_are_refused() -> None:
+    # 10 bools 1 0 1 1 0 0 0 1 1 0: packed 0xB1 0x80; the low 6 bits of byte 2 are padding
+    bits = np.array([1, 0, 1, 1, 0, 0, 0, 1, 1, 0], bool)
+    for second, ok in ((0x80, True), (0x81, False), (0xBF, False)):
+        raw = bytes([0xB1, second])
+        data = edges_stream((10,), 2, bytes([2, 2]) + raw, dtype_code=1)
+        if ok:
+            np.testing.assert_array_equal(decode_stream(data), bits)
+        else:
+            with pytest.raises(medmask.CodecError):
+                decode_stream(data)
+
+
+def test_edges_varints_of_a_longer_form_read_as_their_value() -> None:
+    # a constant stream whose value 5 is written in 3 bytes (85 80 00) instead of 1 (05)
+    for body in (b"\x05", b"\x85\x80\x00"):
+        np.testing.assert_array_equal(
+            decode_stream(edges_stream((2, 3), 0, body)), np.full((2, 3), 5, np.uint8)
+        )
+    with pytest.raises(medmask.CodecError, match="at most 10 bytes"):
+        decode_stream(edges_stream((2, 3), 0, b"\x85" + b"\x80" * 9 + b"\x00"))
+
+
+def test_numcodecs_codes_an_f_ordered_array_as_its_transpose() -> None:
+    """Section 8: the stream records the reversed shape; its C-order bytes are the array's
+    F-order bytes."""
+    from medmask.codecs.numcodecs import EdgeMapCodec, LabelMapCodec
+
+    a = np.asfortranarray(np.arange(2 * 3 * 5, dtype=np.uint16).reshape(2, 3, 5) % 4)
+    for codec in (EdgeMapCodec(), LabelMapCodec()):
+        data = codec.encode(a)
+        assert data[6] == 3  # ndim
+        assert struct.unpack_from("<3I", data, 8) == (5, 3, 2)
+        np.testing.assert_array_equal(decode_stream(data), a.T)
+        np.testing.assert_array_equal(codec.decode(data), a.ravel(order="F"))
+        out = np.empty_like(a)  # F-ordered too: the bytes land in its memory
+        codec.decode(data, out=out)
+        np.testing.assert_array_equal(out, a)
+    four = np.zeros((2, 3, 4, 5), np.uint8)
+    assert struct.unpack_from("<3I", LabelMapCodec().encode(four), 8) == (6, 4, 5)
+    assert struct.unpack_from("<3I", LabelMapCodec().encode(np.asfortranarray(four)), 8) == (
+        20,
+        3,
+        2,
+    )
+    assert struct.unpack_from("<1I", LabelMapCodec().encode(b"abc"), 8) == (3,)

@@ -77,7 +77,10 @@ def test_header_parse_accepts_longer_input_and_memoryview() -> None:
 
 
 def test_mska_magic_is_distinct() -> None:
-    raw = dataclasses.replace(HEADER, magic=MAGIC_MSKA, generation=7).pack()
+    # a .mska slot points after both slots (byte 128 or later)
+    raw = dataclasses.replace(
+        HEADER, magic=MAGIC_MSKA, generation=7, metadata_offset=128, index_offset=228
+    ).pack()
     assert Header.parse(raw, magic=MAGIC_MSKA, name="a").generation == 7
     with pytest.raises(medmask.FormatError, match=r"a: not a \.msk file: starts with a \.mska"):
         Header.parse(raw, magic=MAGIC_MSK, name="a")

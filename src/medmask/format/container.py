@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_METADATA_SIZE",
     "MINOR_VERSION",
     "Header",
+    "check_stored_ranges",
     "crc32",
     "decode_metadata",
     "encode_metadata",
@@ -173,12 +175,26 @@ class Header:
                 f"{name}: requires features this reader does not know (flags {unknown:#x}). "
                 "Upgrade medmask."
             )
-        if header.metadata_offset < HEADER_SIZE or header.index_offset < HEADER_SIZE:
-            raise FormatError(f"{name}: header points into itself (corrupted offsets).")
+        first = HEADER_SIZE if magic == MAGIC_MSK else 2 * HEADER_SIZE  # .mska: two slots
+        if header.metadata_offset < first or header.index_offset < first:
+            raise FormatError(
+                f"{name}: header points into itself (corrupted offsets): expected metadata "
+                f"and index at byte {first} or later. "
+                f"Got {header.metadata_offset} and {header.index_offset}."
+            )
         if header.metadata_length > MAX_METADATA_SIZE:
             raise FormatError(
                 f"{name}: metadata length {header.metadata_length} exceeds the "
                 f"{MAX_METADATA_SIZE}-byte limit."
+            )
+        meta_end = header.metadata_offset + header.metadata_length
+        index_end = header.index_offset + header.index_length
+        overlap = header.metadata_offset < index_end and header.index_offset < meta_end
+        if header.index_length and overlap:
+            raise FormatError(
+                f"{name}: header fields are impossible: expected metadata and chunk index in "
+                f"separate bytes. Got metadata at {header.metadata_offset}-{meta_end} and "
+                f"the index at {header.index_offset}-{index_end}."
             )
         return header
 
@@ -243,18 +259,31 @@ def _decompress_metadata(data: bytes, name: str) -> bytes:
             f"{name}: compressed metadata declares {declared:,} bytes, above the "
             f"{MAX_METADATA_SIZE:,}-byte limit; the file is corrupted or hostile."
         )
+    dctx = zstandard.ZstdDecompressor()
     try:
         if declared != zstandard.CONTENTSIZE_UNKNOWN:
-            raw: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=declared)
+            # allow_extra_data=False: the block is exactly one frame (docs/format.md section 2)
+            raw: bytes = dctx.decompress(data, max_output_size=declared, allow_extra_data=False)
         else:  # no declared size: stream in pieces and stop at the cap
             pieces, size = [], 0
-            with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+            with dctx.stream_reader(data) as reader:
                 while size <= MAX_METADATA_SIZE and (piece := reader.read(1 << 20)):
                     pieces.append(piece)
                     size += len(piece)
             raw = b"".join(pieces)
+            if len(raw) <= MAX_METADATA_SIZE:  # the reader went on across frames: one only
+                one = dctx.decompressobj(read_across_frames=False)
+                one.decompress(data)  # at most len(raw) bytes: the first frame
+                if not one.eof or one.unused_data:
+                    raise FormatError(
+                        f"{name}: expected compressed metadata of exactly one zstd frame. "
+                        f"Got {'a truncated frame' if not one.eof else 'bytes after it'}."
+                    )
     except zstandard.ZstdError as exc:
-        raise FormatError(f"{name}: compressed metadata cannot be decompressed: {exc}") from None
+        raise FormatError(
+            f"{name}: compressed metadata cannot be decompressed (expected exactly one zstd "
+            f"frame): {exc}"
+        ) from None
     if len(raw) > MAX_METADATA_SIZE:
         raise AllocationLimitError(
             f"{name}: compressed metadata holds more than the {MAX_METADATA_SIZE:,}-byte limit."
@@ -293,4 +322,43 @@ def parse_index(data: bytes | memoryview, header: Header, *, name: str) -> npt.N
     """Verify and parse a chunk index into an array of :data:`INDEX_DTYPE`."""
     h = header
     _verify_block(data, h.index_length, h.index_offset, h.index_crc, "chunk index", name)
-    return np.frombuffer(bytes(data), dtype=INDEX_DTYPE)
+    entries = np.frombuffer(bytes(data), dtype=INDEX_DTYPE)
+    # docs/format.md section 3: reserved 0, an empty entry all zero (refused, not ignored)
+    bad = (entries["reserved"] != 0) | (
+        (entries["length"] == 0) & ((entries["offset"] != 0) | (entries["crc"] != 0))
+    )
+    if bad.any():
+        at = int(np.flatnonzero(bad)[0])
+        offset, length, crc, reserved = (int(v) for v in entries[at].tolist())
+        raise FormatError(
+            f"{name}: chunk index entry {at} is invalid: expected reserved 0, and offset 0 "
+            f"and CRC 0 when the length is 0. Got offset {offset}, length {length}, CRC "
+            f"{crc:#010x}, reserved {reserved:#x}."
+        )
+    return entries
+
+
+def check_stored_ranges(
+    entries: npt.NDArray[Any], blocks: Sequence[tuple[int, int]], *, name: str
+) -> None:
+    """Refuse stored streams (length > 0) that overlap one another or one of ``blocks``
+    (``(start, end)`` byte ranges, such as the metadata and index): docs/format.md section 6."""
+    stored = entries[entries["length"] > 0]
+    starts = stored["offset"].astype(np.uint64)
+    ends = starts + stored["length"].astype(np.uint64)
+    if np.any(ends < starts):
+        raise FormatError(f"{name}: a chunk index entry points past the end of the file.")
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    if starts.size > 1 and np.any(starts[1:] < ends[:-1]):
+        i = int(np.flatnonzero(starts[1:] < ends[:-1])[0])
+        raise FormatError(
+            f"{name}: expected chunk streams in separate bytes. Got two that overlap: "
+            f"bytes {int(starts[i])}-{int(ends[i])} and {int(starts[i + 1])}-{int(ends[i + 1])}."
+        )
+    for lo, hi in blocks:
+        if hi > lo and np.any((starts < np.uint64(hi)) & (ends > np.uint64(lo))):
+            raise FormatError(
+                f"{name}: expected chunk streams outside the header slots, metadata and chunk "
+                f"index. Got one that overlaps bytes {lo}-{hi}."
+            )

@@ -26,7 +26,7 @@ from ..errors import (
 from ..mapping import mapping_items
 from ..mask import SegmentationMask
 from ..values import LabelStats, label_stats
-from .container import INDEX_DTYPE, crc32
+from .container import INDEX_DTYPE, check_stored_ranges, crc32
 from .descriptor import MaskDescriptor, Roi, label_entries, parse_chunks
 
 __all__ = [
@@ -290,6 +290,7 @@ def check_index(
     ends = offsets + lengths
     if np.any(ends < offsets) or (file_size is not None and np.any(ends[stored] > file_size)):
         raise FormatError(f"{name}: a chunk index entry points past the end of the file.")
+    check_stored_ranges(index, (), name=name)  # no two streams share bytes
     for chunk_id in np.flatnonzero(stored):
         box = descriptor.chunk_box(int(chunk_id))
         chunk_voxels = math.prod(s.stop - s.start for s in box)

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from .container import (
     HEADER_SIZE,
+    INDEX_ENTRY_SIZE,
     MAGIC_MSK,
     Header,
     crc32,
@@ -29,7 +30,7 @@ def build_msk(encoded: EncodedMask) -> list[bytes]:
     metadata = {"format": "medmask.msk", **metadata}
     meta_bytes, flags = encode_metadata(metadata)
     index_offset = HEADER_SIZE + len(meta_bytes)
-    payload_offset = index_offset + len(encoded.streams) * 24
+    payload_offset = index_offset + len(encoded.streams) * INDEX_ENTRY_SIZE
     index_bytes = pack_index(encoded.index(payload_offset))
     header = Header(
         magic=MAGIC_MSK,

@@ -17,6 +17,7 @@ from .container import (
     INDEX_DTYPE,
     MAGIC_MSKA,
     Header,
+    check_stored_ranges,
     crc32,
     decode_metadata,
     encode_metadata,
@@ -277,6 +278,7 @@ def parse_directory(
         raise FormatError(f"{name}: invalid archive directory: 'members' must be a list.")
     members: list[Member] = []
     seen: set[str] = set()
+    used = 0  # index entries covered by the members so far
     for item in raw_members:
         if not isinstance(item, dict):
             raise FormatError(f"{name}: invalid archive directory: member is not an object.")
@@ -288,7 +290,10 @@ def parse_directory(
             )
         seen.add(member_name)
         where = f"{name} [{member_name}]"
-        descriptor = MaskDescriptor.from_json(item.get("mask"), name=where, space=space)
+        mask = item.get("mask")
+        if isinstance(mask, dict) and "space" in mask:  # members share the archive's space
+            raise FormatError(f"{where}: expected a member mask without 'space'. Got one.")
+        descriptor = MaskDescriptor.from_json(mask, name=where, space=space)
         span = item.get("index")
         if (
             not isinstance(span, list)
@@ -297,17 +302,35 @@ def parse_directory(
             or span[0] + span[1] > len(entries)
         ):
             raise FormatError(f"{where}: invalid chunk index span {span!r}.")
-        members.append(
-            Member(
-                member_name,
-                descriptor,
-                entries[span[0] : span[0] + span[1]],
-                layer=bool(item.get("layer", False)),
+        if span[0] != used:  # docs/format.md section 5: the spans tile the index in order
+            raise FormatError(
+                f"{where}: expected the chunk index span to start at entry {used}, where the "
+                f"previous member's ends. Got {span!r}."
             )
+        used += span[1]
+        layer = item.get("layer", False)
+        if not isinstance(layer, bool):
+            raise FormatError(f"{where}: expected 'layer' true or false. Got {layer!r:.40}.")
+        members.append(Member(member_name, descriptor, entries[span[0] : used], layer=layer))
+    if used != len(entries):
+        raise FormatError(
+            f"{name}: invalid archive directory: expected the members' spans to cover the "
+            f"{len(entries)} chunk index entries. Got {len(entries) - used} unused."
         )
+    h = header
+    check_stored_ranges(
+        entries,
+        [
+            (0, SLOTS_SIZE),
+            (h.metadata_offset, h.metadata_offset + h.metadata_length),
+            (h.index_offset, h.index_offset + h.index_length),
+        ],
+        name=name,
+    )
+    listed = obj.get("directory_regions", [])
     regions = tuple(
         (int(r[0]), int(r[1]))
-        for r in obj.get("directory_regions", [])
+        for r in (listed if isinstance(listed, list) else [])
         if isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) for v in r)
     )
     created_by = obj.get("created_by", "")
