@@ -311,7 +311,8 @@ def spec_stream(**kwargs: object) -> bytes:
     ("data", "message"),
     [
         (spec_stream(replace={6: fates([2, 1, 3, 1, 1, 15])}), "fate codes 0..2K"),
-        (spec_stream(replace={6: fates([2, 1, 3, 1])}), "fate code"),
+        (spec_stream(replace={6: fates([2, 1, 3, 1])}), "fate code. Got the end"),
+        (spec_stream(replace={6: fates([2, 1, 3])}), "fate code. Got the end"),
         (spec_stream(replace={6: fates([2, 1, 3, 1, 1, 1, 1])}), "one fate code per"),
         (spec_stream(replace={6: fates([2, 1, 3, 1, 1, 1]) + b"\x00"}), "one fate code per"),
         (spec_stream(replace={4: bytes([0x11])}), "one fate code per"),  # odd: high nibble set
@@ -320,7 +321,10 @@ def spec_stream(**kwargs: object) -> bytes:
         (spec_stream(replace={0: bytes([3] + [0] * 10)}), "gap count"),
         (spec_stream(replace={0: bytes([255, 3, 0, 0, 0] + [0] * 10 + [1])}), ">= 255"),
         (spec_stream(replace={0: bytes([5] + [0] * 10 + [1])}), "insertions"),
+        # a later row asking for more insertions than are left (not more than there are)
+        (spec_stream(replace={0: bytes([3, 2] + [0] * 9 + [1])}), "insertions"),
         (spec_stream(replace={1: bytes([2, 2, 9, 1])}), "inside the row"),
+        (spec_stream(replace={1: bytes([2, 2, 3, 1])}), "inside the row"),  # x = X exactly
         (spec_stream(replace={1: bytes([2, 0, 2, 1])}), "inside the row"),
         (spec_stream(replace={1: bytes([2, 2, 2, 1, 1]), 2: bytes([4, 0, 9, 7, 1])}), "unused"),
         (spec_stream(k=0), "shift range"),
