@@ -694,6 +694,12 @@ def _frame_far_away(ds: Any) -> None:
     plane.ImagePositionPatient = [f"{v:.6f}" for v in position]
 
 
+def _short_pixel_data(ds: Any) -> None:
+    """Pixel data for a fraction of a frame, in a file larger than all frames need."""
+    ds.PixelData = ds.PixelData[:1000]
+    ds.private_block(0x0009, "medmask test", create=True).add_new(0x10, "OB", bytes(200_000))
+
+
 def _huge_frames(ds: Any) -> None:
     ds.Rows = ds.Columns = 30000  # 4 frames of 30000 x 30000 bits: 450 MB of pixel data
 
@@ -706,6 +712,7 @@ def _huge_frames(ds: Any) -> None:
         (_without_per_frame_groups, AllocationLimitError, "declares (1000000000, 512, 512)"),
         (_frame_far_away, AllocationLimitError, "declares (200000"),
         (_huge_frames, medmask.TruncatedFileError, "450,000,000 bytes of pixel data"),
+        (_short_pixel_data, medmask.TruncatedFileError, "its pixel data holds 1,000 bytes"),
     ],
 )
 def test_declared_frames_and_extent_are_checked_before_allocating(

@@ -751,12 +751,31 @@ def _slices_spanned(ds: Any, frames: Any) -> int:
     return round(ratio) + 1 if ratio < 2.0**62 else 2**62  # inf when the span overflows
 
 
-def _check_seg_header(ds: Any, path: str, max_bytes: int, file_size: int) -> None:
+_DEFER_BYTES = 1 << 16  # elements larger than this (the pixel data) are not read by the check
+
+
+def _pixel_data_length(ds: Any) -> int | None:
+    """Bytes of uncompressed pixel data in a dataset read with deferred large values (0 when
+    absent); None when encapsulated (compressed frames) or unknown."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_encapsulated:
+        return None
+    element = ds.get_item("PixelData", keep_deferred=True)
+    if element is None:
+        return 0
+    if element.value is not None:
+        return len(element.value)
+    length = int(element.length)
+    return None if length == 0xFFFFFFFF else length
+
+
+def _check_seg_header(ds: Any, path: str, max_bytes: int) -> None:
     """Check what a SEG declares before highdicom allocates anything.
 
     The frames (NumberOfFrames x Rows x Columns, as highdicom holds them decoded), and the
     volume they are placed in (the slices their plane positions span x Rows x Columns), must
-    be within the limits; uncompressed pixel data must fit in the file.
+    be within the limits; uncompressed pixel data must hold every frame. ``ds`` is read with
+    ``defer_size`` so that the pixel data's length is known without reading it.
     """
     try:
         frames = _seg_count(ds, "NumberOfFrames", path, default=1)
@@ -775,14 +794,13 @@ def _check_seg_header(ds: Any, path: str, max_bytes: int, file_size: int) -> Non
         label_dtype = np.dtype(np.uint8 if segments <= 0xFF else np.uint16)
         frame_dtype = np.dtype(np.uint16 if bits == 16 else np.uint8)
         check_size_limits((frames, rows, columns), frame_dtype, name=path, max_bytes=max_bytes)
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        if syntax is not None and not syntax.is_encapsulated:
-            need = -(-frames * rows * columns * bits // 8)
-            if need > file_size:
-                raise TruncatedFileError(
-                    f"{path}: declares {frames:,} frames of {rows} x {columns} x {bits} bits "
-                    f"({need:,} bytes of pixel data) in a file of {file_size:,} bytes."
-                )
+        held = _pixel_data_length(ds)
+        need = -(-frames * rows * columns * bits // 8)
+        if held is not None and need > held:
+            raise TruncatedFileError(
+                f"{path}: declares {frames:,} frames of {rows} x {columns} x {bits} bits "
+                f"({need:,} bytes of pixel data), but its pixel data holds {held:,} bytes."
+            )
         slices = _slices_spanned(ds, per_frame)
         check_size_limits((slices, rows, columns), label_dtype, name=path, max_bytes=max_bytes)
     except MedmaskError:
@@ -875,12 +893,12 @@ def from_dicom_seg(
     def read() -> Any:
         # the header alone first: highdicom allocates what the frames declare
         if local is not None:
-            header = pydicom.dcmread(local, stop_before_pixels=True)
-            _check_seg_header(header, seg_path, limit, os.path.getsize(local))
+            header = pydicom.dcmread(local, defer_size=_DEFER_BYTES)
+            _check_seg_header(header, seg_path, limit)
             return hd.seg.segread(local)
         data = read_whole(source, storage_options, limit)
-        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        _check_seg_header(header, seg_path, limit, len(data))
+        header = pydicom.dcmread(io.BytesIO(data), defer_size=_DEFER_BYTES)
+        _check_seg_header(header, seg_path, limit)
         return hd.seg.segread(io.BytesIO(data))
 
     try:
