@@ -31,7 +31,15 @@ from medmask.format.container import HEADER_SIZE
 from medmask.format.descriptor import LabelEntry, MaskDescriptor
 from medmask.format.encoding import EncodedMask, encode_mask
 from medmask.format.msk import build_msk
-from medmask.format.mska import directory_bytes, parse_directory, slot_header, valid_slots
+from medmask.format.mska import (
+    SLOTS_SIZE,
+    ArchiveDirectory,
+    Member,
+    directory_bytes,
+    parse_directory,
+    slot_header,
+    valid_slots,
+)
 
 DTYPES = {1: np.bool_, 8: np.uint8, 16: np.uint16}
 VARIANTS = (
@@ -52,6 +60,22 @@ VARIANTS = (
 def write_msk(path: Path, encoded: EncodedMask) -> Path:
     """A ``.msk`` of ``encoded`` exactly as given (every CRC valid, nothing checked)."""
     path.write_bytes(b"".join(build_msk(encoded)))
+    return path
+
+
+def write_mska(path: Path, encoded: EncodedMask) -> Path:
+    """A ``.mska`` whose one member ``m`` is ``encoded`` exactly as given (valid CRCs)."""
+    space = encoded.descriptor.space
+    descriptor = dataclasses.replace(encoded.descriptor, space=None)
+
+    def directory(first: int) -> ArchiveDirectory:
+        return ArchiveDirectory(space, (Member("m", descriptor, encoded.index(first)),))
+
+    meta, _, index, _ = directory_bytes(directory(0))  # offsets do not change the sizes
+    meta, flags, index, _ = directory_bytes(directory(SLOTS_SIZE + len(meta) + len(index)))
+    header = slot_header(1, SLOTS_SIZE, meta, flags, SLOTS_SIZE + len(meta), index)
+    streams = b"".join(s for s in encoded.streams if s)
+    path.write_bytes(header.pack() + bytes(HEADER_SIZE) + meta + index + streams)
     return path
 
 
@@ -122,8 +146,18 @@ def read_file(path: Path) -> np.ndarray:
         return f.read_array()
 
 
-def read_zarr(path: Path) -> np.ndarray:
-    return np.asarray(medmask.open_zarr(str(path))["mask"][...])
+def read_zarr(path: Path, node: str = "mask") -> np.ndarray:
+    return np.asarray(medmask.open_zarr(str(path))[node][...])
+
+
+def read_member(path: Path) -> np.ndarray:
+    with MaskArchive(path) as archive:
+        return np.asarray(archive["m"])
+
+
+def load_member(path: Path) -> np.ndarray:
+    with MaskArchive(path) as archive:
+        return archive.load_segmask("m").data
 
 
 def assert_same(a: np.ndarray | type, b: np.ndarray | type) -> None:
@@ -172,7 +206,13 @@ def test_maskfile_and_zarr_store_agree_on_sound_and_hostile_files(
         from_file, from_zarr = outcome(lambda: read_file(path)), outcome(lambda: read_zarr(path))
         assert_same(from_file, from_zarr)
         loaded = outcome(lambda: medmask.load_mask(path).data)
+        archive = write_mska(Path(tmp) / "case.mska", encoded)
+        from_member = outcome(lambda: read_member(archive))
+        assert_same(from_member, outcome(lambda: read_zarr(archive, "m")))
+        with_labels = outcome(lambda: load_member(archive))
     assert_same(loaded, from_file)
+    assert_same(from_member, from_file)
+    assert_same(with_labels, from_file)
     expected: np.ndarray | type[MedmaskError] = {
         "sound": mask.data,
         "lying_bbox": mask.data,  # whole reads do not use the bbox
