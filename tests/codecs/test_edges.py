@@ -323,6 +323,8 @@ def spec_stream(**kwargs: object) -> bytes:
         (spec_stream(replace={0: bytes([255, 254, 0, 0, 0] + [0] * 10 + [1])}), ">= 255"),
         (spec_stream(replace={0: bytes([3, 0, 0, 0, 0, 255, 254, 0, 0, 0, 0, 0, 0, 0, 0, 1])}),
          ">= 255"),  # in slice 1 (numpy: the vectorised rows)
+        (spec_stream(replace={0: bytes([3] + [0] * 10 + [255, 1, 0, 0])}), "4 bytes after"),
+        (spec_stream(replace={0: bytes([255, 1, 0])}), "4 bytes after"),
         (spec_stream(replace={0: bytes([5] + [0] * 10 + [1])}), "insertions"),
         # a later row asking for more insertions than are left (not more than there are)
         (spec_stream(replace={0: bytes([3, 2] + [0] * 9 + [1])}), "insertions"),
