@@ -156,7 +156,7 @@ def test_modes_widths_and_sizes() -> None:
     assert len(EdgesCodec().encode(bits)) < bits.size // 8 + 64  # plain bool is bit-packed
 
 
-def test_decode_into_views_and_dtypes() -> None:
+def test_decode_into_views_and_dtypes(path: str) -> None:
     vol = label_volume((12, 30, 40), np.uint8, seed=5).astype(np.uint16) * 100
     data = EdgesCodec().encode(vol)
     assert data[7] == edges.MODE_EDGES
