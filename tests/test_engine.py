@@ -380,6 +380,24 @@ def test_a_lying_bbox_is_refused_by_zarr_structure_arrays(tmp_path: Path) -> Non
     np.testing.assert_array_equal(group["structures/spleen"][...], data == 2)
 
 
+def test_structure_reads_of_an_oversized_archive_are_refused_before_allocating(
+    tmp_path: Path,
+) -> None:
+    encoded, _ = _sound(tmp_path)
+    shape = (1 << 20, 1 << 20, 1 << 20)
+    labels = (LabelEntry("empty", 1, 0, None), LabelEntry("organ", 2, 1, ((0, 0),) * 3))
+    huge = dataclasses.replace(
+        encoded.descriptor, shape=shape, chunks=shape, space=Space(shape=shape), labels=labels
+    )
+    path = write_mska(tmp_path / "huge.mska", EncodedMask(huge, [b""]))
+    with MaskArchive(path) as archive:
+        for name in ("empty", "organ"):  # nothing to decode for "empty": the output is refused
+            with pytest.raises(AllocationLimitError, match=r"huge\.mska.*above the limit"):
+                archive.load_structure(name)
+        with pytest.raises(AllocationLimitError, match=r"huge\.mska \[m\]: declares"):
+            archive.load_segmask("m")
+
+
 def test_sound_structure_reads_are_unchanged(tmp_path: Path) -> None:
     _, data = _sound(tmp_path)
     path = tmp_path / "ok.mska"

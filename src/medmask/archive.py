@@ -45,6 +45,7 @@ from .format.container import HEADER_SIZE, INDEX_DTYPE, Header
 from .format.descriptor import MaskDescriptor, Roi, parse_roi
 from .format.encoding import (
     EncodedMask,
+    check_size_limits,
     check_stored_chunk,
     encode_mask,
     max_bytes_limit,
@@ -743,6 +744,9 @@ class MaskArchive:
         self._check_open()
         wanted = [names] if isinstance(names, str) else list(names)
         space = self._shared_space()
+        shape = tuple(int(s) for s in space.shape)
+        limits = {"max_voxels": self._max_voxels, "max_bytes": self._max_bytes}
+        check_size_limits(shape, np.dtype(bool), name=self._name, **limits)  # before allocating
         located = [self.locate(n) for n in wanted]
         values = {
             member: {v for m, v in located if m == member}
@@ -754,7 +758,7 @@ class MaskArchive:
             if region is not None:  # decode only the chunks around the structures
                 rois[member] = region
         arrays = self._decode_members(list(rois), rois=rois)
-        out = np.zeros(tuple(int(s) for s in space.shape), dtype=bool)
+        out = np.zeros(shape, dtype=bool)
         for member, region in rois.items():
             block = arrays[member]
             where = member_name(self._name, member)
