@@ -229,3 +229,46 @@ def test_an_edge_equal_to_the_value_before_it_is_refused(path: str) -> None:
 def test_the_kind_byte_dispatch_refuses_with_codec_errors() -> None:
     with pytest.raises(CodecError):
         decode(b"MMC\x02\x09")
+
+
+def test_running_out_of_memory_is_a_codec_error() -> None:
+    """Under an address-space limit a valid stream too large to decode is a CodecError (a
+    MedmaskError), on every codec, never a bare MemoryError."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import resource
+        import numpy as np
+        from medmask.codecs import BinaryCodec, EdgesCodec, LabelCodec
+        from medmask.errors import CodecError
+        streams = [c.encode(np.ones((1, 4, 8), np.uint8)) for c in
+                   (EdgesCodec(), LabelCodec(), BinaryCodec())]
+        vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status")
+                  if l.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), vm + (256 << 20)))
+        shape = (64, 4096, 4096)  # 1 GiB
+        for codec, data in zip((EdgesCodec(), LabelCodec(), BinaryCodec()), streams):
+            big = data[:8] + np.array(shape, "<u4").tobytes() + data[20:]
+            if data[4] == 3:  # edges: the CRC-32 after the shape covers it
+                import zlib
+                rest = big[24:]
+                big = big[:20] + zlib.crc32(rest, zlib.crc32(big[:20])).to_bytes(4, "little") + rest
+            else:
+                import zlib
+                end = 20 + 46
+                big = big[:end] + zlib.crc32(big[:end]).to_bytes(4, "little") + big[end + 4:]
+            try:
+                codec.decode(big, shape=shape)
+            except CodecError as exc:
+                assert "out of memory" in str(exc), exc
+            else:
+                raise AssertionError("decoded 1 GiB under a 256 MiB limit")
+        print("ok")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from medmask.codecs._labels import decode_body, encode_stream, read_header
-from medmask.codecs._stream import check_level, normalize_input, restore_dtype
+from medmask.codecs._stream import check_level, memory_refusal, normalize_input, restore_dtype
 from medmask.errors import CodecError
 
 __all__ = ["BinaryCodec"]
@@ -83,11 +83,12 @@ class BinaryCodec:
         nx = h.shape[-1]
         packed_shape = (*h.shape[:-1], (nx + 7) // 8)
         u8 = np.dtype(np.uint8)
-        packed = decode_body(buf, h.end, h.mode, h.fields, h.section_sizes, packed_shape, u8)
-        if nx % 8 == 0:
-            bits = np.unpackbits(packed.reshape(-1)).reshape(h.shape)
-        else:
-            bits = np.unpackbits(packed, axis=-1, count=nx)
+        with memory_refusal(h.shape, h.dtype, self.codec_id):
+            packed = decode_body(buf, h.end, h.mode, h.fields, h.section_sizes, packed_shape, u8)
+            if nx % 8 == 0:
+                bits = np.unpackbits(packed.reshape(-1)).reshape(h.shape)
+            else:
+                bits = np.unpackbits(packed, axis=-1, count=nx)
         if h.dtype == np.bool_:
             return bits.view(np.bool_), bits
         if h.dtype.itemsize == 1:

@@ -32,6 +32,7 @@ from medmask.codecs._stream import (
     dtype_code,
     dtype_from_code,
     frame_size,
+    memory_refusal,
     normalize_input,
     restore_dtype,
     storage_dtype,
@@ -979,10 +980,11 @@ class EdgesCodec:
             direct = out.strides[-1] == out.dtype.itemsize and _no_self_overlap(out)
         else:
             direct = out.flags.c_contiguous
-        if out.dtype.isnative and direct:  # signed: the same bits as unsigned
-            self._fill(buf, h, out.view(storage_dtype(h.dtype)), present)
-        else:
-            out[...] = self._fill_new(buf, h, present)
+        with memory_refusal(h.shape, h.dtype, self.codec_id):
+            if out.dtype.isnative and direct:  # signed: the same bits as unsigned
+                self._fill(buf, h, out.view(storage_dtype(h.dtype)), present)
+            else:
+                out[...] = self._fill_new(buf, h, present)
 
     def _decode(
         self,
@@ -993,7 +995,8 @@ class EdgesCodec:
     ) -> np.ndarray:
         buf = memoryview(data).cast("B")
         h = _parse(buf, shape, None if dtype is None else np.dtype(dtype))
-        return self._fill_new(buf, h, present)
+        with memory_refusal(h.shape, h.dtype, self.codec_id):
+            return self._fill_new(buf, h, present)
 
     def _fill_new(
         self, buf: memoryview, h: _Header, present: list[np.ndarray | None] | None

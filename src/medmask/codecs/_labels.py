@@ -14,6 +14,7 @@ from medmask.codecs._stream import (
     check_level,
     compress,
     decompress,
+    memory_refusal,
     normalize_input,
     pack_header,
     parse_header,
@@ -415,15 +416,16 @@ class LabelCodec:
     ) -> np.ndarray:
         buf = memoryview(data).cast("B")
         h = read_header(buf, KIND, self.codec_id, shape, dtype)
-        out = decode_body(
-            buf,
-            h.end,
-            h.mode,
-            h.fields,
-            h.section_sizes,
-            h.shape,
-            storage_dtype(h.dtype),
-            present,
-            signed=h.dtype.kind == "i",
-        )
+        with memory_refusal(h.shape, h.dtype, self.codec_id):
+            out = decode_body(
+                buf,
+                h.end,
+                h.mode,
+                h.fields,
+                h.section_sizes,
+                h.shape,
+                storage_dtype(h.dtype),
+                present,
+                signed=h.dtype.kind == "i",
+            )
         return restore_dtype(out, h.dtype)

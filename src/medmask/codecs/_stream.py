@@ -7,7 +7,8 @@ import struct
 import sys
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ __all__ = [
     "dtype_code",
     "dtype_from_code",
     "frame_size",
+    "memory_refusal",
     "normalize_input",
     "pack_header",
     "parse_header",
@@ -282,6 +284,19 @@ def check_declared(
             f"Got a stream declaring {got_shape} ({nbytes} bytes)."
         )
     return nbytes
+
+
+@contextmanager
+def memory_refusal(shape: tuple[int, ...], dtype: np.dtype[Any], codec_id: str) -> Iterator[None]:
+    """Turn running out of memory while decoding into a CodecError (a MedmaskError)."""
+    try:
+        yield
+    except MemoryError:
+        nbytes = math.prod(shape) * dtype.itemsize
+        raise CodecError(
+            f"Expected memory to decode a {codec_id} stream of shape {shape} ({nbytes} bytes "
+            "and at most 3x that in sections). Got out of memory."
+        ) from None
 
 
 _local = threading.local()  # zstd contexts are not thread-safe: one set per thread
