@@ -413,3 +413,10 @@ def test_a_degenerate_affine_names_the_file(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), affine), path)
     with pytest.raises(FormatError, match=r"flat\.nii\.gz: cannot use the NIfTI affine"):
         read_nifti(path)
+
+
+def test_missing_nifti_and_a_folder_are_medmask_errors(tmp_path: Path) -> None:
+    (tmp_path / "folder.nii").mkdir()
+    for name in ("missing.nii", "missing.nii.gz", "missing", "folder.nii"):
+        with pytest.raises(medmask.MaskFileNotFoundError, match=rf"{name}: "):
+            read_nifti(tmp_path / name)

@@ -24,7 +24,7 @@ from spacetransformer import Space
 from ..errors import (
     AllocationLimitError,
     FormatError,
-    StorageError,
+    MedmaskError,
     TruncatedFileError,
 )
 from ..files import NIFTI_SUFFIXES
@@ -210,9 +210,9 @@ def _load_image(
                 return nib.load(path)
         data = read_whole(source, storage_options, max_bytes) if content is None else content
         return _image_from_bytes(data, name, max_bytes)
-    except (FileNotFoundError, StorageError, FormatError):
+    except MedmaskError:
         raise
-    except OSError as exc:
+    except OSError as exc:  # opening or reading the local file (a missing file, a folder...)
         raise storage_error(exc, name, "reading") from exc
     except Exception as exc:  # nibabel raises many types for a bad file
         raise FormatError(f"{name}: cannot read as NIfTI: {exc}") from None
