@@ -340,11 +340,13 @@ def test_a_declared_size_above_the_limits_is_refused_before_decompressing(
 ) -> None:
     full = nib.Nifti1Image(np.ones((128, 128, 64), np.uint8), np.eye(4)).to_bytes()
     for path in nifti_files(tmp_path, full, "big"):
-        exc, peak = traced_peak(lambda path=path: read_nifti(path, max_bytes=MB))
+        exc, peak = traced_peak(lambda path=path: read_nifti(path, max_bytes=MB - 1))
         assert isinstance(exc, medmask.AllocationLimitError), (path, exc)
         assert str(exc).startswith(f"{path}: "), exc
+        assert not path.suffix or "declares (128, 128, 64) uint8" in str(exc), exc
         # without a NIfTI suffix the file is read whole first (at most max_bytes)
         assert peak < (MB // 2 if path.suffix else MB + MB // 4), (path, peak)
+        assert read_nifti(path, max_bytes=MB + 352)[0].shape == (64, 128, 128)
     far = nib.Nifti1Header()  # a small image behind a 32 MiB gap of gzipped zeros
     far.set_data_shape((4, 4, 4))
     far.set_data_dtype(np.uint8)
@@ -363,6 +365,11 @@ def test_a_declared_size_above_the_limits_is_refused_before_decompressing(
     with pytest.raises(medmask.AllocationLimitError, match=r"scaled\.nii: .*float64"):
         read_nifti(path, max_bytes=64**3 * 4)
     assert int(read_nifti(path)[0].max()) == 2
+    unscaled = nib.Nifti1Image(np.ones((64, 64, 64), np.uint8), np.eye(4))
+    unscaled.header.set_slope_inter(1.0, 0.0)  # as ITK writes it: read as uint8, not float64
+    path = tmp_path / "unscaled.nii"
+    nib.save(unscaled, path)
+    assert read_nifti(path, max_bytes=64**3)[0].dtype == np.uint8
 
 
 RGB = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])

@@ -116,7 +116,7 @@ def _check_declared(header: Any, name: str, max_bytes: int, available: int | Non
     if len(shape) != 3:
         raise FormatError(f"{name}: expected a 3-D image, got shape {shape}.")
     slope, inter = header.get_slope_inter()
-    scaled = slope is not None or inter is not None
+    scaled = slope not in (None, 1.0) or inter not in (None, 0.0)  # read as float64
     read_as = np.dtype(np.float64) if scaled else dtype
     check_size_limits(shape, dtype, name=name, max_bytes=max_bytes)
     check_size_limits(shape, read_as, name=name, max_bytes=max_bytes)
