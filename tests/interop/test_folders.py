@@ -389,3 +389,18 @@ def test_pack_refuses_names_equal_but_for_case(tmp_path: Path) -> None:
     with pytest.raises(medmask.UnsafeNameError, match="only by case"):
         pack_folder(folder, tmp_path / "x.mska")
     assert not (tmp_path / "x.mska").exists()
+
+
+def test_a_table_that_names_only_some_values_names_none(
+    multilabel: Any, table: dict[str, int], tmp_path: Path
+) -> None:
+    data, affine = multilabel
+    folder = tmp_path / "case"
+    folder.mkdir()
+    spine = np.where((data >= 30) & (data <= 33), data, 0).astype(np.uint8)
+    spine[data == 5] = 200  # a value TotalSegmentator's table does not name
+    _save(spine, affine, folder / "spine.nii.gz")
+    report = pack_folder(folder, tmp_path / "a.mska", labels=table)
+    assert report.whole == {"spine": [f"spine_{v}" for v in (30, 31, 32, 33, 200)]}
+    unpack(tmp_path / "a.mska", tmp_path / "out")
+    assert_same_files([folder / "spine.nii.gz"], tmp_path / "out")

@@ -29,7 +29,6 @@ from .._progress import counter
 from .._progress import progress as show
 from ..archive import LayeringReport, MaskArchive, spaces_match
 from ..errors import (
-    FormatError,
     InvalidValueError,
     MaskFileExistsError,
     MaskFileNotFoundError,
@@ -39,7 +38,7 @@ from ..errors import (
 from ..files import NIFTI_SUFFIXES
 from ..format.encoding import max_bytes_limit
 from ..io import Target, list_folder, local_path, object_version, read_many, source_name
-from ..mapping import MAX_LABEL, mapping_items
+from ..mapping import mapping_items
 from ..mask import SegmentationMask
 from ..values import present_values
 from .labels import to_label_mapping
@@ -218,15 +217,13 @@ def _value_names(
     whole: Mapping[str, list[int]], binary: Iterable[str], table: Mapping[str, int] | None
 ) -> dict[str, dict[str, int]]:
     """``{file's structure name: {name: value}}`` for files kept whole (see pack_folder)."""
-    by_value: dict[int, list[str]] = {}
-    for name, value in (table or {}).items():
-        by_value.setdefault(int(value), []).append(name)
+    by_value = {int(value): name for name, value in (table or {}).items()}  # values unique
     candidates: dict[str, dict[str, int] | None] = {}
     for stem, values in whole.items():
         if len(values) == 1:
             candidates[stem] = {stem: values[0]}  # one structure: the file's name
-        elif table is not None and all(len(by_value.get(v, ())) == 1 for v in values):
-            candidates[stem] = {by_value[v][0]: v for v in values}
+        elif table is not None and all(v in by_value for v in values):
+            candidates[stem] = {by_value[v]: v for v in values}
         else:
             candidates[stem] = None
     used = Counter([*binary, *(n for c in candidates.values() if c for n in c)])
@@ -263,8 +260,8 @@ def pack_folder(
       name every such file) or 1, 2, ... per layer;
     - any other file (values such as 26-34, or one value other than 1) is kept whole as the
       member *stem*, its values unchanged. One value other than 1 is the structure *stem*;
-      several values are named from ``labels`` when it gives each of them exactly one name
-      that no other file in the folder uses, else ``<stem>_<value>``.
+      several values are named from ``labels`` when it names all of them and no other file
+      in the folder uses these names, else ``<stem>_<value>``.
 
     :func:`unpack` writes the same voxels back (0/1 files as ``uint8``; files kept whole with
     their values, in their integer type). All files must share one grid: otherwise
@@ -301,13 +298,7 @@ def pack_folder(
             path, storage_options=storage_options, content=contents[path]
         )
         contents[path] = None
-        values = [v for v in present_values(array) if v != 0]
-        if values and (values[0] < 0 or values[-1] > MAX_LABEL):
-            bad = values[0] if values[0] < 0 else values[-1]
-            raise FormatError(
-                f"{path}: Expected label values in [0, {MAX_LABEL}]. Got {bad}; nothing was "
-                "written."
-            )
+        values = [v for v in present_values(array) if v != 0]  # read_nifti checked the range
         if values in ([], [1]):
             binary[name] = array != 0
         else:
