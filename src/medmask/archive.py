@@ -410,8 +410,7 @@ class MaskArchive:
             data, name=self._name, max_voxels=self._max_voxels, max_bytes=self._max_bytes
         )
         members = _LegacyMembers(data, legacy, self._name, self._max_voxels, self._max_bytes)
-        first = next(iter(legacy.members), None)
-        space = legacy.member_space(first) if first is not None else legacy.space
+        space = legacy.shared_space(self._name)
         pieces = self._full_file_pieces([], ArchiveDirectory(space=space), generation=1)[0]
         source.close()
         self._source = FileObjectSource(io.BytesIO(b"".join(pieces)), self._name)

@@ -1080,3 +1080,19 @@ def test_a_mapping_value_above_the_array_dtype_promotes_the_mask() -> None:
     assert LegacyMask(bits, {"fg": 1}, Space(shape=SHAPE)).to_mask("old.msk").dtype == np.bool_
     with pytest.raises(FormatError, match=r"^old\.msk: "):  # a space that does not fit
         LegacyMask(bits, {"fg": 1}, Space(shape=(9, 9, 9))).to_mask("old.msk")
+
+
+def test_an_archive_without_space_needs_members_of_one_shape(tmp_path: Path) -> None:
+    other = (np.arange(24).reshape(2, 3, 4) % 2).astype(np.uint8)
+    members = [("a", {"x": 1, "y": 2, "w": 3}, blob(LABELS)), ("b", {"z": 1}, blob(other))]
+    data = build_mska(None, members, no_space=True)
+    masks = read_legacy_mska(data, name="ns.mska")  # as 0.1.3 loads them: a space each
+    assert [tuple(m.space.shape) for m in masks.values()] == [SHAPE, (2, 3, 4)]
+    path = tmp_path / "ns.mska"
+    path.write_bytes(data)
+    with pytest.raises(FormatError, match=r"ns\.mska: the archive stores no space and its"):
+        medmask.MaskArchive(path)
+    path.write_bytes(build_mska(None, members[:1], no_space=True))
+    with medmask.MaskArchive(path) as archive:
+        assert tuple(archive.space.shape) == SHAPE
+        assert archive.load_segmask("a").data.shape == SHAPE

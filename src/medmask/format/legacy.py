@@ -318,6 +318,20 @@ class LegacyArchive:
             return self.space
         return Space(shape=self.members[member].shape)
 
+    def shared_space(self, name: str) -> Space | None:
+        """The one space of all members, as a current archive holds them (None without
+        members); :class:`FormatError` naming ``name`` when the file stores no space and the
+        members differ in shape."""
+        if self.space is not None or not self.members:
+            return self.space
+        shapes = sorted({m.shape for m in self.members.values()})
+        if len(shapes) > 1:
+            raise FormatError(
+                f"{name}: the archive stores no space and its members differ in shape "
+                f"({shapes[0]}, {shapes[1]}); expected members that share one space."
+            )
+        return Space(shape=shapes[0])
+
 
 def read_legacy_mska_directory(
     data: bytes | bytearray | memoryview,
