@@ -52,6 +52,17 @@ def _constant(text: str) -> Any:
     raise _Refused(f"the non-standard JSON constant {text}")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"the key {key!r} twice in one JSON object")
+            seen.add(key)
+    return obj
+
+
 def json_depth(obj: object) -> int:
     """Nesting depth of arrays and objects in ``obj`` (0 for a scalar); iterative."""
     deepest = 0
@@ -78,14 +89,22 @@ def loads_limited(
     *,
     object_pairs_hook: Any = None,
     allow_constants: bool = False,
+    unique_keys: bool = False,
 ) -> Any:
     """Parse JSON within the module limits.
 
     Raises ``error(invalid + <decoder message>)`` for text that is not UTF-8 JSON and
     ``error(refused + <limit>)`` for a document beyond the limits. Exceptions raised by
     ``object_pairs_hook`` propagate unchanged. ``allow_constants`` admits ``NaN`` and
-    ``Infinity`` (Python's extension), refused otherwise.
+    ``Infinity`` (Python's extension), refused otherwise. ``unique_keys`` (without an
+    ``object_pairs_hook``) refuses an object with a key twice, ``error(refused + ...)``: JSON
+    parsers disagree on which one wins.
+
+    The nesting depth counts the top-level array or object as 1: ``MAX_JSON_DEPTH`` levels are
+    accepted, one more is refused.
     """
+    if unique_keys and object_pairs_hook is None:
+        object_pairs_hook = _unique_keys
     if isinstance(data, bytes | bytearray | memoryview):
         try:
             text = bytes(data).decode("utf-8")

@@ -255,6 +255,26 @@ def test_metadata_of_more_or_less_than_one_frame_is_refused(make: Any) -> None:
         read(zstd_metadata_msk(make(msk_metadata())))
 
 
+@pytest.mark.parametrize(
+    "duplicate",
+    [
+        b'{"labels": [], ',  # a second "labels" key at the top level (JSON parsers disagree)
+        b'{"x": {"a": 1, "a": 2}, ',  # or in any nested object
+    ],
+    ids=["top-level", "nested"],
+)
+def test_metadata_with_a_key_twice_in_one_object_is_refused(duplicate: bytes) -> None:
+    meta = duplicate + msk_metadata()[1:]
+    chunk = constant_stream()
+    index_at = 64 + len(meta)
+    index = entry(index_at + 48, len(chunk), zlib.crc32(chunk)) + entry(
+        index_at + 48 + len(chunk), len(chunk), zlib.crc32(chunk)
+    )
+    data = header(MSK, 64, meta, index_at, index, 0) + meta + index + chunk + chunk
+    with pytest.raises(medmask.FormatError, match="twice in one JSON object"):
+        medmask.read_info(io.BytesIO(data))
+
+
 @pytest.mark.parametrize(("depth", "ok"), [(64, True), (65, False)])
 def test_json_depth_counts_the_top_level_object(depth: int, ok: bool) -> None:
     """Section 6: at most 64 levels of arrays and objects, the top-level object being level 1."""

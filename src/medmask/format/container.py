@@ -307,6 +307,7 @@ def decode_metadata(data: bytes | memoryview, header: Header, *, name: str) -> d
         FormatError,
         f"{name}: metadata is not valid UTF-8 JSON: ",
         f"{name}: metadata refused (corrupted or hostile): it has ",
+        unique_keys=True,  # docs/format.md section 2
     )
     if not isinstance(obj, dict):
         raise FormatError(f"{name}: metadata must be a JSON object, got {type(obj).__name__}.")
