@@ -681,7 +681,8 @@ def _without_per_frame_groups(ds: Any) -> None:
 
 
 def _frame_far_away(ds: Any) -> None:
-    """Move the last frame 2,000,000 slices along the plane normal."""
+    """Move the last frame 2,000,000 slices along the plane normal (the slices run along
+    -normal: the grid then spans the first slice - 1 ... + 2,000,000)."""
     shared = ds.SharedFunctionalGroupsSequence[0]
     cosines = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
     normal = np.cross(cosines[:3], cosines[3:])
@@ -710,7 +711,7 @@ def _huge_frames(ds: Any) -> None:
         (_frames_claimed(10**9), FormatError, "NumberOfFrames is 1,000,000,000 but the"),
         (_frames_claimed(5), FormatError, "NumberOfFrames is 5 but the per-frame"),
         (_without_per_frame_groups, AllocationLimitError, "declares (1000000000, 512, 512)"),
-        (_frame_far_away, AllocationLimitError, "declares (200000"),
+        (_frame_far_away, AllocationLimitError, "declares (2000002, 512, 512)"),
         (_huge_frames, medmask.TruncatedFileError, "450,000,000 bytes of pixel data"),
         (_short_pixel_data, medmask.TruncatedFileError, "its pixel data holds 1,000 bytes"),
     ],

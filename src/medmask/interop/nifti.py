@@ -117,9 +117,9 @@ def _check_declared(header: Any, name: str, max_bytes: int, available: int | Non
         raise FormatError(f"{name}: expected a 3-D image, got shape {shape}.")
     slope, inter = header.get_slope_inter()
     scaled = slope not in (None, 1.0) or inter not in (None, 0.0)  # read as float64
-    read_as = np.dtype(np.float64) if scaled else dtype
-    check_size_limits(shape, dtype, name=name, max_bytes=max_bytes)
-    check_size_limits(shape, read_as, name=name, max_bytes=max_bytes)
+    # scaled voxels are read as float64; a larger stored dtype is held as it is
+    held = np.dtype(np.float64) if scaled and dtype.itemsize < 8 else dtype
+    check_size_limits(shape, held, name=name, max_bytes=max_bytes)
     offset = int(header.get_data_offset())
     need: int = offset + math.prod(shape) * dtype.itemsize
     if available is not None and need > available:
