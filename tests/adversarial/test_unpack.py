@@ -367,3 +367,18 @@ def test_names_equal_but_for_unicode_form_collide(tmp_path: Path) -> None:
     assert repr(decomposed) in str(info.value)
     assert repr(composed) not in str(info.value).split("differs")[0]
     check_file_names([composed, "Cafe"], tmp_path, ".nii.gz")  # different names are fine
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file", "dangling-symlink"])
+def test_output_folder_that_cannot_be_a_folder(tmp_path: Path, where: str) -> None:
+    arc = _archive(tmp_path / "in.mska", ["liver"])
+    blocker = tmp_path / "blocker"
+    if where == "dangling-symlink":
+        blocker.symlink_to(tmp_path / "nowhere")
+    else:
+        blocker.write_text("a file")
+    out = blocker / "sub" if where == "under-a-file" else blocker
+    before = _snapshot(tmp_path)
+    with pytest.raises(MaskFileExistsError, match=r"blocker: exists and is not a folder"):
+        unpack(arc, out)
+    assert _snapshot(tmp_path) == before

@@ -417,8 +417,9 @@ def unpack(
         plan[name] = (member, value)
     check_file_names(plan, out, NIFTI_SUFFIX)
     targets = {name: out / f"{name}{NIFTI_SUFFIX}" for name in plan}
-    if out.exists() and not out.is_dir():
-        raise MaskFileExistsError(f"{out}: exists and is not a folder; nothing was written.")
+    anchor = _nearest_existing(out)
+    if not anchor.is_dir():
+        raise MaskFileExistsError(f"{anchor}: exists and is not a folder; nothing was written.")
     existing = [t.name for t in targets.values() if os.path.lexists(t)]
     if existing and not overwrite:
         raise MaskFileExistsError(
@@ -463,7 +464,7 @@ def _is_file(path: Path) -> bool:
 
 def _nearest_existing(path: Path) -> Path:
     probe = path.absolute()
-    while not probe.exists():
+    while not os.path.lexists(probe):
         probe = probe.parent
     return probe
 
