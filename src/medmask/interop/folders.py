@@ -216,7 +216,7 @@ def _grid_problems(spaces: Mapping[str, Space]) -> tuple[str, dict[str, str]]:
 def _value_names(
     whole: Mapping[str, list[int]], binary: Iterable[str], table: Mapping[str, int] | None
 ) -> dict[str, dict[str, int]]:
-    """``{file's structure name: {name: value}}`` for files kept whole (see pack_folder)."""
+    """``{stem: {structure name: value}}`` of the files kept whole (rule: pack_folder)."""
     by_value = {int(value): name for name, value in (table or {}).items()}  # values unique
     candidates: dict[str, dict[str, int] | None] = {}
     for stem, values in whole.items():
@@ -267,7 +267,7 @@ def pack_folder(
     their values, in their integer type). All files must share one grid: otherwise
     :class:`SpaceMismatchError` names every file off the grid most files share and how it
     differs, unless ``skip_mismatched=True`` leaves those files out. ``exclude``: glob
-    patterns (``fnmatch``, case-sensitive) of file names to leave out. What was left out, and
+    pattern(s) (``fnmatch``, case-sensitive) of file names to leave out. What was left out, and
     why, is in the returned :class:`PackReport` (``left_out``) and logged (INFO).
     ``overwrite=False`` refuses an existing ``out``; ``progress`` shows bars (tqdm, stderr)
     while fetching (remote files: many at once, :func:`medmask.io.read_many`) and reading.
