@@ -448,8 +448,8 @@ def test_stats_from_the_kernel_equal_label_stats(dtype: type) -> None:
     for seed in range(5):
         array = label_volume((7, 13, 17), dtype, seed=seed)
         _, records = EdgesCodec().encode_with_stats(array)
-        if np.dtype(dtype).itemsize > 2:
-            assert records is None  # 4- and 8-byte values: the caller counts
+        if np.dtype(dtype).itemsize > 2 or not kernel_available():
+            assert records is None  # 4- and 8-byte values, or no kernel: the caller counts
             continue
         assert records is not None
         got = {
