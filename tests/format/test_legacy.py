@@ -1010,6 +1010,19 @@ def test_frame_too_short_for_its_declared_size_is_refused_before_decompressing()
     assert peak < MB, peak
 
 
+def test_what_a_frame_can_hold_is_exact() -> None:
+    frame = raw_frame(0, b"\0" * 17)  # 33 bytes: 8 blocks of at most 128 KiB each
+    assert len(frame) == 33
+    for size, fits in ((8 << 17, True), ((8 << 17) + 1, False)):
+        bad = frame[:5] + struct.pack("<Q", size) + frame[13:]
+        data = small_msk(
+            space=stored_space((1, 1, size)),
+            data=blob(shape=(1, 1, size), flag=0, dtype="uint8", frame=bad),
+        )
+        exc = expect_error(data, "edge.msk", FormatError)
+        assert ("cannot hold" in str(exc)) != fits, exc
+
+
 def test_opening_a_0_1_archive_decodes_no_member(tmp_path: Path) -> None:
     path = tmp_path / "many.mska"
     path.write_bytes(many_members(12))

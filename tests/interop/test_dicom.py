@@ -774,12 +774,17 @@ def _bits(ds: Any) -> None:
     ds.BitsAllocated = 12
 
 
+def _rows_zero(ds: Any) -> None:
+    ds.Rows = 0
+
+
 @pytest.mark.parametrize(
     ("edit", "why"),
     [
         (_segmentation_type, "'BINA6Y' is not a valid"),
         (_rows_missing, "expected Rows as an integer >= 1"),
         (_bits, "expected BitsAllocated 1, 8 or 16"),
+        (_rows_zero, "expected Rows as an integer >= 1"),
     ],
 )
 def test_malformed_seg_attributes_are_format_errors(
@@ -793,3 +798,23 @@ def test_malformed_seg_attributes_are_format_errors(
     cut.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(FormatError, match=re.escape(f"{cut}: ")):
         from_dicom_seg(cut)
+
+
+def _position_noise(ds: Any) -> None:
+    """Segment 2's second frame 0.1 micrometre off its slice (float noise in a real file)."""
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    cosines = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    normal = np.cross(cosines[:3], cosines[3:])
+    plane = ds.PerFrameFunctionalGroupsSequence[-1].PlanePositionSequence[0]
+    position = np.asarray(plane.ImagePositionPatient, float) + 1e-4 * normal
+    plane.ImagePositionPatient = [f"{v:.6f}" for v in position]
+
+
+def test_float_noise_in_frame_positions_does_not_widen_the_grid(
+    headers: list[Any], tmp_path: Path
+) -> None:
+    good = _binary_seg(headers, tmp_path / "good.dcm")
+    noisy = _edited(good, tmp_path / "noisy.dcm", _position_noise)
+    mask = from_dicom_seg(noisy, max_bytes=4 * 512 * 512)  # the grid: 2 slices, not 20,001
+    assert mask.shape == (2, 512, 512)
+    np.testing.assert_array_equal(mask.data, from_dicom_seg(good).data)

@@ -321,6 +321,9 @@ def test_a_header_declaring_more_than_the_file_holds_allocates_nothing(
 
 def test_a_gzip_stream_shorter_than_declared_is_refused(tmp_path: Path) -> None:
     full = nib.Nifti1Image(np.ones((64, 64, 64), np.uint16), np.eye(4)).to_bytes()
+    for path in nifti_files(tmp_path, full[:-1], "one_short"):  # one byte is enough
+        with pytest.raises(medmask.TruncatedFileError, match=r"holds 524,639 bytes"):
+            read_nifti(path)
     path = tmp_path / "cut.nii.gz"
     path.write_bytes(gzip.compress(full[: len(full) - 1000]))
     with pytest.raises(medmask.TruncatedFileError, match=r"cut\.nii\.gz: .* holds 523,640 bytes"):
@@ -347,6 +350,9 @@ def test_a_declared_size_above_the_limits_is_refused_before_decompressing(
         # without a NIfTI suffix the file is read whole first (at most max_bytes)
         assert peak < (MB // 2 if path.suffix else MB + MB // 4), (path, peak)
         assert read_nifti(path, max_bytes=MB + 352)[0].shape == (64, 128, 128)
+        if path.suffix == ".gz":  # the voxels fit, the decompressed file does not
+            with pytest.raises(medmask.AllocationLimitError, match="the voxel data ends at"):
+                read_nifti(path, max_bytes=MB + 351)
     far = nib.Nifti1Header()  # a small image behind a 32 MiB gap of gzipped zeros
     far.set_data_shape((4, 4, 4))
     far.set_data_dtype(np.uint8)
