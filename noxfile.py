@@ -49,7 +49,7 @@ def bench(session: nox.Session) -> None:
 _ROOT = Path(__file__).resolve().parent
 _VENV_PYTHON = str(_ROOT / ".venv" / "bin" / "python")
 _SANITIZER_ENV = {
-    "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:abort_on_error=1",
+    "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1",
     "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
     "MEDMASK_KERNEL": "1",
     "MEDMASK_REQUIRE_KERNEL": "1",
