@@ -346,3 +346,19 @@ def test_without_medmask_kernel_0_the_kernel_is_used() -> None:
 
 def test_every_refusal_is_a_medmask_error() -> None:
     assert issubclass(CodecError, MedmaskError)
+
+
+@pytest.mark.parametrize("case", ["dense-reference", "dense-insertions"])
+def test_blocks_of_rows_with_many_edges(case: str) -> None:
+    """The numpy decoder halves a block of rows while it holds too many reference edges (or,
+    after reading its gap counts, insertions): the same array as the kernel either way."""
+    array = np.zeros((3, 80, 1024), np.uint8)
+    if case == "dense-reference":
+        array[..., ::2] = 1
+    else:
+        array[1:, :, ::2] = 1  # slice 1: 81,920 insertions against empty rows
+    data = EdgesCodec(level=1).encode(array)
+    assert data[7] == edges.MODE_EDGES
+    kind, got = assert_same_answer(data)
+    assert kind == "ok"
+    np.testing.assert_array_equal(got, array)  # type: ignore[arg-type]

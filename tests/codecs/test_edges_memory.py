@@ -106,7 +106,24 @@ def hostile_cases() -> dict[str, bytes]:
         "wide-positions": hostile(SHAPE, [LIMIT - 2 * N, 2 * N, 0] + [0] * two_k, w=0, p=2),
         "one-byte-over": hostile(SHAPE, [LIMIT + 1, 0, 0] + [0] * two_k),
         "ones-everywhere": hostile(SHAPE, [N // 2, N // 2, N // 2] + [N // 32] * two_k, fill=1),
+        "one-row-asks-for-every-insertion": escape_in_slice_1(),
     }
+
+
+def escape_in_slice_1() -> bytes:
+    """Two slices of 1024 x 2048: row 0 of slice 1 asks for N - 2000 insertions with one
+    escaped gap count (the numpy path once widened them all at once: 8 bytes each)."""
+    shape = (2, 1024, 2048)
+    npos = N - 2000
+    gaps = bytes(1024) + bytes([255]) + npos.to_bytes(4, "little") + bytes(1023)
+    cctx = zstd.ZstdCompressor(level=1, write_content_size=True)
+    stored = [cctx.compress(gaps), cctx.compress(b"\x01" * npos)] + [b""] * 15
+    sizes = [len(gaps), npos] + [0] * 15
+    head = b"MMC" + bytes([2, 3, 2, 3, 1]) + struct.pack("<3I", *shape)
+    rest = bytes([6, 0, 1]) + b"".join(
+        varint(len(s)) + varint(n) for s, n in zip(stored, sizes, strict=True)
+    ) + b"".join(stored)  # fmt: skip
+    return head + struct.pack("<I", zlib.crc32(rest, zlib.crc32(head))) + rest
 
 
 @pytest.fixture(scope="module")

@@ -225,7 +225,8 @@ def _encode_edges(v3: np.ndarray, k: int) -> Edges:
 # slices after the first; the first slice (each row refers to the row before it) and rows wider
 # than a block go through a scalar loop over gaps, insertions and fates (O(edges + rows)).
 
-_BLOCK: Final = 1 << 15  # voxels (and so edges) per vectorised step
+_BLOCK: Final = 1 << 15  # edges per vectorised step, voxels per painting step
+_ROWS_BLOCK: Final = 1 << 18  # voxels of a block of rows (halved while it has too many edges)
 _ROW_LIST: Final = 4096  # first slice: a reference row of at most this many edges stays listed
 
 
@@ -436,7 +437,7 @@ def _decode_numpy(s: _Sections, out3: np.ndarray) -> None:
             _scalar_rows(s, out3, painter, cls, z)
         else:
             at = 0
-            step = max(1, _BLOCK // nx)
+            step = max(1, _ROWS_BLOCK // nx)
             for y0 in range(0, ny, step):
                 at = _vector_rows(s, out3, painter, cls, z, y0, min(ny, y0 + step), at)
         painter.flush((z + 1) * ny * nx)
@@ -618,13 +619,27 @@ def _vector_rows(
     change = np.empty(ref.shape, dtype=bool)
     change[:, 0] = ref[:, 0] != 0
     np.not_equal(ref[:, 1:], ref[:, :-1], out=change[:, 1:])
-    ref_row, ref_x = np.nonzero(change)
+    ref_row, ref_x = np.divmod(np.flatnonzero(change), nx)
+    del change
+    if ref_x.size > _BLOCK and n_rows > 1:  # temporaries per edge: fewer rows at a time
+        mid = (y0 + y1) // 2
+        ref_at = _vector_rows(s, out3, painter, cls, z, y0, mid, ref_at)
+        return _vector_rows(s, out3, painter, cls, z, mid, y1, ref_at)
+    gap_at = s.gap_at
+    g = s.take_gaps(ref_x.size + n_rows)
+    n_ins = int(g.sum())
+    if n_ins > n_rows * nx:  # each insertion takes a voxel of its row
+        raise CodecError("Expected at most one edge per voxel. Got more.")
+    if n_ins + ref_x.size > 2 * _BLOCK and n_rows > 1:
+        s.gap_at = gap_at  # not consumed: fewer rows at a time
+        mid = (y0 + y1) // 2
+        ref_at = _vector_rows(s, out3, painter, cls, z, y0, mid, ref_at)
+        return _vector_rows(s, out3, painter, cls, z, mid, y1, ref_at)
     ref_v = ref[ref_row, ref_x].astype(np.uint64)
     ref_counts = np.bincount(ref_row, minlength=n_rows)
     if ref_at + ref_x.size > cls.cap:
         raise CodecError("Expected at most one edge per voxel. Got more.")
     ref_c = np.frombuffer(cls.prev, dtype=np.uint8)[ref_at : ref_at + ref_x.size]
-    g = s.take_gaps(ref_x.size + n_rows)
     fate = np.empty(ref_x.size, dtype=np.int64)
     for q in range(2 * k + 2):
         sel = ref_c == q
@@ -641,7 +656,6 @@ def _vector_rows(
     ref_after[row_last_gap] = False
     kept_after = np.zeros(n_gaps, dtype=bool)
     kept_after[ref_after] = kept
-    n_ins = int(g.sum())
     deltas, ins_values = s.take_inserts(n_ins)
     per_gap = g + kept_after
     total = int(per_gap.sum())
