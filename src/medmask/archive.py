@@ -157,9 +157,10 @@ class _LegacyMembers:
 
     def encoded(self, member: str) -> EncodedMask:
         """Member ``member`` re-encoded (decoded now unless it was the last one decoded)."""
-        if self._last is not None and self._last[0] == member:
-            return self._last[1]
-        self._last = None  # release the previous member before decoding this one
+        last = self._last  # read once: threads (dask) may swap it meanwhile
+        if last is not None and last[0] == member:
+            return last[1]
+        self._last = last = None  # release the previous member before decoding this one
         legacy = read_legacy_member(
             self._data,
             self.directory,

@@ -15,6 +15,7 @@ import json
 import math
 import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -1109,3 +1110,16 @@ def test_an_archive_without_space_needs_members_of_one_shape(tmp_path: Path) -> 
     with medmask.MaskArchive(path) as archive:
         assert tuple(archive.space.shape) == SHAPE
         assert archive.load_segmask("a").data.shape == SHAPE
+
+
+def test_threads_reading_0_1_members_get_their_own_member(tmp_path: Path) -> None:
+    path = tmp_path / "many.mska"
+    path.write_bytes(many_members(12, (4, 64, 64)))
+    with medmask.MaskArchive(path) as archive:
+
+        def read(i: int) -> bool:
+            data = archive.load_segmask(f"m{i % 12}").data
+            return int(data.min()) == int(data.max()) == i % 12 + 1
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(read, range(600)))
