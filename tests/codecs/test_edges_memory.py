@@ -107,7 +107,22 @@ def hostile_cases() -> dict[str, bytes]:
         "one-byte-over": hostile(SHAPE, [LIMIT + 1, 0, 0] + [0] * two_k),
         "ones-everywhere": hostile(SHAPE, [N // 2, N // 2, N // 2] + [N // 32] * two_k, fill=1),
         "one-row-asks-for-every-insertion": escape_in_slice_1(),
+        "escapes-everywhere": escapes_in_a_column(),
     }
+
+
+def escapes_in_a_column() -> bytes:
+    """(2, 2**21, 1): slice 0 empty, then gap bytes that are all 255 (escapes) to the limit."""
+    rows = N // 2
+    gaps = bytes(rows) + b"\xff" * (LIMIT - rows)
+    cctx = zstd.ZstdCompressor(level=1, write_content_size=True)
+    stored = [cctx.compress(gaps)] + [b""] * 16
+    sizes = [len(gaps)] + [0] * 16
+    head = b"MMC" + bytes([2, 3, 2, 3, 1]) + struct.pack("<3I", 2, rows, 1)
+    rest = bytes([6, 0, 1]) + b"".join(
+        varint(len(s)) + varint(n) for s, n in zip(stored, sizes, strict=True)
+    ) + b"".join(stored)  # fmt: skip
+    return head + struct.pack("<I", zlib.crc32(rest, zlib.crc32(head))) + rest
 
 
 def escape_in_slice_1() -> bytes:

@@ -277,12 +277,13 @@ class _Sections:
         keep = np.ones(window.size, dtype=bool)
         real: list[int] = []
         skip_to = 0
-        for e in esc.tolist():  # a 255 inside a previous escape's 4 bytes is not an escape
-            if e < skip_to:
-                continue
-            real.append(e)
-            keep[e + 1 : e + 5] = False
-            skip_to = e + 5
+        for a in range(0, esc.size, 4096):  # in pieces: no list of every 255 byte
+            for e in esc[a : a + 4096].tolist():  # a 255 inside an escape's 4 bytes is data
+                if e < skip_to:
+                    continue
+                real.append(e)
+                keep[e + 1 : e + 5] = False
+                skip_to = e + 5
         starts = np.flatnonzero(keep)
         if starts.size < count:
             raise CodecError("Expected a gap count per gap. Got the end of the gaps section.")
@@ -437,7 +438,7 @@ def _decode_numpy(s: _Sections, out3: np.ndarray) -> None:
             _scalar_rows(s, out3, painter, cls, z)
         else:
             at = 0
-            step = max(1, _ROWS_BLOCK // nx)
+            step = max(1, min(_ROWS_BLOCK // nx, _BLOCK))  # voxels and gap counts bounded
             for y0 in range(0, ny, step):
                 at = _vector_rows(s, out3, painter, cls, z, y0, min(ny, y0 + step), at)
         painter.flush((z + 1) * ny * nx)
