@@ -185,3 +185,25 @@ def test_zarr_v2_round_trip(adapter: type, core: type, order: str, dtype: str) -
     assert again.metadata.compressor.get_config() == {"id": core.codec_id, "level": 3}
     np.testing.assert_array_equal(again[...], data)
     np.testing.assert_array_equal(again[1:7, 2:11, 3:9], data[1:7, 2:11, 3:9])
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_a_chunk_stream_is_never_reinterpreted_into_out(adapter: type, core: type) -> None:
+    """zarr v2 decodes into the chunk array: a stream of another dtype or shape of the same
+    size is refused, not reinterpreted (a uint16 chunk holding 258 would read as 2 and 1)."""
+    codec = adapter()
+    wide = np.full((2, 10, 10), 1, np.uint16)
+    with pytest.raises(CodecError, match="refusing to reinterpret"):
+        codec.decode(codec.encode(wide), out=np.empty((4, 10, 10), np.uint8))
+    cube = np.ones((4, 10, 5), np.uint8)
+    with pytest.raises(CodecError, match="refusing to reinterpret"):
+        codec.decode(codec.encode(cube), out=np.empty((4, 5, 10), np.uint8))
+    with pytest.raises(CodecError, match="refusing to reinterpret"):
+        codec.decode(codec.encode(cube), out=np.empty((4, 10, 5), np.int8))
+    for out in (  # its own dtype and shape, F order, flat, and a raw byte buffer
+        np.empty((4, 10, 5), np.uint8),
+        np.empty((5, 10, 4), np.uint8, order="F"),
+        np.empty(200, np.uint8),
+    ):
+        codec.decode(codec.encode(cube), out=out)
+        assert int(out.sum()) == 200

@@ -51,6 +51,22 @@ def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
     return arr
 
 
+def _check_typed_out(target: np.ndarray, arr: np.ndarray, codec_id: str) -> None:
+    """Refuse to reinterpret a chunk: a stream of a multi-dimensional array (a chunk, as zarr
+    v2 writes it) decodes only into an ``out=`` of its dtype (either byte order), flat or of
+    its shape (reversed for F order). Streams of flat arrays or bytes, and flat uint8 ``out=``
+    buffers, follow numcodecs' byte-buffer convention: any buffer of the same size."""
+    if arr.ndim <= 1 or (target.ndim <= 1 and target.dtype == np.uint8):
+        return
+    same_dtype = target.dtype.newbyteorder("=") == arr.dtype.newbyteorder("=")
+    same_shape = target.ndim <= 1 or target.shape in (arr.shape, arr.shape[::-1])
+    if not (same_dtype and same_shape):
+        raise CodecError(
+            f"Expected an out= chunk of the stream's {arr.shape} {arr.dtype} for codec "
+            f"{codec_id!r}. Got {target.shape} {target.dtype}; refusing to reinterpret."
+        )
+
+
 class _Adapter(_NumcodecsCodec):  # type: ignore[misc]
     _impl: BinaryCodec | LabelCodec | EdgesCodec
 
@@ -87,6 +103,7 @@ class _Adapter(_NumcodecsCodec):  # type: ignore[misc]
                 f"Expected an out= buffer of {arr.nbytes} bytes for {arr.shape} {arr.dtype}. "
                 f"Got {target.nbytes} bytes."
             )
+        _check_typed_out(target, arr, self.codec_id)
         return ndarray_copy(arr, target)
 
     def get_config(self) -> dict[str, Any]:
