@@ -233,7 +233,9 @@ def test_the_kind_byte_dispatch_refuses_with_codec_errors() -> None:
 
 def test_running_out_of_memory_is_a_codec_error() -> None:
     """Under an address-space limit a valid stream too large to decode is a CodecError (a
-    MedmaskError), on every codec, never a bare MemoryError."""
+    MedmaskError), on every codec, never a bare MemoryError; also when only the last step runs
+    out (a uint64 binary stream: its 0/1 bytes fit, the uint64 array does not; a big-endian
+    labels stream: its native array fits, the big-endian copy does not)."""
     import subprocess
     import sys
     import textwrap
@@ -244,13 +246,15 @@ def test_running_out_of_memory_is_a_codec_error() -> None:
         import numpy as np
         from medmask.codecs import BinaryCodec, EdgesCodec, LabelCodec
         from medmask.errors import CodecError
-        streams = [c.encode(np.ones((1, 4, 8), np.uint8)) for c in
-                   (EdgesCodec(), LabelCodec(), BinaryCodec())]
+        cases = [(c, np.uint8, (64, 4096, 4096)) for c in  # 1 GiB
+                 (EdgesCodec(), LabelCodec(), BinaryCodec())]
+        cases += [(BinaryCodec(), np.uint64, (1, 8192, 8192)),  # 64 MiB of bits, 512 MiB out
+                  (LabelCodec(), ">u8", (1, 4096, 4096))]  # 128 MiB native, 128 MiB copy
+        streams = [c.encode(np.ones((1, 4, 8), dtype)) for c, dtype, _ in cases]
         vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status")
                   if l.startswith("VmSize:"))
         resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), vm + (256 << 20)))
-        shape = (64, 4096, 4096)  # 1 GiB
-        for codec, data in zip((EdgesCodec(), LabelCodec(), BinaryCodec()), streams):
+        for (codec, _, shape), data in zip(cases, streams):
             big = data[:8] + np.array(shape, "<u4").tobytes() + data[20:]
             if data[4] == 3:  # edges: the CRC-32 after the shape covers it
                 import zlib
@@ -265,7 +269,7 @@ def test_running_out_of_memory_is_a_codec_error() -> None:
             except CodecError as exc:
                 assert "out of memory" in str(exc), exc
             else:
-                raise AssertionError("decoded 1 GiB under a 256 MiB limit")
+                raise AssertionError(f"decoded {shape} under a 256 MiB limit")
         print("ok")
         """
     )

@@ -89,8 +89,8 @@ class BinaryCodec:
                 bits = np.unpackbits(packed.reshape(-1)).reshape(h.shape)
             else:
                 bits = np.unpackbits(packed, axis=-1, count=nx)
-        if h.dtype == np.bool_:
-            return bits.view(np.bool_), bits
-        if h.dtype.itemsize == 1:
-            return restore_dtype(bits, h.dtype), bits
-        return bits.astype(h.dtype), bits
+            if h.dtype == np.bool_:
+                return bits.view(np.bool_), bits
+            if h.dtype.itemsize == 1:
+                return restore_dtype(bits, h.dtype), bits
+            return bits.astype(h.dtype), bits  # the widest allocation of all

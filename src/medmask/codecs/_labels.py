@@ -428,4 +428,4 @@ class LabelCodec:
                 present,
                 signed=h.dtype.kind == "i",
             )
-        return restore_dtype(out, h.dtype)
+            return restore_dtype(out, h.dtype)  # a copy for big-endian dtypes
