@@ -1,6 +1,10 @@
-"""Array generators shared by the codec tests (imported by name; test dirs have no __init__)."""
+"""Array generators and stream builders shared by the codec tests (imported by name; test dirs
+have no __init__)."""
 
 from __future__ import annotations
+
+import struct
+import zlib
 
 import numpy as np
 
@@ -25,3 +29,20 @@ def label_volume(shape: tuple[int, ...], dtype: type, seed: int = 0, n: int = 6)
                 sel = sel & (np.abs(g - c) <= radius)
         a[sel] = value
     return a
+
+
+def varint(value: int) -> bytes:
+    """``value`` as a LEB128 varint (docs/codecs.md section 6.1)."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def edges_stream(shape: tuple[int, ...], mode: int, rest: bytes, *, dtype_code: int = 2) -> bytes:
+    """A kind-3 stream of version 2 (section 6.1): prefix, shape, CRC-32 of the rest, rest."""
+    head = b"MMC" + bytes([2, 3, dtype_code, len(shape), mode])
+    head += struct.pack(f"<{len(shape)}I", *shape)
+    return head + struct.pack("<I", zlib.crc32(rest, zlib.crc32(head))) + rest

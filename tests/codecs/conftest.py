@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from medmask.codecs import BinaryCodec, LabelCodec
+from medmask.codecs import _edges as edges
 
 
 @pytest.fixture(params=[BinaryCodec, LabelCodec], ids=["binary", "labels"])
 def codec_cls(request: pytest.FixtureRequest) -> type:
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["kernel", "numpy"])
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test with the compiled kernel (where built) and again with the numpy/Python
+    edges paths."""
+    edges._FORCE_NUMPY[0] = request.param == "numpy"
+    try:
+        yield str(request.param)
+    finally:
+        edges._FORCE_NUMPY[0] = False

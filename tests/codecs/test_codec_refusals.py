@@ -6,42 +6,15 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import zstandard as zstd
-from codec_helpers import label_volume
+from codec_helpers import edges_stream, label_volume, varint
 
 from medmask.codecs import BinaryCodec, EdgesCodec, LabelCodec, decode
 from medmask.codecs import _edges as edges
 from medmask.errors import CodecError
-
-
-@pytest.fixture(params=["kernel", "numpy"])
-def path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run with the compiled kernel (where built) and with the numpy decoder."""
-    edges._FORCE_NUMPY[0] = request.param == "numpy"
-    try:
-        yield str(request.param)
-    finally:
-        edges._FORCE_NUMPY[0] = False
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def edges_stream(shape: tuple[int, ...], mode: int, rest: bytes, dtype_code: int = 2) -> bytes:
-    """A version-2 kind-3 stream: prefix and shape, CRC-32, then ``rest``."""
-    head = b"MMC" + bytes([2, 3, dtype_code, len(shape), mode])
-    head += struct.pack(f"<{len(shape)}I", *shape)
-    return head + struct.pack("<I", zlib.crc32(rest, zlib.crc32(head))) + rest
 
 
 def edges_sections(k: int, w: int, p: int, raws: list[bytes], stored: list[bytes]) -> bytes:

@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 import pytest
 import zstandard
+from codec_helpers import edges_stream
 
 import medmask
 from medmask.codecs import BinaryCodec, LabelCodec
@@ -267,13 +268,6 @@ def test_hand_made_mska_fresh_archive_with_empty_second_slot() -> None:
 
 
 # --- stream versions, signedness, padding and the adapters (codecs.md sections 1, 2, 6, 8) ---
-
-
-def edges_stream(shape: tuple[int, ...], mode: int, body: bytes, *, dtype_code: int = 2) -> bytes:
-    """A kind-3 stream of version 2 (section 6.1): prefix, shape, CRC-32 of the rest, body."""
-    head = b"MMC" + bytes([2, 3, dtype_code, len(shape), mode])
-    head += struct.pack(f"<{len(shape)}I", *shape)
-    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
 
 
 @pytest.mark.parametrize(("kind", "version"), [(1, 2), (2, 2), (1, 0), (2, 3)])

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import zstandard as zstd
-from codec_helpers import label_volume
+from codec_helpers import label_volume, varint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,17 +19,6 @@ from medmask.codecs import _edges as edges
 from medmask.errors import CodecError
 
 K = edges.DEFAULT_SHIFT
-
-
-@pytest.fixture(params=["kernel", "numpy"])
-def path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a test with the compiled kernel and again with the numpy/Python paths."""
-    if request.param == "numpy":
-        edges._FORCE_NUMPY[0] = True
-    try:
-        yield str(request.param)
-    finally:
-        edges._FORCE_NUMPY[0] = False
 
 
 def test_the_kernel_is_built_here() -> None:
@@ -186,15 +174,6 @@ def test_decode_into_views_and_dtypes(path: str) -> None:
 
 
 # --- streams assembled from the spec -----------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def stream(

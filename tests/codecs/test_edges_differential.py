@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import zstandard as zstd
-from codec_helpers import label_volume
+from codec_helpers import label_volume, varint
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -149,15 +149,6 @@ def test_kernel_and_numpy_agree_on_drawn_arrays(
 
 
 # --- mutated streams ----------------------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def raw_sections(data: bytes) -> tuple[bytes, list[bytes], tuple[int, int, int]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard as zstd
+from codec_helpers import edges_stream, varint
 
 from medmask.codecs import EdgesCodec
 from medmask.codecs import _edges as edges
@@ -64,15 +65,6 @@ def peak_of(path: Path, kernel: bool) -> dict[str, object]:
     return result
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def hostile(shape: tuple[int, int, int], sizes: list[int], k: int = 6, w: int = 1, p: int = 1,
             fill: int = 0) -> bytes:  # fmt: skip
     """A uint8 mode-1 stream declaring raw sections of ``sizes`` (each ``fill`` bytes, stored
@@ -80,11 +72,10 @@ def hostile(shape: tuple[int, int, int], sizes: list[int], k: int = 6, w: int = 
     cctx = zstd.ZstdCompressor(level=1, write_content_size=True)
     stored = [cctx.compress(bytes([fill]) * n) if n else b"" for n in sizes]
     stored = [s if len(s) < n else bytes([fill]) * n for s, n in zip(stored, sizes, strict=True)]
-    head = b"MMC" + bytes([2, 3, 2, 3, 1]) + struct.pack("<3I", *shape)
     rest = bytes([k, w, p]) + b"".join(
         varint(len(s)) + varint(n) for s, n in zip(stored, sizes, strict=True)
     ) + b"".join(stored)  # fmt: skip
-    return head + struct.pack("<I", zlib.crc32(rest, zlib.crc32(head))) + rest
+    return edges_stream(shape, 1, rest)
 
 
 SHAPE = (1, 2048, 2048)  # one 4 MiB uint8 chunk
