@@ -165,24 +165,20 @@ def _stats_row(source: str, member: str, entry: LabelEntry, voxel_ml: float) -> 
 def _add_centroids(case: Case, rows: list[dict[str, Any]]) -> None:
     space = case.directory.space
     assert space is not None
-    by_member: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         for column in CENTROID_COLUMNS:
             row[column] = None
-        located = row.get("_locate")
-        if located is not None and located[1].bbox is not None:
-            by_member.setdefault(id(located[0]), []).append(row)
-    for member_rows in by_member.values():
-        member = member_rows[0]["_locate"][0]
-        reads = [(member, {row["_locate"][1].value}) for row in member_rows]
-        for row, found in zip(member_rows, case.engine.iter_labels(reads), strict=True):
-            assert found is not None  # rows with a bbox only
-            roi, block = found
-            where = np.nonzero(block == row["_locate"][1].value)
-            index = np.array([w.mean() + r.start for w, r in zip(where, roi, strict=True)])
-            lps = voxel_to_world(space, index)
-            for column, value in zip(CENTROID_COLUMNS, lps, strict=True):
-                row[column] = float(value)
+    located = [row for row in rows if row.get("_locate") and row["_locate"][1].bbox is not None]
+    reads = [(member, {entry.value}) for member, entry in (row["_locate"] for row in located)]
+    # the engine fetches every member's chunks in one merged read, decodes a region at a time
+    for row, found in zip(located, case.engine.iter_labels(reads), strict=True):
+        assert found is not None  # rows with a bbox only
+        roi, block = found
+        where = np.nonzero(block == row["_locate"][1].value)
+        index = np.array([w.mean() + r.start for w, r in zip(where, roi, strict=True)])
+        lps = voxel_to_world(space, index)
+        for column, value in zip(CENTROID_COLUMNS, lps, strict=True):
+            row[column] = float(value)
 
 
 def case_compare(

@@ -423,10 +423,6 @@ class OpenedFile:
         """Decode ``roi`` of ``member`` (raw voxels)."""
         return next(self.iter_regions([(member, roi)], None if present is None else [present]))
 
-    def read_rois(self, member: Member, rois: Sequence[Roi]) -> Iterator[npt.NDArray[Any]]:
-        """Decode ``rois`` of ``member`` one after another (chunks fetched first, once)."""
-        return self.iter_regions([(member, roi) for roi in rois])
-
     def iter_labels(
         self, reads: Sequence[tuple[Member, Collection[int]]]
     ) -> Iterator[tuple[Roi, npt.NDArray[Any]] | None]:
