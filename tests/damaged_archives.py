@@ -1,4 +1,5 @@
-"""``.mska`` archives with one damaged chunk, for the rewrite (no laundering) tests.
+"""``.mska`` archives with one damaged chunk, for the rewrite (no laundering) tests, and
+:func:`commit_directory`, a new generation whose directory lies (with valid CRCs).
 
 Each builder returns the bytes of an archive of members ``m1`` and ``m2`` in which ``m1``'s
 first chunk is damaged in one way; every checksum a reader checks before the chunks holds.
@@ -6,6 +7,7 @@ first chunk is damaged in one way; every checksum a reader checks before the chu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,15 @@ from spacetransformer import Space
 from medmask import SegmentationMask
 from medmask.archive import MaskArchive, _Pending
 from medmask.codecs import LabelCodec
+from medmask.format.container import HEADER_SIZE
 from medmask.format.encoding import EncodedMask, encode_mask
+from medmask.format.mska import (
+    ArchiveDirectory,
+    directory_bytes,
+    parse_directory,
+    slot_header,
+    valid_slots,
+)
 
 SPACE = Space(shape=(6, 20, 24), origin=(4.0, -1.0, 2.5), spacing=(1.5, 0.7, 0.7))
 CHUNKS = (6, 10, 24)  # two chunks a member
@@ -86,3 +96,21 @@ def wrong_stream(path: Path, what: str) -> bytes:
         stream = LabelCodec().encode(np.ascontiguousarray(block[: block.shape[0] // 2]))
     streams = [stream, *encoded.streams[1:]]
     return _write(path, EncodedMask(descriptor, streams))
+
+
+def commit_directory(path: Path, change: Callable[[ArchiveDirectory], ArchiveDirectory]) -> None:
+    """Write a new generation whose directory is ``change(directory)``, with valid CRCs: the
+    directory appended, its header in the slot the newest generation is not in."""
+    data = path.read_bytes()
+    slot, header = valid_slots(data, name="x")[0]
+    meta = data[header.metadata_offset : header.metadata_offset + header.metadata_length]
+    index = data[header.index_offset : header.index_offset + header.index_length]
+    directory = change(parse_directory(header, meta, index, name="x"))
+    meta, flags, index, _ = directory_bytes(directory)
+    at = len(data)
+    new = slot_header(header.generation + 1, at, meta, flags, at + len(meta), index)
+    with path.open("r+b") as f:
+        f.seek(at)
+        f.write(meta + index)
+        f.seek((1 - slot) * HEADER_SIZE)
+        f.write(new.pack())

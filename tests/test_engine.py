@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from spacetransformer import Space
 
 import medmask
+from damaged_archives import commit_directory
 from medmask import (
     AllocationLimitError,
     FormatError,
@@ -36,9 +37,7 @@ from medmask.format.mska import (
     ArchiveDirectory,
     Member,
     directory_bytes,
-    parse_directory,
     slot_header,
-    valid_slots,
 )
 
 DTYPES = {1: np.bool_, 8: np.uint8, 16: np.uint16}
@@ -327,24 +326,16 @@ def _lying_archive(tmp_path: Path, liver: LabelEntry) -> Path:
             "m",
             chunks=(2, 8, 8),
         )
-    raw = path.read_bytes()
-    slot, header = valid_slots(raw, name="x")[0]
-    meta = raw[header.metadata_offset : header.metadata_offset + header.metadata_length]
-    index = raw[header.index_offset : header.index_offset + header.index_length]
-    directory = parse_directory(header, meta, index, name="x")
-    (member,) = directory.members
-    labels = tuple(liver if e.name == "liver" else e for e in member.descriptor.labels)
-    member = dataclasses.replace(
-        member, descriptor=dataclasses.replace(member.descriptor, labels=labels)
-    )
-    meta, flags, index_bytes, _ = directory_bytes(dataclasses.replace(directory, members=(member,)))
-    at = len(raw)
-    new = slot_header(header.generation + 1, at, meta, flags, at + len(meta), index_bytes)
-    with path.open("r+b") as f:
-        f.seek(at)
-        f.write(meta + index_bytes)
-        f.seek((1 - slot) * HEADER_SIZE)
-        f.write(new.pack())
+
+    def lie(directory: ArchiveDirectory) -> ArchiveDirectory:
+        (member,) = directory.members
+        labels = tuple(liver if e.name == "liver" else e for e in member.descriptor.labels)
+        member = dataclasses.replace(
+            member, descriptor=dataclasses.replace(member.descriptor, labels=labels)
+        )
+        return dataclasses.replace(directory, members=(member,))
+
+    commit_directory(path, lie)
     return path
 
 

@@ -14,6 +14,7 @@ import pytest
 from spacetransformer import Space
 
 import medmask
+from damaged_archives import commit_directory
 from medmask import (
     AllocationLimitError,
     ChecksumError,
@@ -26,9 +27,6 @@ from medmask import (
 from medmask.format.container import HEADER_SIZE, MAX_METADATA_SIZE
 from medmask.format.mska import (
     SLOTS_SIZE,
-    directory_bytes,
-    parse_directory,
-    slot_header,
     valid_slots,
 )
 
@@ -169,23 +167,6 @@ def _archive_with(tmp_path: Path) -> Path:
     return path
 
 
-def _commit_directory(path: Path, change: Any) -> None:
-    """Write a new generation whose directory is ``change(directory)``, with valid CRCs."""
-    data = path.read_bytes()
-    slot, header = valid_slots(data, name="x")[0]
-    meta = data[header.metadata_offset : header.metadata_offset + header.metadata_length]
-    index = data[header.index_offset : header.index_offset + header.index_length]
-    directory = change(parse_directory(header, meta, index, name="x"))
-    meta, flags, index, _ = directory_bytes(directory)
-    at = len(data)
-    new = slot_header(header.generation + 1, at, meta, flags, at + len(meta), index)
-    with path.open("r+b") as f:
-        f.seek(at)
-        f.write(meta + index)
-        f.seek((1 - slot) * HEADER_SIZE)
-        f.write(new.pack())
-
-
 @pytest.mark.parametrize("where", ["member-payload", "slots", "past-eof", "overlapping"])
 def test_lying_directory_regions_never_overwrite_members(tmp_path: Path, where: str) -> None:
     path = _archive_with(tmp_path)
@@ -200,7 +181,7 @@ def test_lying_directory_regions_never_overwrite_members(tmp_path: Path, where: 
         "past-eof": ((size - 10, 1 << 20),),
         "overlapping": ((SLOTS_SIZE, 4096), (SLOTS_SIZE + 100, 4096)),
     }[where]
-    _commit_directory(path, lambda d: dataclasses.replace(d, regions=regions))
+    commit_directory(path, lambda d: dataclasses.replace(d, regions=regions))
     with MaskArchive(path, "a") as archive:
         for seed in (3, 4, 5):
             archive.add_segmask(_mask(seed), f"m{seed}")
@@ -213,7 +194,7 @@ def test_lying_directory_regions_never_overwrite_members(tmp_path: Path, where: 
 
 def test_newest_directory_past_eof_is_reported(tmp_path: Path) -> None:
     path = _archive_with(tmp_path)
-    _commit_directory(path, lambda d: d)
+    commit_directory(path, lambda d: d)
     data = path.read_bytes()
     _, newest = valid_slots(data, name="x")[0]
     path.write_bytes(data[: newest.index_offset + 5])  # the directory is cut short
@@ -228,7 +209,7 @@ def test_newest_directory_past_eof_is_reported(tmp_path: Path) -> None:
 
 def test_equal_generations_prefer_slot_0(tmp_path: Path) -> None:
     path = _archive_with(tmp_path)
-    _commit_directory(path, lambda d: dataclasses.replace(d, members=d.members[:1]))
+    commit_directory(path, lambda d: dataclasses.replace(d, members=d.members[:1]))
     data = bytearray(path.read_bytes())
     slot0 = valid_slots(bytes(data), name="x")
     assert [s for s, _ in slot0] == [1, 0]
@@ -284,7 +265,7 @@ def test_newest_slot_from_a_newer_writer_is_refused_not_skipped(tmp_path: Path, 
     """An intact slot this reader cannot use must not make it fall back to (and, appending,
     overwrite) an older generation."""
     path = _archive_with(tmp_path)
-    _commit_directory(path, lambda d: d)
+    commit_directory(path, lambda d: d)
     data = bytearray(path.read_bytes())
     (slot, newest), (older_slot, older) = valid_slots(bytes(data), name="x")
     future = dataclasses.replace(newest, **{field: 2 if field == "major" else 1 << 7})
