@@ -21,6 +21,7 @@ from codec_helpers import edges_stream
 import medmask
 from medmask.codecs import BinaryCodec, LabelCodec
 from medmask.codecs import decode as decode_stream
+from spec_files import header as _header
 
 
 def frame(section: bytes) -> bytes:
@@ -161,26 +162,6 @@ def test_binary_constant_packed_byte_padding_is_ignored(packed: int) -> None:
 
 
 # --- containers, by docs/format.md -----------------------------------------------------------
-
-
-def _header(
-    magic: bytes, meta_at: int, meta: bytes, index_at: int, index: bytes, gen: int
-) -> bytes:
-    body = magic + struct.pack(
-        "<HHIIQQIIQII",
-        1,  # major
-        0,  # minor
-        0,  # required flags: metadata stored raw
-        0,  # optional flags
-        gen,
-        meta_at,
-        len(meta),
-        zlib.crc32(meta),
-        index_at,
-        len(index) // 24,
-        zlib.crc32(index),
-    )
-    return body + struct.pack("<I", zlib.crc32(body))
 
 
 SPACE = {

@@ -25,6 +25,7 @@ from medmask.format.container import (
     Header,
     decode_metadata,
 )
+from spec_files import header
 
 MSK = b"\x89MSK\r\n\x1a\n"
 MSKA = b"\x89MSA\r\n\x1a\n"
@@ -56,27 +57,6 @@ def constant_stream(value: int = 7, shape: tuple[int, ...] = (1, 1, 5)) -> bytes
     head = b"MMC" + bytes([1, 2, 2, len(shape), 0]) + struct.pack(f"<{len(shape)}I", *shape)
     head += struct.pack("<BBIQQ", 0, 0, value, 0, 0) + struct.pack("<QQQ", 0, 0, 0)
     return head + struct.pack("<I", zlib.crc32(head))
-
-
-def header(
-    magic: bytes, meta_at: int, meta: bytes, index_at: int, index: bytes, gen: int, flags: int = 0
-) -> bytes:
-    """The 64-byte header of format.md section 1."""
-    body = magic + struct.pack(
-        "<HHIIQQIIQII",
-        1,
-        0,
-        flags,
-        0,
-        gen,
-        meta_at,
-        len(meta),
-        zlib.crc32(meta),
-        index_at,
-        len(index) // 24,
-        zlib.crc32(index),
-    )
-    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def entry(offset: int, length: int, crc: int, reserved: int = 0) -> bytes:
