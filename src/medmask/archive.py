@@ -17,6 +17,7 @@ from .engine import (
     MaskInfo,
     OpenedFile,
     StoredArray,
+    check_chunk,
     check_decoded_values,
     check_label_counts,
     decode_unstored,
@@ -46,7 +47,6 @@ from .format.descriptor import MaskDescriptor, Roi, parse_roi
 from .format.encoding import (
     EncodedMask,
     check_size_limits,
-    check_stored_chunk,
     encode_mask,
     max_bytes_limit,
 )
@@ -907,9 +907,9 @@ class MaskArchive:
             (int(e["offset"]), int(e["offset"] + e["length"])) for e in member.index if e["length"]
         ]
         blobs = iter(self._read_ranges(ranges))
-        where = f"{self._name} [{member.name}]"
+        where = member_name(self._name, member)
         streams = [
-            bytes(check_stored_chunk(member.descriptor, member.index, i, next(blobs), name=where))
+            bytes(check_chunk(member, i, next(blobs), name=where))
             if int(e["length"])
             else b""
             for i, e in enumerate(member.index)
