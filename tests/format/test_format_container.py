@@ -19,6 +19,7 @@ from medmask.format.container import (
     MAGIC_MSK,
     MAGIC_MSKA,
     Header,
+    check_stored_ranges,
     crc32,
     decode_metadata,
     encode_metadata,
@@ -143,3 +144,31 @@ def test_index_roundtrip() -> None:
         parse_index(raw[:-1] + b"\x01", header, name="i")
     with pytest.raises(medmask.TruncatedFileError, match="i: file ends inside the chunk index"):
         parse_index(raw[:48], header, name="i")
+
+
+def _entries(*spans: tuple[int, int]) -> np.ndarray:
+    entries = np.zeros(len(spans), INDEX_DTYPE)
+    entries["offset"] = [o for o, _ in spans]
+    entries["length"] = [n for _, n in spans]
+    return entries
+
+
+def test_stored_ranges_in_separate_bytes_pass() -> None:
+    # empty entries (length 0) share offset 0 with anything; touching streams do not overlap
+    check_stored_ranges(_entries((200, 10), (0, 0), (210, 5), (0, 0)), [(0, 128)], name="x")
+
+
+@pytest.mark.parametrize(
+    ("spans", "blocks", "match"),
+    [
+        (((200, 10), (2**64 - 5, 100)), [], "points past the end of the file"),  # end wraps
+        (((200, 10), (209, 5)), [], r"Got two that overlap: bytes 200-210 and 209-214"),
+        (((200, 10), (120, 9)), [(0, 128)], "Got one that overlaps bytes 0-128"),
+    ],
+    ids=["wrapping-end", "overlapping-streams", "stream-in-block"],
+)
+def test_stored_ranges_that_wrap_or_overlap_are_refused(
+    spans: tuple[tuple[int, int], ...], blocks: list[tuple[int, int]], match: str
+) -> None:
+    with pytest.raises(medmask.FormatError, match=rf"^x: .*{match}"):
+        check_stored_ranges(_entries(*spans), blocks, name="x")
