@@ -492,24 +492,27 @@ def _scalar_rows(s: _Sections, out3: np.ndarray, painter: _Painter, cls: _Classe
             cv.clear()
             keep = z == 0
             last, value = -1, 0
-            while True:
-                if gap_at >= n_gaps:
-                    raise CodecError("Expected a gap count. Got the end of the gaps section.")
-                count = gaps[gap_at]
-                if count < _ESCAPE:
-                    gap_at += 1
-                else:
-                    if gap_at + 5 > n_gaps:
-                        raise CodecError("Expected 4 bytes after a 255 gap code. Got the end.")
-                    count = int.from_bytes(gaps[gap_at + 1 : gap_at + 5], "little")
-                    if count < _ESCAPE:
-                        raise CodecError(
-                            "Expected an escaped gap count >= 255. Got a smaller one."
-                        )
-                    gap_at += 5
-                if count > npos - ins_at:
-                    raise CodecError("Expected as many insertions as positions. Got more.")
-                for _ in range(count):
+            pending = -1  # insertions left before the next reference edge (-1: read a gap)
+            while True:  # one edge of the row an iteration, inserted or matched
+                if pending < 0:
+                    if gap_at >= n_gaps:
+                        raise CodecError("Expected a gap count. Got the end of the gaps section.")
+                    pending = gaps[gap_at]
+                    if pending < _ESCAPE:
+                        gap_at += 1
+                    else:
+                        if gap_at + 5 > n_gaps:
+                            raise CodecError("Expected 4 bytes after a 255 gap code. Got the end.")
+                        pending = int.from_bytes(gaps[gap_at + 1 : gap_at + 5], "little")
+                        if pending < _ESCAPE:
+                            raise CodecError(
+                                "Expected an escaped gap count >= 255. Got a smaller one."
+                            )
+                        gap_at += 5
+                    if pending > npos - ins_at:
+                        raise CodecError("Expected as many insertions as positions. Got more.")
+                if pending:
+                    pending -= 1
                     delta = pos[ins_at] if p == 1 else s.plane_value(pos, p, ins_at)
                     if w == 0:
                         v = value ^ 1
@@ -523,74 +526,59 @@ def _scalar_rows(s: _Sections, out3: np.ndarray, painter: _Painter, cls: _Classe
                         raise CodecError(
                             "Expected edge values that fit the dtype. Got a larger one."
                         )
-                    if v == value:
-                        raise CodecError(same)
-                    if at >= cap:
+                    c = inserted
+                else:
+                    while j == m and source is not None:  # the next piece with an edge
+                        nxt = next(source, None)
+                        if nxt is None:
+                            source = None
+                        else:
+                            rx_list, rv_list = nxt
+                            j, m = 0, len(rx_list)
+                    if j == m:
+                        break
+                    rx, v = rx_list[j], rv_list[j]
+                    j += 1
+                    pending = -1  # a gap follows every reference edge
+                    if ref_at >= cap:
                         raise CodecError("Expected at most one edge per voxel. Got more.")
-                    cur[at] = inserted
-                    at += 1
-                    ppos.append(base + x)
-                    pval.append(v)
-                    if len(ppos) >= _BLOCK:
-                        painter.flush(base + x)
-                    if keep:
-                        if len(cx) < _ROW_LIST:
-                            cx.append(x)
-                            cv.append(v)
-                        else:  # too long to list: read back from the output instead
-                            keep = False
-                            cx.clear()
-                            cv.clear()
-                    last, value = x, v
-                while j == m and source is not None:  # the next piece with an edge
-                    nxt = next(source, None)
-                    if nxt is None:
-                        source = None
-                    else:
-                        rx_list, rv_list = nxt
-                        j, m = 0, len(rx_list)
-                if j == m:
-                    break
-                rx, rv = rx_list[j], rv_list[j]
-                j += 1
-                if ref_at >= cap:
-                    raise CodecError("Expected at most one edge per voxel. Got more.")
-                c = ref_cls[ref_at]
-                ref_at += 1
-                code = code_at[c]
-                if code >= n_codes[c]:
-                    raise CodecError("Expected a fate code. Got the end of its section.")
-                code_at[c] = code + 1
-                byte = fates[c][code >> 1]
-                code = byte >> 4 if code & 1 else byte & 15
-                if code < inserted:
-                    x = rx + code - k
+                    q = ref_cls[ref_at]
+                    ref_at += 1
+                    nth = code_at[q]
+                    if nth >= n_codes[q]:
+                        raise CodecError("Expected a fate code. Got the end of its section.")
+                    code_at[q] = nth + 1
+                    byte = fates[q][nth >> 1]
+                    c = byte >> 4 if nth & 1 else byte & 15
+                    if c == inserted:  # the reference edge was dropped
+                        continue
+                    if c > inserted:
+                        raise CodecError("Expected fate codes 0..2K+1. Got a larger one.")
+                    x = rx + c - k
                     if x <= last or x >= nx:
                         raise CodecError(
                             "Expected matched edges inside the row, after the previous one. "
                             "Got one outside."
                         )
-                    if rv == value:
-                        raise CodecError(same)
-                    if at >= cap:
-                        raise CodecError("Expected at most one edge per voxel. Got more.")
-                    cur[at] = code
-                    at += 1
-                    ppos.append(base + x)
-                    pval.append(rv)
-                    if len(ppos) >= _BLOCK:
-                        painter.flush(base + x)
-                    if keep:
-                        if len(cx) < _ROW_LIST:
-                            cx.append(x)
-                            cv.append(rv)
-                        else:  # too long to list: read back from the output instead
-                            keep = False
-                            cx.clear()
-                            cv.clear()
-                    last, value = x, rv
-                elif code != inserted:
-                    raise CodecError("Expected fate codes 0..2K+1. Got a larger one.")
+                if v == value:
+                    raise CodecError(same)
+                if at >= cap:
+                    raise CodecError("Expected at most one edge per voxel. Got more.")
+                cur[at] = c
+                at += 1
+                ppos.append(base + x)
+                pval.append(v)
+                if len(ppos) >= _BLOCK:
+                    painter.flush(base + x)
+                if keep:
+                    if len(cx) < _ROW_LIST:
+                        cx.append(x)
+                        cv.append(v)
+                    else:  # too long to list: read back from the output instead
+                        keep = False
+                        cx.clear()
+                        cv.clear()
+                last, value = x, v
             if z == 0:
                 listed = keep
                 if listed:
