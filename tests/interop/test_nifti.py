@@ -338,6 +338,16 @@ def test_a_gzip_stream_shorter_than_declared_is_refused(tmp_path: Path) -> None:
     assert read_nifti(path)[0].shape == (64, 64, 64)
 
 
+def test_concatenated_gzip_members_are_one_stream(tmp_path: Path) -> None:
+    array = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(6, 5, 4)
+    full = nib.Nifti1Image(array, np.eye(4)).to_bytes()
+    path = tmp_path / "members.nii.gz"
+    for cut in (100, 348, 400, len(full) - 10):  # inside the header, after it, in the voxels
+        path.write_bytes(gzip.compress(full[:cut]) + gzip.compress(full[cut:]))
+        assert gzip.decompress(path.read_bytes()) == full
+        np.testing.assert_array_equal(read_nifti(path)[0], array.transpose(2, 1, 0), str(cut))
+
+
 def test_a_declared_size_above_the_limits_is_refused_before_decompressing(
     tmp_path: Path,
 ) -> None:

@@ -150,10 +150,8 @@ def _gunzip(data: bytes, name: str, want: int, *, check_crc: bool) -> bytes:
                 out += piece
                 if not piece and not feed:  # the data ends inside the stream
                     return bytes(out)
-            if not check_crc:
-                break
             extra = 0
-            while not engine.eof and extra <= _GZIP_SLACK:
+            while check_crc and not engine.eof and extra <= _GZIP_SLACK:
                 piece = engine.decompress(feed, min(_PIECE, _GZIP_SLACK + 1 - extra))
                 feed = engine.unconsumed_tail
                 extra += len(piece)
@@ -164,7 +162,7 @@ def _gunzip(data: bytes, name: str, want: int, *, check_crc: bool) -> bytes:
                     f"{name}: the gzip stream holds more than {_GZIP_SLACK:,} bytes past the "
                     f"{want:,} the NIfTI header declares."
                 )
-            rest = engine.unused_data
+            rest = engine.unused_data  # the next member, once this one ended
     except zlib.error as exc:
         raise FormatError(f"{name}: cannot read as NIfTI: broken gzip data ({exc}).") from None
     return bytes(out)
