@@ -38,13 +38,17 @@ def fix_crc(data: bytes) -> bytes:
 
 
 def declared_bytes(data: bytes) -> int:
-    """Output bytes a stream's header declares (0 when it cannot be read)."""
+    """Output bytes a stream's header declares (0 when it cannot be read; an unknown dtype code
+    counts 8 bytes an element)."""
+    from medmask.codecs._stream import BIG_ENDIAN, DTYPE_CODES
+
     if len(data) < 8 or not 1 <= data[6] <= 3 or len(data) < 8 + 4 * data[6]:
         return 0
     n = 1
     for i in range(data[6]):
         n *= int.from_bytes(data[8 + 4 * i : 12 + 4 * i], "little")
-    return n * {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 2, 8: 4, 9: 8}.get(data[5] & 0x7F, 8)
+    dtype = DTYPE_CODES.get(data[5] & ~BIG_ENDIAN)
+    return n * (8 if dtype is None else dtype.itemsize)
 
 
 def check(data: bytes, limit: int | None = None) -> None:
@@ -82,15 +86,11 @@ def check(data: bytes, limit: int | None = None) -> None:
 
 
 def _varint(buf: bytes, off: int) -> tuple[int, int]:
-    value = shift = 0
-    while off < len(buf) and shift < 70:
-        byte = buf[off]
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        off += 1
-        if not byte & 0x80:
-            return value, off
-    raise ValueError("varint")
+    """The varint at ``buf[off]`` and the offset after it (the decoder's reader: a CodecError,
+    which is a ValueError, when it is malformed)."""
+    from medmask.codecs._edges import _read_varint
+
+    return _read_varint(memoryview(buf), off, len(buf), "varint")
 
 
 def stream_end(buf: bytes, at: int) -> int | None:
