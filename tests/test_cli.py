@@ -489,31 +489,60 @@ def test_unexpected_errors_are_one_line_and_the_traceback_needs_debug(
         cli.main(["--debug", *argv])
 
 
-def test_warnings_are_one_line_unless_debug(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+# A command that warns. The CLI's warning hook and stderr belong to the whole process: in the
+# pytest process, threads and sockets left by earlier tests (server connections, sockets that
+# the garbage collector closes late) may warn or write to stderr while main runs, so the lines
+# the CLI writes are checked in a process of its own.
+_WARNS = """
+import warnings
+
+from medmask.archive import RecoveryWarning
+
+
+def warns(args):
+    warnings.warn("case.mska: opened generation 3;\\n the newest is damaged", RecoveryWarning)
+    warnings.warn("second", UserWarning)
+    return 0
+"""
+
+
+def test_warnings_are_one_line_unless_debug(monkeypatch: pytest.MonkeyPatch) -> None:
     import warnings
 
     from medmask import cli
     from medmask.archive import RecoveryWarning
 
-    def warns(args: Any) -> int:
-        warnings.warn(
-            "case.mska: opened generation 3;\n the newest is damaged", RecoveryWarning, stacklevel=1
+    def ls(*options: str) -> subprocess.CompletedProcess[str]:
+        script = f"{_WARNS}\nimport sys\nfrom medmask import cli\ncli.cmd_ls = warns\n"
+        script += "sys.exit(cli.main(sys.argv[1:]))\n"
+        return subprocess.run(
+            [sys.executable, "-c", script, "ls", "x.mska", *options],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
-        warnings.warn("second", UserWarning, stacklevel=1)
-        return 0
 
-    monkeypatch.setattr(cli, "cmd_ls", warns)
-    assert cli.main(["ls", "x.mska"]) == 0
-    err = capsys.readouterr().err
-    assert err.splitlines() == [
+    result = ls()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
         "medmask: warning: case.mska: opened generation 3; the newest is damaged",
         "medmask: warning: second",
     ]
-    with pytest.warns(RecoveryWarning, match="newest is damaged"):  # --debug: Python's own
-        assert cli.main(["ls", "x.mska", "--debug"]) == 0
+    debug = ls("--debug")  # Python's own format: the category, the message as it is
+    assert debug.returncode == 0, debug.stderr
+    assert "RecoveryWarning: case.mska: opened generation 3;\n the newest is damaged\n" in (
+        debug.stderr
+    )
+    assert "medmask: warning" not in debug.stderr
+    # in this process: main puts Python's hook back, and --debug leaves warnings to Python
+    command: dict[str, Any] = {}
+    exec(_WARNS, command)
+    monkeypatch.setattr(cli, "cmd_ls", command["warns"])
+    assert cli.main(["ls", "x.mska"]) == 0
     assert warnings.showwarning is not cli._show_warning  # restored after main
+    with pytest.warns(RecoveryWarning, match="newest is damaged"):
+        assert cli.main(["ls", "x.mska", "--debug"]) == 0
+    assert warnings.showwarning is not cli._show_warning
 
 
 # --- verify, stats ----------------------------------------------------------------------------
