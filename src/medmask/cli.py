@@ -379,6 +379,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _member_line(name: str, labels: int, stored: int) -> str:
+    return f"{name}\t{labels} label{'' if labels == 1 else 's'}\t{stored:,} bytes"
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     options = _options(args)
     kind = _kind(args.source, options)
@@ -389,16 +393,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
             if not args.long:  # from the directory alone: nothing is decoded (0.1 archives too)
                 for name, mapping, stored in archive.listing():
                     n = sum(1 for _, value in mapping.items() if value != 0)
-                    print(f"{name}\t{n} label{'' if n == 1 else 's'}\t{stored:,} bytes")
+                    print(_member_line(name, n, stored))
                 return 0
-            infos = {i.name: i for i in archive.info()}
-            for name, info in infos.items():
+            for info in archive.info():
                 labels = [e for e in info.labels if e.value != 0]
-                count = f"{len(labels)} label{'' if len(labels) == 1 else 's'}"
-                print(f"{name}\t{count}\t{info.compressed_bytes:,} bytes")
-                if args.long:
-                    for e in labels:
-                        print(f"  {e.name}\t{e.value}\t{e.count:,} voxels")
+                print(_member_line(info.name, len(labels), info.compressed_bytes))
+                for e in labels:
+                    print(f"  {e.name}\t{e.value}\t{e.count:,} voxels")
         return 0
     _, masks = _read_masks(args.source, args)
     for mask in masks.values():
