@@ -207,3 +207,20 @@ def test_a_chunk_stream_is_never_reinterpreted_into_out(adapter: type, core: typ
     ):
         codec.decode(codec.encode(cube), out=out)
         assert int(out.sum()) == 200
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_a_chunk_of_more_than_3_axes_decodes_into_an_out_of_its_shape(
+    adapter: type, core: type
+) -> None:
+    """A 4-D chunk is coded with its leading axes merged (codecs.md section 8); zarr v2 decodes
+    it into an out= of the chunk's own 4-D shape, C or F ordered."""
+    codec = adapter()
+    chunk = (np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5) % 2).astype(np.uint8)
+    for order in ("C", "F"):
+        data = np.asarray(chunk, order=order)
+        out = np.empty(chunk.shape, np.uint8, order=order)
+        codec.decode(codec.encode(data), out=out)
+        np.testing.assert_array_equal(out, chunk)
+    with pytest.raises(CodecError, match="refusing to reinterpret"):
+        codec.decode(codec.encode(chunk), out=np.empty((2, 3, 5, 4), np.uint8))

@@ -13,6 +13,7 @@ the stream records the dtype (byte order included), so nothing is reinterpreted.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -44,22 +45,31 @@ def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
     if arr.flags.f_contiguous and not arr.flags.c_contiguous:
         arr = arr.T  # the same memory, read in C order
     arr = np.ascontiguousarray(arr)
-    if arr.ndim == 0:
-        return arr.reshape(1)
-    if arr.ndim > MAX_NDIM:
-        return arr.reshape(-1, *arr.shape[-(MAX_NDIM - 1) :])
-    return arr
+    return arr.reshape(_coded_shape(arr.shape))
+
+
+def _coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a C-ordered array of ``shape`` is coded as: 0-D as ``(1,)``, more than
+    :data:`MAX_NDIM` axes with the leading ones merged."""
+    if not shape:
+        return (1,)
+    if len(shape) > MAX_NDIM:
+        return (math.prod(shape[: -(MAX_NDIM - 1)]), *shape[-(MAX_NDIM - 1) :])
+    return shape
 
 
 def _check_typed_out(target: np.ndarray, arr: np.ndarray, codec_id: str) -> None:
     """Refuse to reinterpret a chunk: a stream of a multi-dimensional array (a chunk, as zarr
     v2 writes it) decodes only into an ``out=`` of its dtype (either byte order), flat or of
-    its shape (reversed for F order). Streams of flat arrays or bytes, and flat uint8 ``out=``
-    buffers, follow numcodecs' byte-buffer convention: any buffer of the same size."""
+    a shape coded as the stream's (its shape, reversed for F order; a chunk of more than
+    :data:`MAX_NDIM` axes whose merged shape it is). Streams of flat arrays or bytes, and flat
+    uint8 ``out=`` buffers, follow numcodecs' byte-buffer convention: any buffer of the same
+    size."""
     if arr.ndim <= 1 or (target.ndim <= 1 and target.dtype == np.uint8):
         return
     same_dtype = target.dtype.newbyteorder("=") == arr.dtype.newbyteorder("=")
-    same_shape = target.ndim <= 1 or target.shape in (arr.shape, arr.shape[::-1])
+    coded = (_coded_shape(target.shape), _coded_shape(target.shape[::-1]))
+    same_shape = target.ndim <= 1 or arr.shape in coded
     if not (same_dtype and same_shape):
         raise CodecError(
             f"Expected an out= chunk of the stream's {arr.shape} {arr.dtype} for codec "
