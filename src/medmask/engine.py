@@ -30,7 +30,7 @@ from .format.encoding import (
     chunk_ranges,
     decode_region,
 )
-from .format.mska import Member
+from .format.mska import Member, member_name
 from .io import HEAD_GUESS, ByteSource, read_ranges_after_head
 from .mapping import LabelMapping
 from .mask import SegmentationMask
@@ -123,12 +123,6 @@ def known_size(source: Any, head: bytes) -> int | None:
     if size is not None:
         return size
     return len(head) if len(head) < HEAD_GUESS else None
-
-
-def member_name(file: str, member: Member | str) -> str:
-    """How messages name a member: ``"file [member]"``, or the file for a ``.msk``."""
-    name = member if isinstance(member, str) else member.name
-    return f"{file} [{name}]" if name else file
 
 
 # --- the checks (pure: the sync engine and the async zarr store call them) ----------------------

@@ -27,6 +27,7 @@ from .format.mska import (
     DamagedSlot,
     Member,
     damaged_slots,
+    member_name,
     parse_directory,
     slot_is_intact,
     valid_slots,
@@ -292,7 +293,7 @@ def _archive_directory(
         check_index(
             member.index,
             member.descriptor,
-            name=f"{name} [{member.name}]",
+            name=member_name(name, member),
             payload_start=SLOTS_SIZE,
             max_voxels=1 << 62,  # limits apply when a member is decoded
             max_bytes=1 << 62,
@@ -325,7 +326,7 @@ def _check_batch(
 ) -> Generator[Ranges, list[bytes], None]:
     blobs = yield from _blocks(head, [(start, start + n) for _, _, start, n in batch])
     for (member, chunk_id, _, _), blob in zip(batch, blobs, strict=True):
-        where = f"{name} [{member.name}]"
+        where = member_name(name, member)
         check_stored_chunk(member.descriptor, member.index, chunk_id, blob, name=where)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "Member",
     "damaged_slots",
     "directory_bytes",
+    "member_name",
     "parse_directory",
     "repair_slot",
     "slot_header",
@@ -56,6 +57,12 @@ class Member:
     def compressed_bytes(self) -> int:
         """Stored bytes of the member's chunks."""
         return int(self.index["length"].sum())
+
+
+def member_name(file: str, member: Member | str) -> str:
+    """How messages name a member: ``"file [member]"``, or the file for a ``.msk``."""
+    name = member if isinstance(member, str) else member.name
+    return f"{file} [{name}]" if name else file
 
 
 @dataclass(frozen=True)
