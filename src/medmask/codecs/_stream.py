@@ -28,6 +28,7 @@ __all__ = [
     "VERSION",
     "StreamHeader",
     "check_level",
+    "coded_shape",
     "compress",
     "decompress",
     "dtype_code",
@@ -86,6 +87,14 @@ def value_max(dtype: np.dtype[Any]) -> int:
         return 1
     bits = 8 * dtype.itemsize
     return (1 << (bits - 1)) - 1 if dtype.kind == "i" else (1 << bits) - 1
+
+
+def coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape an adapter codes a C-ordered array (a chunk) of ``shape`` as: at most
+    :data:`MAX_NDIM` axes (leading axes merged), at least 1 (0-D as ``(1,)``)."""
+    if len(shape) > MAX_NDIM:
+        return (math.prod(shape[: len(shape) - MAX_NDIM + 1]), *shape[-(MAX_NDIM - 1) :])
+    return shape or (1,)
 
 
 def is_supported_dtype(dtype: np.dtype[Any]) -> bool:

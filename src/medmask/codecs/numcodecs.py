@@ -13,7 +13,6 @@ the stream records the dtype (byte order included), so nothing is reinterpreted.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, nda
 from medmask.codecs._binary import BinaryCodec
 from medmask.codecs._edges import EdgesCodec
 from medmask.codecs._labels import LabelCodec
-from medmask.codecs._stream import MAX_NDIM
+from medmask.codecs._stream import coded_shape
 from medmask.errors import CodecError, CodecTypeError
 
 __all__ = ["BinaryMaskCodec", "LabelMapCodec"]
@@ -45,30 +44,20 @@ def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
     if arr.flags.f_contiguous and not arr.flags.c_contiguous:
         arr = arr.T  # the same memory, read in C order
     arr = np.ascontiguousarray(arr)
-    return arr.reshape(_coded_shape(arr.shape))
-
-
-def _coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape a C-ordered array of ``shape`` is coded as: 0-D as ``(1,)``, more than
-    :data:`MAX_NDIM` axes with the leading ones merged."""
-    if not shape:
-        return (1,)
-    if len(shape) > MAX_NDIM:
-        return (math.prod(shape[: -(MAX_NDIM - 1)]), *shape[-(MAX_NDIM - 1) :])
-    return shape
+    return arr.reshape(coded_shape(arr.shape))
 
 
 def _check_typed_out(target: np.ndarray, arr: np.ndarray, codec_id: str) -> None:
     """Refuse to reinterpret a chunk: a stream of a multi-dimensional array (a chunk, as zarr
     v2 writes it) decodes only into an ``out=`` of its dtype (either byte order), flat or of
     a shape coded as the stream's (its shape, reversed for F order; a chunk of more than
-    :data:`MAX_NDIM` axes whose merged shape it is). Streams of flat arrays or bytes, and flat
+    3 axes whose merged shape it is). Streams of flat arrays or bytes, and flat
     uint8 ``out=`` buffers, follow numcodecs' byte-buffer convention: any buffer of the same
     size."""
     if arr.ndim <= 1 or (target.ndim <= 1 and target.dtype == np.uint8):
         return
     same_dtype = target.dtype.newbyteorder("=") == arr.dtype.newbyteorder("=")
-    coded = (_coded_shape(target.shape), _coded_shape(target.shape[::-1]))
+    coded = (coded_shape(target.shape), coded_shape(target.shape[::-1]))
     same_shape = target.ndim <= 1 or arr.shape in coded
     if not (same_dtype and same_shape):
         raise CodecError(

@@ -17,7 +17,6 @@ are never cast. Needs the ``zarr`` extra.
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,7 +30,7 @@ from medmask.codecs import peek_stream
 from medmask.codecs._binary import BinaryCodec as _BinaryCore
 from medmask.codecs._edges import EdgesCodec as _EdgesCore
 from medmask.codecs._labels import LabelCodec as _LabelsCore
-from medmask.codecs._stream import MAX_NDIM, check_level, is_supported_dtype
+from medmask.codecs._stream import check_level, coded_shape, is_supported_dtype
 from medmask.errors import CodecError, CodecTypeError
 
 if TYPE_CHECKING:
@@ -52,17 +51,10 @@ def _check_dtype(dtype: np.dtype[Any], name: str) -> None:
         )
 
 
-def _coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape a chunk is coded with: at most 3 axes (leading axes merged), at least 1."""
-    if len(shape) > MAX_NDIM:
-        return (math.prod(shape[: len(shape) - MAX_NDIM + 1]), *shape[-(MAX_NDIM - 1) :])
-    return shape or (1,)
-
-
 def _fits(stored: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     """Whether a stream of shape ``stored`` can be the chunk ``shape``: the same, its coded
     shape, or an edge chunk stored trimmed (within it, as many axes)."""
-    return stored in (shape, _coded_shape(shape)) or (
+    return stored in (shape, coded_shape(shape)) or (
         len(stored) == len(shape) and all(a <= s for a, s in zip(stored, shape, strict=True))
     )
 
@@ -90,7 +82,7 @@ def fit_chunk(array: np.ndarray, shape: tuple[int, ...], fill_value: Any, name: 
     ``fill_value`` when it is an edge chunk stored trimmed."""
     if array.shape == shape:
         return array
-    if array.shape == _coded_shape(shape):
+    if array.shape == coded_shape(shape):
         return array.reshape(shape)
     if array.ndim == len(shape) and all(a <= s for a, s in zip(array.shape, shape, strict=True)):
         out = np.full(shape, fill_value, dtype=array.dtype)
@@ -151,7 +143,7 @@ class _ArrayBytes(ArrayBytesCodec):
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         array = np.ascontiguousarray(chunk_array.as_numpy_array())
-        array = array.reshape(_coded_shape(array.shape))
+        array = array.reshape(coded_shape(array.shape))
         return chunk_spec.prototype.buffer.from_bytes(self._core().encode(array))
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
