@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -545,20 +546,19 @@ def test_to_dicom_seg_argument_errors(
     assert out.read_bytes() == b"keep me"
 
 
-def test_overlapping_binary_segments_are_refused(
-    series_dir: Path, headers: list[Any], tmp_path: Path
-) -> None:
+def _save_binary_seg(
+    headers: list[Any], stacked: npt.NDArray[np.uint8], labels: Sequence[str], path: Path
+) -> Path:
+    """A BINARY SEG of ``stacked`` (slices, rows, columns, segments) on the first slices of
+    the shared series, segment ``n`` labelled ``labels[n - 1]``, saved at ``path``."""
     sources = []
-    for ds in headers[:4]:
+    for ds in headers[: stacked.shape[0]]:
         ds = copy.deepcopy(ds)  # keeps the module fixture intact
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.10"
         ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.11"
         sources.append(ds)
-    stacked = np.zeros((4, 512, 512, 2), dtype=np.uint8)
-    stacked[1:3, 100:150, 100:150, 0] = 1
-    stacked[2:4, 140:200, 140:200, 1] = 1  # overlaps segment 1 on slice 2
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=n,
@@ -567,9 +567,9 @@ def test_overlapping_binary_segments_are_refused(
             segmented_property_type=codes.SCT.Organ,
             algorithm_type="MANUAL",
         )
-        for n, label in ((1, "lung"), (2, "lung_upper_lobe_left"))
+        for n, label in enumerate(labels, start=1)
     ]
-    seg = hd.seg.Segmentation(
+    hd.seg.Segmentation(
         source_images=sources,
         pixel_array=stacked,
         segmentation_type="BINARY",
@@ -583,9 +583,19 @@ def test_overlapping_binary_segments_are_refused(
         software_versions="0",
         device_serial_number="0",
         omit_empty_frames=False,
+    ).save_as(path)
+    return path
+
+
+def test_overlapping_binary_segments_are_refused(
+    series_dir: Path, headers: list[Any], tmp_path: Path
+) -> None:
+    stacked = np.zeros((4, 512, 512, 2), dtype=np.uint8)
+    stacked[1:3, 100:150, 100:150, 0] = 1
+    stacked[2:4, 140:200, 140:200, 1] = 1  # overlaps segment 1 on slice 2
+    out = _save_binary_seg(
+        headers, stacked, ("lung", "lung_upper_lobe_left"), tmp_path / "overlap.dcm"
     )
-    out = tmp_path / "overlap.dcm"
-    seg.save_as(out)
     with pytest.raises(InvalidValueError, match=r"segments 1, 2 overlap in 100 voxels") as info:
         from_dicom_seg(out)
     assert str(info.value).startswith(f"{out}: ")
@@ -601,6 +611,28 @@ def test_from_dicom_seg_errors(series_dir: Path, tmp_path: Path) -> None:
     text.write_text("hello")
     with pytest.raises(FormatError, match=re.escape(f"{text}: not a DICOM file")):
         from_dicom_seg(text)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (PermissionError(errno.EACCES, "Permission denied"), medmask.StoragePermissionError),
+        (OSError(errno.EIO, "Input/output error"), medmask.StorageError),
+    ],
+)
+def test_a_local_seg_that_cannot_be_read_is_a_storage_error_naming_it(
+    error: OSError, expected: type[Exception], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "unreadable.dcm"
+    path.write_bytes(b"DICM")
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise error  # as the file system would (the tests run as root: chmod cannot refuse)
+
+    monkeypatch.setattr(pydicom, "dcmread", fail)
+    with pytest.raises(expected, match=re.escape(f"{path}: ")) as info:
+        from_dicom_seg(path)
+    assert info.value.__cause__ is error
 
 
 def test_seg_at_a_url(ct_mask: SegmentationMask, series_dir: Path, memory_fs: Any) -> None:
@@ -622,43 +654,10 @@ def test_seg_at_a_url(ct_mask: SegmentationMask, series_dir: Path, memory_fs: An
 
 def _binary_seg(headers: list[Any], path: Path) -> Path:
     """A small BINARY SEG on the first two slices of the shared series (two segments)."""
-    sources = []
-    for ds in headers[:2]:
-        ds = copy.deepcopy(ds)  # keeps the module fixture intact
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.10"
-        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.11"
-        sources.append(ds)
     stacked = np.zeros((2, 512, 512, 2), dtype=np.uint8)
     stacked[0, 100:150, 100:150, 0] = 1
     stacked[1, 200:220, 200:230, 1] = 1
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=n,
-            segment_label=label,
-            segmented_property_category=codes.SCT.AnatomicalStructure,
-            segmented_property_type=codes.SCT.Organ,
-            algorithm_type="MANUAL",
-        )
-        for n, label in ((1, "liver"), (2, "spleen"))
-    ]
-    hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=stacked,
-        segmentation_type="BINARY",
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=1,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="test",
-        manufacturer_model_name="test",
-        software_versions="0",
-        device_serial_number="0",
-        omit_empty_frames=False,
-    ).save_as(path)
-    return path
+    return _save_binary_seg(headers, stacked, ("liver", "spleen"), path)
 
 
 def _edited(source: Path, path: Path, edit: Callable[[Any], None]) -> Path:

@@ -56,7 +56,7 @@ from ..errors import (
 )
 from ..format.encoding import check_size_limits, max_bytes_limit
 from ..geometry import corner_indices, voxel_to_world
-from ..io import Target, local_path, read_whole, source_name, write_atomic
+from ..io import Target, local_path, read_whole, source_name, storage_error, write_atomic
 from ..mapping import LabelMapping, mapping_items
 from ..mask import SegmentationMask
 
@@ -903,22 +903,17 @@ def from_dicom_seg(
 
     try:
         seg = read()
+        mapping = _seg_mapping(seg, seg_path)  # highdicom parses these attributes lazily
     except pydicom.errors.InvalidDicomError as exc:
         raise FormatError(f"{seg_path}: not a DICOM file ({exc}).") from None
     except MedmaskError:
         raise
     except OSError as exc:
         if exc.errno is not None:  # the storage failed, not the parser
-            raise
+            raise storage_error(exc, seg_path, "reading") from exc
         # pydicom reports a malformed file as a bare OSError ("No tag to read at ...")
         raise FormatError(f"{seg_path}: cannot read as a DICOM SEG: {exc}") from None
     except Exception as exc:  # highdicom raises ValueError/AttributeError/KeyError...
-        raise FormatError(f"{seg_path}: cannot read as a DICOM SEG: {exc}") from None
-    try:
-        mapping = _seg_mapping(seg, seg_path)
-    except MedmaskError:
-        raise
-    except Exception as exc:  # highdicom parses these attributes lazily, with its own errors
         raise FormatError(f"{seg_path}: cannot read as a DICOM SEG: {exc}") from None
     numbers = list(mapping.values())
     overlapping = False
