@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
+
+from medmask.codecs import _edges as edges
 
 DTYPES = [np.bool_, np.uint8, np.uint16, np.uint32]
 
@@ -46,3 +50,14 @@ def edges_stream(shape: tuple[int, ...], mode: int, rest: bytes, *, dtype_code: 
     head = b"MMC" + bytes([2, 3, dtype_code, len(shape), mode])
     head += struct.pack(f"<{len(shape)}I", *shape)
     return head + struct.pack("<I", zlib.crc32(rest, zlib.crc32(head))) + rest
+
+
+@contextmanager
+def numpy_paths(on: bool = True) -> Iterator[None]:
+    """Within: the numpy edges decoder and the Python encoder (when ``on``), even where the
+    compiled kernel is built."""
+    edges._FORCE_NUMPY[0] = on
+    try:
+        yield
+    finally:
+        edges._FORCE_NUMPY[0] = False

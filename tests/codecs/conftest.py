@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from codec_helpers import numpy_paths
 
 from medmask.codecs import BinaryCodec, LabelCodec
-from medmask.codecs import _edges as edges
 
 
 @pytest.fixture(params=[BinaryCodec, LabelCodec], ids=["binary", "labels"])
@@ -19,8 +19,5 @@ def codec_cls(request: pytest.FixtureRequest) -> type:
 def path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run a test with the compiled kernel (where built) and again with the numpy/Python
     edges paths."""
-    edges._FORCE_NUMPY[0] = request.param == "numpy"
-    try:
+    with numpy_paths(request.param == "numpy"):
         yield str(request.param)
-    finally:
-        edges._FORCE_NUMPY[0] = False

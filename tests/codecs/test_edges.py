@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import zstandard as zstd
-from codec_helpers import label_volume, varint
+from codec_helpers import label_volume, numpy_paths, varint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,22 +52,16 @@ def test_the_kernel_is_built_here() -> None:
 def both_encoders(array: np.ndarray, codec: EdgesCodec | None = None) -> bytes:
     codec = codec or EdgesCodec()
     fast = codec.encode(array)
-    edges._FORCE_NUMPY[0] = True
-    try:
+    with numpy_paths():
         slow = codec.encode(array)
-    finally:
-        edges._FORCE_NUMPY[0] = False
     assert fast == slow  # the kernel and the Python encoder write the same bytes
     return fast
 
 
 def both_decoders(data: bytes) -> np.ndarray:
     fast = EdgesCodec().decode(data)
-    edges._FORCE_NUMPY[0] = True
-    try:
+    with numpy_paths():
         slow = EdgesCodec().decode(data)
-    finally:
-        edges._FORCE_NUMPY[0] = False
     assert fast.dtype == slow.dtype
     np.testing.assert_array_equal(fast, slow)
     return fast

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import textwrap
 import zlib
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 import zstandard as zstd
-from codec_helpers import label_volume, varint
+from codec_helpers import label_volume, numpy_paths, varint
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -33,15 +32,6 @@ DTYPES = [
     )
 ]  # fmt: skip
 
-def with_numpy(fn: Callable[[], object]) -> object:
-    """``fn()`` on the numpy decoder and Python encoder."""
-    edges._FORCE_NUMPY[0] = True
-    try:
-        return fn()
-    finally:
-        edges._FORCE_NUMPY[0] = False
-
-
 def outcome(data: bytes) -> tuple[str, object]:
     """("ok", array) or ("error", CodecError) of one decode; any other exception escapes."""
     try:
@@ -52,7 +42,8 @@ def outcome(data: bytes) -> tuple[str, object]:
 
 def assert_same_answer(data: bytes) -> tuple[str, object]:
     fast = outcome(data)
-    slow = with_numpy(lambda: outcome(data))
+    with numpy_paths():
+        slow = outcome(data)
     assert isinstance(slow, tuple)
     assert fast[0] == slow[0], (fast, slow)
     if fast[0] == "ok":
@@ -131,7 +122,8 @@ def test_kernel_and_numpy_agree_on_drawn_arrays(
     array = drawn_array(seed, (nz, ny, nx), dtype, edges_per_row, palette)
     array = array.reshape(array.shape[3 - ndim :])
     fast = EdgesCodec(level=1).encode(array)
-    slow = with_numpy(lambda: EdgesCodec(level=1).encode(array))
+    with numpy_paths():
+        slow = EdgesCodec(level=1).encode(array)
     assert fast == slow  # the kernel and the Python encoder write the same bytes
     kind, got = assert_same_answer(fast)
     assert kind == "ok"
@@ -140,12 +132,13 @@ def test_kernel_and_numpy_agree_on_drawn_arrays(
     assert got.shape == array.shape
     np.testing.assert_array_equal(got, array)
     values = EdgesCodec().decode_with_values(fast)[1]
-    slow_values = with_numpy(lambda: EdgesCodec().decode_with_values(fast)[1])
+    with numpy_paths():
+        slow_values = EdgesCodec().decode_with_values(fast)[1]
     if values is not None:
         present = {int(v) for v in np.unique(array.astype(np.uint64))}
         assert present <= {int(v) for v in values}
         assert slow_values is not None
-        np.testing.assert_array_equal(values, slow_values)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(values, slow_values)
 
 
 # --- mutated streams ----------------------------------------------------------------------------
