@@ -3,7 +3,9 @@ every input (item 7): nothing outside the target folder, nothing at all on failu
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,26 @@ def test_failure_midway_leaves_no_partial_output(
     assert _tree(tmp_path) == before
     if existing:
         assert (out / "a.nii.gz").read_bytes() == b"old a"
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+def test_a_folder_that_cannot_be_written_is_a_storage_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    arc = _archive(tmp_path / "in.mska", ["liver"])
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    before = _tree(tmp_path)
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        # as a read-only folder would (the tests run as root: chmod cannot refuse)
+        raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(folders.tempfile, "mkdtemp", refuse)
+    with pytest.raises(medmask.StoragePermissionError, match=re.escape(f"{out}: access denied")):
+        unpack(arc, out)
+    assert _tree(tmp_path) == before
 
 
 def test_failure_while_moving_restores_replaced_files(

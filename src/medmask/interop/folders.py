@@ -32,12 +32,21 @@ from ..errors import (
     InvalidValueError,
     MaskFileExistsError,
     MaskFileNotFoundError,
+    MedmaskError,
     SpaceMismatchError,
     UnsafeNameError,
 )
 from ..files import NIFTI_SUFFIXES
 from ..format.encoding import max_bytes_limit
-from ..io import Target, list_folder, local_path, object_version, read_many, source_name
+from ..io import (
+    Target,
+    list_folder,
+    local_path,
+    object_version,
+    read_many,
+    source_name,
+    storage_error,
+)
 from ..mapping import mapping_items
 from ..mask import SegmentationMask
 from ..values import present_values
@@ -384,7 +393,7 @@ def unpack(
     kept unless ``overwrite=True`` (:class:`MaskFileExistsError`), which replaces regular files
     only (a folder, a symlink or anything else in the way is refused, nothing changed), and
     the files are written to a staging folder, then moved into place; a failure leaves
-    ``folder`` as it was.
+    ``folder`` as it was (a folder that cannot be written: :class:`StorageError` naming it).
     """
     out = Path(folder)
     own = not isinstance(archive, MaskArchive)
@@ -447,10 +456,15 @@ def unpack(
             else:
                 write_nifti(mask.data == value, mask.space, target, dtype=np.uint8)
 
-    if not out.exists():
-        _publish_new_folder(out, write_all)
-    else:
-        _publish_into_folder(out, write_all, overwrite)
+    try:
+        if not out.exists():
+            _publish_new_folder(out, write_all)
+        else:
+            _publish_into_folder(out, write_all, overwrite)
+    except MedmaskError:
+        raise
+    except OSError as exc:  # the folder cannot be written (access, space...): name it
+        raise storage_error(exc, os.fspath(out), "writing into it") from exc
     return list(targets.values())
 
 
