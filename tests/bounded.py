@@ -62,11 +62,13 @@ def run_limited(*args: Any, limit: int = CHILD_LIMIT) -> subprocess.CompletedPro
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    """The CLI failed with exit status 1 and one line naming the problem, no traceback."""
+    """The CLI failed with exit status 1 and one line naming the problem (``medmask ...``
+    with every one of ``fragments``), no traceback."""
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("medmask "), lines[0]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
 

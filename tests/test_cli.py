@@ -16,6 +16,7 @@ import pytest
 from spacetransformer import Space
 
 import medmask
+from bounded import assert_one_line_error
 from medmask import MaskArchive, SegmentationMask
 from medmask.archive import spaces_match
 from medmask.interop.nifti import to_nifti
@@ -34,16 +35,6 @@ def run(*args: Any, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
         env=env,
         timeout=300,
     )
-
-
-def assert_data_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert lines[0].startswith("medmask ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def assert_usage_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
@@ -194,11 +185,11 @@ def test_info_on_s3_reads_only_the_head(s3: Any, msk: Path) -> None:
 def test_info_and_ls_of_corrupt_or_missing_input(tmp_path: Path, msk: Path) -> None:
     bad = tmp_path / "bad.msk"
     bad.write_bytes(msk.read_bytes()[:30])
-    assert_data_error(run("info", bad), "bad.msk")
-    assert_data_error(run("info", tmp_path / "missing.msk"), "missing.msk")
+    assert_one_line_error(run("info", bad), "bad.msk")
+    assert_one_line_error(run("info", tmp_path / "missing.msk"), "missing.msk")
     junk = tmp_path / "junk.mska"
     junk.write_bytes(b"\x89MSA\r\n\x1a\n" + bytes(100))
-    assert_data_error(run("ls", junk), "junk.mska")
+    assert_one_line_error(run("ls", junk), "junk.mska")
     unknown = tmp_path / "notes.txt"
     unknown.write_text("hello")
     assert_usage_error(run("info", unknown), "cannot tell the format")
@@ -238,7 +229,7 @@ def test_convert_nifti_msk_nifti_exact(mask: SegmentationMask, tmp_path: Path) -
     a, b = nib.load(tmp_path / "in.nii.gz"), nib.load(tmp_path / "out.nii.gz")
     np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
     np.testing.assert_array_equal(a.affine, b.affine)
-    assert_data_error(
+    assert_one_line_error(
         run("convert", tmp_path / "m.msk", tmp_path / "out.nii.gz"), "exists", "--overwrite"
     )
     assert (
@@ -299,7 +290,7 @@ def test_convert_nifti_to_dicom_seg_aligns_to_the_series(shared_data: Path, tmp_
 
 
 def test_convert_corrupt_input(msk: Path, tmp_path: Path) -> None:
-    assert_data_error(run("convert", corrupt(msk, tmp_path), tmp_path / "o.msk"), "corrupt.msk")
+    assert_one_line_error(run("convert", corrupt(msk, tmp_path), tmp_path / "o.msk"), "corrupt.msk")
     assert not (tmp_path / "o.msk").exists()
 
 
@@ -319,23 +310,23 @@ def test_pack_and_unpack(mask: SegmentationMask, tmp_path: Path) -> None:
     assert "2 structures in 1 layer(s)" in packed.stdout
     with MaskArchive(tmp_path / "case.mska") as archive:
         assert archive.structures() == {"liver": ("layer_0", 5), "spleen": ("layer_0", 1)}
-    assert_data_error(run("pack", folder, tmp_path / "case.mska"), "exists")
+    assert_one_line_error(run("pack", folder, tmp_path / "case.mska"), "exists")
     unpacked = run("unpack", tmp_path / "case.mska", tmp_path / "out")
     assert unpacked.returncode == 0, unpacked.stderr
     for name in ("liver", "spleen"):
         a = nib.load(folder / f"{name}.nii.gz")
         b = nib.load(tmp_path / "out" / f"{name}.nii.gz")
         np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
-    assert_data_error(run("unpack", tmp_path / "case.mska", tmp_path / "out"), "exist")
+    assert_one_line_error(run("unpack", tmp_path / "case.mska", tmp_path / "out"), "exist")
 
 
 def test_pack_and_unpack_corrupt_input(tmp_path: Path, mska: Path) -> None:
     folder = tmp_path / "organs"
     folder.mkdir()
     (folder / "liver.nii.gz").write_bytes(b"\x1f\x8b\x08\x00broken")
-    assert_data_error(run("pack", folder, tmp_path / "x.mska"), "liver.nii.gz")
+    assert_one_line_error(run("pack", folder, tmp_path / "x.mska"), "liver.nii.gz")
     assert not (tmp_path / "x.mska").exists()
-    assert_data_error(run("unpack", corrupt(mska, tmp_path), tmp_path / "o"), "corrupt.mska")
+    assert_one_line_error(run("unpack", corrupt(mska, tmp_path), tmp_path / "o"), "corrupt.mska")
     assert not (tmp_path / "o").exists()
 
 
@@ -390,7 +381,7 @@ def test_pack_names_files_on_another_grid_and_can_leave_them_out(tmp_path: Path)
         np.zeros((12, 10, 8), np.uint8), np.diag([0.5, 0.5, 0.5, 1]), folder / "lung.nii.gz"
     )
     out = tmp_path / "x.mska"
-    assert_data_error(run("pack", folder, out), "lung.nii.gz: shape (8, 10, 12) != (4, 5, 6)")
+    assert_one_line_error(run("pack", folder, out), "lung.nii.gz: shape (8, 10, 12) != (4, 5, 6)")
     assert not out.exists()
     skipped = run("pack", folder, out, "--skip-mismatched", "--exclude", "stom*")
     assert skipped.returncode == 0, skipped.stderr
@@ -414,7 +405,9 @@ def test_unpack_overwrite_refuses_a_folder_in_the_way(mska: Path, tmp_path: Path
     (out / "liver.nii.gz").mkdir(parents=True)
     (out / "liver.nii.gz" / "precious.txt").write_text("mine")
     result = run("unpack", mska, out, "--overwrite")
-    assert_data_error(result, "liver.nii.gz exist but are not regular files", "Nothing was written")
+    assert_one_line_error(
+        result, "liver.nii.gz exist but are not regular files", "Nothing was written"
+    )
     assert "Pass --overwrite" not in result.stderr
     assert (out / "liver.nii.gz" / "precious.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == ["liver.nii.gz"]
@@ -444,7 +437,7 @@ def test_every_command_reports_a_data_error_in_one_line(
     }
     assert set(cases) | {"verify"} == set(COMMANDS)
     for args, fragment in cases.values():
-        assert_data_error(run(*args), fragment)
+        assert_one_line_error(run(*args), fragment)
     verified = run("verify", bad_msk)  # verify reports per file on stdout, sums up on stderr
     assert verified.returncode == 1
     assert "FAILED" in verified.stdout
@@ -613,8 +606,8 @@ def test_demo_small(tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    assert_data_error(run("demo", other, "--shape", "48", "80", "80"), "not empty")
+    assert_one_line_error(run("demo", other, "--shape", "48", "80", "80"), "not empty")
     assert [p.name for p in other.iterdir()] == ["keep.txt"]
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    assert_data_error(run("demo", a_file), "not a folder")
+    assert_one_line_error(run("demo", a_file), "not a folder")
