@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,14 @@ def _save(array: npt.NDArray[Any], affine: npt.NDArray[Any], path: Path) -> None
     image = nib.Nifti1Image(array, affine)
     image.set_data_dtype(array.dtype)
     nib.save(image, path)
+
+
+def _folder(folder: Path, affine: npt.NDArray[Any], files: Mapping[str, npt.NDArray[Any]]) -> Path:
+    """``folder``, made, with each array of ``files`` saved as the file of its name."""
+    folder.mkdir()
+    for file_name, array in files.items():
+        _save(array, affine, folder / file_name)
+    return folder
 
 
 def assert_same_files(originals: list[Path], folder: Path) -> None:
@@ -97,7 +106,6 @@ def _mixed_folder(
     kidney file with 1, 2 and 4, a 0/255 file, an int16 file above 255, a float file and an
     uncompressed .nii: what real folders hold."""
     data, affine = multilabel
-    folder.mkdir()
     vertebrae = np.where((data >= t["vertebrae_S1"]) & (data <= t["vertebrae_C1"]), data, 0)
     assert sorted(np.unique(vertebrae).tolist()) == [0, 30, 31, 32, 33]
     kidney = np.zeros_like(data)
@@ -120,9 +128,7 @@ def _mixed_folder(
         "floaty.nii.gz": np.where(data == t["duodenum"], 3.0, 0.0).astype(np.float32)
         + (data == t["small_bowel"]).astype(np.float32) * 7,
     }
-    for name, array in files.items():
-        _save(array, affine, folder / name)
-    return sorted(folder.iterdir())
+    return sorted(_folder(folder, affine, files).iterdir())
 
 
 def test_multi_valued_files_keep_their_values(
@@ -182,10 +188,8 @@ def test_whole_labelmap_among_binary_files(
     multilabel: Any, table: dict[str, int], tmp_path: Path
 ) -> None:
     data, affine = multilabel
-    folder = tmp_path / "case"
-    folder.mkdir()
-    _save(data, affine, folder / "total.nii.gz")
-    _save((data == table["liver"]).astype(np.uint8), affine, folder / "liver.nii.gz")
+    liver = (data == table["liver"]).astype(np.uint8)
+    folder = _folder(tmp_path / "case", affine, {"total.nii.gz": data, "liver.nii.gz": liver})
     report = pack_folder(folder, tmp_path / "a.mska", labels=table)
     values = sorted(set(np.unique(data).tolist()) - {0})
     assert len(values) == 41
@@ -201,11 +205,11 @@ def test_whole_labelmap_among_binary_files(
 
 def test_names_from_two_files_collide(multilabel: Any, tmp_path: Path) -> None:
     data, affine = multilabel
-    folder = tmp_path / "case"
-    folder.mkdir()
-    _save(np.where(data == 2, 1, np.where(data == 3, 2, 0)).astype(np.uint8), affine,
-          folder / "kidney.nii.gz")  # fmt: skip
-    _save((data == 2).astype(np.uint8), affine, folder / "kidney_1.nii.gz")
+    kidney = np.where(data == 2, 1, np.where(data == 3, 2, 0)).astype(np.uint8)
+    kidney_1 = (data == 2).astype(np.uint8)
+    folder = _folder(
+        tmp_path / "case", affine, {"kidney.nii.gz": kidney, "kidney_1.nii.gz": kidney_1}
+    )
     with pytest.raises(medmask.InvalidValueError, match=r"\['kidney_1'\] come from two files"):
         pack_folder(folder, tmp_path / "x.mska")
     assert not (tmp_path / "x.mska").exists()
@@ -213,12 +217,10 @@ def test_names_from_two_files_collide(multilabel: Any, tmp_path: Path) -> None:
 
 
 def test_negative_or_huge_values_are_refused_with_the_file_name(tmp_path: Path) -> None:
-    folder = tmp_path / "case"
-    folder.mkdir()
     a = np.zeros((4, 5, 6), np.int16)
     a[1, 2, 3] = -1
     a[2, 2, 2] = 5
-    _save(a, np.eye(4), folder / "signed.nii.gz")
+    folder = _folder(tmp_path / "case", np.eye(4), {"signed.nii.gz": a})
     with pytest.raises(medmask.FormatError, match=r"signed\.nii\.gz: Expected label values in"):
         pack_folder(folder, tmp_path / "x.mska")
     (folder / "signed.nii.gz").unlink()
@@ -251,16 +253,14 @@ def test_negative_or_huge_values_are_refused_with_the_file_name(tmp_path: Path) 
 def test_any_folder_round_trips(tmp_path_factory: pytest.TempPathFactory, files: Any) -> None:
     """Whatever the values and types, unpack(pack_folder(folder)) gives every voxel back."""
     root = tmp_path_factory.mktemp("prop")
-    folder = root / "case"
-    folder.mkdir()
-    affine = np.diag([2.0, 1.5, 3.0, 1.0])
+    arrays: dict[str, npt.NDArray[Any]] = {}
     for i, (dtype, values, seed) in enumerate(files):
         kind = np.dtype(dtype)
         top = np.iinfo(kind).max if kind.kind in "iu" else 2**24
         picked = [v % (top + 1) for v in values]
         rng = np.random.default_rng(seed)
-        array = rng.choice(np.array([0, *picked]), size=(7, 5, 3)).astype(kind)
-        _save(array, affine, folder / f"s{i}.nii.gz")
+        arrays[f"s{i}.nii.gz"] = rng.choice(np.array([0, *picked]), size=(7, 5, 3)).astype(kind)
+    folder = _folder(root / "case", np.diag([2.0, 1.5, 3.0, 1.0]), arrays)
     pack_folder(folder, root / "a.mska")
     unpack(root / "a.mska", root / "out")
     assert_same_files(sorted(folder.iterdir()), root / "out")
@@ -273,10 +273,9 @@ def _grid_folder(tmp_path: Path, multilabel: Any) -> Path:
     """Three files on the CT's grid; 'aaa_pulmonary' (sorted first) on a finer grid and
     'zz_shifted' with another origin, as TotalSegmentator's pulmonary_models/ has."""
     data, affine = multilabel
-    folder = tmp_path / "case"
-    folder.mkdir()
-    for value, name in ((5, "liver"), (1, "spleen"), (6, "stomach")):
-        _save((data == value).astype(np.uint8), affine, folder / f"{name}.nii.gz")
+    organs = {5: "liver", 1: "spleen", 6: "stomach"}
+    on_grid = {f"{name}.nii.gz": (data == v).astype(np.uint8) for v, name in organs.items()}
+    folder = _folder(tmp_path / "case", affine, on_grid)
     fine = affine.copy()
     fine[:3, :3] /= 2
     _save(np.zeros((244, 202, 60), np.uint8), fine, folder / "aaa_pulmonary.nii.gz")
@@ -338,10 +337,8 @@ def test_skip_mismatched_and_exclude_report_what_was_left_out(
 
 def test_exclude_resolves_two_files_for_one_structure(multilabel: Any, tmp_path: Path) -> None:
     data, affine = multilabel
-    folder = tmp_path / "case"
-    folder.mkdir()
-    _save((data == 5).astype(np.uint8), affine, folder / "liver.nii.gz")
-    _save((data == 6).astype(np.uint8), affine, folder / "liver.nii")
+    gz, plain = (data == 5).astype(np.uint8), (data == 6).astype(np.uint8)
+    folder = _folder(tmp_path / "case", affine, {"liver.nii.gz": gz, "liver.nii": plain})
     with pytest.raises(medmask.InvalidValueError, match="'liver' is in two files"):
         pack_folder(folder, tmp_path / "x.mska")
     report = pack_folder(folder, tmp_path / "x.mska", exclude="*.nii")
@@ -365,12 +362,9 @@ def test_exclude_resolves_two_files_for_one_structure(multilabel: Any, tmp_path:
 def test_pack_refuses_names_unpack_could_not_write(
     tmp_path: Path, file_name: str, why: str
 ) -> None:
-    folder = tmp_path / "case"
-    folder.mkdir()
     a = np.zeros((3, 4, 5), np.uint8)
     a[1, 1, 1] = 1
-    _save(a, np.eye(4), folder / "ok.nii.gz")
-    _save(a, np.eye(4), folder / file_name)
+    folder = _folder(tmp_path / "case", np.eye(4), {"ok.nii.gz": a, file_name: a})
     with pytest.raises(medmask.UnsafeNameError, match=why) as info:
         pack_folder(folder, tmp_path / "x.mska")
     assert "nothing was written" in str(info.value)
@@ -381,11 +375,8 @@ def test_pack_refuses_names_unpack_could_not_write(
 
 
 def test_pack_refuses_names_equal_but_for_case(tmp_path: Path) -> None:
-    folder = tmp_path / "case"
-    folder.mkdir()
     a = np.ones((3, 4, 5), np.uint8)
-    _save(a, np.eye(4), folder / "Liver.nii.gz")
-    _save(a, np.eye(4), folder / "liver.nii.gz")
+    folder = _folder(tmp_path / "case", np.eye(4), {"Liver.nii.gz": a, "liver.nii.gz": a})
     with pytest.raises(medmask.UnsafeNameError, match="only by case"):
         pack_folder(folder, tmp_path / "x.mska")
     assert not (tmp_path / "x.mska").exists()
@@ -395,11 +386,9 @@ def test_a_table_that_names_only_some_values_names_none(
     multilabel: Any, table: dict[str, int], tmp_path: Path
 ) -> None:
     data, affine = multilabel
-    folder = tmp_path / "case"
-    folder.mkdir()
     spine = np.where((data >= 30) & (data <= 33), data, 0).astype(np.uint8)
     spine[data == 5] = 200  # a value TotalSegmentator's table does not name
-    _save(spine, affine, folder / "spine.nii.gz")
+    folder = _folder(tmp_path / "case", affine, {"spine.nii.gz": spine})
     report = pack_folder(folder, tmp_path / "a.mska", labels=table)
     assert report.whole == {"spine": [f"spine_{v}" for v in (30, 31, 32, 33, 200)]}
     unpack(tmp_path / "a.mska", tmp_path / "out")
