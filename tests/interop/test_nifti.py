@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +337,18 @@ def test_a_gzip_stream_shorter_than_declared_is_refused(tmp_path: Path) -> None:
         read_nifti(path)
     path.write_bytes(gzip.compress(full + b"\0" * 100))  # a little more is fine
     assert read_nifti(path)[0].shape == (64, 64, 64)
+
+
+def test_a_header_problem_nibabel_fixes_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = bytearray(nib.Nifti1Image(np.ones((3, 4, 5), np.uint8), np.eye(4)).to_bytes())
+    raw[252:254] = (53).to_bytes(2, "little")  # qform_code 53: nibabel sets it to 0, and says so
+    path = tmp_path / "odd_qform.nii"
+    path.write_bytes(bytes(raw))
+    with caplog.at_level(logging.INFO):
+        assert read_nifti(path)[0].shape == (5, 4, 3)
+    assert caplog.text.count("qform_code 53 not valid") == 1, caplog.text  # not per check
 
 
 def test_concatenated_gzip_members_are_one_stream(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import math
 import os
 import zlib
@@ -68,6 +69,8 @@ _HEADER_SIZES = {348: "Nifti1", 540: "Nifti2"}  # sizeof_hdr -> nibabel class pr
 _HEAD = 544  # a NIfTI-2 header and its 4-byte extension flag
 _PIECE = 1 << 20  # gzip output is produced in pieces of at most this size
 _GZIP_SLACK = 1 << 20  # bytes a gzip stream may hold past the voxel data (then its CRC is read)
+_UNHEARD = logging.Logger("medmask.interop.nifti.header_check")  # not in logging's tree
+_UNHEARD.disabled = True
 
 
 def _header(head: bytes, name: str) -> Any:
@@ -89,7 +92,9 @@ def _header(head: bytes, name: str) -> Any:
             f"{name}: the file ends inside the {size}-byte NIfTI header ({len(head)} bytes)."
         )
     try:
-        return getattr(nib, f"{kind}Header")(head[:size], check=True)
+        header = getattr(nib, f"{kind}Header")(head[:size], check=False)
+        header.check_fix(logger=_UNHEARD)  # nibabel logs what it fixes when it loads the image
+        return header
     except Exception as exc:  # nibabel's HeaderDataError and friends
         raise FormatError(f"{name}: cannot read as NIfTI: invalid header ({exc}).") from None
 
