@@ -108,6 +108,21 @@ def test_round_trip(name: str, array: np.ndarray) -> None:
     assert values is None or set(np.unique(array).tolist()) <= set(values.tolist())
 
 
+def test_first_slice_rows_longer_than_a_listed_reference_row() -> None:
+    """The numpy decoder keeps a first-slice reference row of at most ``_ROW_LIST`` edges in
+    lists and reads a longer one back from the painted output: rows that switch between the
+    two (long, short, long, long, short) decode as the kernel decodes them."""
+    nx = 2 * edges._ROW_LIST + 40
+    a = np.zeros((2, 5, nx), np.uint8)
+    for y, period in enumerate((2, 700, 2, 3, 900)):
+        a[0, y, ::period] = 1 + y % 3
+    a[1] = np.roll(a[0], 1, axis=-1)
+    assert max(int(np.count_nonzero(np.diff(row))) for row in a[0]) > edges._ROW_LIST
+    data = both_encoders(a)
+    assert data[7] == edges.MODE_EDGES
+    np.testing.assert_array_equal(both_decoders(data), a)
+
+
 def smooth_volume(seed: int, shape: tuple[int, int, int], n: int) -> np.ndarray:
     return label_volume(shape, np.uint8, seed=seed, n=n)
 
