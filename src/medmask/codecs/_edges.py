@@ -349,7 +349,8 @@ class _Sections:
 
 class _Painter:
     """Fills a C-contiguous output from its edges, given in order as flat positions and values
-    (each row starts at 0), in vectorised steps of at most :data:`_BLOCK` voxels."""
+    (each row starts at 0), in vectorised steps of at most :data:`_BLOCK` voxels: appended to
+    ``pos``/``val`` and flushed (the scalar loop), or painted at once (:meth:`paint`)."""
 
     def __init__(self, out3: np.ndarray) -> None:
         self.flat = out3.reshape(-1)
@@ -358,12 +359,6 @@ class _Painter:
         self.val: list[int] = []
         self.done = 0  # flat[:done] is painted
         self.carry = 0  # the value in force at ``done`` unless a row starts there
-
-    def add(self, pos: int, value: int) -> None:
-        self.pos.append(pos)
-        self.val.append(value)
-        if len(self.pos) >= _BLOCK:
-            self.flush(pos)
 
     def flush(self, upto: int) -> None:
         """Paint ``flat[done:upto]`` (every edge before ``upto`` has been added)."""
