@@ -163,6 +163,21 @@ def assemble(head: bytes, raws: list[bytes], fields: tuple[int, int, int]) -> by
     return head + zlib.crc32(rest, zlib.crc32(head)).to_bytes(4, "little") + rest
 
 
+def test_gaps_ending_after_an_escape_in_vectorised_rows() -> None:
+    """Slice 1 (vectorised rows) reads its gap counts with an escaped one among them; a gaps
+    section one byte short there is a CodecError on both paths."""
+    a = np.zeros((2, 3, 600), np.uint8)
+    a[1, 0, ::2] = 1  # 600 insertions in one row: an escaped gap count
+    data = EdgesCodec().encode(a)
+    assert data[7] == edges.MODE_EDGES
+    head, raws, fields = raw_sections(data)
+    assert raws[0][3] == 255  # slice 0: three gaps of 0, then slice 1's escape
+    short = assemble(head, [raws[0][:-1], *raws[1:]], fields)
+    kind, error = assert_same_answer(short)
+    assert kind == "error"
+    assert "gap count" in str(error)
+
+
 def base_streams() -> list[bytes]:
     out = []
     for seed, shape, dtype in [
