@@ -113,7 +113,10 @@ def test_signed_label_streams_never_decode_negative(code: int, itemsize: int) ->
     noise = np.random.default_rng(2).integers(0, 100, (3, 8, 8)).astype(f"u{itemsize}")
     xor = np.zeros((6, 4, 40), f"u{itemsize}")
     xor[1:4, 1:3, 5:30] = top  # XOR runs: the output holds the maximum
-    for array in (vol, noise, xor, np.full((2, 3), top >> 3, f"u{itemsize}")):
+    # runs of 4: more runs than the decoder expands at once (checked after a run-by-run fill)
+    many = np.repeat(np.random.default_rng(3).integers(1, 100, 1024), 4).reshape(4, 32, 32)
+    many = many.astype(f"u{itemsize}")
+    for array in (vol, noise, xor, many, np.full((2, 3), top >> 3, f"u{itemsize}")):
         for value, ok in ((top, False), (top >> 1, True)):
             a = array.copy()
             a[a == a.max()] = value
