@@ -232,27 +232,23 @@ def decode_body(
         raise CodecError(
             f"Expected positive run lengths summing to {n} elements. Got a sum of {total}."
         )
+    runs: tuple[np.ndarray, np.ndarray] | None = None  # (values, lengths) when expanded at once
     if n_runs * _ONE_SHOT_RATIO <= nbytes:  # few runs: 8-byte lengths cost at most 1/2 output
         lengths = short.astype(np.intp)
         lengths[esc] = long
         values = _from_planes(raw_v, n_runs, width, dt, validate=True)
         out = np.repeat(values, lengths).reshape(shape)
-        if transform == TRANSFORM_XOR0:
-            _unxor_axis0(out)
-        if check_sign and int(out.max()) > vmax:
-            raise CodecError(f"Expected values <= {vmax} (labels are never negative). Got more.")
-        if present is not None:
-            present.append(_present_values(out, values, lengths, transform))
-        return out
-    out = np.empty(n, dtype=dt)
-    _expand_runs(raw_v, n_runs, width, dt, short, esc, long, out)
-    out = out.reshape(shape)
+        runs = values, lengths
+    else:
+        out = np.empty(n, dtype=dt)
+        _expand_runs(raw_v, n_runs, width, dt, short, esc, long, out)
+        out = out.reshape(shape)
     if transform == TRANSFORM_XOR0:
         _unxor_axis0(out)
     if check_sign and int(out.max()) > vmax:
         raise CodecError(f"Expected values <= {vmax} (labels are never negative). Got more.")
     if present is not None:
-        present.append(None)
+        present.append(None if runs is None else _present_values(out, *runs, transform))
     return out
 
 
