@@ -165,13 +165,13 @@ def mutation(session: nox.Session) -> None:
     pyproject.toml: codecs/, reader, engine, io, zarr store, cohort, interop/folders and
     interop/dicom), each run against the tests that executed the mutated function. Fails when
     fewer than 90% of the mutants are killed and lists the survivors. Reuses the checkout's
-    .venv (installs mutmut 3.6.0 there: 3.7 and 3.8 track callers in a ContextVar whose resets
-    fail with LookupError on this suite's stats run); ``-- N`` sets the parallel children
+    .venv (installs mutmut 3.8.1 there: 3.6 does not run on pytest 9; tests/conftest.py makes
+    3.8's caller tracking tolerate this suite); ``-- N`` sets the parallel children
     (default 2). About an hour on 2 cores; run from a clean checkout (mutmut copies it to
     mutants/).
     """
     children = session.posargs[0] if session.posargs else "2"
-    session.run(_VENV_PYTHON, "-m", "pip", "install", "-q", "mutmut==3.6.0", external=True)
+    session.run(_VENV_PYTHON, "-m", "pip", "install", "-q", "mutmut==3.8.1", external=True)
     mutmut = str(_ROOT / ".venv" / "bin" / "mutmut")
     # the tests run from mutants/, one level deeper than the checkout: say where shared/ is
     env = {"MEDMASK_SHARED_DATA": str(_ROOT.parent / "shared" / "data")}
