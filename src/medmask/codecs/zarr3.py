@@ -84,13 +84,14 @@ def fit_chunk(array: np.ndarray, shape: tuple[int, ...], fill_value: Any, name: 
         return array
     if array.shape == coded_shape(shape):
         return array.reshape(shape)
-    if array.ndim == len(shape) and all(a <= s for a, s in zip(array.shape, shape, strict=True)):
-        out = np.full(shape, fill_value, dtype=array.dtype)
-        out[tuple(slice(0, a) for a in array.shape)] = array
-        return out
-    raise CodecError(
-        f"Expected a {name} chunk of shape {shape} (or an edge chunk within it). Got {array.shape}."
-    )
+    if not _fits(array.shape, shape):
+        raise CodecError(
+            f"Expected a {name} chunk of shape {shape} (or an edge chunk within it). "
+            f"Got {array.shape}."
+        )
+    out = np.full(shape, fill_value, dtype=array.dtype)
+    out[tuple(slice(0, a) for a in array.shape)] = array
+    return out
 
 
 @dataclass(frozen=True)
