@@ -34,20 +34,18 @@ FLAGS = [
 
 def runtime(cc: str) -> str:
     """The ASan runtime to preload into an uninstrumented interpreter."""
-    name = "libclang_rt.asan-x86_64.so" if "clang" in cc else "libasan.so"
-    if "clang" in cc:
-        out = subprocess.run(
-            [cc, f"-print-file-name={name}"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        if out != name:
-            return out
-        out = subprocess.run(
-            [cc, "--print-runtime-dir"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        return str(Path(out) / name)
-    return subprocess.run(
+    clang = "clang" in cc
+    name = "libclang_rt.asan-x86_64.so" if clang else "libasan.so"
+    out = subprocess.run(
         [cc, f"-print-file-name={name}"], capture_output=True, text=True, check=True
     ).stdout.strip()
+    if out != name or not clang:
+        return out
+    # clang answers with the bare name when the runtime is not on its library path
+    out = subprocess.run(
+        [cc, "--print-runtime-dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return str(Path(out) / name)
 
 
 def build(out: Path, src: Path, cc: str, fuzzer: bool) -> Path:
