@@ -533,8 +533,12 @@ def test_warnings_are_one_line_unless_debug(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(cli, "cmd_ls", command["warns"])
     assert cli.main(["ls", "x.mska"]) == 0
     assert warnings.showwarning is not cli._show_warning  # restored after main
-    with pytest.warns(RecoveryWarning, match="newest is damaged"):
+    with pytest.warns(UserWarning, match="newest is damaged|second") as shown:
         assert cli.main(["ls", "x.mska", "--debug"]) == 0
+    assert [(w.category, " ".join(str(w.message).split())) for w in shown] == [
+        (RecoveryWarning, "case.mska: opened generation 3; the newest is damaged"),
+        (UserWarning, "second"),
+    ]
     assert warnings.showwarning is not cli._show_warning
 
 
