@@ -206,6 +206,9 @@ def _mutmut_table(modules: list[str], tests: list[str]) -> str:
         '[tool.mutmut]\nsource_paths = ["src/medmask"]\n'
         f"only_mutate = {toml_list(modules)}\n"
         'also_copy = ["fuzz/"]\n'
+        # forked straight from the stats run, children inherit its server and pool threads
+        # and hang (false timeouts): fork them from a clean server process instead
+        'process_isolation = "forkserver"\n'
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         f"pytest_add_cli_args = {toml_list(args)}\n"
     )
