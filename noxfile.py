@@ -188,7 +188,7 @@ MUTATION_GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "cohort": (
         ["src/medmask/cohort.py"],
-        ["tests/test_dask.py", "tests/adversarial/test_cohort_hostile.py"],
+        ["tests/test_cohort.py", "tests/test_dask.py", "tests/adversarial/test_cohort_hostile.py"],
     ),
     "interop": (
         ["src/medmask/interop/folders.py", "src/medmask/interop/dicom.py"],
