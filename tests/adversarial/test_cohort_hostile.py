@@ -5,6 +5,7 @@ and read the other cases."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,32 @@ def test_an_unexpected_exception_is_an_internal_error_row(
     with pytest.raises(MemoryError):  # never hidden: the engine's limits bound allocations
         mdask.compare([(str(sound), str(sound))])
     assert issubclass(AllocationLimitError, MedmaskError)
+
+
+def test_a_label_stored_without_count_or_bbox_has_no_voxels(tmp_path: Path, sound: Path) -> None:
+    """docs/format.md, section 2: a reader takes a missing ``count`` as 0 and a missing ``bbox``
+    as null (another writer's file; one all-zero chunk)."""
+    path = tmp_path / "no-count.msk"
+    meta = crafted.descriptor(SHAPE, labels=[{"name": "organ", "value": 1}])
+    path.write_bytes(crafted.msk(meta, [b""]))
+    bbox = dict.fromkeys(["z0", "z1", "y0", "y1", "x0", "x1"])
+    centroid = dict.fromkeys(["centroid_l_mm", "centroid_p_mm", "centroid_s_mm"])
+    assert case_stats(path, measures=("centroid_mm",)) == [
+        {"source": str(path), "member": "", "structure": "organ", "value": 1, "voxels": 0,
+         "volume_ml": 0.0, **bbox, **centroid}
+    ]  # fmt: skip
+    ml = 0.001  # one voxel: 1 mm^3
+    [row] = case_compare(path, sound)  # in the reference only: Dice 0
+    assert row == {
+        "case": "no-count.msk", "prediction": str(path), "reference": str(sound),
+        "structure": "organ", "dice": 0.0, "volume_pred_ml": 0.0,
+        "volume_ref_ml": pytest.approx(16 * ml), "volume_diff_ml": pytest.approx(-16 * ml),
+        "intersection_voxels": 0,
+    }  # fmt: skip
+    [row] = case_compare(path, path)  # empty on both sides: Dice NaN
+    assert math.isnan(row.pop("dice"))
+    assert row == {
+        "case": "no-count.msk", "prediction": str(path), "reference": str(path),
+        "structure": "organ", "volume_pred_ml": 0.0, "volume_ref_ml": 0.0, "volume_diff_ml": 0.0,
+        "intersection_voxels": 0,
+    }  # fmt: skip
