@@ -20,7 +20,7 @@ from codec_helpers import label_volume, numpy_paths, varint
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from medmask.codecs import EdgesCodec
+from medmask.codecs import EdgesCodec, peek_stream
 from medmask.codecs import _edges as edges
 from medmask.errors import CodecError, MedmaskError
 
@@ -31,6 +31,7 @@ DTYPES = [
         "<u8", ">u8", "<i8", ">i8",
     )
 ]  # fmt: skip
+
 
 def outcome(data: bytes) -> tuple[str, object]:
     """("ok", array) or ("error", CodecError) of one decode; any other exception escapes."""
@@ -54,6 +55,22 @@ def assert_same_answer(data: bytes) -> tuple[str, object]:
         assert a.shape == b.shape
         np.testing.assert_array_equal(a, b)
     return fast
+
+
+# a mutated shape field can declare gigabytes that a tiny stream validly fills (rows repeat the
+# row above); comparing two such arrays costs more memory than CI has, so such inputs are
+# left to the memory tests (test_edges_memory.py)
+MAX_COMPARED_BYTES = 1 << 26
+
+
+def small_enough(data: bytes) -> bool:
+    """Whether the stream declares at most :data:`MAX_COMPARED_BYTES` of output (or has no
+    readable prefix, which both paths must refuse)."""
+    try:
+        prefix = peek_stream(data)
+    except CodecError:
+        return True
+    return int(np.prod(prefix.shape, dtype=np.uint64)) * prefix.dtype.itemsize <= MAX_COMPARED_BYTES
 
 
 def vmax_of(dtype: np.dtype) -> int:
@@ -224,7 +241,9 @@ def test_mutated_sections_give_one_answer(
         elif how == "d" and at < len(raw):
             del raw[at]
     raws[i] = bytes(raw)
-    assert_same_answer(assemble(head, raws, fields))
+    data = assemble(head, raws, fields)
+    assume(small_enough(data))
+    assert_same_answer(data)
 
 
 @settings(max_examples=300, deadline=None)
@@ -240,6 +259,7 @@ def test_mutated_stream_bytes_give_one_answer(which: int, at: int, byte: int) ->
     crc_at = 8 + 4 * data[6]
     body = bytes(data[:crc_at]) + bytes(data[crc_at + 4 :])
     data[crc_at : crc_at + 4] = zlib.crc32(body).to_bytes(4, "little")
+    assume(small_enough(bytes(data)))
     assert_same_answer(bytes(data))
 
 
