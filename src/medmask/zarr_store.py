@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,7 @@ FORMAT_VERSION = "1.0"
 STRUCTURES = "structures"
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 _DTYPE_NAMES = {1: "bool", 8: "uint8", 16: "uint16", 32: "uint32"}
+_CHUNK_INDEX = re.compile(r"0|[1-9][0-9]*")  # as zarr writes it: ASCII, no leading zero
 
 
 def node_name(name: str, reserved: Iterable[str] = ()) -> str:
@@ -280,9 +282,12 @@ class Layout:
 
     def document(self, key: str) -> bytes | None:
         """The metadata document at ``key`` (``zarr.json`` or ``<path>/zarr.json``), or None."""
-        if key != "zarr.json" and not key.endswith("/zarr.json"):
+        if key == "zarr.json":
+            path = ""
+        elif key.endswith("/zarr.json") and key != "/zarr.json":
+            path = key.removesuffix("/zarr.json")  # "a//zarr.json" is no key: "a/" no node
+        else:
             return None
-        path = key.removesuffix("zarr.json").rstrip("/")
         doc = self.documents.get(path)
         if doc is None:
             return None
@@ -299,7 +304,7 @@ class Layout:
             return None
         parts = coords.split("/")
         d = node.member.descriptor
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        if len(parts) != 3 or not all(_CHUNK_INDEX.fullmatch(p) for p in parts):
             return None
         cz, cy, cx = (int(p) for p in parts)
         gz, gy, gx = d.grid
