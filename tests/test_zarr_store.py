@@ -1346,6 +1346,22 @@ def test_from_zarr_refuses_with_the_problem(tmp_path: Path) -> None:
         attributes={"labels": {"a": 1}, "space": space},
     )
     assert medmask.from_zarr(oblique).space == OBLIQUE
+    for labels, error, problem in [
+        ({"a": "x"}, medmask.InvalidTypeError, "Got str: 'x'."),
+        ({"a": 1.0}, medmask.InvalidTypeError, "Got float: 1.0."),
+        ({"a": -1}, medmask.InvalidValueError, "Got -1."),
+    ]:
+        bad = zarr.create_array(
+            zarr.storage.MemoryStore(),
+            shape=(6, 8, 8),
+            dtype="u1",
+            attributes={"labels": labels, "space": space},
+        )
+        with pytest.raises(error) as bad_info:
+            medmask.from_zarr(bad)
+        message = str(bad_info.value)
+        assert message.startswith("/: the 'labels' attribute is not a label table: Expected")
+        assert message.endswith(problem)
     missing = tmp_path / "missing.zarr"
     with pytest.raises(FileNotFoundError):
         medmask.from_zarr(missing)

@@ -38,6 +38,7 @@ from .errors import (
     FormatError,
     InvalidTypeError,
     InvalidValueError,
+    MedmaskError,
     ReadOnlyError,
 )
 from .format.descriptor import LabelEntry, MaskDescriptor, Roi, parse_chunks
@@ -715,7 +716,12 @@ def from_zarr(
     if len(array.shape) != 3:
         raise InvalidValueError(f"{array.name}: expected a 3-D (z, y, x) array. Got {array.shape}.")
     shape = (int(array.shape[0]), int(array.shape[1]), int(array.shape[2]))
-    mapping = LabelMapping({str(k): int(v) for k, v in attrs["labels"].items()})
+    try:
+        mapping = LabelMapping({str(k): v for k, v in attrs["labels"].items()})
+    except MedmaskError as exc:
+        raise type(exc)(
+            f"{array.name}: the 'labels' attribute is not a label table: {exc}"
+        ) from exc
     space = space_from_attributes(attrs["space"], shape)
     data = np.asarray(array[...])
     depths = {"bool": 1, "uint8": 8, "uint16": 16, "uint32": 32}
