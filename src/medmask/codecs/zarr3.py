@@ -30,7 +30,7 @@ from medmask.codecs import peek_stream
 from medmask.codecs._binary import BinaryCodec as _BinaryCore
 from medmask.codecs._edges import EdgesCodec as _EdgesCore
 from medmask.codecs._labels import LabelCodec as _LabelsCore
-from medmask.codecs._stream import check_level, coded_shape, is_supported_dtype
+from medmask.codecs._stream import check_level, coded_shape, is_supported_dtype, value_max
 from medmask.errors import CodecError, CodecTypeError
 
 if TYPE_CHECKING:
@@ -197,8 +197,10 @@ class SelectLabelCodec(ArrayArrayCodec):
         _check_dtype(dtype, self.codec_name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise CodecError(f"Expected a non-negative int label value. Got {value!r}.")
-        if dtype.kind != "b" and value >= 1 << (8 * dtype.itemsize):
-            raise CodecError(f"Expected a label value that fits {dtype}. Got {value}.")
+        if value > value_max(dtype):  # bool holds 0/1, signed types their positive half
+            raise CodecError(
+                f"Expected a label value that fits {dtype} (0..{value_max(dtype)}). Got {value}."
+            )
         object.__setattr__(self, "value", int(value))
         object.__setattr__(self, "source", dtype.name)
 
