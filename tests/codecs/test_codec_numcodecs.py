@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import array
 import pickle
+import re
 from pathlib import Path
 
 import numcodecs
@@ -224,3 +226,63 @@ def test_a_chunk_of_more_than_3_axes_decodes_into_an_out_of_its_shape(
         np.testing.assert_array_equal(out, chunk)
     with pytest.raises(CodecError, match="refusing to reinterpret"):
         codec.decode(codec.encode(chunk), out=np.empty((2, 3, 5, 4), np.uint8))
+
+
+# --- exact out= rules, messages, buffer inputs (kills mutmut survivors) ---------------------
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_out_rules_for_a_2d_and_a_3d_chunk_stream(adapter: type, core: type) -> None:
+    """A multi-dimensional stream decodes into its dtype flat or in its coded shape, or into
+    a flat uint8 buffer; any other out= of the same size is refused."""
+    codec = adapter()
+    plane = (np.arange(24, dtype=np.uint16).reshape(4, 6) % 3 == 0).astype(np.uint16)
+    stream = codec.encode(plane)
+    refusal = (
+        rf"^Expected an out= chunk of the stream's \(4, 6\) uint16 for codec "
+        rf"'{core.codec_id}'\. Got {{}} {{}}; refusing to reinterpret\.$"
+    )
+    for shape, dtype in (((4, 3), "uint32"), ((8, 6), "uint8"), ((24,), "int16")):
+        with pytest.raises(CodecError, match=refusal.format(re.escape(str(shape)), dtype)):
+            codec.decode(stream, out=np.empty(shape, dtype))
+    for out in (np.empty(48, np.uint8), np.empty(24, np.uint16), np.empty((6, 4), ">u2", "F")):
+        codec.decode(stream, out=out)
+        assert out.tobytes(order="A") == plane.tobytes()  # the bytes, in memory order
+    cube = plane.reshape(2, 3, 4)
+    with pytest.raises(CodecError, match=r"Got \(6, 4\) uint16; refusing to reinterpret"):
+        codec.decode(codec.encode(cube), out=np.empty((6, 4), np.uint16))
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_object_buffers_are_refused_naming_the_codec(adapter: type, core: type) -> None:
+    codec = adapter()
+    stream = codec.encode(np.zeros(4, np.uint8))
+    name = re.escape(repr(core.codec_id))
+    with pytest.raises(
+        TypeError, match=rf"^Expected a numeric out= buffer for codec {name}\. Got an object"
+    ):
+        codec.decode(stream, out=np.empty(4, dtype=object))
+    with pytest.raises(
+        TypeError, match=rf"^Expected a numeric array for codec {name}\. Got an object array\.$"
+    ):
+        codec.encode(np.array([0, None], dtype=object))
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_buffers_encode_as_their_bytes(adapter: type, core: type) -> None:
+    from medmask.codecs import peek_stream
+
+    codec = adapter()
+    words = array.array("H", [1, 0, 1, 1])  # typed buffer: coded as its 8 raw bytes
+    stream = codec.encode(words)
+    prefix = peek_stream(stream)
+    assert prefix.dtype == np.uint8
+    assert prefix.shape == (8,)
+    assert codec.decode(stream).tobytes() == words.tobytes()
+    with pytest.raises(TypeError, match="bytes-like object is required, not 'list'"):
+        codec.encode([1, 0, 1])
+    grid = (np.arange(40, dtype=np.uint8).reshape(4, 10) % 2)[:, ::2]  # neither C nor F
+    assert not grid.flags.c_contiguous
+    assert not grid.flags.f_contiguous
+    np.testing.assert_array_equal(codec.decode(codec.encode(grid)), grid.reshape(-1))
+    assert peek_stream(codec.encode(grid)).shape == (4, 5)
