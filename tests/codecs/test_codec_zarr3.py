@@ -470,3 +470,17 @@ def test_select_label_writes_its_value_on_zeros() -> None:
     assert raw is not None
     stored = LabelsCore().decode(raw.to_bytes())
     np.testing.assert_array_equal(stored, np.where(target, value, 0).astype(np.uint8))
+
+
+@pytest.mark.parametrize("codec", [LabelsCodec(), EdgesCodec(), BinaryCodec()], ids=str)
+def test_a_0_d_array_round_trips(codec: Any) -> None:
+    """A 0-D chunk is coded as one element, shape (1,), and decoded back to 0-D."""
+    store = zarr.storage.MemoryStore()
+    dtype = "bool" if isinstance(codec, BinaryCodec) else "uint16"
+    array = zarr.create_array(
+        store, shape=(), dtype=dtype, serializer=codec, compressors=None, fill_value=0
+    )
+    array[...] = 1
+    again = zarr.open_array(store, mode="r")
+    assert np.asarray(again[...]).shape == ()
+    assert int(np.asarray(again[...])) == 1

@@ -13,9 +13,18 @@ import numpy as np
 import pytest
 from codec_helpers import numpy_paths
 
-from medmask.codecs import BinaryCodec, EdgesCodec, LabelCodec, get_codec
+from medmask.codecs import (
+    BinaryCodec,
+    EdgesCodec,
+    LabelCodec,
+    choose_codec,
+    decode,
+    get_codec,
+)
+from medmask.codecs import _binary as binary
 from medmask.codecs import _edges as edges
 from medmask.codecs._labels import distinct_values
+from medmask.codecs._stream import coded_shape
 from medmask.errors import CodecError
 
 _LABEL_FIELDS = 22  # transform u8, width u8, constant u32, run count u64, long-run count u64
@@ -65,23 +74,33 @@ def test_distinct_values_of_any_shape_are_sorted_uint64() -> None:
         assert got.tolist() == ([0, 1] if dtype == "bool" else [0, 1, 3])
 
 
-def test_xor_run_values_at_the_cheap_boundary_are_given() -> None:
-    """(2, 4, 16): the second slice differs from the first in 16 voxels, an eighth of the
-    array: exactly at the bound where the runs still give the values (above it: a scan). The
-    value 0 appears in the first slice only after its first 32 voxels."""
+def test_xor_run_values_count_the_whole_first_slice() -> None:
+    """(2, 4, 16) with the XOR transform: the values are those of the first slice (all 64 of
+    its voxels: the value 0 appears only after the first 32) and of the changed runs."""
     a = np.zeros((2, 4, 16), np.uint8)
     a[:, :2] = 5
-    a[1, 0] = 7
+    a[1, 0, :8] = 7
     stream = LabelCodec().encode(a)
     assert stream[8 + 4 * 3] == 1  # the XOR transform
     out, values = LabelCodec().decode_with_values(stream)
     np.testing.assert_array_equal(out, a)
     assert values is not None
+    assert values.dtype == np.uint64
     assert values.tolist() == [0, 5, 7]
-    a[1, 1, :1] = 9  # 17 voxels changed: more than an eighth, the caller scans
-    out, values = LabelCodec().decode_with_values(LabelCodec().encode(a))
+
+
+@pytest.mark.parametrize("dtype", ["bool", "uint8"])
+def test_edges_values_of_a_binary_mask_are_uint64(dtype: str) -> None:
+    a = np.zeros((3, 20, 30), dtype)
+    a[:, 4:16, 5:25] = 1
+    a[1:, 8:12, 10:14] = 0
+    stream = EdgesCodec().encode(a)
+    assert stream[7] == 1  # edges, not plain values
+    out, values = EdgesCodec().decode_with_values(stream)
     np.testing.assert_array_equal(out, a)
-    assert values is None
+    assert values is not None
+    assert values.dtype == np.uint64
+    assert values.tolist() == [0, 1]
 
 
 # --- signed streams: a value with the sign bit set is refused ---------------------------------
@@ -195,3 +214,78 @@ def test_rows_longer_than_a_block_decode_on_the_numpy_path(start: int) -> None:
         stream = EdgesCodec().encode(a)
         np.testing.assert_array_equal(EdgesCodec().decode(stream), a)
         np.testing.assert_array_equal(EdgesCodec().decode(kernel_stream), a)
+
+
+# --- BinaryCodec: names in refusals, memory refusal ------------------------------------------
+
+
+def test_binary_refusals_name_the_codec(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(
+        CodecError, match=r"^Expected a level in 1\.\.22 for codec 'medmask\.binary'"
+    ):
+        BinaryCodec(level=0)
+    with pytest.raises(CodecError, match=r"^Expected dtype .* for codec 'medmask\.binary'\. Got"):
+        BinaryCodec().encode(np.zeros(3, np.float32))
+    stream = BinaryCodec().encode(np.ones((2, 3, 4), np.uint16))
+
+    def no_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(binary, "decode_body", no_memory)
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected memory to decode a medmask\.binary stream of shape \(2, 3, 4\) "
+        r"\(48 bytes and at most 3x that in sections\)\. Got out of memory\.$",
+    ):
+        BinaryCodec().decode(stream)
+
+
+# --- the shapes chunks are coded as ------------------------------------------------------------
+
+
+def test_coded_shape_merges_leading_axes_and_gives_0_d_one_element() -> None:
+    assert coded_shape((2, 3, 4, 5, 6)) == (24, 5, 6)
+    assert coded_shape((2, 3, 4, 5)) == (6, 4, 5)
+    assert coded_shape((2, 3, 4)) == (2, 3, 4)
+    assert coded_shape((7,)) == (7,)
+    assert coded_shape(()) == (1,)
+
+
+def test_numcodecs_5_d_and_0_d_arrays_round_trip() -> None:
+    from medmask.codecs.numcodecs import LabelMapCodec
+
+    codec = LabelMapCodec()
+    five = (np.arange(2 * 3 * 2 * 4 * 5) % 7).astype(np.uint8).reshape(2, 3, 2, 4, 5)
+    out = np.empty(five.shape, np.uint8)
+    codec.decode(codec.encode(five), out=out)
+    np.testing.assert_array_equal(out, five)
+    scalar = np.array(9, np.uint16)
+    np.testing.assert_array_equal(codec.decode(codec.encode(scalar)), [9])
+
+
+# --- choose_codec and decode() ------------------------------------------------------------------
+
+
+def test_choose_codec_refusal_names_auto() -> None:
+    with pytest.raises(CodecError, match=r"^Expected dtype .* for codec 'auto'\. Got float32\.$"):
+        choose_codec(np.zeros(3, np.float32))
+
+
+def test_decode_dispatch_refusals_and_checks() -> None:
+    with pytest.raises(CodecError, match=r"^Expected a codec stream of at least 5 bytes\. Got 4 "):
+        decode(b"MMC\x01")
+    with pytest.raises(CodecError, match=r"^Expected a medmask\.labels stream of at least 8 bytes"):
+        decode(b"MMC\x01\x02")  # 5 bytes: the kind byte is there, the codec refuses
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected codec kind 1 \(binary\), 2 \(labels\) or 3 \(edges\)\. Got 200\.$",
+    ):
+        decode(b"MMC\x01\xc8\x02\x01\x00")
+    a = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
+    for codec in (LabelCodec(), EdgesCodec()):
+        stream = codec.encode(a)
+        np.testing.assert_array_equal(decode(stream, shape=(2, 3, 4), dtype="uint16"), a)
+        with pytest.raises(CodecError, match=r"^Expected shape \(4, 6\)\. Got \(2, 3, 4\)"):
+            decode(stream, shape=(4, 6))
+        with pytest.raises(CodecError, match=r"^Expected dtype int16\. Got uint16"):
+            decode(stream, dtype="int16")
