@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import zstandard as zstd
 from codec_helpers import numpy_paths
 
 from medmask.codecs import (
@@ -289,3 +290,151 @@ def test_decode_dispatch_refusals_and_checks() -> None:
             decode(stream, shape=(4, 6))
         with pytest.raises(CodecError, match=r"^Expected dtype int16\. Got uint16"):
             decode(stream, dtype="int16")
+
+
+# --- every refusal of a run-coded stream, header and body, word for word -----------------------
+
+
+def _frame(section: bytes) -> bytes:
+    return zstd.ZstdCompressor(write_checksum=True, write_content_size=True).compress(section)
+
+
+def _runs_stream(
+    shape: tuple[int, ...],
+    mode: int,
+    fields: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0),
+    sections: tuple[bytes, bytes, bytes] = (b"", b"", b""),
+    *,
+    code: int = 2,
+    kind: int = 2,
+    raw: bool = False,
+) -> bytes:
+    """A kind-2 stream (docs/codecs.md section 1); ``sections`` are zstd-framed unless ``raw``."""
+    frames = list(sections) if raw else [_frame(s) if s else b"" for s in sections]
+    head = b"MMC" + bytes([1, kind, code, len(shape), mode])
+    head += struct.pack(f"<{len(shape)}I", *shape)
+    head += struct.pack("<BBIQQ", *fields)
+    head += struct.pack("<3Q", *(len(f) for f in frames))
+    return head + struct.pack("<I", zlib.crc32(head)) + b"".join(frames)
+
+
+_GOOD = _runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x01\x02", b"\x04\x04", b""))
+_LONG = struct.pack("<I", 100)
+
+_LABEL_REFUSALS = [
+    (_runs_stream((8,), 0, (1, 0, 0, 0, 0)), r"zero fields and sections for a constant array\. "
+     r"Got some\."),
+    (_runs_stream((8,), 0, (0, 0, 256, 0, 0)), r"a constant value <= 255 for uint8\. Got 256\."),
+    (_runs_stream((0, 4), 1, (0, 1, 0, 1, 0)), r"mode 0 \(constant\) for a zero-size array\. "
+     r"Got mode 1\."),
+    (_runs_stream((8,), 2, (1, 1, 0, 0, 0), (bytes(8), b"", b"")), r"plain-mode fields "
+     r"\(0, itemsize, 0, 0, 0\)\. Got others\."),
+    (_runs_stream((8,), 3), r"mode 0, 1 or 2\. Got 3\."),
+    (_runs_stream((8,), 1, (2, 1, 0, 2, 0)), r"transform 0 or 1\. Got 2\."),
+    (_runs_stream((8,), 1, (0, 2, 0, 2, 0)), r"a value width in 1\.\.1\. Got 2\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 0, 0)), r"1\.\.4 runs and at most as many long runs\. "
+     r"Got 0 runs, 0 long\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 5, 0)), r"1\.\.4 runs and at most as many long runs\. "
+     r"Got 5 runs, 0 long\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 1, 2)), r"1\.\.4 runs and at most as many long runs\. "
+     r"Got 1 runs, 2 long\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x01\x02", b"\x04\x04", _LONG)),
+     r"an empty long-run section\. Got \d+ bytes\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x01\x02", b"\x00\x08", b"")),
+     r"run length codes >= 1\. Got a 0 code\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x01\x02", b"\xff\x01", b"")),
+     r"0 escaped run lengths\. Got 1\."),
+    (_runs_stream((600,), 1, (0, 1, 0, 2, 1), (b"\x01\x02", b"\xff\x01", _LONG)),
+     r"long run lengths >= 255\. Got 100\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x01\x02", b"\x03\x04", b"")),
+     r"positive run lengths summing to 8 elements\. Got a sum of 7\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x00\x02", b"\x04\x04", b""), code=1),
+     r"values 0 or 1 for a bool array\. Got larger values\."),
+    (_GOOD[:5], r"a medmask\.labels stream of at least 8 bytes\. Got 5 bytes \(truncated\)\."),
+    (b"XYZ" + _GOOD[3:], r"stream magic b'MMC'\. Got b'XYZ'\."),
+    (_GOOD[:3] + b"\x02" + _GOOD[4:], r"codec stream version 1\. Got 2\."),
+    (_runs_stream((8,), 0, kind=1), r"a medmask\.labels stream \(kind 2\)\. Got kind 1\."),
+    (_GOOD[:6] + b"\x04" + _GOOD[7:], r"ndim 1\.\.3 in the stream header\. Got 4\."),
+    (_GOOD[:20], r"a medmask\.labels header of 62 bytes\. Got 20 bytes \(truncated\)\."),
+    (_GOOD[:8] + b"\x09" + _GOOD[9:], r"a valid medmask\.labels header checksum\. Got a mismatch "
+     r"\(corrupt\)\."),
+    (_runs_stream((8,), 0, code=10), r"a dtype code in 1\.\.9 \(\+128 for big-endian multi-byte "
+     r"types\)\. Got 10\."),
+    (_runs_stream((8,), 0, code=0x82), r"a dtype code in 1\.\.9 \(\+128 for big-endian "
+     r"multi-byte types\)\. Got 130\."),
+    (_GOOD + b"\x00", rf"a medmask\.labels stream of {len(_GOOD)} bytes\. Got {len(_GOOD) + 1} "
+     r"bytes \(trailing data\)\."),
+    (_GOOD[:-1], rf"a medmask\.labels stream of {len(_GOOD)} bytes\. Got {len(_GOOD) - 1} "
+     r"bytes \(truncated\)\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x28\xb5\x2f\xfd", b"", b""), raw=True),
+     r"a valid zstd frame in the run values section\. Got: .+\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (_frame(b"\x01\x02")[:8], b"", b""), raw=True),
+     r"a complete zstd block header\. Got end of section\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (_frame(b"\x01\x02")[:6] + b"\x07\x00\x00", b"", b""),
+                  raw=True), r"a zstd block type 0\.\.2\. Got reserved type 3\."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "message"), _LABEL_REFUSALS)
+def test_label_stream_refusals_word_for_word(data: bytes, message: str) -> None:
+    np.testing.assert_array_equal(LabelCodec().decode(_GOOD), [1, 1, 1, 1, 2, 2, 2, 2])
+    with pytest.raises(CodecError, match=rf"^Expected {message}$"):
+        LabelCodec().decode(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"MMC", r"a codec stream of at least 8 bytes\. Got 3\."),
+        (b"XYZ" + _GOOD[3:], r"stream magic b'MMC'\. Got b'XYZ'\."),
+        (_GOOD[:6] + b"\x00" + _GOOD[7:], r"ndim 1\.\.3 in the stream header\. Got 0\."),
+        (_GOOD[:10], r"a stream header of at least 12 bytes\. Got 10 \(truncated\)\."),
+        (_runs_stream((8,), 0, code=10), r"a known dtype code in the stream header\. Got 10\."),
+    ],
+)
+def test_peek_stream_refusals_word_for_word(data: bytes, message: str) -> None:
+    from medmask.codecs import peek_stream
+
+    assert peek_stream(_GOOD).shape == (8,)
+    with pytest.raises(CodecError, match=rf"^Expected {message}$"):
+        peek_stream(data)
+
+
+def test_input_refusals_word_for_word() -> None:
+    codec = LabelCodec()
+    with pytest.raises(CodecError, match=r"^Expected a numpy array for codec 'medmask\.labels'\. "):
+        codec.encode([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(
+        CodecError, match=r"^Expected a 1-D, 2-D or 3-D array for codec 'medmask\.labels'\. Got 4-D"
+    ):
+        codec.encode(np.zeros((1, 1, 1, 1), np.uint8))
+    with pytest.raises(CodecError, match=r"^Expected every dimension < 2\*\*32\. Got shape \(0, "):
+        codec.encode(np.zeros((0, 2**32), np.uint8))
+    assert codec.decode(codec.encode(np.zeros((0, 2**32 - 1), np.uint8))).shape == (0, 2**32 - 1)
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected non-negative values \(labels\) for codec 'medmask\.labels'\. Got a "
+        r"minimum of -3 in a int16 array\.$",
+    ):
+        codec.encode(np.array([0, -3, 2], np.int16))
+    with pytest.raises(
+        CodecError, match=r"^Expected an int level for codec 'medmask\.labels'\. Got str: '3'\.$"
+    ):
+        LabelCodec(level="3")  # type: ignore[arg-type]
+
+
+def test_label_streams_at_their_limits_decode() -> None:
+    codec = LabelCodec()
+    np.testing.assert_array_equal(codec.decode(_runs_stream((8,), 0, (0, 0, 255, 0, 0))), [255] * 8)
+    np.testing.assert_array_equal(
+        codec.decode(_runs_stream((3,), 0, (0, 0, 1, 0, 0), code=1)), [1] * 3
+    )
+    with pytest.raises(CodecError, match=r"^Expected a constant value <= 1 for bool\. Got 2\.$"):
+        codec.decode(_runs_stream((3,), 0, (0, 0, 2, 0, 0), code=1))
+    packed = _runs_stream((8,), 1, (0, 1, 0, 4, 0), (b"\x01\x02\x03\x04", b"\x02" * 4, b""))
+    np.testing.assert_array_equal(codec.decode(packed), [1, 1, 2, 2, 3, 3, 4, 4])  # 4 runs: 8 B
+    lengths = struct.pack("<2I", 255, 255)
+    escaped = _runs_stream((600,), 1, (0, 1, 0, 3, 2), (b"\x01\x02\x03", b"\xff\xff\x5a", lengths))
+    np.testing.assert_array_equal(codec.decode(escaped), [1] * 255 + [2] * 255 + [3] * 90)
+    every = _runs_stream((510,), 1, (0, 1, 0, 2, 2), (b"\x01\x02", b"\xff\xff", lengths))
+    np.testing.assert_array_equal(codec.decode(every), [1] * 255 + [2] * 255)  # all runs long
