@@ -438,3 +438,59 @@ def test_label_streams_at_their_limits_decode() -> None:
     np.testing.assert_array_equal(codec.decode(escaped), [1] * 255 + [2] * 255 + [3] * 90)
     every = _runs_stream((510,), 1, (0, 1, 0, 2, 2), (b"\x01\x02", b"\xff\xff", lengths))
     np.testing.assert_array_equal(codec.decode(every), [1] * 255 + [2] * 255)  # all runs long
+
+
+# --- every refusal of an edges stream header, word for word -------------------------------------
+
+
+def _edges_header_refusals() -> list[tuple[bytes, str]]:
+    from codec_helpers import edges_stream, varint
+
+    good = edges_stream((8,), 0, varint(3))
+    bad_crc = bytearray(good)
+    bad_crc[-1] ^= 1
+    fields = bytes([1, 1, 1])
+    sizes = varint(0) * (2 * (2 * 1 + 5))
+    return [
+        (good[:5], r"a medmask\.edges stream of at least 12 bytes\. Got 5 bytes\."),
+        (b"XYZ" + good[3:], r"stream magic b'MMC'\. Got b'XYZ'\."),
+        (good[:4] + b"\x02" + good[5:], r"a medmask\.edges stream \(kind 3\)\. Got kind 2\."),
+        (good[:3] + b"\x03" + good[4:], r"medmask\.edges stream version 1 or 2\. Got 3\."),
+        (good[:6] + b"\x04" + good[7:], r"ndim 1\.\.3 in the stream header\. Got 4\."),
+        (good[:13], r"a medmask\.edges header of 16 bytes\. Got 13 bytes\."),
+        (bytes(bad_crc), r"a valid medmask\.edges stream checksum\. Got a mismatch \(corrupt\)\."),
+        (edges_stream((8,), 0, varint(3), dtype_code=10), r"a known dtype code\. Got 10\."),
+        (edges_stream((8,), 0, varint(256)), r"a constant value <= 255\. Got 256\."),
+        (edges_stream((8,), 0, varint(3) + b"\x00"), r"1 fewer bytes after the constant\. "
+         r"Got them\."),
+        (edges_stream((8,), 0, b""), r"a complete constant value\. Got the end of the header\."),
+        (edges_stream((8,), 0, b"\x80" * 10 + b"\x00"), r"a constant value of at most 10 bytes\. "
+         r"Got more\."),
+        (edges_stream((8,), 0, b"\x80" * 9 + b"\x02"), r"a constant value below 2\*\*64\. Got "
+         r"18446744073709551616\."),
+        (edges_stream((0,), 2, varint(0) + varint(0)), r"mode 0 \(constant\) for a zero-size "
+         r"array\. Got mode 2 for \(0,\)\."),
+        (edges_stream((8,), 2, varint(3) + varint(7) + b"abc"), r"one plain section of 8 bytes "
+         r"filling the stream\. Got 7 bytes in 3\."),
+        (edges_stream((8,), 3, b""), r"mode 0 \(constant\), 1 \(edges\) or 2 \(plain\)\. Got 3\."),
+        (edges_stream((8,), 1, b"\x01\x01"), r"the medmask\.edges edge fields\. Got the end of the "
+         r"stream\."),
+        (edges_stream((8,), 1, bytes([8, 1, 1]) + sizes), r"a shift range K in 1\.\.7\. Got 8\."),
+        (edges_stream((8,), 1, bytes([1, 2, 1]) + sizes), r"a value width 0, 1, 2, 4 or 8 <= the "
+         r"item size\. Got 2\."),
+        (edges_stream((8,), 1, bytes([1, 1, 3]) + sizes), r"a position width 1, 2 or 4\. Got 3\."),
+        (edges_stream((8,), 1, fields + sizes + b"\x00"), rf"a medmask\.edges stream of "
+         rf"{12 + 4 + 3 + len(sizes) + 4} bytes\. Got {12 + 4 + 3 + len(sizes) + 1} bytes\."),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+def test_edges_header_refusals_word_for_word(path: str) -> None:
+    from codec_helpers import edges_stream, varint
+
+    np.testing.assert_array_equal(
+        EdgesCodec().decode(edges_stream((8,), 0, varint(255))), [255] * 8
+    )
+    for data, message in _edges_header_refusals():
+        with pytest.raises(CodecError, match=rf"^Expected {message}$"):
+            EdgesCodec().decode(data)
