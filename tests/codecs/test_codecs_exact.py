@@ -494,3 +494,20 @@ def test_edges_header_refusals_word_for_word(path: str) -> None:
     for data, message in _edges_header_refusals():
         with pytest.raises(CodecError, match=rf"^Expected {message}$"):
             EdgesCodec().decode(data)
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+@pytest.mark.parametrize("k", [1, 7])
+def test_edges_streams_of_every_shift_range_decode(
+    path: str, k: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K = 1..7 (docs/codecs.md): the encoder's K is a setting, the decoder takes them all."""
+    monkeypatch.setattr(edges, "DEFAULT_SHIFT", k)
+    a = np.zeros((6, 12, 40), np.uint8)
+    for z in range(6):
+        a[z, 2:10, 5 + z : 20 + 2 * z] = 3  # edges moving by 1 and 2 voxels a slice
+        a[z, 4:6, 30 - z : 34] = 9
+    stream = EdgesCodec().encode(a)
+    assert stream[7] == 1
+    assert stream[8 + 12 + 4] == k
+    np.testing.assert_array_equal(EdgesCodec().decode(stream), a)
