@@ -511,3 +511,58 @@ def test_edges_streams_of_every_shift_range_decode(
     assert stream[7] == 1
     assert stream[8 + 12 + 4] == k
     np.testing.assert_array_equal(EdgesCodec().decode(stream), a)
+
+
+# --- shared stream rules: value widths, dtype codes, declared sizes ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "width"),
+    [(255, 1), (256, 2), (65535, 2), (65536, 4), (2**32 - 1, 4), (2**32, 8), (2**64 - 1, 8)],
+)
+def test_run_values_take_the_fewest_bytes(value: int, width: int) -> None:
+    a = np.zeros((4, 64), np.uint64)
+    a[1, 5:40] = value
+    a[3, :9] = 1
+    stream = LabelCodec().encode(a)
+    assert stream[7] == 1  # runs
+    assert stream[8 + 8 + 1] == width  # the value width field
+    out = LabelCodec().decode(stream)
+    assert out.dtype == np.uint64
+    np.testing.assert_array_equal(out, a)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "code"),
+    [("|b1", 1), ("u1", 2), (">u2", 3 | 0x80), ("<u4", 4), (">u8", 5 | 0x80), ("i1", 6),
+     ("<i2", 7), (">i4", 8 | 0x80), ("<i8", 9)],
+)  # fmt: skip
+def test_stream_dtype_codes(dtype: str, code: int) -> None:
+    a = np.zeros((2, 3), dtype)
+    for codec in (LabelCodec(), EdgesCodec()):
+        stream = codec.encode(a)
+        assert stream[5] == code
+        out = codec.decode(stream)
+        assert out.dtype == np.dtype(dtype)
+
+
+def test_declared_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medmask.codecs import _stream
+
+    huge = _runs_stream((2**31, 2**31), 0)  # 2**62 bytes: refused before the no-shape= limit
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected a shape numpy can allocate\. Got \(2147483648, 2147483648\)\.$",
+    ):
+        LabelCodec().decode(huge)
+    monkeypatch.setattr(_stream, "MAX_DECODED_NBYTES", 240)
+    fits = _runs_stream((2, 3, 40), 0, (0, 0, 7, 0, 0))
+    np.testing.assert_array_equal(LabelCodec().decode(fits), np.full((2, 3, 40), 7, np.uint8))
+    over = _runs_stream((241,), 0, (0, 0, 7, 0, 0))
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected at most 240 decoded bytes without an explicit shape=\. Got a stream "
+        r"declaring \(241,\) \(241 bytes\)\.$",
+    ):
+        LabelCodec().decode(over)
+    np.testing.assert_array_equal(LabelCodec().decode(over, shape=(241,)), [7] * 241)
