@@ -350,6 +350,10 @@ _LABEL_REFUSALS = [
      r"positive run lengths summing to 8 elements\. Got a sum of 7\."),
     (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x00\x02", b"\x04\x04", b""), code=1),
      r"values 0 or 1 for a bool array\. Got larger values\."),
+    (_runs_stream((32,), 1, (0, 1, 0, 2, 0), (b"\x00\x02", b"\x10\x10", b""), code=1),
+     r"values 0 or 1 for a bool array\. Got larger values\."),  # few runs: expanded at once
+    (_runs_stream((4,), 2, (0, 1, 0, 0, 0), (b"\x00\x01\x02\x01", b"", b""), code=1),
+     r"values 0 or 1 for a bool array\. Got larger values\."),  # plain values
     (_GOOD[:5], r"a medmask\.labels stream of at least 8 bytes\. Got 5 bytes \(truncated\)\."),
     (b"XYZ" + _GOOD[3:], r"stream magic b'MMC'\. Got b'XYZ'\."),
     (_GOOD[:3] + b"\x02" + _GOOD[4:], r"codec stream version 1\. Got 2\."),
@@ -566,3 +570,30 @@ def test_declared_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         LabelCodec().decode(over)
     np.testing.assert_array_equal(LabelCodec().decode(over, shape=(241,)), [7] * 241)
+
+
+# --- many runs: expanded block by block ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_many_runs_with_long_ones_across_run_blocks(dtype: str) -> None:
+    """More runs than one expansion block (65536), with escaped runs shorter and longer than
+    the in-place fill threshold (1024) on both sides of each block boundary."""
+    n_runs = 140_000
+    lengths = np.full(n_runs, 2, np.int64)
+    for at, length in (
+        (0, 1024), (10, 300), (65534, 1023), (65535, 2000), (65536, 255), (65537, 1024),
+        (131071, 5000), (131072, 256), (139_999, 3000),
+    ):  # fmt: skip
+        lengths[at] = length
+    values = (np.arange(n_runs) % 3 + 1) * (257 if dtype == "uint16" else 1)
+    a = np.repeat(values, lengths).astype(dtype)
+    stream = LabelCodec().encode(a)
+    assert stream[7] == 1  # runs
+    out = LabelCodec().decode(stream)
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(out, a)
+    out, present = LabelCodec().decode_with_values(stream)
+    np.testing.assert_array_equal(out, a)
+    if present is not None:
+        assert present.tolist() == sorted({int(v) for v in values[:3]})
