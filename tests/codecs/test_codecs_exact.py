@@ -597,3 +597,47 @@ def test_many_runs_with_long_ones_across_run_blocks(dtype: str) -> None:
     np.testing.assert_array_equal(out, a)
     if present is not None:
         assert present.tolist() == sorted({int(v) for v in values[:3]})
+
+
+# --- encode_with_stats ---------------------------------------------------------------------------
+
+
+def _brute_stats(a: np.ndarray) -> list[tuple[int, int, list[int]]]:
+    v3 = a.reshape((1,) * (3 - a.ndim) + a.shape)
+    rows = []
+    for value in np.unique(v3):
+        if value == 0:
+            continue
+        where = np.nonzero(v3 == value)
+        bounds = [b for axis in where for b in (int(axis.min()), int(axis.max()))]
+        rows.append((int(value), int(where[0].size), bounds))
+    return rows
+
+
+@pytest.mark.skipif(not edges.kernel_available(), reason="the stats come from the kernel")
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "uint16", "int16"])
+def test_encode_with_stats_gives_each_value_count_and_bounds(dtype: str) -> None:
+    a = np.zeros((3, 5, 7), np.uint16)
+    a[0, 1, 2] = 5
+    a[1:, 2:4, 0:2] = 5
+    a[2, 0, 6] = 300 if dtype in ("uint16", "int16") else 2
+    a = (a > 0).astype(dtype) if dtype == "bool" else a.astype(dtype)
+    for array in (a, a[1], a[2, 0]):
+        stream, stats = EdgesCodec().encode_with_stats(array)
+        np.testing.assert_array_equal(EdgesCodec().decode(stream), array)
+        assert stats is not None
+        assert stats.dtype == edges.STATS_DTYPE
+        got = [(int(r["value"]), int(r["count"]), r["bounds"].tolist()) for r in stats]
+        assert got == _brute_stats(array)
+    _, stats = EdgesCodec().encode_with_stats(
+        np.full((2, 3), 4, dtype if dtype != "bool" else "u1")
+    )
+    assert stats is not None
+    assert [(int(r["value"]), int(r["count"])) for r in stats] == [(4, 6)]  # the constant path
+    _, stats = EdgesCodec().encode_with_stats(np.zeros((0, 3), dtype))
+    assert stats is not None
+    assert stats.dtype == edges.STATS_DTYPE
+    assert stats.size == 0
+    with numpy_paths():
+        assert EdgesCodec().encode_with_stats(a)[1] is None  # not computed on this path
+    assert EdgesCodec().encode_with_stats(a.astype(np.uint32))[1] is None
