@@ -641,3 +641,10 @@ def test_encode_with_stats_gives_each_value_count_and_bounds(dtype: str) -> None
     with numpy_paths():
         assert EdgesCodec().encode_with_stats(a)[1] is None  # not computed on this path
     assert EdgesCodec().encode_with_stats(a.astype(np.uint32))[1] is None
+    noise = np.random.default_rng(1).integers(0, 200, (2, 4, 64)).astype(np.uint8)
+    stream, stats = EdgesCodec().encode_with_stats(noise)
+    assert stream[7] == 2  # more section bytes than a mode-1 stream may declare: plain
+    assert stats is not None
+    assert [(int(r["value"]), int(r["count"])) for r in stats] == [
+        (v, c) for v, c, _ in _brute_stats(noise)
+    ]
