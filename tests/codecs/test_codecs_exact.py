@@ -648,3 +648,50 @@ def test_encode_with_stats_gives_each_value_count_and_bounds(dtype: str) -> None
     assert [(int(r["value"]), int(r["count"])) for r in stats] == [
         (v, c) for v, c, _ in _brute_stats(noise)
     ]
+
+
+# --- plain edges streams ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+@pytest.mark.parametrize("dtype", ["uint16", "uint32", "uint64"])
+def test_plain_edges_stream_into_a_strided_view(path: str, dtype: str) -> None:
+    rng = np.random.default_rng(2)
+    noise = rng.integers(0, np.iinfo(dtype).max, (3, 4, 16), dtype=dtype, endpoint=True)
+    stream = EdgesCodec().encode(noise)
+    assert stream[7] == 2  # plain
+    np.testing.assert_array_equal(EdgesCodec().decode(stream), noise)
+    big = np.zeros((3, 8, 16), dtype)
+    view = big[:, ::2]  # rows contiguous, not C-contiguous
+    EdgesCodec().decode_into(stream, view)
+    np.testing.assert_array_equal(view, noise)
+    assert not big[:, 1::2].any()
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+def test_plain_signed_edges_stream_refuses_exactly_the_sign_bit(path: str) -> None:
+    from codec_helpers import edges_stream
+
+    def plain(low: list[int], high: list[int]) -> bytes:
+        raw = bytes(low + high)  # byte planes: low bytes, then high bytes
+        return edges_stream((2,), 2, bytes([len(raw), len(raw)]) + raw, dtype_code=7)  # int16
+
+    np.testing.assert_array_equal(EdgesCodec().decode(plain([0xFF, 5], [0x7F, 0])), [32767, 5])
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected plain values <= 32767 for int16 \(labels are never negative\)\. "
+        r"Got a larger one\.$",
+    ):
+        EdgesCodec().decode(plain([0, 5], [0x80, 0]))
+
+
+def test_plain_bool_edges_padding_refusal_word_for_word() -> None:
+    from codec_helpers import edges_stream
+
+    data = edges_stream((10,), 2, bytes([2, 2, 0xB1, 0x81]), dtype_code=1)
+    with pytest.raises(
+        CodecError, match=r"^Expected padding bits 0 after the last plain bool value\. Got 1s\.$"
+    ):
+        EdgesCodec().decode(data)
+    full = edges_stream((8,), 2, bytes([1, 1, 0xB1]), dtype_code=1)  # no padding at all
+    np.testing.assert_array_equal(EdgesCodec().decode(full), [1, 0, 1, 1, 0, 0, 0, 1])
