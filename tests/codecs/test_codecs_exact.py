@@ -695,3 +695,28 @@ def test_plain_bool_edges_padding_refusal_word_for_word() -> None:
         EdgesCodec().decode(data)
     full = edges_stream((8,), 2, bytes([1, 1, 0xB1]), dtype_code=1)  # no padding at all
     np.testing.assert_array_equal(EdgesCodec().decode(full), [1, 0, 1, 1, 0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+def test_edges_section_frame_refusals_word_for_word(path: str) -> None:
+    from codec_helpers import edges_stream, varint
+
+    values = bytes(range(1, 9))
+    cctx = zstd.ZstdCompressor(write_checksum=False, write_content_size=True)
+    one = cctx.compress(values)
+
+    def plain(stored: bytes) -> bytes:
+        return edges_stream((8,), 2, varint(len(stored)) + varint(8) + stored)
+
+    np.testing.assert_array_equal(EdgesCodec().decode(plain(one)), list(values))
+    cases = [
+        (cctx.compress(values[:7]), r"the plain values section to decode to 8 bytes\. Got a "
+         r"frame declaring 7\."),
+        (one + cctx.compress(b""), rf"the plain values section to be exactly one zstd frame of "
+         rf"{len(one) + len(cctx.compress(b''))} bytes\. Got a frame of another size \(or more "
+         r"than one frame\)\."),
+        (b"\x00" * 5, r"a valid zstd frame in the plain values section\. Got: .+\."),
+    ]  # fmt: skip
+    for stored, message in cases:
+        with pytest.raises(CodecError, match=rf"^Expected {message}$"):
+            EdgesCodec().decode(plain(stored))
