@@ -709,6 +709,7 @@ def test_edges_section_frame_refusals_word_for_word(path: str) -> None:
         return edges_stream((8,), 2, varint(len(stored)) + varint(8) + stored)
 
     np.testing.assert_array_equal(EdgesCodec().decode(plain(one)), list(values))
+    np.testing.assert_array_equal(EdgesCodec().decode(plain(values)), list(values))  # raw
     cases = [
         (cctx.compress(values[:7]), r"the plain values section to decode to 8 bytes\. Got a "
          r"frame declaring 7\."),
