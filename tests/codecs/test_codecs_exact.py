@@ -321,6 +321,9 @@ def _runs_stream(
 _GOOD = _runs_stream((8,), 1, (0, 1, 0, 2, 0), (b"\x01\x02", b"\x04\x04", b""))
 _LONG = struct.pack("<I", 100)
 
+_TWO = _frame(b"\x01\x02") + _frame(b"")
+_NOSUM = zstd.ZstdCompressor(write_checksum=False, write_content_size=True).compress(b"\x01\x02")
+
 _LABEL_REFUSALS = [
     (_runs_stream((8,), 0, (1, 0, 0, 0, 0)), r"zero fields and sections for a constant array\. "
      r"Got some\."),
@@ -376,6 +379,13 @@ _LABEL_REFUSALS = [
      r"a complete zstd block header\. Got end of section\."),
     (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (_frame(b"\x01\x02")[:6] + b"\x07\x00\x00", b"", b""),
                   raw=True), r"a zstd block type 0\.\.2\. Got reserved type 3\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (_TWO, _frame(b"\x04\x04"), b""), raw=True),
+     rf"the run values section to be exactly one zstd frame of {len(_TWO)} bytes\. Got a frame "
+     r"of another size\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (_frame(b"\x01\x02\x03"), b"", b""), raw=True),
+     r"the run values section to decode to 2 bytes\. Got a frame declaring 3\."),
+    (_runs_stream((8,), 1, (0, 1, 0, 2, 0), (_NOSUM, b"", b""), raw=True),
+     r"a checksummed zstd frame in the run values section\. Got none\."),
 ]  # fmt: skip
 
 
@@ -721,3 +731,20 @@ def test_edges_section_frame_refusals_word_for_word(path: str) -> None:
     for stored, message in cases:
         with pytest.raises(CodecError, match=rf"^Expected {message}$"):
             EdgesCodec().decode(plain(stored))
+
+
+def test_label_decode_turns_out_of_memory_into_a_codec_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from medmask.codecs import _labels
+
+    def no_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(_labels, "decode_body", no_memory)
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected memory to decode a medmask\.labels stream of shape \(8,\) \(8 bytes "
+        r"and at most 3x that in sections\)\. Got out of memory\.$",
+    ):
+        LabelCodec().decode(_GOOD)
