@@ -748,3 +748,76 @@ def test_label_decode_turns_out_of_memory_into_a_codec_error(
         r"and at most 3x that in sections\)\. Got out of memory\.$",
     ):
         LabelCodec().decode(_GOOD)
+
+
+# --- corrupted edges sections, on every decoder path ----------------------------------------------
+
+
+def _edges_arrays() -> dict[str, np.ndarray]:
+    one = np.zeros((1, 60, 200), np.int16)  # the first slice only: row by row
+    one[0, 10:50, 30:120] = 4
+    one[0, 20:40, 60:90] = 7
+    three = np.zeros((3, 60, 200), np.int16)  # later slices: blocks of rows
+    three[:, 10:50, 30:120] = 4
+    three[1:, 20:40, 60:90] = 7
+    three[2, 0, 1] = 2
+    wide = np.zeros((2, 2, edges._BLOCK + 10), np.int16)  # rows wider than a block
+    wide[:, :, 5:300] = 4
+    wide[1, :, 100:200] = 7
+    wide[1, 1, -3:] = 9
+    return {"one": one, "three": three, "wide": wide}
+
+
+def _corrupted(kind: str) -> Any:
+    original = edges._encode_edges
+
+    def encode(v3: np.ndarray, k: int) -> Any:
+        gaps, fates, pos, val, max_delta, max_value, stats = original(v3, k)
+        gaps, fates = bytes(gaps), [bytes(f) for f in fates]
+        longest = max(range(len(fates)), key=lambda i: len(fates[i]))
+        if kind == "fate 15":
+            fates[longest] = b"\xff" * len(fates[longest])
+        elif kind == "fates short":
+            fates[longest] = fates[longest][:-1]
+        elif kind == "gaps long":
+            gaps += b"\x00"
+        elif kind == "gaps short":
+            gaps = gaps[:-1]
+        elif kind == "gap escape cut":
+            gaps = gaps[:-1] + b"\xff\x01"
+        elif kind == "positions long":
+            pos, val = np.append(pos, pos[-1:]), np.append(val, val[-1:])
+        elif kind == "positions short":
+            pos, val = pos[:-1], val[:-1]
+        elif kind == "value too big":
+            val = val.copy()
+            val[-1] = max_value = 40000  # above int16's 32767, in 2 bytes
+        return gaps, fates, pos, val, max_delta, max_value, stats
+
+    return encode
+
+
+_CORRUPTIONS = {
+    "fate 15": r"fate codes 0\.\.2K\+1\. Got a larger one\.",
+    "fates short": r"a fate code\. Got the end of its section\.",
+    "gaps long": r"the gaps section to end with the last row\. Got more bytes\.",
+    "gaps short": r"a gap count( per gap)?\. Got the end of the gaps section\.",
+    "gap escape cut": r"4 bytes after a 255 gap code\. Got the end\.",
+    "positions long": r"one inserted edge per position\. Got unused positions\.",
+    "positions short": r"as many insertions as positions\. Got more\.",
+    "value too big": r"edge values that fit the dtype\. Got a larger one\.",
+}
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+@pytest.mark.parametrize("kind", sorted(_CORRUPTIONS))
+def test_corrupted_edges_sections_are_refused_word_for_word(
+    path: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, a in _edges_arrays().items():
+        with monkeypatch.context() as patch:
+            patch.setattr(edges, "_encode_edges", _corrupted(kind))
+            stream = EdgesCodec().encode(a)
+        assert stream[7] == 1, name  # still an edges stream
+        with pytest.raises(CodecError, match=rf"^Expected {_CORRUPTIONS[kind]}$"):
+            EdgesCodec().decode(stream)
