@@ -773,12 +773,12 @@ def _corrupted(kind: str) -> Any:
 
     def encode(v3: np.ndarray, k: int) -> Any:
         gaps, fates, pos, val, max_delta, max_value, stats = original(v3, k)
-        gaps, fates = bytes(gaps), [bytes(f) for f in fates]
-        longest = max(range(len(fates)), key=lambda i: len(fates[i]))
+        gaps, sections = bytes(gaps), [bytes(f) for f in fates]
+        longest = max(range(len(sections)), key=lambda i: len(sections[i]))
         if kind == "fate 15":
-            fates[longest] = b"\xff" * len(fates[longest])
+            sections[longest] = b"\xff" * len(sections[longest])
         elif kind == "fates short":
-            fates[longest] = fates[longest][:-1]
+            sections[longest] = sections[longest][:-1]
         elif kind == "gaps long":
             gaps += b"\x00"
         elif kind == "gaps short":
@@ -792,7 +792,7 @@ def _corrupted(kind: str) -> Any:
         elif kind == "value too big":
             val = val.copy()
             val[-1] = max_value = 40000  # above int16's 32767, in 2 bytes
-        return gaps, fates, pos, val, max_delta, max_value, stats
+        return gaps, sections, pos, val, max_delta, max_value, stats
 
     return encode
 
