@@ -821,3 +821,47 @@ def test_corrupted_edges_sections_are_refused_word_for_word(
         assert stream[7] == 1, name  # still an edges stream
         with pytest.raises(CodecError, match=rf"^Expected {_CORRUPTIONS[kind]}$"):
             EdgesCodec().decode(stream)
+
+
+# --- the section size limits of an edges stream (docs/codecs.md 6.4), at the limit and above -----
+
+
+def _edges_mode1(sizes: list[int], *, k: int = 1, w: int = 1, p: int = 1) -> bytes:
+    """A (2, 3, 8) uint8 mode-1 stream whose 2K+5 sections are stored raw, of ``sizes``."""
+    from codec_helpers import edges_stream, varint
+
+    table = b"".join(varint(n) + varint(n) for n in sizes)
+    return edges_stream((2, 3, 8), 1, bytes([k, w, p]) + table + bytes(sum(sizes)))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "what", "limit"),
+    [
+        ([270, 0, 0, 0, 0, 0, 0], "gaps", 270),  # 5 * (48 elements + 6 rows)
+        ([0, 48, 48, 0, 0, 0, 0], "positions", 48),  # p * 48
+        ([0, 48, 48, 28, 0, 0, 0], "fates", 28),  # 48 // 2 + 2K + 2
+        ([100, 30, 30, 0, 0, 0, 0], "sections", 160),  # 2 * 48 + 64 raw bytes in all
+    ],
+)
+def test_edges_section_size_limits(sizes: list[int], what: str, limit: int) -> None:
+    index = {"gaps": 0, "positions": 1, "fates": 3, "sections": 0}[what]
+    over = list(sizes)
+    over[index] += 1
+    if what == "positions":
+        over[2] += 1  # one value per position
+    message = rf"^Expected at most {limit} bytes of {what} for 48 elements\. Got {limit + 1}\.$"
+    with pytest.raises(CodecError, match=message):
+        EdgesCodec().decode(_edges_mode1(over))
+    with pytest.raises(CodecError) as at_limit:  # refused later, for another reason
+        EdgesCodec().decode(_edges_mode1(sizes))
+    assert f"bytes of {what} for" not in str(at_limit.value)
+
+
+def test_edges_values_section_limit_and_pairing() -> None:
+    over = r"^Expected at most 48 bytes of values for 48 elements\. Got 49\.$"
+    with pytest.raises(CodecError, match=over):
+        EdgesCodec().decode(_edges_mode1([0, 48, 49, 0, 0, 0, 0]))
+    others = r"^Expected one position and one value per inserted edge\. Got others\.$"
+    for sizes, p in (([0, 3, 1, 0, 0, 0, 0], 2), ([0, 2, 1, 0, 0, 0, 0], 1)):
+        with pytest.raises(CodecError, match=others):
+            EdgesCodec().decode(_edges_mode1(sizes, p=p))
