@@ -286,3 +286,27 @@ def test_buffers_encode_as_their_bytes(adapter: type, core: type) -> None:
     assert not grid.flags.f_contiguous
     np.testing.assert_array_equal(codec.decode(codec.encode(grid)), grid.reshape(-1))
     assert peek_stream(codec.encode(grid)).shape == (4, 5)
+
+
+@pytest.mark.parametrize(("adapter", "core"), ADAPTERS)
+def test_out_buffer_refusals_word_for_word(adapter: type, core: type) -> None:
+    codec = adapter()
+    name = re.escape(repr(core.codec_id))
+    stream = codec.encode(np.ones((2, 3), np.uint16))
+    strided = np.empty((2, 6), np.uint16)[:, ::2]
+    with pytest.raises(
+        CodecError,
+        match=rf"^Expected a contiguous out= buffer for codec {name}\. Got strides \(12, 4\)\.$",
+    ):
+        codec.decode(stream, out=strided)
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected an out= buffer of 12 bytes for \(2, 3\) uint16\. Got 10 bytes\.$",
+    ):
+        codec.decode(stream, out=np.empty(5, np.uint16))
+    with pytest.raises(
+        CodecError,
+        match=rf"^Expected a config \{{'id': {name}, 'level': int\}}\. Got \{{'id': {name}, "
+        r"'level': 3, 'speed': 1\}\.$",
+    ):
+        adapter.from_config({"id": core.codec_id, "level": 3, "speed": 1})
