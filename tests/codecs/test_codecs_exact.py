@@ -789,6 +789,9 @@ def _corrupted(kind: str) -> Any:
             pos, val = np.append(pos, pos[-1:]), np.append(val, val[-1:])
         elif kind == "positions short":
             pos, val = pos[:-1], val[:-1]
+        elif kind == "value unchanged":
+            val = val.copy()
+            val[-2] = 0  # slice 2, row 0: the edge to 2 at x = 1 becomes an edge to 0 from 0
         elif kind == "value too big":
             val = val.copy()
             val[-1] = max_value = 40000  # above int16's 32767, in 2 bytes
@@ -865,3 +868,18 @@ def test_edges_values_section_limit_and_pairing() -> None:
     for sizes, p in (([0, 3, 1, 0, 0, 0, 0], 2), ([0, 2, 1, 0, 0, 0, 0], 1)):
         with pytest.raises(CodecError, match=others):
             EdgesCodec().decode(_edges_mode1(sizes, p=p))
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+def test_an_unchanged_value_in_a_later_slice_is_refused_word_for_word(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(edges, "_encode_edges", _corrupted("value unchanged"))
+        stream = EdgesCodec().encode(_edges_arrays()["three"])
+    with pytest.raises(
+        CodecError,
+        match=r"^Expected edges that change the value\. Got an edge equal to the value before "
+        r"it\.$",
+    ):
+        EdgesCodec().decode(stream)
