@@ -484,3 +484,10 @@ def test_a_0_d_array_round_trips(codec: Any) -> None:
     again = zarr.open_array(store, mode="r")
     assert np.asarray(again[...]).shape == ()
     assert int(np.asarray(again[...])) == 1
+
+
+@pytest.mark.parametrize("codec", [LabelsCodec(), EdgesCodec(), BinaryCodec()], ids=str)
+def test_serializers_have_no_fixed_encoded_size(codec: Any) -> None:
+    name = codec.codec_name.replace(".", r"\.")
+    with pytest.raises(NotImplementedError, match=rf"^{name} streams have a variable size$"):
+        codec.compute_encoded_size(120, _spec((4, 5, 6), "uint8"))
