@@ -180,7 +180,14 @@ MUTATION_GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "io": (
         ["src/medmask/io.py"],
-        ["tests/test_io.py", "tests/test_latency.py", "tests/test_archive_remote.py"],
+        [
+            "tests/test_io.py",
+            "tests/test_latency.py",
+            "tests/test_archive_remote.py",
+            # conditional writes on S3, GCS, memory and local files; async sources
+            "tests/adversarial/test_concurrency.py",
+            "tests/test_zarr_remote.py",
+        ],
     ),
     "zarr": (
         ["src/medmask/zarr_store.py"],
