@@ -465,3 +465,199 @@ def test_the_engine_checks_each_member_before_reading_anything(tmp_path: Path) -
         assert found[0][0] == roi
         assert found[1] is not None
         assert found[1][0] == (slice(1, 5), slice(2, 6), slice(1, 6))
+
+
+# --- exact answers of the engine's small pieces -----------------------------------------------
+
+
+def _pieces_descriptor() -> MaskDescriptor:
+    return MaskDescriptor(
+        shape=(10, 10, 10),
+        bit_depth=8,
+        labels=(
+            LabelEntry("a", 1, 1, ((1, 1), (2, 2), (3, 3))),
+            LabelEntry("b", 2, 2, ((5, 6), (0, 0), (9, 9))),
+            LabelEntry("c", 3, 0, None),
+        ),
+        codec={"id": "medmask.edges"},
+        chunks=(10, 10, 10),
+    )
+
+
+def test_known_size_from_the_source_or_a_short_first_read() -> None:
+    from medmask.engine import known_size
+    from medmask.io import HEAD_GUESS
+
+    class Sized:
+        def __init__(self, size: int | None) -> None:
+            self.size = size
+
+    assert known_size(Sized(5), b"x" * HEAD_GUESS) == 5
+    assert known_size(Sized(5), b"xx") == 5  # the source's size wins over the read
+    assert known_size(Sized(None), b"x" * (HEAD_GUESS - 1)) == HEAD_GUESS - 1
+    assert known_size(Sized(None), b"x" * HEAD_GUESS) is None  # a full read: maybe more
+
+
+def test_maskfile_file_size_and_basic_indexing(tmp_path: Path) -> None:
+    encoded, data = _sound(tmp_path)
+    path = write_msk(tmp_path / "m.msk", encoded)
+    with MaskFile(path) as f:
+        assert f.file_size == path.stat().st_size
+        for key in (
+            (slice(1, 3), slice(2, 4), slice(2, 6)),
+            (4, 5),
+            (Ellipsis, 1),
+            (slice(3, None), 5, slice(None, 3)),
+            -2,
+        ):
+            got = f[key]
+            assert got.dtype == np.uint8
+            np.testing.assert_array_equal(got, data[key])
+        full = f.__array__()
+        assert full.dtype == np.uint8
+        np.testing.assert_array_equal(full, data)
+        wide = f.__array__(np.int16)
+        assert wide.dtype == np.int16
+        np.testing.assert_array_equal(wide, data.astype(np.int16))
+        as_float = np.asarray(f, dtype=np.float32)
+        assert as_float.dtype == np.float32
+        np.testing.assert_array_equal(as_float, data)
+
+
+def test_volumes_without_a_space_count_one_cubic_millimetre_a_voxel(tmp_path: Path) -> None:
+    from medmask.engine import info_from
+
+    encoded, _ = _sound(tmp_path)
+    d = encoded.descriptor
+    info = info_from(dataclasses.replace(d, space=None), encoded.index(0), "x")
+    assert info.volumes_mm3() == {"liver": 16.0, "spleen": 2.0}
+    spaced = dataclasses.replace(d, space=Space(shape=d.shape, spacing=(2.0, 0.5, 3.0)))
+    assert info_from(spaced, encoded.index(0), "x").volumes_mm3() == {"liver": 48.0, "spleen": 6.0}
+
+
+def test_label_counts_are_checked_exactly_inside_each_stored_bbox() -> None:
+    from medmask.engine import check_label_counts
+
+    d = _pieces_descriptor()
+    roi = (slice(1, 7), slice(0, 3), slice(3, 10))  # starts past 0 on z and x
+    block = np.zeros((6, 3, 7), np.uint8)
+    block[0, 2, 0] = 1  # a's one voxel, at (1, 2, 3)
+    block[1, 2, 0] = 1  # just past a's bbox on z, (2, 2, 3)
+    block[0, 2, 1] = 1  # just past it on x, (1, 2, 4)
+    block[0, 1, 0] = 1  # just before it on y, (1, 1, 3)
+    check_label_counts(d, {1}, roi, block, name="f")  # only the voxel inside counts
+    check_label_counts(d, {3}, roi, block, name="f")  # no bbox, count 0: nothing to find
+    two = dataclasses.replace(d, labels=(dataclasses.replace(d.labels[0], count=2), *d.labels[1:]))
+    with pytest.raises(FormatError, match=r"f: label 'a' \(value 1\): expected the 2 .*Got 1;"):
+        check_label_counts(two, {1}, roi, block, name="f")
+    # a label not asked for is skipped, and the ones after it are still checked
+    with pytest.raises(FormatError, match=r"f: label 'b' \(value 2\): expected the 2 .*Got 0;"):
+        check_label_counts(d, {2, 3}, roi, block, name="f")
+
+
+def test_check_label_count_message_word_for_word() -> None:
+    from medmask.engine import check_label_count
+
+    entry = _pieces_descriptor().labels[0]
+    check_label_count(entry, 1, name="f.mska [m]")
+    with pytest.raises(FormatError) as caught:
+        check_label_count(entry, 2, name="f.mska [m]")
+    assert str(caught.value) == (
+        "f.mska [m]: label 'a' (value 1): expected the 1 voxels its metadata lists inside its "
+        "stored bbox ((1, 1), (2, 2), (3, 3)). Got 2; the label statistics are wrong (the file "
+        "is corrupted or was written by a faulty writer)."
+    )
+
+
+def test_count_in_bbox_counts_one_chunk_inside_the_stored_bbox_only(tmp_path: Path) -> None:
+    from medmask.engine import count_in_bbox
+
+    encoded, data = _sound(tmp_path)
+    member = Member("", encoded.descriptor, encoded.index(0))
+    liver = encoded.descriptor.labels[0]
+    assert liver.name == "liver"
+    # chunk 0 is z 0:2; liver there: z 1, y 2:4, x 2:6 (8 voxels)
+    assert count_in_bbox(member, liver, 0, encoded.streams[0], name="f") == 8
+    narrow = dataclasses.replace(liver, bbox=((1, 1), (2, 2), (2, 4)))
+    assert count_in_bbox(member, narrow, 0, encoded.streams[0], name="f") == 3
+    assert int(np.count_nonzero(data[1:2, 2:3, 2:5] == 1)) == 3
+    edge = dataclasses.replace(liver, bbox=((0, 0), (2, 3), (2, 5)))  # z 0 holds nothing
+    assert count_in_bbox(member, edge, 0, encoded.streams[0], name="f") == 0
+
+
+def test_verify_decoded_counts_background_and_lists_ten_unlisted_values() -> None:
+    from medmask.engine import verify_decoded
+
+    data = np.zeros((2, 3, 4), np.uint8)
+    data[0, 1, 1:3] = 1
+    data[1, 2, 3] = 2
+    labels = (
+        LabelEntry("background", 0, 21, None),
+        LabelEntry("a", 1, 2, ((0, 0), (1, 1), (1, 2))),
+        LabelEntry("b", 2, 1, ((1, 1), (2, 2), (3, 3))),
+    )
+    d = MaskDescriptor(
+        shape=(2, 3, 4), bit_depth=8, labels=labels, codec={"id": "medmask.edges"}, chunks=(2, 3, 4)
+    )
+    assert verify_decoded(data, d, name="f") == []
+    wrong = dataclasses.replace(d, labels=(dataclasses.replace(labels[0], count=20), *labels[1:]))
+    assert verify_decoded(data, wrong, name="f") == [
+        "f: label 'background' (value 0) has 21 voxels; the metadata says 20."
+    ]
+    many = np.arange(1, 13, dtype=np.uint8).reshape(1, 1, 12)
+    one = MaskDescriptor(
+        shape=(1, 1, 12),
+        bit_depth=8,
+        labels=(LabelEntry("a", 1, 1, ((0, 0), (0, 0), (0, 0))),),
+        codec={"id": "medmask.edges"},
+        chunks=(1, 1, 12),
+    )
+    assert verify_decoded(many, one, name="f") == [
+        "f: voxels hold values [2, 3, 4, 5, 6, 7, 8, 9, 10, 11] that no label lists."
+    ]
+
+
+def test_decode_unstored_applies_both_limits_and_collects_values(tmp_path: Path) -> None:
+    from medmask.engine import decode_unstored
+
+    _, data = _sound(tmp_path)
+    mask = SegmentationMask(data, {"liver": 1, "spleen": 2}, Space(shape=data.shape))
+    encoded = encode_mask(mask, chunks=(2, 8, 8), codec="medmask.labels")  # tells its values
+    d, index = encoded.descriptor, encoded.index(0)
+    streams = {i: s for i, s in enumerate(encoded.streams) if s}
+    full = (slice(0, 6), slice(0, 8), slice(0, 8))
+    with pytest.raises(
+        AllocationLimitError,
+        match=r"^f \[m\]: declares \(6, 8, 8\) = 384 voxels, above the limit of 383 ",
+    ):
+        decode_unstored(d, index, streams, full, name="f [m]", max_voxels=383)
+    with pytest.raises(
+        AllocationLimitError,
+        match=r"^f \[m\]: declares \(6, 8, 8\) uint8 = 384 bytes, above the limit of 383 bytes",
+    ):
+        decode_unstored(d, index, streams, full, name="f [m]", max_bytes=383)
+    present: list[Any] = []
+    got = decode_unstored(
+        d, index, streams, full, name="f [m]", present=present, max_voxels=384, max_bytes=384
+    )
+    np.testing.assert_array_equal(got, data)
+    assert len(present) == 3  # one entry per stored chunk
+    assert sorted(tuple(int(v) for v in p) for p in present) == [(0, 1), (0, 1), (0, 2)]
+
+
+def test_iter_labels_goes_on_after_a_read_without_voxels(tmp_path: Path) -> None:
+    from medmask.engine import OpenedFile
+
+    encoded, data = _sound(tmp_path)
+    path = write_msk(tmp_path / "m.msk", encoded)
+    with MaskFile(path) as f:
+        member = f._directory.members[0]
+        engine = OpenedFile.open(f._source, f._directory)
+        found = list(engine.iter_labels([(member, set()), (member, {2}), (member, {7})]))
+    assert len(found) == 3
+    assert found[0] is None
+    assert found[2] is None
+    assert found[1] is not None
+    roi, block = found[1]
+    assert roi == (slice(4, 5), slice(5, 6), slice(1, 3))
+    np.testing.assert_array_equal(block, data[roi])
