@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -128,6 +129,22 @@ def test_merge_ranges() -> None:
     assert merge_ranges([(0, 10), (10, 20), (far, far + 5)]) == [(0, 20), (far, far + 5)]
     assert merge_ranges([(0, 100), (10, 20)]) == [(0, 100)]
     assert merge_ranges([(0, 10), (30, 40)], gap=0) == [(0, 10), (30, 40)]
+
+
+def test_merge_ranges_boundaries() -> None:
+    at_gap = [(0, 10), (10 + MERGE_GAP, 20 + MERGE_GAP)]
+    assert merge_ranges(at_gap) == [(0, 20 + MERGE_GAP)]  # exactly MERGE_GAP apart: merged
+    past_gap = [(0, 10), (11 + MERGE_GAP, 20 + MERGE_GAP)]
+    assert merge_ranges(past_gap) == past_gap
+    assert merge_ranges([(0, 10), (15, 20)], gap=5) == [(0, 20)]
+    assert merge_ranges([(0, 10), (16, 20)], gap=5) == [(0, 10), (16, 20)]
+    assert merge_ranges([(0, 10), (10, 20)], gap=0) == [(0, 20)]  # touching
+    assert merge_ranges([(0, 10), (12, 20)], max_size=20) == [(0, 20)]  # exactly max_size
+    assert merge_ranges([(0, 10), (12, 21)], max_size=20) == [(0, 10), (12, 21)]
+    assert merge_ranges([(0, 30), (5, 40)], max_size=20) == [(0, 40)]  # overlapping: always
+    assert merge_ranges([(0, 30), (30, 40)], max_size=20) == [(0, 30), (30, 40)]
+    assert merge_ranges([(0, 50)], max_size=20) == [(0, 50)]  # one range may exceed it
+    assert merge_ranges(iter([(5, 6), (0, 1)])) == [(0, 6)]  # any iterable, sorted
 
 
 def test_local_source_reads_ranges(tmp_path: Path) -> None:
@@ -400,3 +417,463 @@ def test_target_in_missing_directory(tmp_path: Path, mask: SegmentationMask) -> 
         save_mask(mask, target)
     assert isinstance(info.value, FileNotFoundError)
     assert not (tmp_path / "no").exists()
+
+
+# --- backend errors as medmask errors ----------------------------------------------------------
+
+
+class NoCredentialsError(Exception):
+    """Named like botocore's (which is no OSError)."""
+
+
+class AccessDeniedException(Exception):
+    """Named like the access errors botocore builds from an error code."""
+
+
+class _HttpError(Exception):
+    """An HTTP client's error carrying the status as ``code``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _caused_by(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        PermissionError("not yours"),
+        _HttpError(401, "unauthorized"),
+        _HttpError(403, "forbidden"),
+        NoCredentialsError("Unable to locate credentials"),
+        AccessDeniedException("denied"),
+        _caused_by(OSError("signing failed"), NoCredentialsError("no keys")),
+    ],
+    ids=["PermissionError", "401", "403", "no-credentials", "access-denied", "cause"],
+)
+def test_storage_error_access_denied(exc: BaseException) -> None:
+    err = medmask.io.storage_error(exc, "s3://b/k.msk", "reading")
+    assert type(err) is medmask.StoragePermissionError
+    detail = f"{type(exc).__name__}: {exc}"
+    assert str(err) == f"s3://b/k.msk: access denied while reading ({detail})."
+
+
+@pytest.mark.parametrize(
+    ("exc", "detail"),
+    [
+        (OSError("disk on fire"), "OSError: disk on fire"),
+        (_HttpError(404, "gone"), "_HttpError: gone"),
+        (_HttpError(500, "oops"), "_HttpError: oops"),
+        (_caused_by(OSError("boom"), ValueError("bad")), "OSError: boom"),
+        (TimeoutError(), "TimeoutError"),
+    ],
+    ids=["OSError", "404", "500", "other-cause", "no-message"],
+)
+def test_storage_error_other_failures(exc: BaseException, detail: str) -> None:
+    err = medmask.io.storage_error(exc, "gs://b/k.msk", "listing")
+    assert type(err) is medmask.StorageError
+    assert str(err) == f"gs://b/k.msk: listing failed ({detail})."
+
+
+def test_storage_error_missing_files() -> None:
+    own = medmask.ChecksumError("bad chunk")
+    assert medmask.io.storage_error(own, "x", "reading") is own  # medmask's own pass through
+    err = medmask.io.storage_error(FileNotFoundError("k"), "s3://b/k", "reading")
+    assert type(err) is medmask.MaskFileNotFoundError
+    assert str(err) == "s3://b/k: no such file or object."
+    err = medmask.io.storage_error(IsADirectoryError("d"), "/tmp/d", "opening")
+    assert type(err) is medmask.MaskFileNotFoundError
+    assert str(err) == "/tmp/d: is a directory, not a file."
+
+
+def test_s3_without_credentials_is_access_denied(
+    s3: BucketFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3.fs.pipe_file(s3.path("k.msk"), b"0123456789")
+    s3.log.clear()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    url = s3.url("k.msk")
+    options = {"endpoint_url": s3.endpoint_url, "skip_instance_cache": True}
+    denied = f"^{re.escape(url)}: access denied while "
+    with pytest.raises(medmask.StoragePermissionError, match=denied + "reading the size of "):
+        medmask.io.stored_size(url, options)
+    source = open_source(url, options)
+    with pytest.raises(medmask.StoragePermissionError, match=denied + "reading .*Credential"):
+        source.read(0, 4)
+
+    async def read_async() -> None:
+        reader = medmask.io.open_source_async(url, options)
+        with pytest.raises(medmask.StoragePermissionError, match=denied + "reading "):
+            await reader.read(0, 4)
+        with pytest.raises(medmask.StoragePermissionError, match=denied + "reading "):
+            await reader.read_ranges([(0, 2), (2 + MERGE_GAP + 1, 2 + MERGE_GAP + 5)])
+        await _close(reader)
+
+    asyncio.run(read_async())
+    assert s3.log.requests == []  # refused before anything went out
+
+
+# --- conditional writes to object stores -------------------------------------------------------
+
+
+def _changed(url: str) -> str:
+    return (
+        f"^{re.escape(url)}: was changed by another writer since it was read; nothing was "
+        r"written\. Open it again and retry\.$"
+    )
+
+
+def _created(url: str) -> str:
+    return (
+        f"^{re.escape(url)}: was created by another writer since it was read; nothing was "
+        r"written\. Open it again and retry\.$"
+    )
+
+
+def _check_conditional_writes(fs: Any, fs_path: str, url: str, options: Any, kind: str) -> None:
+    """Create-only and version-checked writes lose to another writer, leaving its bytes."""
+    write_atomic, object_version = medmask.io.write_atomic, medmask.io.object_version
+
+    def stored() -> bytes:
+        fs.invalidate_cache()
+        return bytes(fs.cat_file(fs_path))
+
+    absent = object_version(url, options)
+    assert absent == medmask.io.ObjectVersion(False, kind)  # type: ignore[arg-type]
+    fs.pipe_file(fs_path, b"theirs")  # created meanwhile
+    with pytest.raises(medmask.ConcurrentModificationError, match=_created(url)):
+        write_atomic(url, [b"mine"], options, expect=absent)
+    assert stored() == b"theirs"
+    with pytest.raises(medmask.MaskFileExistsError) as exists:
+        write_atomic(url, [b"mine"], options, overwrite=False)
+    assert str(exists.value) == f"{url}: already exists; nothing was written."
+    assert stored() == b"theirs"
+    seen = object_version(url, options)
+    assert (seen.exists, seen.kind, seen.size) == (True, kind, 6)
+    fs.pipe_file(fs_path, b"theirs, again")  # changed meanwhile
+    with pytest.raises(medmask.ConcurrentModificationError, match=_changed(url)):
+        write_atomic(url, [b"mine"], options, expect=seen)
+    assert stored() == b"theirs, again"
+    seen = object_version(url, options)
+    fs.rm(fs_path)  # deleted meanwhile
+    with pytest.raises(medmask.ConcurrentModificationError, match=_changed(url)):
+        write_atomic(url, [b"mine"], options, expect=seen)
+    fs.pipe_file(fs_path, b"theirs")
+    new = write_atomic(url, [b"mi", b"ne"], options, expect=object_version(url, options))
+    assert stored() == b"mine"  # the version seen is still current: written
+    assert new is not None
+    assert (new.exists, new.kind, new.size) == (True, kind, 4)
+    assert new == object_version(url, options)
+
+
+def test_conditional_writes_s3(s3: BucketFixture) -> None:
+    url = s3.url("v.msk")
+    _check_conditional_writes(s3.fs, s3.path("v.msk"), url, s3.storage_options, "etag")
+
+
+def test_conditional_writes_gcs(gcs: BucketFixture) -> None:
+    url = gcs.url("v.msk")
+    _check_conditional_writes(gcs.fs, gcs.path("v.msk"), url, gcs.storage_options, "generation")
+
+
+def test_conditional_writes_other_filesystems(memory_fs: Any) -> None:
+    url = "memory://b/v.msk"
+    _check_conditional_writes(memory_fs, "/b/v.msk", url, None, "content")
+
+
+class _LosingStore:
+    """An S3-protocol filesystem whose conditional PUT loses a race, failing as ``error``."""
+
+    protocol = ("s3", "s3a")
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def pipe_file(self, path: str, data: bytes, **kwargs: Any) -> None:
+        raise self.error
+
+
+class _Object:
+    """An fsspec OpenFile's face: a filesystem and a path."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self.fs, self.path = fs, path
+
+
+def _s3_client_error(code: str) -> BaseException:
+    """What s3fs raises for an S3 error answer with this code."""
+    from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+    from s3fs.errors import translate_boto_error
+
+    error = ClientError({"Error": {"Code": code, "Message": "lost"}}, "PutObject")
+    try:
+        raise translate_boto_error(error) from error
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _HttpError(412, "Precondition Failed"),
+        _s3_client_error("PreconditionFailed"),
+        _s3_client_error("ConditionalRequestConflict"),  # 409: a concurrent conditional write
+    ],
+    ids=["412", "PreconditionFailed", "ConditionalRequestConflict"],
+)
+def test_lost_conditional_put_is_a_conflict(error: BaseException) -> None:
+    target = _Object(_LosingStore(error), "b/k.msk")
+    seen = medmask.io.ObjectVersion(True, "etag", '"abc"', 4)
+    with pytest.raises(medmask.ConcurrentModificationError, match=_changed("b/k.msk")) as info:
+        medmask.io.write_atomic(target, [b"mine"], expect=seen)
+    assert info.value.__cause__ is error
+    with pytest.raises(medmask.MaskFileExistsError, match=r"^b/k\.msk: already exists; nothing"):
+        medmask.io.write_atomic(target, [b"mine"], overwrite=False)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [_HttpError(409, "Conflict"), _s3_client_error("InternalError"), OSError("reset")],
+    ids=["409", "InternalError", "OSError"],
+)
+def test_failed_conditional_put_is_a_storage_error(error: BaseException) -> None:
+    target = _Object(_LosingStore(error), "b/k.msk")
+    seen = medmask.io.ObjectVersion(True, "etag", '"abc"', 4)
+    with pytest.raises(medmask.StorageError, match=r"^b/k.msk: writing failed \(") as info:
+        medmask.io.write_atomic(target, [b"mine"], expect=seen)
+    assert type(info.value) is medmask.StorageError
+
+
+# --- reads from coroutines ---------------------------------------------------------------------
+
+DATA = bytes(range(256)) * 64  # 16 KiB
+FAR = 8 + MERGE_GAP + 1  # more than MERGE_GAP past (4, 8): not merged with it
+
+
+async def _close(source: Any) -> None:
+    """Close the S3 client of an async source on its own event loop."""
+    client = getattr(getattr(source, "fs", None), "_s3", None)
+    if client is not None:
+        await client.close()
+
+
+def _fresh(options: dict[str, Any]) -> dict[str, Any]:
+    """Options for a filesystem of this event loop (fsspec caches async instances per thread,
+    bound to the loop that created them, closed with it)."""
+    return {**options, "skip_instance_cache": True}
+
+
+def test_async_s3_reads_exact_ranges(s3: BucketFixture) -> None:
+    s3.fs.pipe_file(s3.path("d.bin"), DATA)
+    url, n = s3.url("d.bin"), len(DATA)
+
+    async def reads() -> None:
+        source = medmask.io.open_source_async(url, _fresh(s3.storage_options))
+        assert source.name == url
+        s3.log.clear()
+        assert await source.read(5, 5) == b""
+        assert await source.read(9, 3) == b""
+        assert await source.read_ranges([]) == []
+        assert s3.log.requests == []  # empty ranges ask nothing
+        assert await source.read(10, 20) == DATA[10:20]
+        assert await source.read(n - 3, n + 100) == DATA[-3:]
+        assert await source.read(n + 10, n + 20) == b""  # past the end: nothing there
+        asked = [_range(r) for r in s3.log.requests]
+        assert asked == [(10, 20), (n - 3, n + 100), (n + 10, n + 20)]
+        s3.log.clear()
+        ranges = [(4, 8), (FAR, FAR + 10), (0, 4), (5, 6)]
+        assert await source.read_ranges(ranges) == [DATA[s:e] for s, e in ranges]
+        assert sorted(_range(r) for r in s3.log.requests) == [(0, 8), (FAR, FAR + 10)]
+        source.close()
+        await _close(source)
+
+    asyncio.run(reads())
+
+
+def test_async_s3_missing_object(s3: BucketFixture) -> None:
+    url = s3.url("nope.bin")
+
+    async def reads() -> None:
+        source = medmask.io.open_source_async(url, _fresh(s3.storage_options))
+        missing = f"^{re.escape(url)}: no such file or object.$"
+        with pytest.raises(medmask.MaskFileNotFoundError, match=missing):
+            await source.read(0, 10)
+        with pytest.raises(medmask.MaskFileNotFoundError, match=missing):
+            await source.read_ranges([(0, 4), (FAR, FAR + 4)])
+        await _close(source)
+
+    asyncio.run(reads())
+
+
+def test_async_s3_reads_through_the_head_cache(s3: BucketFixture) -> None:
+    s3.fs.pipe_file(s3.path("d.bin"), DATA)
+    medmask.io.head_cache.enable()
+
+    async def reads() -> None:
+        for _ in range(2):
+            source = medmask.io.open_source_async(s3.url("d.bin"), _fresh(s3.storage_options))
+            assert await source.read_ranges([(100, 200), (FAR + 200, FAR + 209)]) == [
+                DATA[100:200],
+                DATA[FAR + 200 : FAR + 209],
+            ]
+            await _close(source)
+
+    s3.log.clear()
+    asyncio.run(reads())
+    assert sorted(_range(r) for r in s3.log.requests) == [(100, 200), (FAR + 200, FAR + 209)]
+
+
+def test_async_s3_ranges_go_out_at_most_32_at_once(s3: BucketFixture) -> None:
+    s3.fs.pipe_file(s3.path("d.bin"), DATA * 13)
+    options = {**s3.storage_options, "config_kwargs": {"max_pool_connections": 64}}
+    data = DATA * 13
+    ranges = [(i * 4200, i * 4200 + 10) for i in range(48)]
+    assert len(merge_ranges(ranges)) == 48  # every range its own request
+
+    async def reads() -> list[bytes]:
+        source = medmask.io.open_source_async(s3.url("d.bin"), _fresh(options))
+        try:
+            return await source.read_ranges(ranges)
+        finally:
+            await _close(source)
+
+    s3.server.latency = 0.05
+    s3.log.clear()
+    assert asyncio.run(reads()) == [data[s:e] for s, e in ranges]
+    assert len(s3.log.requests) == 48
+    assert 8 <= s3.log.max_in_flight <= medmask.io.MAX_CONCURRENCY
+
+
+def test_blocking_sources_read_from_coroutines_in_threads(tmp_path: Path, memory_fs: Any) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(DATA)
+    memory_fs.pipe_file("/b/d.bin", DATA)
+    ranges = [(4, 8), (FAR, FAR + 10), (0, 4), (5, 6), (len(DATA) - 2, len(DATA) + 50)]
+    buffer = io.BytesIO(DATA)
+
+    async def reads(target: Any, name: str, size: int | None) -> None:
+        source = medmask.io.open_source_async(target)
+        assert (source.name, source.size) == (name, size)
+        assert await source.read(10, 20) == DATA[10:20]
+        assert await source.read(len(DATA) - 3, len(DATA) + 9) == DATA[-3:]
+        assert await source.read_ranges(ranges) == [DATA[s:e] for s, e in ranges]
+        source.close()
+
+    n = len(DATA)
+    for target, name, size in [
+        (str(path), str(path), n),
+        (path, str(path), n),
+        (path.as_uri(), str(path), n),
+        ("memory://b/d.bin", "memory://b/d.bin", None),  # a filesystem without coroutines
+        (buffer, repr(buffer), n),
+    ]:
+        asyncio.run(reads(target, name, size))
+    assert not buffer.closed  # file objects are not closed by medmask
+    local = medmask.io.open_source_async(str(path))
+    asyncio.run(local.read(0, 1))
+    local.close()
+    with pytest.raises(medmask.StorageError, match="reading"):
+        asyncio.run(local.read(0, 1))  # closed: its descriptor is gone
+
+
+# --- sizes and versions of local files ---------------------------------------------------------
+
+
+def test_stored_size(tmp_path: Path, memory_fs: Any, s3: BucketFixture) -> None:
+    stored_size = medmask.io.stored_size
+    path = tmp_path / "d.bin"
+    path.write_bytes(DATA)
+    memory_fs.pipe_file("/b/d.bin", DATA[:100])
+    s3.fs.pipe_file(s3.path("d.bin"), DATA[:7])
+    assert stored_size(str(path)) == stored_size(path) == stored_size(path.as_uri()) == len(DATA)
+    assert stored_size(fsspec.open(str(path))) == len(DATA)
+    assert stored_size("memory://b/d.bin") == 100
+    assert stored_size(fsspec.open("memory://b/d.bin")) == 100
+    assert stored_size(s3.url("d.bin"), s3.storage_options) == 7
+    (tmp_path / "empty.bin").touch()
+    assert stored_size(tmp_path / "empty.bin") == 0
+    for target in [str(tmp_path / "no.bin"), (tmp_path / "no.bin").as_uri()]:
+        with pytest.raises(medmask.MaskFileNotFoundError) as info:
+            stored_size(target)
+        assert str(info.value) == f"{target}: no such file."
+    for target, options in [("memory://b/no.bin", None), (s3.url("no.bin"), s3.storage_options)]:
+        with pytest.raises(medmask.MaskFileNotFoundError) as info:
+            stored_size(target, options)
+        assert str(info.value) == f"{target}: no such file or object."
+
+
+def test_local_object_version(tmp_path: Path) -> None:
+    object_version, version = medmask.io.object_version, medmask.io.ObjectVersion
+    path = tmp_path / "d.bin"
+    assert object_version(path) == version(False, "content")
+    head = medmask.io.VERSION_HEAD
+    path.write_bytes(DATA)
+    seen = object_version(str(path))
+    assert seen == version(True, "content", "", len(DATA), DATA[:head])
+    assert object_version(path.as_uri()) == seen
+    path.write_bytes(DATA[:-1])  # shorter
+    assert object_version(path) == version(True, "content", "", len(DATA) - 1, DATA[:head])
+    path.write_bytes(b"x" + DATA[1:])  # the same size, another first byte
+    assert object_version(path) == version(True, "content", "", len(DATA), b"x" + DATA[1:head])
+    path.write_bytes(b"")
+    assert object_version(path) == version(True, "content", "", 0, b"")
+    with pytest.raises(medmask.MaskFileNotFoundError) as info:
+        object_version(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a file."
+
+
+# --- create-only local writes ------------------------------------------------------------------
+
+
+class _AppearsMeanwhile(list[bytes]):
+    """Pieces while writing which another writer creates ``path`` (after the up-front check)."""
+
+    def __init__(self, pieces: list[bytes], path: Path, theirs: bytes) -> None:
+        super().__init__(pieces)
+        self.path, self.theirs = path, theirs
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.path.write_bytes(self.theirs)
+        yield from super().__iter__()
+
+
+def _no_hard_links(*args: Any, **kwargs: Any) -> None:
+    raise PermissionError(1, "Operation not permitted")  # what FAT or SMB mounts answer
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_create_only_local_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool
+) -> None:
+    if not links:
+        monkeypatch.setattr(os, "link", _no_hard_links)
+    write_atomic = medmask.io.write_atomic
+    path = tmp_path / "m.msk"
+    assert write_atomic(str(path), [b"mi", b"ne"], overwrite=False) is None
+    assert path.read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.msk"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    exists = f"{path}: already exists; nothing was written."
+    with pytest.raises(medmask.MaskFileExistsError) as info:
+        write_atomic(str(path), [b"again"], overwrite=False)  # there before the write
+    assert str(info.value) == exists
+    path.unlink()
+    with pytest.raises(medmask.MaskFileExistsError) as info:  # created while writing
+        write_atomic(str(path), _AppearsMeanwhile([b"mine"], path, b"theirs"), overwrite=False)
+    assert str(info.value) == exists
+    _assert_untouched(path, b"theirs")
+    path.unlink()
+    absent = medmask.io.object_version(path)
+    with pytest.raises(medmask.ConcurrentModificationError) as conflict:
+        write_atomic(path, _AppearsMeanwhile([b"mine"], path, b"theirs"), expect=absent)
+    assert str(conflict.value) == (
+        f"{path}: was created by another writer since it was read; nothing was written."
+    )
+    _assert_untouched(path, b"theirs")
