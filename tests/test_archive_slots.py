@@ -638,3 +638,17 @@ def test_async_reader_requires_the_kind_asked_for(tmp_path: Path, kind: str) -> 
         "mska": f"{path}: not a .mska archive: starts with a .msk file.",
     }
     assert errors == [(FormatError, expected[kind])] * 2
+
+
+def test_recovery_warning_points_at_the_callers_line(archive_path: Path) -> None:
+    """Not at a line inside medmask: a warning filter or report names the user's code."""
+    _flip(archive_path, 20, 0)
+    for open_it in (
+        lambda: MaskArchive(archive_path, recover=True).close(),
+        lambda: reader.read_directory(LocalSource(str(archive_path)), recover=True),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            open_it()
+        assert [w.category for w in caught] == [RecoveryWarning]
+        assert caught[0].filename == __file__
