@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import subprocess
@@ -643,12 +644,44 @@ def test_async_reader_requires_the_kind_asked_for(tmp_path: Path, kind: str) -> 
 def test_recovery_warning_points_at_the_callers_line(archive_path: Path) -> None:
     """Not at a line inside medmask: a warning filter or report names the user's code."""
     _flip(archive_path, 20, 0)
-    for open_it in (
-        lambda: MaskArchive(archive_path, recover=True).close(),
-        lambda: reader.read_directory(LocalSource(str(archive_path)), recover=True),
-    ):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            open_it()
-        assert [w.category for w in caught] == [RecoveryWarning]
-        assert caught[0].filename == __file__
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        MaskArchive(archive_path, recover=True).close()
+        second = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        reader.read_directory(LocalSource(str(archive_path)), recover=True)
+    assert [w.category for w in caught] == [RecoveryWarning] * 2
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, first), (__file__, second)]
+
+
+def test_only_the_two_header_slots_count_as_slots(archive_path: Path) -> None:
+    """Bytes right after the slots that hold an intact slot (here over generation 1's
+    directory, which nothing uses any more) do not hide the repairable slots."""
+    data = bytearray(archive_path.read_bytes())
+    data[SLOTS_SIZE : SLOTS_SIZE + HEADER_SIZE] = data[:HEADER_SIZE]
+    data[20] ^= 1
+    data[HEADER_SIZE + 20] ^= 2
+    archive_path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"slot 0 is damaged .*: open it with recover=True"):
+        reader.read_directory(LocalSource(str(archive_path)))
+    directory, _, messages, _ = _open_both(archive_path, recover=True)
+    assert (directory.generation, directory.slot) == (3, 0)
+    assert len(messages) == 1
+
+
+def test_equal_generations_in_two_valid_slots_fall_back_to_slot_1(archive_path: Path) -> None:
+    """Slot 1 names generation 3 too (over generation 2's directory): when slot 0's
+    directory is damaged, recover=True opens slot 1 as an older state, not a restored one."""
+    data = bytearray(archive_path.read_bytes())
+    (_, newest), (_, older) = valid_slots(bytes(data), name="x")
+    data[HEADER_SIZE:SLOTS_SIZE] = replace(older, generation=3).pack()
+    data[newest.index_offset + 3] ^= 1 << 6
+    archive_path.write_bytes(bytes(data))
+    problem = f"{archive_path}: chunk index checksum mismatch; the file is corrupted."
+    directory, _, messages, _ = _open_both(archive_path, recover=True)
+    assert directory.recovered == reader.RecoveryReport(3, 3, problem, restored=False)
+    assert (directory.generation, directory.slot) == (3, 1)
+    assert [m.name for m in directory.members] == ["m1", "m2"]
+    assert messages == [
+        f"{archive_path}: opened generation 3; the newest generation 3 is damaged ({problem})"
+    ]
