@@ -883,3 +883,19 @@ def test_an_unchanged_value_in_a_later_slice_is_refused_word_for_word(
         r"it\.$",
     ):
         EdgesCodec().decode(stream)
+
+
+@pytest.mark.parametrize("n_edges", [254, 255, 256])
+def test_a_gap_of_255_insertions_is_escaped_by_both_encoders(n_edges: int) -> None:
+    """The first row has only insertions: its gap count is its number of edges; 255 and up
+    are written as the escape byte and 4 bytes (docs/codecs.md 6.3)."""
+    a = np.zeros((1, 40, 400), np.uint8)
+    a[0, 0, :n_edges] = np.arange(n_edges) % 2 + 1  # an edge at every x < n_edges
+    a[0, 5:35, 10:300] = 3
+    with numpy_paths():
+        python = EdgesCodec().encode(a)
+        np.testing.assert_array_equal(EdgesCodec().decode(python), a)
+    assert python[7] == 1  # edges
+    if edges.kernel_available():
+        assert EdgesCodec().encode(a) == python  # the kernel writes the same bytes
+    np.testing.assert_array_equal(EdgesCodec().decode(python), a)
