@@ -20,7 +20,7 @@ import medmask
 import medmask.api
 import medmask.io
 from medmask import MaskFile, SegmentationMask, load_mask, read_info, save_mask
-from medmask.io import HEAD_GUESS, MERGE_GAP, merge_ranges, open_source, source_name
+from medmask.io import HEAD_GUESS, MERGE_GAP, merge_ranges, open_source, read_heads, source_name
 from servers import BucketFixture
 
 # every s3 test here runs twice: against a server that answers at once and one 20 ms away
@@ -674,7 +674,8 @@ def test_async_s3_reads_exact_ranges(s3: BucketFixture) -> None:
 
     async def reads() -> None:
         source = medmask.io.open_source_async(url, _fresh(s3.storage_options))
-        assert source.name == url
+        assert isinstance(source, medmask.io.AsyncFsspecSource)  # s3fs's own coroutines
+        assert (source.name, source.size) == (url, None)
         s3.log.clear()
         assert await source.read(5, 5) == b""
         assert await source.read(9, 3) == b""
@@ -691,6 +692,23 @@ def test_async_s3_reads_exact_ranges(s3: BucketFixture) -> None:
         assert sorted(_range(r) for r in s3.log.requests) == [(0, 8), (FAR, FAR + 10)]
         source.close()
         await _close(source)
+
+    asyncio.run(reads())
+
+
+def test_async_gcs_reads_exact_ranges(gcs: BucketFixture) -> None:
+    gcs.fs.pipe_file(gcs.path("d.bin"), DATA)
+    url = gcs.url("d.bin")
+
+    async def reads() -> None:
+        source = medmask.io.open_source_async(url, _fresh(gcs.storage_options))
+        assert isinstance(source, medmask.io.AsyncFsspecSource)
+        try:
+            assert await source.read(10, 20) == DATA[10:20]
+            ranges = [(4, 8), (FAR, FAR + 10), (0, 4)]
+            assert await source.read_ranges(ranges) == [DATA[s:e] for s, e in ranges]
+        finally:
+            await source.fs.session.close()
 
     asyncio.run(reads())
 
@@ -728,6 +746,37 @@ def test_async_s3_reads_through_the_head_cache(s3: BucketFixture) -> None:
     assert sorted(_range(r) for r in s3.log.requests) == [(100, 200), (FAR + 200, FAR + 209)]
 
 
+def test_async_reads_share_the_head_cache_with_sync_reads(s3: BucketFixture) -> None:
+    s3.fs.pipe_file(s3.path("d.bin"), DATA)
+    url, options = s3.url("d.bin"), _fresh(s3.storage_options)
+    medmask.io.head_cache.enable()
+    s3.log.clear()
+    assert read_heads([url], options) == [DATA]
+
+    async def reads() -> bytes:
+        source = medmask.io.open_source_async(url, options)
+        try:
+            return await source.read(0, HEAD_GUESS)
+        finally:
+            await _close(source)
+
+    assert asyncio.run(reads()) == DATA
+    assert len(s3.log.requests) == 1  # the head read by read_heads, kept for the coroutine
+
+
+def test_threaded_source_gets_the_storage_options(memory_fs: Any, tmp_path: Path) -> None:
+    memory_fs.pipe_file("/b/d.bin", DATA)
+    url = "simplecache::memory://b/d.bin"  # a filesystem without coroutines, with options
+    options = {"simplecache": {"cache_storage": str(tmp_path)}}
+    source = medmask.io.open_source_async(url, options)
+    assert asyncio.run(source.read_ranges([(3, 9), (FAR, FAR + 2)])) == [
+        DATA[3:9],
+        DATA[FAR : FAR + 2],
+    ]
+    assert len(list(tmp_path.iterdir())) == 1  # cached where the options say
+    source.close()
+
+
 def test_async_s3_ranges_go_out_at_most_32_at_once(s3: BucketFixture) -> None:
     s3.fs.pipe_file(s3.path("d.bin"), DATA * 13)
     options = {**s3.storage_options, "config_kwargs": {"max_pool_connections": 64}}
@@ -758,6 +807,7 @@ def test_blocking_sources_read_from_coroutines_in_threads(tmp_path: Path, memory
 
     async def reads(target: Any, name: str, size: int | None) -> None:
         source = medmask.io.open_source_async(target)
+        assert isinstance(source, medmask.io.ThreadedSource)
         assert (source.name, source.size) == (name, size)
         assert await source.read(10, 20) == DATA[10:20]
         assert await source.read(len(DATA) - 3, len(DATA) + 9) == DATA[-3:]
