@@ -927,3 +927,211 @@ def test_create_only_local_write(
         f"{path}: was created by another writer since it was read; nothing was written."
     )
     _assert_untouched(path, b"theirs")
+
+
+# --- the head cache ----------------------------------------------------------------------------
+
+
+def test_head_cache_limits_and_refusals() -> None:
+    cache = medmask.io.HeadCache()
+    assert not cache.enabled
+    cache.put(("t", "a"), b"x")  # off: nothing kept
+    assert cache.get(("t", "a")) is None
+    refusals = [
+        ({"max_entries": -1}, "-1, 268435456, 60.0"),
+        ({"max_bytes": -1}, "1024, -1, 60.0"),
+        ({"ttl": -0.5}, "1024, 268435456, -0.5"),
+    ]
+    for limits, shown in refusals:
+        with pytest.raises(medmask.InvalidValueError) as info:
+            cache.enable(**limits)  # type: ignore[arg-type]
+        assert str(info.value) == f"Expected non-negative limits. Got {shown}."
+
+    def on() -> bool:
+        return cache.enabled
+
+    assert not on()
+    cache.enable(0)
+    assert not on()
+    cache.enable(2, max_bytes=10)
+    assert on()
+    cache.put(None, b"x")
+    cache.put(("t", "a"), b"12345")
+    cache.put(("t", "b"), b"12345")  # 10 bytes in all: both kept
+    assert (cache.get(("t", "a")), cache.get(("t", "b"))) == (b"12345", b"12345")
+    cache.put(("t", "c"), b"1")  # a third entry pushes out the least recently used
+    assert cache.get(("t", "a")) is None
+    assert (cache.get(("t", "b")), cache.get(("t", "c"))) == (b"12345", b"1")
+    cache.put(("t", "c"), b"123456")  # replaced: 11 bytes would be too many
+    assert cache.get(("t", "b")) is None
+    assert cache.get(("t", "c")) == b"123456"
+    assert (cache.hits, cache.misses) == (5, 2)
+    cache.clear()
+    assert cache.get(("t", "c")) is None
+    assert (cache.hits, cache.misses) == (0, 1)
+    cache.enable(4, max_bytes=1 << 30)
+    cache.put(("t", "h"), bytes(HEAD_GUESS))
+    cache.put(("t", "i"), bytes(HEAD_GUESS + 1))  # longer than a head: not one
+    assert cache.get(("t", "h")) == bytes(HEAD_GUESS)
+    assert cache.get(("t", "i")) is None
+    assert cache.get(None) is None
+    cache.disable()
+    assert not cache.enabled
+    assert cache.get(("t", "h")) is None  # dropped
+
+
+def test_head_cache_ranges() -> None:
+    cache = medmask.io.HeadCache()
+    cache.enable(8, max_bytes=80, ranges=False)
+    cache.put_range(("t", "a"), 0, 4, b"abcd")
+    assert cache.get_range(("t", "a"), 0, 4) is None  # ranges off
+    cache.enable(8, max_bytes=80)
+    cache.put_range(("t", "a"), 0, 10, b"0123456789")  # an eighth of the budget: kept
+    cache.put_range(("t", "a"), 20, 31, b"x" * 11)  # more: not kept
+    cache.put_range(None, 0, 1, b"z")
+    assert cache.get_range(("t", "a"), 0, 10) == b"0123456789"
+    assert cache.get_range(("t", "a"), 20, 31) is None
+    assert cache.get_range(("t", "a"), 0, 9) is None  # exact ranges only
+    assert cache.get_range(None, 0, 10) is None
+    cache.put(("t", "a"), b"head")
+    cache.put(("t", "b"), b"other")
+    assert cache.get_range(("t", "a"), 0, HEAD_GUESS) == b"head"  # the head is a range too
+    kept, missing = cache.kept_ranges(("t", "a"), [(0, 10), (10, 12)])
+    assert (kept, missing) == ({(0, 10): b"0123456789", (10, 12): None}, [(10, 12)])
+    ranges = [(10, 12), (0, 10), (10, 12)]
+    assert cache.keep_fetched(("t", "a"), ranges, kept, missing, [b"ab"]) == [
+        b"ab",
+        b"0123456789",
+        b"ab",
+    ]
+    assert cache.get_range(("t", "a"), 10, 12) == b"ab"
+    cache.drop(("t", "a"))  # head and ranges of that object only
+    cache.drop(None)
+    assert cache.get(("t", "a")) is None
+    assert cache.get_range(("t", "a"), 0, 10) is None
+    assert cache.get(("t", "b")) == b"other"
+
+
+def test_head_cache_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("medmask.io.time.monotonic", lambda: now[0])
+    cache = medmask.io.HeadCache()
+    cache.enable(4, ttl=5.0)
+    cache.put(("t", "a"), b"x")
+    now[0] = 105.0
+    assert cache.get(("t", "a")) == b"x"  # exactly ttl old: still fresh
+    now[0] = 105.5
+    assert cache.get(("t", "a")) is None
+    assert (cache.hits, cache.misses) == (1, 1)
+    cache.enable(2, ttl=5.0)
+    now[0] = 200.0
+    cache.put(("t", "a"), b"a")
+    now[0] = 201.0
+    cache.put(("t", "b"), b"b")
+    assert cache.get(("t", "a")) == b"a"  # now the most recently used
+    now[0] = 205.5
+    assert cache.get(("t", "a")) is None  # stale: removed, it no longer takes a place
+    cache.put(("t", "c"), b"c")
+    assert (cache.get(("t", "b")), cache.get(("t", "c"))) == (b"b", b"c")
+
+
+# --- names, suffixes, whole reads --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "suffix"),
+    [
+        ("a/b/Mask.MSK", ".msk"),
+        ("s3://b/ct.nii.gz?versionId=3", ".nii.gz"),
+        ("cases.TAR.GZ", ".tar.gz"),
+        ("x.gz", ".gz"),
+        ("dir.d/", ".d"),
+        ("dir.d/file", ""),
+        (".hidden", ""),
+        ("noext", ""),
+        (Path("p/q.mska"), ".mska"),
+        (io.BytesIO(), ""),
+    ],
+)
+def test_name_suffix(target: Any, suffix: str) -> None:
+    assert medmask.io.name_suffix(target) == suffix
+
+
+def test_source_name_fallbacks() -> None:
+    class Named:
+        full_name = "gs://b/full"
+        path = "b/path"
+        name = "name"
+
+    class PathOnly:
+        path = "b/path"
+        name = 3
+
+    class NameOnly:
+        path = None
+        name = "just a name"
+
+    class Nameless:
+        name = None
+
+    nameless = Nameless()
+    assert source_name(Named()) == "gs://b/full"
+    assert source_name(PathOnly()) == "b/path"
+    assert source_name(NameOnly()) == "just a name"
+    assert source_name(nameless) == repr(nameless)
+
+
+def test_read_whole_limit(tmp_path: Path) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"x" * 1000)
+    assert medmask.io.read_whole(str(path), None, 1000) == b"x" * 1000  # exactly the limit
+    with pytest.raises(medmask.AllocationLimitError) as info:
+        medmask.io.read_whole(path, None, 999)
+    assert str(info.value) == f"{path}: larger than the 999-byte limit (max_bytes=)."
+    with pytest.raises(medmask.AllocationLimitError) as info:
+        medmask.io.read_whole(io.BytesIO(b"y" * 2000), None, 1500)
+    assert str(info.value).endswith(": larger than the 1,500-byte limit (max_bytes=).")
+    source = open_source(path)
+    with pytest.raises(medmask.AllocationLimitError, match=rf"^{re.escape(str(path))}: larger"):
+        medmask.io.read_all(source, 10)
+    with pytest.raises(medmask.AllocationLimitError, match=r"^other: larger than the 10-byte"):
+        medmask.io.read_all(source, 10, name="other")
+    source.close()
+
+
+def test_read_many_limit(tmp_path: Path) -> None:
+    for name, size in [("a", 100), ("b", 101)]:
+        (tmp_path / name).write_bytes(b"x" * size)
+    done: list[int] = []
+    out = medmask.io.read_many([tmp_path / "a", tmp_path / "b"], max_bytes=100, on_done=done.append)
+    assert out[0] == b"x" * 100
+    assert isinstance(out[1], medmask.AllocationLimitError)
+    assert str(out[1]) == f"{tmp_path / 'b'}: larger than the 100-byte limit (max_bytes=)."
+    assert done == [1, 1]
+
+
+def test_split_by_head_boundaries() -> None:
+    head = bytes(range(256)) * (HEAD_GUESS // 256)  # a full first read: the file goes on
+    found, missing = medmask.io.split_by_head(
+        head, [(0, 4), (10, HEAD_GUESS), (10, HEAD_GUESS + 1)]
+    )
+    assert found == [head[:4], head[10:], None]
+    assert missing == [(10, HEAD_GUESS + 1)]
+    short = head[:-1]  # shorter than a first read: the whole file
+    found, missing = medmask.io.split_by_head(
+        short, [(10, HEAD_GUESS + 5), (HEAD_GUESS, HEAD_GUESS + 9)]
+    )
+    assert found == [short[10:], b""]
+    assert missing == []
+
+
+def test_read_ranges_after_head(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (HEAD_GUESS // 128)  # two first reads long
+    path = tmp_path / "d.bin"
+    path.write_bytes(data)
+    source = open_source(path)
+    head = data[:HEAD_GUESS]
+    ranges = [(HEAD_GUESS + 5, HEAD_GUESS + 9), (0, 3), (HEAD_GUESS - 1, HEAD_GUESS + 1)]
+    assert medmask.io.read_ranges_after_head(source, head, ranges) == [data[s:e] for s, e in ranges]
+    assert medmask.io.read_ranges_after_head(source, head, [(1, 2)]) == [data[1:2]]
+    source.close()
