@@ -470,12 +470,16 @@ def test_both_slots_one_bit_off_restore_the_newest_that_verifies(
     assert [m.name for m in directory.members] == NAMES[:generation]
     assert directory.recovered is not None
     assert directory.recovered.generation == generation
+    assert directory.recovered.damaged_generation == 3  # the newest, restored or failed
+    assert directory.recovered.restored
     assert directory.recovered.problem.startswith(
         f"header slot {slot} is damaged (bit {slot} of its byte 20 is flipped"
     )
+    newer = "" if generation == 3 else "; the newest generation 3 does not verify"
     assert messages == [
         f"{archive_path}: restored generation {generation} from damaged header slot {slot} "
-        "(its directory and chunks verify); readers without recover=True cannot open the file"
+        f"(its directory and chunks verify){newer}; readers without recover=True cannot open "
+        "the file"
     ]
 
 

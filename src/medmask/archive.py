@@ -354,7 +354,7 @@ class MaskArchive:
         if self.recovered is not None and self.recovered.restored:
             self._read_only_reason = (
                 f"generation {self.recovered.generation} was restored from a damaged header "
-                "slot (readers without recover=True use an older one); a commit on it makes "
+                "slot (readers without recover=True do not open it); a commit on it makes "
                 "it current (pass allow_rollback=True to do so)"
             )
         elif self.recovered is not None:

@@ -61,10 +61,13 @@ class RecoveryReport:
     """What ``recover=True`` did when an archive's newest state was damaged."""
 
     generation: int  # the generation opened
-    damaged_generation: int  # the newest one, which failed verification
+    #: the newest generation in the file: ``generation`` itself when that was restored from
+    #: a damaged slot and is the newest, else a newer one that failed verification
+    damaged_generation: int
     problem: str  # why it was refused
-    #: True when the generation opened is the newest one, restored from a damaged header
-    #: slot (a reader without ``recover`` uses an older one); False: an older generation.
+    #: True when the generation opened was restored from a damaged header slot (a reader
+    #: without ``recover`` uses an older one or cannot open the file); False: an older
+    #: generation from an intact slot.
     restored: bool = False
 
 
@@ -246,18 +249,20 @@ def _recover(
                 yield from _check_chunks(head, archive, name)
         except FormatError:
             continue
+        newest = max([valid_newest, *(d.header.generation for d in damaged)])
         if generation > valid_newest:
             why = repaired.describe() if repaired is not None else str(damage)
-            report = RecoveryReport(generation, generation, why, restored=True)
-            others = (
-                f"use generation {valid_newest}" if damage is None else "cannot open the file"
+            report = RecoveryReport(generation, newest, why, restored=True)
+            newer = (
+                f"; the newest generation {newest} does not verify" if newest > generation else ""
             )
+            others = f"use generation {valid_newest}" if damage is None else "cannot open the file"
             message = (
                 f"{name}: restored generation {generation} from damaged header slot {slot} "
-                f"(its directory and chunks verify); readers without recover=True {others}"
+                f"(its directory and chunks verify){newer}; readers without recover=True "
+                f"{others}"
             )
         else:
-            newest = max([valid_newest, *(d.header.generation for d in damaged)])
             why = str(damage) if damage is not None else "damaged header slot"
             report = RecoveryReport(generation, newest, why)
             message = (
