@@ -7,6 +7,7 @@ import io
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1135,3 +1136,176 @@ def test_read_ranges_after_head(tmp_path: Path) -> None:
     assert medmask.io.read_ranges_after_head(source, head, ranges) == [data[s:e] for s, e in ranges]
     assert medmask.io.read_ranges_after_head(source, head, [(1, 2)]) == [data[1:2]]
     source.close()
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+def test_local_source_edges(tmp_path: Path) -> None:
+    import pickle
+
+    path = tmp_path / "d.bin"
+    path.write_bytes(DATA[:100])
+    with pytest.raises(medmask.MaskFileNotFoundError) as info:
+        open_source(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a file."
+    with pytest.raises(medmask.MaskFileNotFoundError) as info:
+        open_source(tmp_path / "no.bin")
+    assert str(info.value) == f"{tmp_path / 'no.bin'}: no such file or object."
+    source = open_source(path)
+    assert (source.name, source.size) == (str(path), 100)
+    assert source.read(0, 0) == source.read(50, 40) == b""
+    with open(path, "ab") as handle:
+        handle.write(DATA[100:150])  # grew since it was opened
+    assert source.read(95, 200) == DATA[95:150]
+    assert source.size == 150
+    copy = pickle.loads(pickle.dumps(source))  # opens its own descriptor
+    assert copy.read(0, 150) == DATA[:150]
+    source.close()
+    source.close()  # twice is fine
+    assert copy.read(140, 145) == DATA[140:145]
+    copy.close()
+    empty = tmp_path / "empty.bin"
+    empty.touch()
+    source = open_source(empty)
+    assert (source.size, source.read(0, 10)) == (0, b"")
+    source.close()
+
+
+class _TextReads(io.BytesIO):
+    def read(self, size: int | None = -1) -> Any:
+        return super().read(size).decode("latin-1")
+
+
+class _NoEnd(io.BytesIO):
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == os.SEEK_END:
+            raise OSError("cannot seek to the end")
+        return super().seek(offset, whence)
+
+
+class _Recording(io.BytesIO):
+    """Remembers the lengths it was asked to read."""
+
+    asked: list[int]
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.asked = [*getattr(self, "asked", []), -1 if size is None else size]
+        return super().read(size)
+
+
+def test_file_object_source_edges() -> None:
+    recording = _Recording(DATA[:100])
+    source = open_source(recording)
+    assert source.size == 100
+    assert source.read(90, 1 << 62) == DATA[90:100]
+    assert recording.asked == [10]  # clamped: a file object is never asked a hostile length
+    assert source.read(100, 200) == source.read(7, 7) == b""
+    assert source.read_ranges([(0, 2), (98, 120)]) == [DATA[:2], DATA[98:100]]
+    unsized = open_source(_NoEnd(DATA[:100]))
+    assert unsized.size is None
+    assert unsized.read(95, 200) == DATA[95:100]
+    assert unsized.read(5, 5) == b""
+    text = open_source(_TextReads(b"abc"))
+    with pytest.raises(medmask.InvalidTypeError) as info:
+        text.read(0, 2)
+    assert str(info.value).endswith(": expected a binary file object. Got str reads.")
+    closed = io.BytesIO(b"abc")
+    source = open_source(closed)
+    closed.close()
+    with pytest.raises(medmask.StorageError, match="reading failed"):
+        source.read(0, 2)
+    with pytest.raises(medmask.InvalidTypeError) as type_info:
+        open_source(object())
+    assert str(type_info.value) == (
+        "Expected a path, URL, fsspec OpenFile or seekable binary file object. Got object."
+    )
+
+
+def test_fsspec_source_reads(memory_fs: Any, s3: BucketFixture) -> None:
+    memory_fs.pipe_file("/b/d.bin", DATA)
+    s3.fs.pipe_file(s3.path("d.bin"), DATA)
+    n = len(DATA)
+    ranges = [(4, 8), (FAR, FAR + 10), (0, 4), (n - 2, n + 9)]
+    for url, options in [("memory://b/d.bin", None), (s3.url("d.bin"), s3.storage_options)]:
+        source = open_source(url, options)
+        assert (source.name, source.size) == (url, None)
+        s3.log.clear()
+        assert source.read(5, 5) == source.read(9, 3) == b""
+        assert source.read_ranges([]) == []
+        assert s3.log.requests == []
+        assert source.read(10, 20) == DATA[10:20]
+        assert source.read(n + 10, n + 20) == b""  # past the end
+        assert source.read_ranges(ranges) == [DATA[s:e] for s, e in ranges]
+        assert source.read_ranges([(n + 5, n + 9), (n + 5 + FAR, n + 9 + FAR)]) == [b"", b""]
+        source.close()
+    s3.log.clear()
+    source = open_source(s3.url("d.bin"), s3.storage_options)
+    source.read_ranges(ranges)
+    assert sorted(_range(r) for r in s3.log.requests) == [(0, 8), (FAR, FAR + 10), (n - 2, n + 9)]
+    gone = open_source(s3.url("gone.bin"), s3.storage_options)
+    missing = f"^{re.escape(s3.url('gone.bin'))}: no such file or object.$"
+    with pytest.raises(medmask.MaskFileNotFoundError, match=missing):
+        gone.read(0, 4)
+    with pytest.raises(medmask.MaskFileNotFoundError, match=missing):
+        gone.read_ranges([(0, 4), (FAR, FAR + 4)])
+    opened = open_source(fsspec.open("memory://b/d.bin"))
+    assert (opened.name, opened.read(1, 3)) == ("memory:///b/d.bin", DATA[1:3])
+
+
+# --- local locks -------------------------------------------------------------------------------
+
+
+def test_local_lock(tmp_path: Path) -> None:
+    LocalLock = medmask.io.LocalLock
+    path = tmp_path / "a.mska"
+    assert LocalLock.acquire(str(path), 1.0) is None  # nothing to lock
+    path.write_bytes(b"old")
+    lock = LocalLock.acquire(str(path), 1.0)
+    assert lock is not None
+    assert lock.is_current()
+    assert os.pread(lock.fd, 3, 0) == b"old"  # opened for reading and writing
+    os.pwrite(lock.fd, b"n", 0)
+    assert path.read_bytes() == b"nld"
+    started = time.monotonic()
+    with pytest.raises(medmask.LockTimeoutError) as info:
+        LocalLock.acquire(str(path), 0.1)  # another handle: held
+    assert time.monotonic() - started >= 0.1
+    assert str(info.value) == (
+        f"{path}: another writer has held the archive open for appending for more than 0.1 s; "
+        "close it or pass a longer lock_timeout."
+    )
+    lock.release()
+    lock.release()  # twice is fine
+    assert lock.fd == -1
+    again = LocalLock.acquire(str(path), 0.0)  # free again: no waiting needed
+    assert again is not None
+    path.unlink()
+    assert not again.is_current()  # deleted
+    path.write_bytes(b"new")
+    assert not again.is_current()  # another file under that name
+    again.release()
+
+
+def test_local_lock_follows_a_replaced_file(tmp_path: Path) -> None:
+    import threading
+
+    LocalLock = medmask.io.LocalLock
+    path = tmp_path / "a.mska"
+    path.write_bytes(b"old")
+    held = LocalLock.acquire(str(path), 1.0)
+    assert held is not None
+
+    def replace_then_release() -> None:
+        time.sleep(0.1)
+        medmask.io.write_atomic(str(path), [b"new"])  # renamed over the locked file
+        held.release()
+
+    writer = threading.Thread(target=replace_then_release)
+    writer.start()
+    lock = LocalLock.acquire(str(path), 5.0)
+    writer.join()
+    assert lock is not None
+    assert lock.is_current()  # the new file is locked, not the one replaced
+    assert os.pread(lock.fd, 3, 0) == b"new"
+    lock.release()
