@@ -1309,3 +1309,83 @@ def test_local_lock_follows_a_replaced_file(tmp_path: Path) -> None:
     assert lock.is_current()  # the new file is locked, not the one replaced
     assert os.pread(lock.fd, 3, 0) == b"new"
     lock.release()
+
+
+# --- folders, globs, versions of remote objects ------------------------------------------------
+
+
+def test_list_folder_and_expand_glob(tmp_path: Path, memory_fs: Any) -> None:
+    for name in ["b.msk", "a.msk", "c.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+        memory_fs.pipe_file(f"/f/{name}", b"x")
+    (tmp_path / "sub").mkdir()
+    memory_fs.pipe_file("/f/sub/d.msk", b"x")
+    local = [str(tmp_path / n) for n in ["a.msk", "b.msk", "c.txt"]]
+    assert medmask.io.list_folder(tmp_path) == local  # files only, sorted
+    assert medmask.io.list_folder(str(tmp_path)) == local
+    remote = [f"memory:///f/{n}" for n in ["a.msk", "b.msk", "c.txt"]]
+    assert medmask.io.list_folder("memory://f") == remote
+    for folder in [str(tmp_path / "none"), "memory://none"]:
+        with pytest.raises(medmask.MaskFileNotFoundError) as info:
+            medmask.io.list_folder(folder)
+        assert str(info.value) == f"{folder}: no such folder."
+    assert medmask.io.expand_glob(str(tmp_path / "*.msk")) == local[:2]
+    assert medmask.io.expand_glob("memory://f/*.msk") == remote[:2]
+    assert medmask.io.expand_glob("memory://f/**/*.msk") == [*remote[:2], "memory:///f/sub/d.msk"]
+    assert medmask.io.expand_glob(str(tmp_path / "*.none")) == []
+
+
+def test_remote_object_versions(s3: BucketFixture, gcs: BucketFixture, memory_fs: Any) -> None:
+    s3.fs.pipe_file(s3.path("v.bin"), DATA)
+    gcs.fs.pipe_file(gcs.path("v.bin"), DATA)
+    memory_fs.pipe_file("/b/v.bin", DATA)
+    memory_fs.pipe_file("/b/empty.bin", b"")
+    version = medmask.io.ObjectVersion
+    etag = str(s3.fs.info(s3.path("v.bin"))["ETag"])
+    assert etag.startswith('"')
+    assert medmask.io.object_version(s3.url("v.bin"), s3.storage_options) == version(
+        True, "etag", etag, len(DATA)
+    )
+    generation = str(gcs.fs.info(gcs.path("v.bin"))["generation"])
+    assert generation.isdigit()
+    assert medmask.io.object_version(gcs.url("v.bin"), gcs.storage_options) == version(
+        True, "generation", generation, len(DATA)
+    )
+    head = DATA[: medmask.io.VERSION_HEAD]
+    assert medmask.io.object_version("memory://b/v.bin") == version(
+        True, "content", "", len(DATA), head
+    )
+    assert medmask.io.object_version(fsspec.open("memory://b/v.bin")) == version(
+        True, "content", "", len(DATA), head
+    )
+    assert medmask.io.object_version("memory://b/empty.bin") == version(True, "content", "", 0, b"")
+    folder = f"s3://{s3.bucket}"
+    assert medmask.io.list_folder(folder, s3.storage_options) == [s3.url("v.bin")]  # cached
+    s3.fs.pipe_file(s3.path("v.bin"), b"changed")  # seen afresh, not from that listing
+    assert medmask.io.object_version(s3.url("v.bin"), s3.storage_options).size == 7
+    with pytest.raises(medmask.InvalidTypeError) as info:
+        medmask.io.object_version(42)
+    assert str(info.value) == "Expected a path, URL or fsspec OpenFile. Got int."
+
+
+def test_version_of_another_store_is_refused(memory_fs: Any, s3: BucketFixture) -> None:
+    memory_fs.pipe_file("/b/v.bin", b"theirs")
+    etag = medmask.io.ObjectVersion(True, "etag", '"abc"', 6)
+    with pytest.raises(medmask.InvalidValueError) as info:
+        medmask.io.write_atomic("memory://b/v.bin", [b"mine"], expect=etag)
+    assert str(info.value) == "memory://b/v.bin: version 'etag' does not fit this store."
+    assert memory_fs.cat_file("/b/v.bin") == b"theirs"
+    content = medmask.io.ObjectVersion(True, "content", "", 6, b"theirs")
+    with pytest.raises(medmask.InvalidValueError, match="version 'content' does not fit"):
+        medmask.io.write_atomic(s3.url("v.bin"), [b"mine"], s3.storage_options, expect=content)
+    absent = medmask.io.ObjectVersion(False, "content")  # "only if still absent" fits any store
+    medmask.io.write_atomic(s3.url("v.bin"), [b"mine"], s3.storage_options, expect=absent)
+    assert s3.fs.cat_file(s3.path("v.bin")) == b"mine"
+    with pytest.raises(medmask.InvalidTypeError) as type_info:
+        medmask.io.write_atomic(object(), [b"x"])
+    assert str(type_info.value) == (
+        "Expected a path, URL, fsspec OpenFile or writable binary file object. Got object."
+    )
+    buffer = io.BytesIO()
+    assert medmask.io.write_atomic(buffer, [b"a", b"b"]) is None
+    assert buffer.getvalue() == b"ab"
