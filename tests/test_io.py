@@ -1389,3 +1389,71 @@ def test_version_of_another_store_is_refused(memory_fs: Any, s3: BucketFixture) 
     buffer = io.BytesIO()
     assert medmask.io.write_atomic(buffer, [b"a", b"b"]) is None
     assert buffer.getvalue() == b"ab"
+
+
+# --- many first reads at once ------------------------------------------------------------------
+
+
+def test_read_heads_of_every_kind(tmp_path: Path, memory_fs: Any) -> None:
+    memory_fs.pipe_file("/b/a.bin", DATA * 5)
+    memory_fs.pipe_file("/b/small.bin", b"small")
+    (tmp_path / "l.bin").write_bytes(b"local")
+    done: list[int] = []
+    heads = medmask.io.read_heads(
+        ["memory://b/a.bin", "memory://b/gone.bin", io.BytesIO(b"buffer"), 42,
+         tmp_path / "l.bin", "memory://b/small.bin", str(tmp_path / "gone.bin")],
+        max_concurrency=0,
+    )  # fmt: skip
+    assert heads[0] == (DATA * 5)[:HEAD_GUESS]
+    assert isinstance(heads[1], medmask.MaskFileNotFoundError)
+    assert str(heads[1]) == "memory://b/gone.bin: no such file or object."
+    assert heads[2] == b"buffer"
+    assert isinstance(heads[3], medmask.InvalidTypeError)
+    assert heads[4:6] == [b"local", b"small"]
+    assert isinstance(heads[6], medmask.MaskFileNotFoundError)
+    assert str(heads[6]) == f"{tmp_path / 'gone.bin'}: no such file or object."
+    many = medmask.io.read_many(
+        ["memory://b/a.bin", "memory://b/small.bin", "memory://b/gone.bin", io.BytesIO(b"xy")],
+        max_bytes=len(DATA) * 5,
+        max_concurrency=1,
+        on_done=done.append,
+    )
+    assert many[0:2] == [DATA * 5, b"small"]
+    assert isinstance(many[2], medmask.MaskFileNotFoundError)
+    assert many[3] == b"xy"
+    assert sorted(done) == [1, 1, 1, 1]  # groups of max_concurrency=1
+
+
+def test_read_heads_through_the_cache(s3: BucketFixture) -> None:
+    for name in ["a", "b"]:
+        s3.fs.pipe_file(s3.path(name), DATA * 5)
+    urls = [s3.url("a"), s3.url("b")]
+    medmask.io.head_cache.enable()
+    s3.log.clear()
+    assert read_heads(urls, s3.storage_options) == [(DATA * 5)[:HEAD_GUESS]] * 2
+    assert sorted(_range(r) for r in s3.log.requests) == [(0, HEAD_GUESS)] * 2
+    s3.log.clear()
+    assert read_heads(urls, s3.storage_options) == [(DATA * 5)[:HEAD_GUESS]] * 2
+    assert s3.log.requests == []  # both kept
+    whole = medmask.io.read_many(urls, s3.storage_options, max_bytes=len(DATA) * 5)
+    assert whole == [DATA * 5] * 2
+    assert len(s3.log.requests) == 2  # whole reads are not served from the heads
+    assert medmask.io.read_many(urls[:1], s3.storage_options, max_bytes=10)[0].__class__ is (
+        medmask.AllocationLimitError
+    )
+
+
+def test_s3_connection_pool_holds_a_batch(s3: BucketFixture) -> None:
+    urls = []
+    for i in range(40):
+        s3.fs.pipe_file(s3.path(f"c{i}"), b"x" * 10)
+        urls.append(s3.url(f"c{i}"))
+    s3.server.latency = 0.05
+    for options, most in [
+        (s3.storage_options, medmask.io.MAX_CONCURRENCY),  # not botocore's 10
+        ({**s3.storage_options, "config_kwargs": {"max_pool_connections": 4}}, 4),
+    ]:
+        s3.log.clear()
+        assert read_heads(urls, options, max_concurrency=64) == [b"x" * 10] * 40
+        # (the server may still count a request whose answer the client has already read)
+        assert most // 2 < s3.log.max_in_flight <= most + 2
