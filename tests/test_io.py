@@ -1429,9 +1429,11 @@ def test_read_heads_through_the_cache(s3: BucketFixture) -> None:
         s3.fs.pipe_file(s3.path(name), DATA * 5)
     urls = [s3.url("a"), s3.url("b")]
     medmask.io.head_cache.enable()
+    s3.server.latency = 0.05
     s3.log.clear()
     assert read_heads(urls, s3.storage_options) == [(DATA * 5)[:HEAD_GUESS]] * 2
     assert sorted(_range(r) for r in s3.log.requests) == [(0, HEAD_GUESS)] * 2
+    assert s3.log.max_in_flight == 2  # even two go out together
     s3.log.clear()
     assert read_heads(urls, s3.storage_options) == [(DATA * 5)[:HEAD_GUESS]] * 2
     assert s3.log.requests == []  # both kept
@@ -1457,3 +1459,27 @@ def test_s3_connection_pool_holds_a_batch(s3: BucketFixture) -> None:
         assert read_heads(urls, options, max_concurrency=64) == [b"x" * 10] * 40
         # (the server may still count a request whose answer the client has already read)
         assert most // 2 < s3.log.max_in_flight <= most + 2
+
+
+class _Watching(list[bytes]):
+    """Pieces that look at the target's directory while they are being written."""
+
+    seen: list[str]
+
+    def __init__(self, pieces: list[bytes], directory: Path) -> None:
+        super().__init__(pieces)
+        self.directory, self.seen = directory, []
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.seen = sorted(p.name for p in self.directory.iterdir())
+        yield from super().__iter__()
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_local_write_goes_through_a_hidden_temp_file(tmp_path: Path, overwrite: bool) -> None:
+    pieces = _Watching([b"a", b"", b"bc"], tmp_path)
+    medmask.io.write_atomic(tmp_path / "m.msk", pieces, overwrite=overwrite)
+    assert len(pieces.seen) == 1
+    assert re.fullmatch(r"\.m\.msk\.[^/]+\.tmp", pieces.seen[0]), pieces.seen
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.msk"]
+    assert (tmp_path / "m.msk").read_bytes() == b"abc"
