@@ -1,0 +1,169 @@
+"""Exact behaviour of ``pack_folder`` / ``unpack`` details: value names when a file's own
+name is also a table name, the file type kept at its type's maximum, where staging happens,
+and what a race while moving files into place leaves behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nibabel
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from medmask import MaskArchive, MaskFileExistsError
+from medmask.interop import folders
+from medmask.interop.folders import pack_folder, unpack
+from medmask.interop.nifti import write_nifti
+
+nib: Any = nibabel  # untyped: keep mypy's strict checks for the rest
+
+
+def _save(array: npt.NDArray[Any], path: Path) -> None:
+    image = nib.Nifti1Image(array, np.eye(4))
+    image.set_data_dtype(array.dtype)
+    nib.save(image, path)
+
+
+def _folder(folder: Path, files: dict[str, npt.NDArray[Any]]) -> Path:
+    folder.mkdir()
+    for file_name, array in files.items():
+        _save(array, folder / file_name)
+    return folder
+
+
+def _voxels(path: Path) -> npt.NDArray[Any]:
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_file_name_is_the_last_part_of_posix_or_windows_paths() -> None:
+    assert folders._file_name("liver.nii.gz") == "liver.nii.gz"
+    assert folders._file_name("s3://bucket/case/liver.nii.gz") == "liver.nii.gz"
+    assert folders._file_name("C:\\data\\case\\liver.nii.gz") == "liver.nii.gz"
+    assert folders._file_name("C:\\data/case\\spleen.nii") == "spleen.nii"
+
+
+def test_is_file_of_a_missing_path_is_false(tmp_path: Path) -> None:
+    assert folders._is_file(tmp_path / "missing.nii.gz") is False
+    (tmp_path / "there.nii.gz").write_bytes(b"x")
+    assert folders._is_file(tmp_path / "there.nii.gz") is True
+    assert folders._is_file(tmp_path) is False
+
+
+@pytest.mark.parametrize("second", [6, 7])
+def test_single_value_file_keeps_its_name_when_a_table_name_collides(
+    tmp_path: Path, second: int
+) -> None:
+    """'liver' holds only 5 (kept whole, named 'liver'); 'total' holds two values that the
+    table names 'liver' and 'spleen': 'liver' is taken, so total's values are total_<value>
+    while the one-value file keeps its own name."""
+    liver = np.zeros((3, 4, 5), np.uint8)
+    liver[0, 0, 0] = 5
+    total = np.zeros((3, 4, 5), np.uint8)
+    total[1, 1, 1] = 5
+    total[2, 2, 2] = second
+    folder = _folder(tmp_path / "case", {"liver.nii.gz": liver, "total.nii.gz": total})
+    table = {"liver": 5, "spleen": second}
+    report = pack_folder(folder, tmp_path / "a.mska", labels=table)
+    assert report.whole == {"liver": ["liver"], "total": ["total_5", f"total_{second}"]}
+    assert report.layers == {}
+    assert report.left_out == {}
+    with MaskArchive(tmp_path / "a.mska") as archive:
+        assert archive.locate("liver") == ("liver", 5)
+        assert archive.locate(f"total_{second}") == ("total", second)
+
+
+def test_a_file_at_its_types_maximum_keeps_its_type(tmp_path: Path) -> None:
+    """int8 values up to 127 (the type's maximum) come back as int8, not the member's type."""
+    a = np.zeros((3, 4, 5), np.int8)
+    a[0, 0, 0] = 127
+    a[1, 1, 1] = 3
+    folder = _folder(tmp_path / "case", {"small.nii.gz": a})
+    report = pack_folder(folder, tmp_path / "a.mska")
+    assert report.whole == {"small": ["small_3", "small_127"]}
+    with MaskArchive(tmp_path / "a.mska") as archive:
+        assert archive["small"].descriptor.attributes == {folders.FILE_ATTRIBUTE: {"dtype": "int8"}}
+        member_dtype = archive.load_segmask("small").data.dtype
+    assert member_dtype != np.int8  # so the recorded type is what decides
+    unpack(tmp_path / "a.mska", tmp_path / "out")
+    back = _voxels(tmp_path / "out" / "small.nii.gz")
+    assert back.dtype == np.int8
+    np.testing.assert_array_equal(back, a)
+
+
+def _archive_with(path: Path, names: tuple[str, ...]) -> Path:
+    folder = path.parent / (path.stem + "_src")
+    files = {}
+    for i, name in enumerate(names):
+        a = np.zeros((3, 4, 5), np.uint8)
+        a.reshape(-1)[i] = 1
+        files[f"{name}.nii.gz"] = a
+    pack_folder(_folder(folder, files), path)
+    return path
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["new-folder", "into-folder"])
+def test_files_are_staged_in_a_hidden_folder_next_to_or_inside_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exists: bool
+) -> None:
+    arc = _archive_with(tmp_path / "in.mska", ("liver",))
+    out = tmp_path / "out"
+    if exists:
+        out.mkdir()
+    staged: list[Path] = []
+
+    def recording(array: Any, space: Any, target: Path, **kwargs: Any) -> None:
+        staged.append(target)
+        write_nifti(array, space, target, **kwargs)
+
+    monkeypatch.setattr(folders, "write_nifti", recording)
+    assert unpack(arc, out) == [out / "liver.nii.gz"]
+    assert [p.name for p in staged] == ["liver.nii.gz"]
+    staging = staged[0].parent
+    assert staging.parent == (out if exists else tmp_path)
+    assert staging.name.startswith(".medmask-unpack-")
+    assert not staging.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["liver.nii.gz"]
+
+
+def test_a_file_created_by_someone_else_while_moving_is_kept_and_ours_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arc = _archive_with(tmp_path / "in.mska", ("a", "b"))
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def racing(array: Any, space: Any, target: Path, **kwargs: Any) -> None:
+        write_nifti(array, space, target, **kwargs)
+        if target.name == "b.nii.gz":
+            (out / "b.nii.gz").write_bytes(b"theirs")  # after the existence check
+
+    monkeypatch.setattr(folders, "write_nifti", racing)
+    with pytest.raises(MaskFileExistsError, match=r"b\.nii\.gz: was created by someone else"):
+        unpack(arc, out)
+    assert sorted(p.name for p in out.iterdir()) == ["b.nii.gz"]  # our a.nii.gz is undone
+    assert (out / "b.nii.gz").read_bytes() == b"theirs"  # theirs is never removed
+
+
+def test_a_folder_appearing_while_moving_is_refused_with_the_whole_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arc = _archive_with(tmp_path / "in.mska", ("a",))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.nii.gz").write_bytes(b"old a")
+
+    def racing(array: Any, space: Any, target: Path, **kwargs: Any) -> None:
+        write_nifti(array, space, target, **kwargs)
+        (out / "a.nii.gz").unlink()
+        (out / "a.nii.gz").mkdir()
+
+    monkeypatch.setattr(folders, "write_nifti", racing)
+    with pytest.raises(MaskFileExistsError) as info:
+        unpack(arc, out, overwrite=True)
+    assert str(info.value) == (
+        f"{out / 'a.nii.gz'}: is not a regular file (a folder, a symlink, ...); "
+        "overwrite replaces regular files only. Nothing was written."
+    )
+    assert (out / "a.nii.gz").is_dir()
