@@ -1,0 +1,246 @@
+"""Exact behaviour of DICOM helpers: segment numbering (types, values past 0xFFFF), the
+single-slice spacing fallback, UIDs filled into anonymized source headers, and the message
+naming overlapping segments."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from spacetransformer import Space
+
+from medmask import SegmentationMask
+from medmask.errors import FormatError, InvalidValueError
+from medmask.interop import dicom
+from medmask.interop.dicom import MissingUIDWarning, to_dicom_seg
+
+SPACE = Space(shape=(2, 3, 4))
+
+# --- _segment_numbers -------------------------------------------------------------------------
+
+
+def test_segment_numbers_follow_the_sorted_values() -> None:
+    data = np.array([[0, 3, 9], [9, 0, 3]], np.uint16)
+    out = dicom._segment_numbers(data, [3, 9])
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, [[0, 1, 2], [2, 0, 1]])
+    one = dicom._segment_numbers(np.array([0, 7, 7], np.uint8), [7])
+    assert one.dtype == np.uint8
+    np.testing.assert_array_equal(one, [0, 1, 1])
+
+
+def test_segment_numbers_of_a_boolean_mask() -> None:
+    out = dicom._segment_numbers(np.array([True, False, True]), [1])
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, [1, 0, 1])
+
+
+def test_segment_numbers_of_values_past_0xffff() -> None:
+    data = np.array([0, 3, 70000, 100000, 0, 3, 100000], np.uint32)
+    out = dicom._segment_numbers(data, [3, 70000, 100000])
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, [0, 1, 2, 3, 0, 1, 3])
+
+
+@pytest.mark.parametrize(("count", "dtype"), [(255, np.uint8), (256, np.uint16)])
+def test_segment_numbers_type_fits_the_number_of_segments(count: int, dtype: Any) -> None:
+    values = list(range(1, count + 1))
+    data = np.array([0, *values], np.uint16)
+    out = dicom._segment_numbers(data, values)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, np.arange(count + 1))
+
+
+# --- _single_slice_spacing --------------------------------------------------------------------
+
+
+def _header(**values: Any) -> Dataset:
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_single_slice_spacing_prefers_spacing_between_slices() -> None:
+    assert (
+        dicom._single_slice_spacing(_header(SpacingBetweenSlices="2.5", SliceThickness="5")) == 2.5
+    )
+    assert dicom._single_slice_spacing(_header(SpacingBetweenSlices="0.5")) == 0.5
+    assert dicom._single_slice_spacing(_header(SliceThickness="3")) == 3.0
+    assert dicom._single_slice_spacing(_header()) == 1.0
+
+
+def test_single_slice_spacing_skips_zero_and_unusable_values() -> None:
+    assert dicom._single_slice_spacing(_header(SpacingBetweenSlices="0", SliceThickness="3")) == 3.0
+    two = _header(SpacingBetweenSlices=["1", "2"], SliceThickness="4")  # TypeError in float()
+    assert dicom._single_slice_spacing(two) == 4.0
+    # headers are Any: a value float() refuses (ValueError) is skipped too
+    assert (
+        dicom._single_slice_spacing({"SpacingBetweenSlices": "abc", "SliceThickness": "6"}) == 6.0
+    )
+    assert dicom._single_slice_spacing(_header(SpacingBetweenSlices="0", SliceThickness="0")) == 1.0
+
+
+# --- _fill_uids -------------------------------------------------------------------------------
+
+_STUDY, _SERIES_UID, _FOR = "1.2.3.1", "1.2.3.2", "1.2.3.3"
+_CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _source(instance: str, meta: dict[str, str] | None = None, **values: str) -> Dataset:
+    ds = _header(
+        SOPClassUID=_CT,
+        SOPInstanceUID=instance,
+        StudyInstanceUID=_STUDY,
+        SeriesInstanceUID=_SERIES_UID,
+        FrameOfReferenceUID=_FOR,
+    )
+    for keyword, value in values.items():
+        if value:
+            setattr(ds, keyword, value)
+        else:
+            delattr(ds, keyword)
+    if meta is not None:
+        ds.file_meta = FileMetaDataset()
+        for keyword, value in meta.items():
+            setattr(ds.file_meta, keyword, value)
+    return ds
+
+
+def _series(*datasets: Dataset) -> Any:
+    paths = [Path(f"/case/s{n:02d}.dcm") for n in range(len(datasets))]
+    return dicom._Series(paths=paths, datasets=list(datasets), space=SPACE)
+
+
+def test_fill_uids_keeps_uids_the_headers_have() -> None:
+    ds = _source("1.2.3.10", meta={"MediaStorageSOPInstanceUID": "9.9.9"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dicom._fill_uids(_series(ds))
+    assert (ds.SOPClassUID, ds.SOPInstanceUID) == (_CT, "1.2.3.10")
+    assert (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID) == (
+        _STUDY,
+        _SERIES_UID,
+        _FOR,
+    )
+
+
+def test_fill_uids_takes_sop_uids_from_the_file_meta() -> None:
+    meta = {"MediaStorageSOPClassUID": _CT, "MediaStorageSOPInstanceUID": "1.2.3.11"}
+    ds = _source("", meta=meta, SOPClassUID="")
+    dicom._fill_uids(_series(ds))
+    assert (ds.SOPClassUID, ds.SOPInstanceUID) == (_CT, "1.2.3.11")
+
+
+@pytest.mark.parametrize("meta", [None, {"MediaStorageSOPClassUID": _CT}])
+def test_fill_uids_without_a_sop_instance_uid_anywhere_is_a_format_error(
+    meta: dict[str, str] | None,
+) -> None:
+    ds = _source("", meta=meta)
+    with pytest.raises(
+        FormatError,
+        match=r"^/case/s00\.dcm: no SOPInstanceUID \(nor MediaStorageSOPInstanceUID\)\.$",
+    ):
+        dicom._fill_uids(_series(ds))
+
+
+def test_fill_uids_derives_missing_series_uids_from_the_instances() -> None:
+    first = [
+        _source("1.2.3.21", FrameOfReferenceUID=""),
+        _source("1.2.3.22", FrameOfReferenceUID=""),
+    ]
+    with pytest.warns(MissingUIDWarning) as record:
+        dicom._fill_uids(_series(*first))
+    assert [str(w.message) for w in record] == [
+        f"{Path('/case/s00.dcm')}: the source series has no FrameOfReferenceUID (anonymized?); "
+        f"the SEG references the derived UID {first[0].FrameOfReferenceUID}, which the source "
+        "files do not carry."
+    ]
+    derived = first[0].FrameOfReferenceUID
+    assert first[1].FrameOfReferenceUID == derived
+    assert derived not in (_STUDY, _SERIES_UID, _FOR)
+    assert first[0].StudyInstanceUID == _STUDY  # present: kept
+    # the same instances (in any order) derive the same UID; other instances another one
+    again = [
+        _source("1.2.3.22", FrameOfReferenceUID=""),
+        _source("1.2.3.21", FrameOfReferenceUID=""),
+    ]
+    with pytest.warns(MissingUIDWarning):
+        dicom._fill_uids(_series(*again))
+    assert again[0].FrameOfReferenceUID == derived
+    other = [
+        _source("1.2.3.31", FrameOfReferenceUID=""),
+        _source("1.2.3.32", FrameOfReferenceUID=""),
+    ]
+    with pytest.warns(MissingUIDWarning):
+        dicom._fill_uids(_series(*other))
+    assert other[0].FrameOfReferenceUID != derived
+
+
+def test_missing_uid_warning_points_at_the_caller(shared_data: Path, tmp_path: Path) -> None:
+    """The shared series is anonymized: the warnings name this file (the caller of
+    to_dicom_seg) and the first file of the sorted series."""
+    series_dir = shared_data / "totalseg" / "ct_dicom"
+    space = dicom.space_from_dicom_series(series_dir)
+    data = np.zeros(tuple(int(s) for s in space.shape), np.uint8)
+    data[2, 100:110, 200:210] = 1
+    first = dicom.sorted_series(series_dir)[0]
+    with pytest.warns(MissingUIDWarning) as record:
+        to_dicom_seg(SegmentationMask(data, {"liver": 1}, space), series_dir, tmp_path / "a.dcm")
+    assert len(record) == 2
+    for w in record:
+        assert w.filename == __file__
+        assert str(w.message).startswith(f"{first}: the source series has no ")
+
+
+# --- _overlap_error ---------------------------------------------------------------------------
+
+
+class _Volume:
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+
+class _Seg:
+    """Segments 1..n all set at voxel 0; segment 1 also at voxel 1 (no overlap there)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def get_volume(self, *, segment_numbers: list[int], combine_segments: bool) -> _Volume:
+        assert combine_segments is True
+        (n,) = segment_numbers
+        array = np.zeros((1, 2, 3), np.uint8)
+        array[0, 0, 0] = n
+        if n == 1:
+            array[0, 0, 1] = 1
+        return _Volume(array)
+
+
+@pytest.mark.parametrize("count", [20, 21])
+def test_overlap_error_names_at_most_20_segments(count: int) -> None:
+    error = dicom._overlap_error(_Seg(count), "x.dcm", list(range(1, count + 1)))
+    assert isinstance(error, InvalidValueError)
+    numbers = ", ".join(str(n) for n in range(1, 21)) + (" ..." if count > 20 else "")
+    assert str(error) == (
+        f"x.dcm: segments {numbers} overlap in 1 voxels. Expected non-overlapping segments: "
+        "one label map cannot hold overlapping segments (read them one by one with highdicom: "
+        "get_volume(segment_numbers=[n]))."
+    )
+
+
+def test_overlap_error_leaves_out_segments_that_do_not_overlap() -> None:
+    class Two(_Seg):
+        def get_volume(self, *, segment_numbers: list[int], combine_segments: bool) -> _Volume:
+            (n,) = segment_numbers
+            array = np.zeros((1, 2, 3), np.uint8)
+            array[0, 0, {1: 0, 2: 0, 3: 2}[n]] = n
+            return _Volume(array)
+
+    assert str(dicom._overlap_error(Two(3), "y.dcm", [1, 2, 3])).startswith(
+        "y.dcm: segments 1, 2 overlap in 1 voxels."
+    )
