@@ -639,8 +639,13 @@ def test_lost_conditional_put_is_a_conflict(error: BaseException) -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [_HttpError(409, "Conflict"), _s3_client_error("InternalError"), OSError("reset")],
-    ids=["409", "InternalError", "OSError"],
+    [
+        _HttpError(409, "Conflict"),
+        _s3_client_error("InternalError"),
+        OSError("reset"),
+        _caused_by(OSError("reset"), ConnectionResetError(104, "peer")),  # no response
+    ],
+    ids=["409", "InternalError", "OSError", "cause-without-response"],
 )
 def test_failed_conditional_put_is_a_storage_error(error: BaseException) -> None:
     target = _Object(_LosingStore(error), "b/k.msk")
