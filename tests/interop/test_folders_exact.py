@@ -7,12 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import nibabel
 import numpy as np
 import numpy.typing as npt
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
-from medmask import MaskArchive, MaskFileExistsError
+from medmask import (
+    InvalidValueError,
+    MaskArchive,
+    MaskFileExistsError,
+    MaskFileNotFoundError,
+    UnsafeNameError,
+)
 from medmask.interop import folders
 from medmask.interop.folders import pack_folder, unpack
 from medmask.interop.nifti import write_nifti
@@ -167,3 +175,126 @@ def test_a_folder_appearing_while_moving_is_refused_with_the_whole_message(
         "overwrite replaces regular files only. Nothing was written."
     )
     assert (out / "a.nii.gz").is_dir()
+
+
+# --- pack_folder's messages, overwrite and progress -------------------------------------------
+
+
+def _one_voxel() -> npt.NDArray[np.uint8]:
+    a = np.zeros((3, 4, 5), np.uint8)
+    a[1, 1, 1] = 1
+    return a
+
+
+def test_pack_folder_overwrites_by_default_and_refuses_when_asked(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "case", {"liver.nii.gz": _one_voxel()})
+    out = tmp_path / "a.mska"
+    pack_folder(folder, out)
+    pack_folder(folder, out)  # overwrite=True is the default
+    pack_folder(folder, out, overwrite=True)
+    before = out.read_bytes()
+    with pytest.raises(MaskFileExistsError) as info:
+        pack_folder(folder, out, overwrite=False)
+    assert str(info.value) == f"{out}: exists; nothing was written."
+    assert out.read_bytes() == before
+    pack_folder(folder, tmp_path / "new.mska", overwrite=False)  # a new file is fine
+    with MaskArchive(tmp_path / "new.mska") as archive:
+        assert archive.structures() == {"liver": ("layer_0", 1)}
+
+
+def test_pack_folder_shows_no_progress_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder(tmp_path / "case", {"liver.nii.gz": _one_voxel()})
+    pack_folder(folder, tmp_path / "a.mska")
+    assert capsys.readouterr().err == ""
+    pack_folder(folder, tmp_path / "b.mska", progress=True)
+    err = capsys.readouterr().err
+    assert "reading" in err
+    assert "fetching" not in err  # local files are read in place, not fetched
+
+
+def test_pack_folder_messages_name_the_folder_and_the_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(MaskFileNotFoundError) as info:
+        pack_folder(empty, tmp_path / "x.mska")
+    assert str(info.value) == f"{empty}: no .nii or .nii.gz files."
+
+    folder = _folder(tmp_path / "case", {"liver.nii.gz": _one_voxel(), "liver.nii": _one_voxel()})
+    with pytest.raises(InvalidValueError) as info2:
+        pack_folder(folder, tmp_path / "x.mska")
+    assert str(info2.value) == (
+        f"{folder}: structure 'liver' is in two files (liver.nii and liver.nii.gz); keep one."
+    )
+    with pytest.raises(MaskFileNotFoundError) as info3:
+        pack_folder(folder, tmp_path / "x.mska", exclude=["*.nii", "*.gz"])
+    assert str(info3.value) == (
+        f"{folder}: every .nii/.nii.gz file matches an exclude pattern ('*.nii', '*.gz'); "
+        "nothing was written."
+    )
+    (folder / "liver.nii").rename(folder / "CON.nii")
+    with pytest.raises(UnsafeNameError) as info4:
+        pack_folder(folder, tmp_path / "x.mska")
+    assert str(info4.value) == (
+        f"{folder}: these file names cannot be structure names that unpack writes back: "
+        "'CON' is a reserved device name on Windows. Rename the files or leave them out "
+        "(exclude=); nothing was written."
+    )
+    assert not (tmp_path / "x.mska").exists()
+
+
+# --- storage_options reach every storage call -------------------------------------------------
+
+
+class _KeyedMemory(MemoryFileSystem):  # type: ignore[misc]  # fsspec is untyped
+    """fsspec's memory filesystem that refuses to open without ``key="k"``, like an object
+    store without its credentials."""
+
+    protocol = "keyedmem"
+
+    def __init__(self, *args: Any, key: str | None = None, **kwargs: Any) -> None:
+        if key != "k":
+            raise PermissionError("keyedmem: no key")
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, str) and path.startswith("keyedmem://"):
+            path = path[len("keyedmem://") :]
+        return super()._strip_protocol(path)
+
+
+@pytest.fixture
+def keyed(memory_fs: Any) -> dict[str, Any]:
+    fsspec.register_implementation("keyedmem", _KeyedMemory, clobber=True)
+    return {"key": "k", "skip_instance_cache": True}
+
+
+def test_pack_folder_from_a_url_passes_storage_options_everywhere(
+    tmp_path: Path, keyed: dict[str, Any]
+) -> None:
+    local = _folder(
+        tmp_path / "case", {"liver.nii.gz": _one_voxel(), "spleen.nii": _one_voxel() * 2}
+    )
+    fs = _KeyedMemory(**keyed)
+    for path in local.iterdir():
+        fs.pipe(f"/case/{path.name}", path.read_bytes())
+    fs.pipe("/labels.json", b'{"liver": 7}')
+    out = "keyedmem://out/case.mska"
+    report = pack_folder(
+        "keyedmem://case",
+        out,
+        labels="keyedmem://labels.json",
+        storage_options=keyed,
+        overwrite=False,
+    )
+    assert report.whole == {"spleen": ["spleen"]}
+    assert report.layers == {"layer_0": ["liver"]}
+    assert report.left_out == {}
+    with MaskArchive(out, storage_options=keyed) as archive:
+        assert archive.locate("liver") == ("layer_0", 7)
+        assert archive.locate("spleen") == ("spleen", 2)
+    with pytest.raises(MaskFileExistsError, match=r"^keyedmem://out/case\.mska: exists"):
+        pack_folder("keyedmem://case", out, storage_options=keyed, overwrite=False)
