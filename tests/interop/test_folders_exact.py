@@ -4,6 +4,7 @@ and what a race while moving files into place leaves behind."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from medmask import (
 )
 from medmask.interop import folders
 from medmask.interop.folders import pack_folder, unpack
-from medmask.interop.nifti import write_nifti
+from medmask.interop.nifti import read_nifti, write_nifti
 
 nib: Any = nibabel  # untyped: keep mypy's strict checks for the rest
 
@@ -298,3 +299,28 @@ def test_pack_folder_from_a_url_passes_storage_options_everywhere(
         assert archive.locate("spleen") == ("spleen", 2)
     with pytest.raises(MaskFileExistsError, match=r"^keyedmem://out/case\.mska: exists"):
         pack_folder("keyedmem://case", out, storage_options=keyed, overwrite=False)
+
+
+def test_remote_files_are_fetched_together_then_parsed_from_the_bytes(
+    tmp_path: Path,
+    keyed: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    local = _folder(tmp_path / "case", {"a.nii.gz": _one_voxel(), "b.nii.gz": _one_voxel()})
+    fs = _KeyedMemory(**keyed)
+    for path in local.iterdir():
+        fs.pipe(f"/case/{path.name}", path.read_bytes())
+    parsed: list[tuple[str, bool]] = []
+
+    def recording(path: str, **kwargs: Any) -> Any:
+        parsed.append((path, kwargs["content"] is not None))
+        return read_nifti(path, **kwargs)
+
+    monkeypatch.setattr(folders, "read_nifti", recording)
+    capsys.readouterr()
+    pack_folder("keyedmem://case", tmp_path / "a.mska", storage_options=keyed, progress=True)
+    assert parsed == [("keyedmem:///case/a.nii.gz", True), ("keyedmem:///case/b.nii.gz", True)]
+    err = capsys.readouterr().err
+    assert re.search(r"fetching: +\d+%.*\| \d/2 ", err), err  # one bar over both files
+    assert re.search(r"reading: +\d+%.*\| \d/2 ", err), err
