@@ -4,6 +4,7 @@ and what a race while moving files into place leaves behind."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from medmask import (
     MaskArchive,
     MaskFileExistsError,
     MaskFileNotFoundError,
+    SpaceMismatchError,
     UnsafeNameError,
 )
 from medmask.interop import folders
@@ -324,3 +326,134 @@ def test_remote_files_are_fetched_together_then_parsed_from_the_bytes(
     err = capsys.readouterr().err
     assert re.search(r"fetching: +\d+%.*\| \d/2 ", err), err  # one bar over both files
     assert re.search(r"reading: +\d+%.*\| \d/2 ", err), err
+
+
+# --- file-name checks: exact messages and limits ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "is empty, '.' or '..'"),
+        ("..", "is empty, '.' or '..'"),
+        ("a/b", "contains a path separator"),
+        ("a\\b", "contains a path separator"),
+        ("a\x7fb", "contains a control character (NUL, newline, ...)"),
+        ("a<b", 'contains one of "*:<>?| (invalid on Windows)'),
+        ("end.", "starts with a space or ends with a dot or space"),
+        ("end ", "starts with a space or ends with a dot or space"),
+        (" start", "starts with a space or ends with a dot or space"),
+        ("nul.tar", "is a reserved device name on Windows"),
+        ("COM9", "is a reserved device name on Windows"),
+    ],
+)
+def test_check_file_names_message_is_exact(tmp_path: Path, name: str, problem: str) -> None:
+    with pytest.raises(UnsafeNameError) as info:
+        folders.check_file_names(["liver", name], tmp_path, ".nii.gz")
+    assert str(info.value) == (
+        f"{tmp_path}: cannot use these structure names as file names: {name!r} {problem}. "
+        "Rename them in the archive first; nothing was written."
+    )
+
+
+def test_check_file_names_accepts_names_near_the_rules() -> None:
+    folders.check_file_names(
+        ["COM0", "CONSOLE", "con_tissue", "a.b", " x"[1:], "dot.middle", "ünïcode"],
+        "anywhere",
+        ".nii.gz",
+    )
+
+
+@pytest.mark.parametrize(("count", "tail"), [(10, ""), (11, "; and 1 more"), (13, "; and 3 more")])
+def test_check_file_names_shows_ten_problems_then_a_count(
+    tmp_path: Path, count: int, tail: str
+) -> None:
+    bad = [f"b{i:02d}/x" for i in range(count)]
+    with pytest.raises(UnsafeNameError) as info:
+        folders.check_file_names(bad, tmp_path, ".nii.gz")
+    shown = "; ".join(f"{n!r} contains a path separator" for n in bad[:10])
+    assert str(info.value) == (
+        f"{tmp_path}: cannot use these structure names as file names: {shown}{tail}. "
+        "Rename them in the archive first; nothing was written."
+    )
+
+
+def test_case_duplicates_name_the_first_spelling(tmp_path: Path) -> None:
+    with pytest.raises(UnsafeNameError) as info:
+        folders.check_file_names(["Liver", "spleen", "LIVER", "liver"], tmp_path, ".nii.gz")
+    assert str(info.value).split(": ", 1)[1] == (
+        "cannot use these structure names as file names: "
+        "'LIVER' differs from 'Liver' only by case or Unicode form; "
+        "'liver' differs from 'Liver' only by case or Unicode form. "
+        "Rename them in the archive first; nothing was written."
+    )
+
+
+def test_name_max_of_a_missing_folder_is_its_nearest_ancestors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = folders._name_max(tmp_path)
+    assert folders._name_max(tmp_path / "a" / "b" / "c") == limit
+    asked: list[str] = []
+
+    def pathconf(path: Any, name: str) -> int:
+        asked.append(str(path))
+        return 40
+
+    monkeypatch.setattr(os, "pathconf", pathconf)
+    assert folders._name_max(tmp_path / "a" / "b") == 40
+    assert asked == [str(tmp_path)]
+    # the limit applies to the name with its suffix: 33 + 7 bytes fit, 34 + 7 do not
+    folders.check_file_names(["x" * 33], tmp_path / "a", ".nii.gz")
+    with pytest.raises(UnsafeNameError, match=r"'x{34}' makes a file name of 41 bytes; the file"):
+        folders.check_file_names(["x" * 34], tmp_path / "a", ".nii.gz")
+
+
+@pytest.mark.parametrize("error", [OSError, ValueError, AttributeError])
+def test_name_max_falls_back_to_255(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    def pathconf(path: Any, name: str) -> int:
+        raise error("no pathconf")
+
+    monkeypatch.setattr(os, "pathconf", pathconf)
+    assert folders._name_max(tmp_path) == 255
+
+
+# --- grids: the reference is the grid most files share, the first one on a tie ----------------
+
+
+def _grid_files(tmp_path: Path, shifted: tuple[str, ...], names: tuple[str, ...]) -> Path:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for name in names:
+        affine = np.eye(4)
+        if name in shifted:
+            affine[0, 3] = 10.0
+        image = nib.Nifti1Image(_one_voxel(), affine)
+        nib.save(image, folder / f"{name}.nii.gz")
+    return folder
+
+
+def test_the_grid_most_files_share_is_the_reference(tmp_path: Path) -> None:
+    folder = _grid_files(tmp_path, ("b", "c"), ("a", "b", "c"))
+    with pytest.raises(SpaceMismatchError) as info:
+        pack_folder(folder, tmp_path / "x.mska")
+    text = str(info.value)
+    assert text.startswith(f"{folder}: 1 of 3 files are not on the grid of b.nii.gz and the ")
+    assert "other files (a.nii.gz: origin" in text
+    report = pack_folder(folder, tmp_path / "x.mska", skip_mismatched=True)
+    assert list(report.left_out) == ["a.nii.gz"]
+    assert report.left_out["a.nii.gz"].startswith("not on the grid of b.nii.gz: origin")
+    assert report.layers == {"layer_0": ["b"], "layer_1": ["c"]}  # same voxel: two layers
+
+
+def test_on_a_tie_the_first_file_is_the_reference(tmp_path: Path) -> None:
+    folder = _grid_files(tmp_path, ("a", "c"), ("a", "b", "c", "d"))
+    with pytest.raises(SpaceMismatchError) as info:
+        pack_folder(folder, tmp_path / "x.mska")
+    text = str(info.value)
+    assert text.startswith(f"{folder}: 2 of 4 files are not on the grid of a.nii.gz and the ")
+    assert "(b.nii.gz: origin" in text
+    assert "; d.nii.gz: origin" in text
+    assert "c.nii.gz:" not in text
