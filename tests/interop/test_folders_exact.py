@@ -358,7 +358,7 @@ def test_check_file_names_message_is_exact(tmp_path: Path, name: str, problem: s
 
 def test_check_file_names_accepts_names_near_the_rules() -> None:
     folders.check_file_names(
-        ["COM0", "CONSOLE", "con_tissue", "a.b", " x"[1:], "dot.middle", "ünïcode"],
+        ["COM0", "CONSOLE", "con_tissue", "a.b", "Xray", "dot.middle", "ünïcode", "LPT"],
         "anywhere",
         ".nii.gz",
     )
