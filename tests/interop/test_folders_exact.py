@@ -457,3 +457,28 @@ def test_on_a_tie_the_first_file_is_the_reference(tmp_path: Path) -> None:
     assert "(b.nii.gz: origin" in text
     assert "; d.nii.gz: origin" in text
     assert "c.nii.gz:" not in text
+
+
+def test_grid_message_ends_with_what_to_do(tmp_path: Path) -> None:
+    folder = _grid_files(tmp_path, ("a",), ("a", "b", "c"))
+    with pytest.raises(SpaceMismatchError) as info:
+        pack_folder(folder, tmp_path / "x.mska")
+    assert str(info.value).endswith(
+        "). Leave them out (exclude=, skip_mismatched=True; CLI: --exclude GLOB, "
+        "--skip-mismatched); nothing was written."
+    )
+
+
+def test_skip_mismatched_leaves_out_a_file_kept_whole(tmp_path: Path) -> None:
+    folder = _grid_files(tmp_path, (), ("a", "b"))
+    shifted = np.eye(4)
+    shifted[1, 3] = 5.0
+    multi = _one_voxel() * 3
+    multi[0, 0, 0] = 4
+    nib.save(nib.Nifti1Image(multi, shifted), folder / "multi.nii.gz")
+    report = pack_folder(folder, tmp_path / "a.mska", skip_mismatched=True)
+    assert list(report.left_out) == ["multi.nii.gz"]
+    assert report.left_out["multi.nii.gz"].startswith("not on the grid of a.nii.gz: origin")
+    assert report.whole == {}
+    with MaskArchive(tmp_path / "a.mska") as archive:
+        assert sorted(archive.structures()) == ["a", "b"]
