@@ -482,3 +482,68 @@ def test_skip_mismatched_leaves_out_a_file_kept_whole(tmp_path: Path) -> None:
     assert report.whole == {}
     with MaskArchive(tmp_path / "a.mska") as archive:
         assert sorted(archive.structures()) == ["a", "b"]
+
+
+# --- unpack: what it writes, in which order, and its refusals ---------------------------------
+
+
+def test_unpack_writes_members_kept_whole_first_then_structures(tmp_path: Path) -> None:
+    multi = _one_voxel() * 3
+    multi[0, 0, 0] = 4
+    folder = _folder(
+        tmp_path / "case",
+        {"b.nii.gz": _one_voxel(), "multi.nii.gz": multi, "a.nii": np.roll(_one_voxel(), 1)},
+    )
+    pack_folder(folder, tmp_path / "a.mska")
+    out = tmp_path / "out"
+    written = unpack(tmp_path / "a.mska", out)
+    assert written == [out / "multi.nii.gz", out / "a.nii.gz", out / "b.nii.gz"]
+    back = _voxels(out / "multi.nii.gz")
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, multi)
+    np.testing.assert_array_equal(_voxels(out / "a.nii.gz"), np.roll(_one_voxel(), 1))
+
+
+@pytest.mark.parametrize(("count", "more"), [(5, ""), (6, " ...")])
+def test_unpack_names_existing_files_up_to_five(tmp_path: Path, count: int, more: str) -> None:
+    names = tuple("abcdef"[:count])
+    arc = _archive_with(tmp_path / "in.mska", names)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in names:
+        (out / f"{name}.nii.gz").write_bytes(b"old")
+    with pytest.raises(MaskFileExistsError) as info:
+        unpack(arc, out)
+    shown = ", ".join(f"{n}.nii.gz" for n in names[:5])
+    assert str(info.value) == (
+        f"{out}: {count} file(s) exist already ({shown}{more}); pass overwrite=True to replace "
+        "them. Nothing was written."
+    )
+    assert all((out / f"{n}.nii.gz").read_bytes() == b"old" for n in names)
+
+
+@pytest.mark.parametrize(("count", "more"), [(5, ""), (6, " ...")])
+def test_unpack_names_folders_in_the_way_up_to_five(tmp_path: Path, count: int, more: str) -> None:
+    names = tuple("abcdef"[:count])
+    arc = _archive_with(tmp_path / "in.mska", names)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in names:
+        (out / f"{name}.nii.gz").mkdir()
+    with pytest.raises(MaskFileExistsError) as info:
+        unpack(arc, out, overwrite=True)
+    shown = ", ".join(f"{n}.nii.gz" for n in names[:5])
+    assert str(info.value) == (
+        f"{out}: {shown}{more} exist but are not regular files (a folder, a symlink, ...); "
+        "overwrite replaces regular files only. Nothing was written."
+    )
+
+
+def test_unpack_into_a_file_is_refused_naming_it(tmp_path: Path) -> None:
+    arc = _archive_with(tmp_path / "in.mska", ("a",))
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(MaskFileExistsError) as info:
+        unpack(arc, tmp_path / "file" / "out")
+    assert (
+        str(info.value) == f"{tmp_path / 'file'}: exists and is not a folder; nothing was written."
+    )
