@@ -547,3 +547,17 @@ def test_unpack_into_a_file_is_refused_naming_it(tmp_path: Path) -> None:
     assert (
         str(info.value) == f"{tmp_path / 'file'}: exists and is not a folder; nothing was written."
     )
+
+
+@pytest.mark.parametrize(("count", "more"), [(5, ""), (6, " ...")])
+def test_a_table_missing_binary_files_names_up_to_five(
+    tmp_path: Path, count: int, more: str
+) -> None:
+    names = "abcdef"[:count]
+    files = {f"{n}.nii.gz": np.roll(_one_voxel(), i) for i, n in enumerate(names)}
+    files["named.nii.gz"] = np.roll(_one_voxel(), 9)
+    folder = _folder(tmp_path / "case", files)
+    with pytest.raises(InvalidValueError) as info:
+        pack_folder(folder, tmp_path / "x.mska", labels={"named": 3})
+    assert str(info.value) == f"labels has no value for {list(names[:5])}{more}."
+    assert not (tmp_path / "x.mska").exists()
