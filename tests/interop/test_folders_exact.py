@@ -561,3 +561,28 @@ def test_a_table_missing_binary_files_names_up_to_five(
         pack_folder(folder, tmp_path / "x.mska", labels={"named": 3})
     assert str(info.value) == f"labels has no value for {list(names[:5])}{more}."
     assert not (tmp_path / "x.mska").exists()
+
+
+def test_exclude_reports_the_first_matching_pattern_and_is_case_sensitive(
+    tmp_path: Path,
+) -> None:
+    folder = _folder(
+        tmp_path / "case",
+        {
+            "liver.nii.gz": _one_voxel(),
+            "lung.nii": np.roll(_one_voxel(), 1),
+            "spleen.nii.gz": np.roll(_one_voxel(), 2),
+        },
+    )
+    (folder / "notes.txt").write_text("not a NIfTI file")
+    report = pack_folder(folder, tmp_path / "a.mska", exclude=["SPLEEN*", "l*", "*.nii"])
+    assert report.left_out == {
+        "liver.nii.gz": "matches the exclude pattern 'l*'",
+        "lung.nii": "matches the exclude pattern 'l*'",
+    }
+    assert list(report.left_out) == ["liver.nii.gz", "lung.nii"]  # in file order
+    assert report.layers == {"layer_0": ["spleen"]}
+    assert report.whole == {}
+    report = pack_folder(folder, tmp_path / "b.mska", exclude="*.nii")
+    assert report.left_out == {"lung.nii": "matches the exclude pattern '*.nii'"}
+    assert report.layers == {"layer_0": ["liver", "spleen"]}
