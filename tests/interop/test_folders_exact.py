@@ -4,6 +4,7 @@ and what a race while moving files into place leaves behind."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -586,3 +587,33 @@ def test_exclude_reports_the_first_matching_pattern_and_is_case_sensitive(
     report = pack_folder(folder, tmp_path / "b.mska", exclude="*.nii")
     assert report.left_out == {"lung.nii": "matches the exclude pattern '*.nii'"}
     assert report.layers == {"layer_0": ["liver", "spleen"]}
+
+
+def test_names_from_two_files_are_listed_up_to_five(tmp_path: Path) -> None:
+    multi = np.zeros((3, 4, 5), np.uint8)
+    multi.reshape(-1)[:6] = np.arange(1, 7)
+    files = {"k.nii.gz": multi}
+    for v in range(1, 7):
+        one = np.zeros((3, 4, 5), np.uint8)
+        one.reshape(-1)[v + 10] = 1
+        files[f"k_{v}.nii.gz"] = one
+    folder = _folder(tmp_path / "case", files)
+    with pytest.raises(InvalidValueError) as info:
+        pack_folder(folder, tmp_path / "x.mska")
+    assert str(info.value) == (
+        f"{folder}: structure name(s) ['k_1', 'k_2', 'k_3', 'k_4', 'k_5'] come from two files "
+        "(a file's name and <stem>_<value> of a file with several values); rename or leave out "
+        "one of them. Nothing was written."
+    )
+    assert not (tmp_path / "x.mska").exists()
+
+
+def test_each_file_left_out_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _folder(
+        tmp_path / "case", {"liver.nii.gz": _one_voxel(), "xtra.nii": np.roll(_one_voxel(), 1)}
+    )
+    with caplog.at_level(logging.INFO, logger="medmask.interop.folders"):
+        pack_folder(folder, tmp_path / "a.mska", exclude="x*")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", f"pack_folder {folder}: left out xtra.nii: matches the exclude pattern 'x*'")
+    ]
