@@ -336,7 +336,15 @@ def test_remote_files_are_fetched_together_then_parsed_from_the_bytes(
     ("name", "problem"),
     [
         ("", "is empty, '.' or '..'"),
+        (".", "is empty, '.' or '..'"),
         ("..", "is empty, '.' or '..'"),
+        ("PRN", "is a reserved device name on Windows"),
+        ("CLOCK$", "is a reserved device name on Windows"),
+        ("conin$", "is a reserved device name on Windows"),
+        ("CONOUT$.x", "is a reserved device name on Windows"),
+        ("Com1", "is a reserved device name on Windows"),
+        ("LPT9", "is a reserved device name on Windows"),
+        ("lpt²", "is a reserved device name on Windows"),
         ("a/b", "contains a path separator"),
         ("a\\b", "contains a path separator"),
         ("a\x7fb", "contains a control character (NUL, newline, ...)"),
@@ -359,7 +367,18 @@ def test_check_file_names_message_is_exact(tmp_path: Path, name: str, problem: s
 
 def test_check_file_names_accepts_names_near_the_rules() -> None:
     folders.check_file_names(
-        ["COM0", "CONSOLE", "con_tissue", "a.b", "Xray", "dot.middle", "ünïcode", "LPT"],
+        [
+            "COM0",
+            "COMX",
+            "LPTX",
+            "CONSOLE",
+            "con_tissue",
+            "a.b",
+            "Xray",
+            "dot.middle",
+            "ünïcode",
+            "LPT",
+        ],
         "anywhere",
         ".nii.gz",
     )
@@ -390,6 +409,16 @@ def test_case_duplicates_name_the_first_spelling(tmp_path: Path) -> None:
     )
 
 
+def test_duplicates_fold_case_fully_and_problems_come_first(tmp_path: Path) -> None:
+    with pytest.raises(UnsafeNameError, match=r"'STRASSE' differs from 'straße' only by case"):
+        folders.check_file_names(["straße", "STRASSE"], tmp_path, ".nii.gz")
+    with pytest.raises(UnsafeNameError) as info:
+        folders.check_file_names(["CON", "con"], tmp_path, ".nii.gz")
+    assert "'CON' is a reserved device name on Windows; 'con' is a reserved device name" in str(
+        info.value
+    )
+
+
 def test_name_max_of_a_missing_folder_is_its_nearest_ancestors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -398,6 +427,8 @@ def test_name_max_of_a_missing_folder_is_its_nearest_ancestors(
     asked: list[str] = []
 
     def pathconf(path: Any, name: str) -> int:
+        if name != "PC_NAME_MAX":
+            raise ValueError(f"unknown configuration name {name!r}")
         asked.append(str(path))
         return 40
 
@@ -408,6 +439,10 @@ def test_name_max_of_a_missing_folder_is_its_nearest_ancestors(
     folders.check_file_names(["x" * 33], tmp_path / "a", ".nii.gz")
     with pytest.raises(UnsafeNameError, match=r"'x{34}' makes a file name of 41 bytes; the file"):
         folders.check_file_names(["x" * 34], tmp_path / "a", ".nii.gz")
+    # UTF-8 bytes are counted (and lone surrogates, as on POSIX file names, 3 bytes each)
+    folders.check_file_names(["é" * 16 + "x", "y" * 30 + "\udcff"], tmp_path / "a", ".nii.gz")
+    with pytest.raises(UnsafeNameError, match="makes a file name of 41 bytes"):
+        folders.check_file_names(["y" * 31 + "\udcff"], tmp_path / "a", ".nii.gz")
 
 
 @pytest.mark.parametrize("error", [OSError, ValueError, AttributeError])
