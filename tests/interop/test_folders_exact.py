@@ -652,3 +652,41 @@ def test_each_file_left_out_is_logged(tmp_path: Path, caplog: pytest.LogCaptureF
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("INFO", f"pack_folder {folder}: left out xtra.nii: matches the exclude pattern 'x*'")
     ]
+
+
+def test_level_reaches_every_member_and_float_files_record_no_type(tmp_path: Path) -> None:
+    multi = _one_voxel() * 3
+    multi[0, 0, 0] = 4
+    floaty = (_one_voxel() * 2.0).astype(np.float32)
+    floaty[0, 1, 0] = 5.0
+    folder = _folder(
+        tmp_path / "case",
+        {"a.nii.gz": np.roll(_one_voxel(), 2), "multi.nii.gz": multi, "floaty.nii": floaty},
+    )
+    report = pack_folder(folder, tmp_path / "a.mska", level=1)
+    assert report.whole == {"floaty": ["floaty_2", "floaty_5"], "multi": ["multi_3", "multi_4"]}
+    assert report.layers == {"layer_0": ["a"]}
+    with MaskArchive(tmp_path / "a.mska") as archive:
+        assert sorted(archive) == ["floaty", "layer_0", "multi"]
+        for member in archive:
+            assert archive[member].descriptor.codec["level"] == 1, member
+        assert archive["floaty"].descriptor.attributes == {folders.FILE_ATTRIBUTE: {"dtype": None}}
+        assert archive["multi"].descriptor.attributes == {
+            folders.FILE_ATTRIBUTE: {"dtype": "uint8"}
+        }
+
+
+def test_overwrite_false_still_refuses_an_archive_that_appears_while_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _folder(tmp_path / "case", {"liver.nii.gz": _one_voxel()})
+    out = tmp_path / "a.mska"
+
+    def racing(path: str, **kwargs: Any) -> Any:
+        out.write_bytes(b"someone else's archive")  # after the early existence check
+        return read_nifti(path, **kwargs)
+
+    monkeypatch.setattr(folders, "read_nifti", racing)
+    with pytest.raises(MaskFileExistsError):
+        pack_folder(folder, out, overwrite=False)
+    assert out.read_bytes() == b"someone else's archive"
