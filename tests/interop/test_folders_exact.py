@@ -690,3 +690,21 @@ def test_overwrite_false_still_refuses_an_archive_that_appears_while_reading(
     with pytest.raises(MaskFileExistsError):
         pack_folder(folder, out, overwrite=False)
     assert out.read_bytes() == b"someone else's archive"
+
+
+def test_unpack_leaves_an_open_archive_open_and_writes_binary_files_as_uint8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arc = _archive_with(tmp_path / "in.mska", ("a", "b"))
+    capsys.readouterr()
+    with MaskArchive(arc) as archive:
+        written = unpack(archive, tmp_path / "out")
+        assert archive.load_structure("a").sum() == 1  # still open, still readable
+    assert capsys.readouterr().err == ""  # no progress bars unless asked
+    assert written == [tmp_path / "out" / "a.nii.gz", tmp_path / "out" / "b.nii.gz"]
+    for path in written:
+        back = _voxels(path)
+        assert back.dtype == np.uint8
+        assert sorted(np.unique(back).tolist()) == [0, 1]
+    unpack(arc, tmp_path / "out2", progress=True)
+    assert re.search(r"writing: +\d+%.*\| \d/2 ", capsys.readouterr().err)
