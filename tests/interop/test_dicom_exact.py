@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from spacetransformer import Space
 
 from medmask import SegmentationMask
+from medmask.archive import spaces_match
 from medmask.errors import FormatError, InvalidValueError
 from medmask.interop import dicom
 from medmask.interop.dicom import MissingUIDWarning, to_dicom_seg
@@ -243,3 +244,27 @@ def test_overlap_error_leaves_out_segments_that_do_not_overlap() -> None:
     assert str(dicom._overlap_error(Two(3), "y.dcm", [1, 2, 3])).startswith(
         "y.dcm: segments 1, 2 overlap in 1 voxels."
     )
+
+
+# --- _space_difference: stricter than spaces_match on directions ------------------------------
+
+
+def _turned(t: float) -> Space:
+    c, s = np.cos(0.9273 + t), np.sin(0.9273 + t)
+    return Space(
+        shape=(2, 3, 4),
+        x_orientation=(c, s, 0.0),
+        y_orientation=(-s, c, 0.0),
+        z_orientation=(0.0, 0.0, 1.0),
+    )
+
+
+def test_space_difference_names_a_direction_off_by_more_than_its_tolerance() -> None:
+    mask, series = _turned(0.0), _turned(1.9e-5)  # within spaces_match's relative tolerance
+    assert spaces_match(mask, series) is None
+    difference = dicom._space_difference(mask, series)
+    assert difference == (
+        f"x_orientation {dicom._vec(mask.x_orientation)} != {dicom._vec(series.x_orientation)}"
+    )
+    assert dicom._space_difference(mask, _turned(0.0)) is None
+    assert dicom._space_difference(mask, _turned(5e-6)) is None  # 4e-6 apart: within 1e-5
