@@ -268,3 +268,31 @@ def test_space_difference_names_a_direction_off_by_more_than_its_tolerance() -> 
     )
     assert dicom._space_difference(mask, _turned(0.0)) is None
     assert dicom._space_difference(mask, _turned(5e-6)) is None  # 4e-6 apart: within 1e-5
+
+
+def test_space_difference_measures_each_corner_voxel() -> None:
+    mask = Space(shape=(200, 3, 4), spacing=(1.0, 1.0, 1.0))
+    far = Space(shape=(200, 3, 4), spacing=(1.0 + 9e-6, 1.0, 1.0))  # spaces_match: same
+    assert spaces_match(mask, far) is None
+    assert dicom._space_difference(mask, far) == "corner voxels differ by up to 0.001791 mm"
+    # four far corners 0.000597 mm off each: every one within 0.001 mm (not their sum)
+    near = Space(shape=(200, 3, 4), spacing=(1.0 + 3e-6, 1.0, 1.0))
+    assert dicom._space_difference(mask, near) is None
+
+
+# --- _check_segment_label ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["x" * 64, "a b", "tab!", "ünïcode", "a/b"])
+def test_segment_labels_within_lo_pass(name: str) -> None:
+    dicom._check_segment_label(name)
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "back\\slash", "new\nline", "nul\x00", "esc\x1f"])
+def test_segment_labels_outside_lo_are_refused(name: str) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        dicom._check_segment_label(name)
+    assert str(info.value) == (
+        "Expected label names of at most 64 characters without backslashes or control "
+        f"characters (DICOM Segment Label, VR LO). Got {name!r}."
+    )
