@@ -5,6 +5,7 @@ naming overlapping segments."""
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -295,4 +296,23 @@ def test_segment_labels_outside_lo_are_refused(name: str) -> None:
     assert str(info.value) == (
         "Expected label names of at most 64 characters without backslashes or control "
         f"characters (DICOM Segment Label, VR LO). Got {name!r}."
+    )
+
+
+# --- _parse_segmentation_type: follows what the installed highdicom supports ------------------
+
+
+def _highdicom_with(*values: str) -> Any:
+    members = [SimpleNamespace(value=v) for v in values]
+    return SimpleNamespace(seg=SimpleNamespace(SegmentationTypeValues=members), __version__="0.x")
+
+
+def test_segmentation_type_defaults_to_labelmap_only_where_supported() -> None:
+    assert dicom._parse_segmentation_type(_highdicom_with("BINARY", "LABELMAP"), None) == "LABELMAP"
+    assert dicom._parse_segmentation_type(_highdicom_with("BINARY", "FRACTIONAL"), None) == "BINARY"
+    assert dicom._parse_segmentation_type(_highdicom_with("BINARY"), "binary") == "BINARY"
+    with pytest.raises(InvalidValueError) as info:
+        dicom._parse_segmentation_type(_highdicom_with("BINARY", "FRACTIONAL"), "LABELMAP")
+    assert str(info.value) == (
+        "Expected segmentation_type None or one of ['BINARY'] (this highdicom 0.x). Got 'LABELMAP'."
     )
