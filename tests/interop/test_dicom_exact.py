@@ -5,8 +5,8 @@ naming overlapping segments."""
 from __future__ import annotations
 
 import warnings
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
