@@ -10,13 +10,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from spacetransformer import Space
 
 from medmask import SegmentationMask
 from medmask.archive import spaces_match
-from medmask.errors import FormatError, InvalidValueError
+from medmask.errors import (
+    FormatError,
+    InvalidTypeError,
+    InvalidValueError,
+    LabelNotFoundError,
+    MaskFileExistsError,
+)
 from medmask.interop import dicom
 from medmask.interop.dicom import MissingUIDWarning, to_dicom_seg
 
@@ -316,3 +323,39 @@ def test_segmentation_type_defaults_to_labelmap_only_where_supported() -> None:
     assert str(info.value) == (
         "Expected segmentation_type None or one of ['BINARY'] (this highdicom 0.x). Got 'LABELMAP'."
     )
+
+
+# --- to_dicom_seg: defaults and argument errors -----------------------------------------------
+
+
+def test_to_dicom_seg_defaults_and_refusals(shared_data: Path, tmp_path: Path) -> None:
+    series_dir = shared_data / "totalseg" / "ct_dicom"
+    space = dicom.space_from_dicom_series(series_dir)
+    data = np.zeros(tuple(int(s) for s in space.shape), np.uint8)
+    data[2, 100:110, 200:210] = 1
+    mask = SegmentationMask(data, {"liver": 1}, space)
+    out = tmp_path / "a.dcm"
+    with pytest.warns(MissingUIDWarning):
+        to_dicom_seg(mask, series_dir, out, algorithm_name="net")
+    ds = pydicom.dcmread(out, stop_before_pixels=True)
+    assert (int(ds.SeriesNumber), int(ds.InstanceNumber)) == (1, 1)
+    assert int(ds.NumberOfFrames) == int(space.shape[0])  # empty frames are kept
+    assert ds.SegmentSequence[0].SegmentAlgorithmName == "net"
+    with pytest.warns(MissingUIDWarning):
+        to_dicom_seg(mask, series_dir, out)  # overwrite=True is the default
+    before = out.read_bytes()
+    with pytest.raises(MaskFileExistsError) as info:
+        to_dicom_seg(mask, series_dir, out, overwrite=False)
+    assert str(info.value) == f"{out}: exists and overwrite=False."
+    assert out.read_bytes() == before
+    new = tmp_path / "new.dcm"
+    with pytest.raises(InvalidTypeError) as info2:
+        to_dicom_seg(data, series_dir, new)  # type: ignore[arg-type]
+    assert str(info2.value) == "Expected a SegmentationMask. Got ndarray."
+    with pytest.raises(InvalidValueError) as info3:
+        to_dicom_seg(SegmentationMask(data * 0, {}, space), series_dir, new)
+    assert str(info3.value) == "Expected a mask with at least one non-zero label. Got none."
+    with pytest.raises(LabelNotFoundError) as info4:
+        to_dicom_seg(mask, series_dir, new, segment_codes={"lung": (None, None)})
+    assert str(info4.value) == "segment_codes: no label named 'lung' in the mask."
+    assert not new.exists()
