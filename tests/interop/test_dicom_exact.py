@@ -23,6 +23,7 @@ from medmask.errors import (
     InvalidValueError,
     LabelNotFoundError,
     MaskFileExistsError,
+    MaskFileNotFoundError,
 )
 from medmask.interop import dicom
 from medmask.interop.dicom import MissingUIDWarning, to_dicom_seg
@@ -359,3 +360,18 @@ def test_to_dicom_seg_defaults_and_refusals(shared_data: Path, tmp_path: Path) -
         to_dicom_seg(mask, series_dir, new, segment_codes={"lung": (None, None)})
     assert str(info4.value) == "segment_codes: no label named 'lung' in the mask."
     assert not new.exists()
+
+
+def test_to_dicom_seg_takes_at_most_65535_segments(tmp_path: Path) -> None:
+    space = Space(shape=(1, 256, 257))
+    data = np.arange(256 * 257, dtype=np.uint32).reshape(1, 256, 257)
+    data[data > 0xFFFF] = 0
+    at_limit = SegmentationMask(data, {f"s{v}": v for v in range(1, 0x10000)}, space)
+    missing = tmp_path / "no-series"
+    with pytest.raises(MaskFileNotFoundError):  # the count passes; the series is missing
+        to_dicom_seg(at_limit, missing, tmp_path / "a.dcm")
+    data[0, 255, 256] = 0x10000
+    over = SegmentationMask(data, {f"s{v}": v for v in range(1, 0x10001)}, space)
+    with pytest.raises(InvalidValueError) as info:
+        to_dicom_seg(over, missing, tmp_path / "a.dcm")
+    assert str(info.value) == "Expected at most 65535 labels (segments). Got 65536."
