@@ -15,6 +15,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from spacetransformer import Space
 
+import medmask
 from medmask import SegmentationMask
 from medmask.archive import spaces_match
 from medmask.errors import (
@@ -24,6 +25,7 @@ from medmask.errors import (
     LabelNotFoundError,
     MaskFileExistsError,
     MaskFileNotFoundError,
+    SpaceMismatchError,
 )
 from medmask.interop import dicom
 from medmask.interop.dicom import MissingUIDWarning, to_dicom_seg
@@ -342,6 +344,30 @@ def test_to_dicom_seg_defaults_and_refusals(shared_data: Path, tmp_path: Path) -
     assert (int(ds.SeriesNumber), int(ds.InstanceNumber)) == (1, 1)
     assert int(ds.NumberOfFrames) == int(space.shape[0])  # empty frames are kept
     assert ds.SegmentSequence[0].SegmentAlgorithmName == "net"
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless  # LABELMAP
+    assert (ds.Manufacturer, ds.ManufacturerModelName) == ("medmask", "medmask")
+    assert (ds.SoftwareVersions, ds.DeviceSerialNumber) == (medmask.__version__, "0")
+    binary = tmp_path / "binary.dcm"
+    with pytest.warns(MissingUIDWarning):
+        to_dicom_seg(mask, series_dir, binary, segmentation_type="BINARY")
+    assert pydicom.dcmread(binary).file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    shifted = Space(
+        shape=space.shape,
+        origin=(space.origin[0] + 1.0, space.origin[1], space.origin[2]),
+        spacing=space.spacing,
+        x_orientation=space.x_orientation,
+        y_orientation=space.y_orientation,
+        z_orientation=space.z_orientation,
+    )
+    with pytest.raises(SpaceMismatchError) as mismatch:
+        to_dicom_seg(SegmentationMask(data, {"liver": 1}, shifted), series_dir, tmp_path / "x.dcm")
+    assert str(mismatch.value).startswith(
+        f"Expected a mask on the voxel grid of the DICOM series {series_dir} (within 0.001 mm, "
+    )
+    assert str(mismatch.value).endswith(
+        "Resample or reorient the mask onto the series first (a NIfTI mask of the series "
+        "usually needs its y axis flipped)."
+    )
     with pytest.warns(MissingUIDWarning):
         to_dicom_seg(mask, series_dir, out)  # overwrite=True is the default
     before = out.read_bytes()
