@@ -349,8 +349,11 @@ def test_to_dicom_seg_defaults_and_refusals(shared_data: Path, tmp_path: Path) -
     assert (ds.SoftwareVersions, ds.DeviceSerialNumber) == (medmask.__version__, "0")
     binary = tmp_path / "binary.dcm"
     with pytest.warns(MissingUIDWarning):
-        to_dicom_seg(mask, series_dir, binary, segmentation_type="BINARY")
-    assert pydicom.dcmread(binary).file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        to_dicom_seg(mask, series_dir, binary, segmentation_type="BINARY", algorithm_name="net")
+    written = pydicom.dcmread(binary)
+    assert written.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    algorithm = written.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("net", "unknown")
     shifted = Space(
         shape=space.shape,
         origin=(space.origin[0] + 1.0, space.origin[1], space.origin[2]),
