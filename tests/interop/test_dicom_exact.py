@@ -340,6 +340,7 @@ def test_to_dicom_seg_defaults_and_refusals(shared_data: Path, tmp_path: Path) -
     out = tmp_path / "a.dcm"
     with pytest.warns(MissingUIDWarning):
         to_dicom_seg(mask, series_dir, out, algorithm_name="net")
+    assert out.read_bytes()[128:132] == b"DICM"  # a DICOM file: preamble and file meta
     ds = pydicom.dcmread(out, stop_before_pixels=True)
     assert (int(ds.SeriesNumber), int(ds.InstanceNumber)) == (1, 1)
     assert int(ds.NumberOfFrames) == int(space.shape[0])  # empty frames are kept
