@@ -416,17 +416,7 @@ def test_sound_structure_reads_are_unchanged(tmp_path: Path) -> None:
 def test_structure_roi_covers_the_stored_boxes() -> None:
     from medmask.engine import check_label_counts, structure_roi
 
-    d = MaskDescriptor(
-        shape=(10, 10, 10),
-        bit_depth=8,
-        labels=(
-            LabelEntry("a", 1, 1, ((1, 1), (2, 2), (3, 3))),
-            LabelEntry("b", 2, 2, ((5, 6), (0, 0), (9, 9))),
-            LabelEntry("c", 3, 0, None),
-        ),
-        codec={"id": "medmask.edges"},
-        chunks=(10, 10, 10),
-    )
+    d = _pieces_descriptor()
     assert structure_roi(d, {1, 2}) == (slice(1, 7), slice(0, 3), slice(3, 10))
     assert structure_roi(d, {1}) == (slice(1, 2), slice(2, 3), slice(3, 4))
     assert structure_roi(d, {3}) is None
