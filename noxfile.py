@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck", "examples"]
 PYTHON = "3.11"
+_ROOT = Path(__file__).resolve().parent
 
 
 @nox.session(python=PYTHON)
@@ -20,11 +22,80 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-n", "2", "-q", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check."""
-    session.install("ruff>=0.6")
-    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "fuzz", "noxfile.py")
+    """Ruff, mypy strict and the import-linter contracts of pyproject.toml (the layering of
+    DEVELOPERS.md, lazy imports included), with the checkout's .venv (README's test command
+    makes it: pip install -e ".[dev]")."""
+    bin_dir = _ROOT / ".venv" / "bin"
+    session.run(
+        str(bin_dir / "ruff"),
+        "check",
+        "src",
+        "tests",
+        "examples",
+        "benchmarks",
+        "fuzz",
+        "noxfile.py",
+        external=True,
+    )
+    session.run(str(bin_dir / "mypy"), external=True)
+    session.run(str(bin_dir / "lint-imports"), external=True)
+
+
+def _lowest(requirement: str) -> str:
+    """The lower bound pyproject.toml gives ``requirement`` (``"zarr"`` -> ``"3.1"``)."""
+    with open(_ROOT / "pyproject.toml", "rb") as file:
+        extras = tomllib.load(file)["project"]["optional-dependencies"]
+    bounds = {
+        spec.split(">=")[1]
+        for specs in extras.values()
+        for spec in specs
+        if spec.split(">=")[0].strip() == requirement
+    }
+    if len(bounds) != 1:
+        raise ValueError(f"pyproject.toml gives {requirement} the lower bounds {bounds}")
+    return bounds.pop()
+
+
+@nox.session(venv_backend="none")
+def zarr_lowest(session: nox.Session) -> None:
+    """The zarr v3 codecs and ArchiveStore (with zarr's own StoreTests) on the lowest zarr
+    pyproject.toml allows: ``pip install zarr==<bound>`` into a venv layered over the
+    checkout's .venv, which provides every package that zarr version accepts (a fresh
+    resolve of the whole test extra takes pip about ten minutes)."""
+    lowest = _lowest("zarr")
+    env = Path(session.create_tmp()).resolve() / "zarr-lowest"
+    python = str(env / "bin" / "python")
+    if not Path(python).exists():
+        session.run("python3.11", "-m", "venv", str(env), external=True)
+    paths = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    own, under = (
+        subprocess.run([exe, "-c", paths], check=True, capture_output=True, text=True).stdout
+        for exe in (python, _VENV_PYTHON)
+    )
+    # an "import" line in a .pth file runs at start-up: the .venv's site directory, with its
+    # own .pth files (the editable medmask), comes after this venv's (so its zarr wins)
+    layer = f"import site; site.addsitedir({under.strip()!r})\n"
+    (Path(own.strip()) / "_checkout_venv.pth").write_text(layer)
+    session.run(python, "-m", "pip", "install", "-q", f"zarr=={lowest}", external=True)
+    check = "import sys, zarr; from packaging.version import Version as V; "
+    check += "sys.exit(V(zarr.__version__) != V(sys.argv[1]) and f'got zarr {zarr.__version__}')"
+    session.run(python, "-c", check, lowest, external=True)
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "-q",
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "tests/codecs/test_codec_zarr3.py",
+        "tests/test_zarr_store.py",
+        "tests/test_zarr_remote.py",
+        external=True,
+    )
 
 
 @nox.session(python=PYTHON)
@@ -49,7 +120,6 @@ def bench(session: nox.Session) -> None:
         session.run("python", f"benchmarks/{script}", *session.posargs)
 
 
-_ROOT = Path(__file__).resolve().parent
 _VENV_PYTHON = str(_ROOT / ".venv" / "bin" / "python")
 _SANITIZER_ENV = {
     "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1",

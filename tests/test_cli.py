@@ -18,7 +18,7 @@ from spacetransformer import Space
 import medmask
 from bounded import assert_one_line_error
 from medmask import MaskArchive, SegmentationMask
-from medmask.archive import spaces_match
+from medmask.geometry import spaces_match
 from medmask.interop.nifti import to_nifti
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_0_1"

@@ -605,18 +605,18 @@ def test_huge_shape_refused_before_allocating(tmp_path: Path, valid: bytes) -> N
     assert not isinstance(info.value, medmask.AllocationLimitError)
 
 
-def test_max_voxels_argument_and_environment(
-    tmp_path: Path, valid: bytes, mask: SegmentationMask, monkeypatch: pytest.MonkeyPatch
+def test_max_voxels_argument_and_settings(
+    tmp_path: Path, valid: bytes, mask: SegmentationMask
 ) -> None:
     path = write(tmp_path, valid)
     problem = "3,840 voxels, above the limit of 1,000"
     raises_named(medmask.AllocationLimitError, path, problem, max_voxels=1000)
     assert load_mask(path, max_voxels=3840) == mask
-    monkeypatch.setenv("MEDMASK_MAX_VOXELS", "3839")
-    raises_named(medmask.AllocationLimitError, path, "limit of 3,839")
-    assert load_mask(path, max_voxels=4000) == mask  # the argument wins
-    monkeypatch.setenv("MEDMASK_MAX_VOXELS", "100000")
-    assert load_mask(path) == mask
+    with medmask.config.set(max_voxels=3839):
+        raises_named(medmask.AllocationLimitError, path, "limit of 3,839")
+        assert load_mask(path, max_voxels=4000) == mask  # the argument wins
+    with medmask.config.set(max_voxels=100000):
+        assert load_mask(path) == mask
 
 
 def test_chunk_claiming_too_many_voxels(tmp_path: Path, valid: bytes) -> None:

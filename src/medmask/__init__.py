@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from . import config as config
+from . import errors as errors
 from .errors import (
     AllocationLimitError,
     ChecksumError,

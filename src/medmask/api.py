@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .config import max_bytes_limit
 from .engine import (
     MaskInfo,
     OpenedFile,
@@ -27,11 +28,10 @@ from .errors import (
     MedmaskError,
 )
 from .format.descriptor import MaskDescriptor, Roi, parse_roi
-from .format.encoding import encode_mask, max_bytes_limit
+from .format.encoding import encode_mask
 from .format.legacy import read_legacy_msk
 from .format.msk import build_msk
 from .io import (
-    MAX_CONCURRENCY,
     Target,
     name_suffix,
     open_source,
@@ -278,7 +278,7 @@ def read_infos(
     sources: Sequence[Target],
     *,
     storage_options: dict[str, Any] | None = None,
-    max_concurrency: int = MAX_CONCURRENCY,
+    max_concurrency: int | None = None,
 ) -> list[MaskInfo]:
     """:func:`read_info` of many ``.msk`` files: their first reads go out together (at most
     ``max_concurrency`` in flight), so a batch pays one round trip to the store, not one per

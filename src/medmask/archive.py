@@ -13,6 +13,8 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from ._version import __version__
+from .config import max_bytes_limit
+from .dtypes import smallest_bit_depth
 from .engine import (
     MaskInfo,
     OpenedFile,
@@ -48,7 +50,6 @@ from .format.encoding import (
     EncodedMask,
     check_size_limits,
     encode_mask,
-    max_bytes_limit,
 )
 from .format.legacy import LegacyArchive, read_legacy_member, read_legacy_mska_directory
 from .format.mska import (
@@ -58,6 +59,7 @@ from .format.mska import (
     directory_bytes,
     slot_header,
 )
+from .geometry import spaces_match
 from .io import (
     HEAD_GUESS,
     ByteSource,
@@ -75,37 +77,15 @@ from .io import (
 )
 from .io import _write_local_atomic as write_local_atomic
 from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
-from .mask import SegmentationMask, smallest_bit_depth
+from .mask import SegmentationMask
 from .reader import Directory, RecoveryReport, RecoveryWarning, newer_directories, read_directory
 from .values import match_allowed_values
 
 __all__ = ["LayeringReport", "MaskArchive", "MemberArray", "RecoveryReport", "RecoveryWarning"]
 
-#: Tolerances when checking that a member's space equals the archive's.
-SPACE_ATOL_MM = 1e-3
-SPACE_RTOL = 1e-5
 #: Default wait for another writer's lock on a local archive (seconds).
 DEFAULT_LOCK_TIMEOUT = 60.0
 _REGION_SLACK = 64  # bytes of room (and rounding) in a fresh archive's directory region
-
-
-def spaces_match(a: Space, b: Space) -> str | None:
-    """Return None when ``a`` and ``b`` agree within tolerance, else what differs."""
-    if tuple(int(s) for s in a.shape) != tuple(int(s) for s in b.shape):
-        return f"shape {tuple(a.shape)} != {tuple(b.shape)}"
-    checks = [
-        ("origin", a.origin, b.origin, SPACE_ATOL_MM),
-        ("spacing", a.spacing, b.spacing, SPACE_ATOL_MM * 1e-2),
-        ("x_orientation", a.x_orientation, b.x_orientation, 1e-5),
-        ("y_orientation", a.y_orientation, b.y_orientation, 1e-5),
-        ("z_orientation", a.z_orientation, b.z_orientation, 1e-5),
-    ]
-    for what, va, vb, atol in checks:
-        if not np.allclose(
-            np.asarray(va, float), np.asarray(vb, float), atol=atol, rtol=SPACE_RTOL
-        ):
-            return f"{what} {tuple(float(v) for v in va)} != {tuple(float(v) for v in vb)}"
-    return None
 
 
 def _round_up(value: int, step: int = 4096) -> int:

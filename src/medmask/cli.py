@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from .errors import (
     MaskFileExistsError,
     MedmaskError,
 )
+from .format.sniff import SNIFF_BYTES, Kind, kind_of_suffix, sniff
 from .io import (
     name_suffix,
     open_source,
@@ -41,14 +42,6 @@ from .values import voxel_volume_ml
 
 __all__ = ["main"]
 
-Kind = Literal["msk", "mska", "nifti", "dicom"]
-_KINDS_BY_SUFFIX: dict[str, Kind] = {
-    ".msk": "msk",
-    ".mska": "mska",
-    ".nii": "nifti",
-    ".nii.gz": "nifti",
-    ".dcm": "dicom",
-}
 _LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 
 
@@ -76,24 +69,17 @@ def _options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _kind(source: str, storage_options: dict[str, Any] | None) -> Kind:
     """The kind of a file: by its suffix, else by its first bytes."""
-    kind = _KINDS_BY_SUFFIX.get(name_suffix(source))
+    kind = kind_of_suffix(name_suffix(source))
     if kind is not None:
         return kind
     byte_source = open_source(source, storage_options)
     try:
-        head = byte_source.read(0, 348)  # up to the magic of an uncompressed NIfTI-1 header
+        head = byte_source.read(0, SNIFF_BYTES)
     finally:
         byte_source.close()
-    from .format.container import legacy_kind
-    from .reader import detect_kind
-
-    found = detect_kind(head) or legacy_kind(head)
+    found = sniff(head)
     if found is not None:
         return found
-    if head.startswith(b"\x1f\x8b") or head[344:348] in (b"n+1\0", b"ni1\0"):
-        return "nifti"
-    if head[128:132] == b"DICM":
-        return "dicom"
     raise UsageError(
         f"{source}: cannot tell the format (expected .msk, .mska, .nii, .nii.gz or .dcm)."
     )
@@ -275,7 +261,7 @@ def _write(
 
 
 def _kind_of_target(target: str) -> Kind:
-    kind = _KINDS_BY_SUFFIX.get(name_suffix(target))
+    kind = kind_of_suffix(name_suffix(target))
     if kind is None:
         raise UsageError(f"{target}: name the output .msk, .mska, .nii, .nii.gz or .dcm.")
     return kind

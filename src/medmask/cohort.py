@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from .archive import spaces_match
 from .engine import OpenedFile
 from .errors import InvalidValueError, LabelNotFoundError, SpaceMismatchError
 from .format.descriptor import LabelEntry, Roi
 from .format.mska import Member
-from .geometry import voxel_to_world
+from .geometry import spaces_match, voxel_to_world
 from .io import Target, open_source, source_name
 from .reader import Directory, read_directory
 from .values import STATS_COLUMNS, stats_row, voxel_volume_ml

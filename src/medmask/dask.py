@@ -24,8 +24,10 @@ from .cohort import (
     case_compare,
     case_stats,
 )
+from .config import get as get_config
+from .config import max_bytes_limit, max_voxels_limit
 from .errors import InvalidValueError, MaskFileNotFoundError, MedmaskError
-from .io import MAX_CONCURRENCY, Target, expand_glob, read_heads, source_name
+from .io import Target, expand_glob, read_heads, source_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -178,7 +180,7 @@ def cohort_stats(
     client: Any = None,
     progress: bool = False,
     errors: Errors = "coerce",
-    max_concurrency: int = MAX_CONCURRENCY,
+    max_concurrency: int | None = None,
     max_voxels: int | None = None,
     max_bytes: int | None = None,
 ) -> pd.DataFrame:
@@ -201,10 +203,12 @@ def cohort_stats(
         ``"raise"``: the first failure is raised.
     max_concurrency
         Cases per task: their first reads go out concurrently, so a task pays one round trip
-        to the store for all of them, not one each.
+        to the store for all of them, not one each (default: :mod:`medmask.config`'s
+        ``max_concurrency``).
     max_voxels, max_bytes
         Limits on one decoded member, as for :func:`medmask.load_mask` (a case above them is
-        an error row); only ``measures`` decode.
+        an error row); only ``measures`` decode. The defaults are this process's
+        :mod:`medmask.config` settings, sent to every worker.
 
     Returns
     -------
@@ -216,9 +220,11 @@ def cohort_stats(
     _check_errors(errors)
     urls = expand_sources(sources, storage_options)
     measures = tuple(measures)
+    if max_concurrency is None:
+        max_concurrency = get_config().max_concurrency
     if max_concurrency < 1:
         raise InvalidValueError(f"Expected max_concurrency >= 1. Got {max_concurrency}.")
-    limits = {"max_voxels": max_voxels, "max_bytes": max_bytes}
+    limits = {"max_voxels": max_voxels_limit(max_voxels), "max_bytes": max_bytes_limit(max_bytes)}
     task = dask.delayed(_stats_task, pure=True)
     batches = [urls[i : i + max_concurrency] for i in range(0, len(urls), max_concurrency)]
     tasks = [
@@ -286,7 +292,7 @@ def compare(
         ``volume_diff_ml`` (prediction minus reference), ``intersection_voxels``.
     """
     _check_errors(errors)
-    limits = {"max_voxels": max_voxels, "max_bytes": max_bytes}
+    limits = {"max_voxels": max_voxels_limit(max_voxels), "max_bytes": max_bytes_limit(max_bytes)}
     task = dask.delayed(_compare_task, pure=True)
     tasks = [
         task(case, pred, ref, structures, storage_options, errors, limits)

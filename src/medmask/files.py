@@ -12,13 +12,11 @@ from typing import Any
 
 from . import api
 from .errors import InvalidTypeError, InvalidValueError
+from .format.sniff import NIFTI_SUFFIXES, kind_of_suffix
 from .io import Target, name_suffix, source_name
 from .mask import SegmentationMask
 
 __all__ = ["NIFTI_SUFFIXES", "load_mask", "save_mask"]
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_DICOM_SUFFIXES = (".dcm",)
 
 
 def _refuse_msk_options(target: Target, what: str, **options: object) -> None:
@@ -48,14 +46,15 @@ def save_mask(
     """
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
-    if name_suffix(target) in NIFTI_SUFFIXES:
+    kind = kind_of_suffix(name_suffix(target))
+    if kind == "nifti":
         _refuse_msk_options(
             target, "NIfTI", level=level, chunks=chunks, attributes=attributes, codec=codec
         )
         from .interop.nifti import to_nifti
 
         return to_nifti(mask, target, storage_options=storage_options, overwrite=overwrite)
-    if name_suffix(target) in _DICOM_SUFFIXES:
+    if kind == "dicom":
         raise InvalidValueError(
             f"{source_name(target)}: a DICOM SEG needs its source series; use "
             "medmask.interop.dicom.to_dicom_seg(mask, series, out)."
@@ -86,8 +85,8 @@ def load_mask(
     ``roi`` (three slices in (z, y, x)) reads part of a ``.msk``; ``mapping`` names the labels
     of a NIfTI file (a mapping or a label table's path, see :func:`medmask.from_nifti`).
     """
-    suffix = name_suffix(source)
-    if suffix in NIFTI_SUFFIXES:
+    kind = kind_of_suffix(name_suffix(source))
+    if kind == "nifti":
         _refuse_msk_options(source, "NIfTI", roi=roi, max_voxels=max_voxels)
         from .interop.nifti import from_nifti
 
@@ -97,7 +96,7 @@ def load_mask(
             f"{source_name(source)}: mapping= names the labels of NIfTI files only; "
             ".msk files carry their names."
         )
-    if suffix in _DICOM_SUFFIXES:
+    if kind == "dicom":
         _refuse_msk_options(source, "DICOM SEG", roi=roi, max_voxels=max_voxels)
         from .interop.dicom import from_dicom_seg
 

@@ -18,6 +18,8 @@ from .errors import InvalidValueError, SpaceMismatchError
 
 __all__ = [
     "ALIGN_TOLERANCE_MM",
+    "SPACE_ATOL_MM",
+    "SPACE_RTOL",
     "Alignment",
     "Convention",
     "affine_from_space",
@@ -25,6 +27,7 @@ __all__ = [
     "corner_indices",
     "parse_convention",
     "space_from_affine",
+    "spaces_match",
     "voxel_to_world",
 ]
 
@@ -32,6 +35,10 @@ Convention = Literal["RAS", "LPS"]
 #: Default largest distance (mm) between corresponding voxel centres of aligned grids.
 ALIGN_TOLERANCE_MM = 1e-3
 _FLIP_XY = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS
+#: Tolerances of :func:`spaces_match`: absolute for origins (mm; spacings use a hundredth of
+#: it, directions 1e-5), relative for all.
+SPACE_ATOL_MM = 1e-3
+SPACE_RTOL = 1e-5
 
 
 def parse_convention(value: object) -> Convention:
@@ -147,3 +154,22 @@ def alignment(source: Space, target: Space, tolerance_mm: float = ALIGN_TOLERANC
     a0, a1, a2 = axes
     f0, f1, f2 = flips
     return (a0, a1, a2), (f0, f1, f2)
+
+
+def spaces_match(a: Space, b: Space) -> str | None:
+    """Return None when ``a`` and ``b`` agree within tolerance, else what differs."""
+    if tuple(int(s) for s in a.shape) != tuple(int(s) for s in b.shape):
+        return f"shape {tuple(a.shape)} != {tuple(b.shape)}"
+    checks = [
+        ("origin", a.origin, b.origin, SPACE_ATOL_MM),
+        ("spacing", a.spacing, b.spacing, SPACE_ATOL_MM * 1e-2),
+        ("x_orientation", a.x_orientation, b.x_orientation, 1e-5),
+        ("y_orientation", a.y_orientation, b.y_orientation, 1e-5),
+        ("z_orientation", a.z_orientation, b.z_orientation, 1e-5),
+    ]
+    for what, va, vb, atol in checks:
+        if not np.allclose(
+            np.asarray(va, float), np.asarray(vb, float), atol=atol, rtol=SPACE_RTOL
+        ):
+            return f"{what} {tuple(float(v) for v in va)} != {tuple(float(v) for v in vb)}"
+    return None

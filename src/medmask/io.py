@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Final, Literal, Protocol
 
+from .config import Config
+from .config import get as get_config
 from .errors import (
     AllocationLimitError,
     ConcurrentModificationError,
@@ -50,7 +52,6 @@ __all__ = [
     "Target",
     "expand_glob",
     "head_cache",
-    "is_local",
     "list_folder",
     "local_path",
     "merge_ranges",
@@ -72,12 +73,12 @@ __all__ = [
 
 #: First read of a file: header, metadata and index usually fit.
 HEAD_GUESS = 64 << 10
-#: Ranges closer than this are fetched as one request.
-MERGE_GAP = 4 << 10
-#: ... up to this size: larger merged reads are split, so that they go out concurrently.
-MERGE_MAX = 16 << 20
-#: Default number of requests in flight for batched reads (many heads, many ranges).
-MAX_CONCURRENCY = 32
+#: Defaults of :mod:`medmask.config`'s ``range_gap`` (ranges closer than this are fetched as
+#: one request), ``range_block`` (larger merged reads are split, so that they go out
+#: concurrently) and ``max_concurrency`` (requests in flight for batched reads).
+MERGE_GAP: Final = Config.range_gap
+MERGE_MAX: Final = Config.range_block
+MAX_CONCURRENCY: Final = Config.max_concurrency
 
 Target = str | os.PathLike[str] | BinaryIO | Any
 
@@ -122,10 +123,14 @@ class AsyncByteSource(Protocol):
 
 
 def merge_ranges(
-    ranges: Iterable[tuple[int, int]], gap: int = MERGE_GAP, max_size: int = MERGE_MAX
+    ranges: Iterable[tuple[int, int]], gap: int | None = None, max_size: int | None = None
 ) -> list[tuple[int, int]]:
     """Sort ranges and merge those that overlap or lie within ``gap`` bytes of each other, as
-    long as the merged range stays within ``max_size`` bytes (a range alone may exceed it)."""
+    long as the merged range stays within ``max_size`` bytes (a range alone may exceed it).
+    Both default to :mod:`medmask.config`'s ``range_gap`` and ``range_block``."""
+    settings = get_config()
+    gap = settings.range_gap if gap is None else gap
+    max_size = settings.range_block if max_size is None else max_size
     merged: list[tuple[int, int]] = []
     for start, end in sorted(ranges):
         near = bool(merged) and start <= merged[-1][1] + gap
@@ -381,7 +386,7 @@ class AsyncFsspecSource:
                 [self.path] * len(merged),
                 [s for s, _ in merged],
                 [e for _, e in merged],
-                batch_size=MAX_CONCURRENCY,
+                batch_size=get_config().max_concurrency,
             )
         except Exception as exc:
             raise storage_error(exc, self.name, "reading") from exc
@@ -466,14 +471,19 @@ class HeadCache:
 
     def enable(
         self,
-        max_entries: int = 1024,
+        max_entries: int | None = None,
         *,
-        max_bytes: int = 256 << 20,
-        ttl: float = 60.0,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
         ranges: bool = True,
     ) -> None:
         """Keep up to ``max_entries`` heads and (with ``ranges``) chunk ranges, ``max_bytes``
-        in all, for ``ttl`` seconds each."""
+        in all, for ``ttl`` seconds each (defaults: :mod:`medmask.config`'s
+        ``head_cache_entries``, ``head_cache_bytes`` and ``head_cache_ttl``)."""
+        settings = get_config()
+        max_entries = settings.head_cache_entries if max_entries is None else max_entries
+        max_bytes = settings.head_cache_bytes if max_bytes is None else max_bytes
+        ttl = settings.head_cache_ttl if ttl is None else ttl
         if max_entries < 0 or max_bytes < 0 or ttl < 0:
             raise InvalidValueError(
                 f"Expected non-negative limits. Got {max_entries}, {max_bytes}, {ttl}."
@@ -584,7 +594,7 @@ def read_heads(
     sources: Sequence[Target],
     storage_options: dict[str, Any] | None = None,
     *,
-    max_concurrency: int = MAX_CONCURRENCY,
+    max_concurrency: int | None = None,
 ) -> list[bytes | MedmaskError]:
     """The first :data:`HEAD_GUESS` bytes of every source, fetched concurrently: one ranged
     GET each, at most ``max_concurrency`` in flight per filesystem; served from
@@ -597,7 +607,7 @@ def read_many(
     storage_options: dict[str, Any] | None = None,
     *,
     max_bytes: int,
-    max_concurrency: int = MAX_CONCURRENCY,
+    max_concurrency: int | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> list[bytes | MedmaskError]:
     """The whole content of every source, fetched concurrently (one GET each, at most
@@ -621,7 +631,7 @@ def _read_prefixes(
     sources: Sequence[Target],
     storage_options: dict[str, Any] | None,
     length: int,
-    max_concurrency: int,
+    max_concurrency: int | None,
     *,
     cache: bool,
     on_done: Callable[[int], None] | None = None,
@@ -652,7 +662,7 @@ def _read_prefixes(
         except MedmaskError as exc:
             out[i] = exc
             report(1)
-    batch = max(1, max_concurrency)
+    batch = max(1, get_config().max_concurrency if max_concurrency is None else max_concurrency)
     for fs, all_items in groups.values():
         # one cat_ranges call keeps `batch` requests in flight (a sliding window); a progress
         # report needs the calls cut into groups, which costs at most a straggler per group
@@ -714,7 +724,7 @@ def _blobs_or_raise(blobs: Sequence[Any], name: str) -> list[bytes]:
 def _batch_option(fs: Any) -> dict[str, int]:
     """At most :data:`MAX_CONCURRENCY` requests in flight (async filesystems; a synchronous
     ``cat_ranges`` would hand the option on to ``open``)."""
-    return {"batch_size": MAX_CONCURRENCY} if getattr(fs, "async_impl", False) else {}
+    return {"batch_size": get_config().max_concurrency} if getattr(fs, "async_impl", False) else {}
 
 
 def _cat_or_error(fs: Any, path: str, length: int) -> bytes | BaseException:
@@ -792,7 +802,7 @@ def _with_pool(url: str, storage_options: dict[str, Any] | None) -> dict[str, An
     options = dict(storage_options or {})
     if url.split("://", 1)[0] in ("s3", "s3a"):
         config = dict(options.get("config_kwargs") or {})
-        config.setdefault("max_pool_connections", MAX_CONCURRENCY)
+        config.setdefault("max_pool_connections", get_config().max_concurrency)
         options["config_kwargs"] = config
     return options
 
@@ -860,11 +870,6 @@ def local_path(target: Target, storage_options: dict[str, Any] | None = None) ->
     if fs is not None and _is_local_fs(fs) and hasattr(target, "path"):
         return str(target.path)
     return None
-
-
-def is_local(target: Target, storage_options: dict[str, Any] | None = None) -> bool:
-    """Whether ``target`` names a local file."""
-    return local_path(target, storage_options) is not None
 
 
 def open_source(source: Target, storage_options: dict[str, Any] | None = None) -> ByteSource:

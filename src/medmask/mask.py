@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,6 +9,14 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .dtypes import (
+    BIT_DEPTHS,
+    BitDepth,
+    dtype_for_bit_depth,
+    max_label,
+    parse_bit_depth,
+    smallest_bit_depth,
+)
 from .errors import InvalidTypeError, InvalidValueError, LabelNotFoundError
 from .geometry import ALIGN_TOLERANCE_MM, alignment, parse_convention, space_from_affine
 from .mapping import (
@@ -42,41 +49,6 @@ __all__ = [
     "parse_space",
     "smallest_bit_depth",
 ]
-
-BitDepth = Literal[1, 8, 16, 32]
-BIT_DEPTHS: tuple[BitDepth, ...] = (1, 8, 16, 32)
-_DTYPES: dict[int, np.dtype[Any]] = {
-    1: np.dtype(np.bool_),
-    8: np.dtype(np.uint8),
-    16: np.dtype(np.uint16),
-    32: np.dtype(np.uint32),
-}
-
-
-def parse_bit_depth(value: object) -> BitDepth:
-    """Return ``value`` if it is a supported bit depth (1, 8, 16 or 32)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in _DTYPES:
-        raise InvalidValueError(f"Expected a bit depth in {BIT_DEPTHS}. Got {value!r}.")
-    depth: BitDepth = int(value)  # type: ignore[assignment]
-    return depth
-
-
-def dtype_for_bit_depth(bit_depth: int) -> np.dtype[Any]:
-    """Return the storage dtype of a bit depth: bool, uint8, uint16 or uint32."""
-    return _DTYPES[parse_bit_depth(bit_depth)]
-
-
-def _max_label(bit_depth: int) -> int:
-    return 1 if bit_depth == 1 else (1 << bit_depth) - 1
-
-
-def smallest_bit_depth(max_value: int) -> BitDepth:
-    """The smallest integer bit depth (8, 16 or 32) that holds ``max_value``."""
-    for depth in BIT_DEPTHS[1:]:
-        if max_value <= _max_label(depth):
-            return depth
-    raise InvalidValueError(f"Expected label values below 2**32. Got {max_value}.")
-
 
 def _is_affine(value: object) -> bool:
     try:
@@ -174,9 +146,9 @@ class SegmentationMask:
             depth = 1 if arr.dtype == np.bool_ else smallest_bit_depth(max_value)
         else:
             depth = parse_bit_depth(bit_depth)
-        if max_value > _max_label(depth):
+        if max_value > max_label(depth):
             raise InvalidValueError(
-                f"Expected label values <= {_max_label(depth)} for bit depth {depth}. "
+                f"Expected label values <= {max_label(depth)} for bit depth {depth}. "
                 f"Got {max_value}."
             )
         unmapped = sorted(v for v in counts if v != 0 and v not in mapped)
@@ -188,7 +160,7 @@ class SegmentationMask:
                 f"Values present in the array are missing from the mapping: {shown}. "
                 "Add a name for each (or zero those voxels)."
             )
-        data = arr.astype(_DTYPES[depth], copy=True, order="C")
+        data = arr.astype(dtype_for_bit_depth(depth), copy=True, order="C")
         self._init(data, mapping, parse_space(space, data.shape), depth)
 
     def _init(
@@ -237,7 +209,7 @@ class SegmentationMask:
             target_shape = tuple(int(s) for s in space.shape)
         else:
             raise InvalidValueError("Expected a space or a shape for lazy_init. Got neither.")
-        data = np.zeros(target_shape, dtype=_DTYPES[depth])
+        data = np.zeros(target_shape, dtype=dtype_for_bit_depth(depth))
         return cls._trusted(data, LabelMapping(), parse_space(space, data.shape), depth)
 
     # -- properties ----------------------------------------------------------------------------
@@ -329,9 +301,9 @@ class SegmentationMask:
         name = parse_label_name(name)
         if label == 0:
             raise InvalidValueError("Expected a label value >= 1 (0 is background). Got 0.")
-        if label > _max_label(self._bit_depth):
+        if label > max_label(self._bit_depth):
             raise InvalidValueError(
-                f"Expected a label value <= {_max_label(self._bit_depth)} for bit depth "
+                f"Expected a label value <= {max_label(self._bit_depth)} for bit depth "
                 f"{self._bit_depth}. Got {label}."
             )
         if name in self._mapping:

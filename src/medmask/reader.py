@@ -14,13 +14,13 @@ import sys
 import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from spacetransformer import Space
 
 from .errors import FormatError, TruncatedFileError
-from .format.container import HEADER_SIZE, MAGIC_MSK, MAGIC_MSKA, Header
+from .format.container import HEADER_SIZE, Header
 from .format.encoding import check_index, check_stored_chunk
 from .format.msk import parse_msk_head
 from .format.mska import (
@@ -34,6 +34,7 @@ from .format.mska import (
     slot_is_intact,
     valid_slots,
 )
+from .format.sniff import MAGIC_MSK, ContainerKind, container_kind
 from .io import HEAD_GUESS, AsyncByteSource, ByteSource, head_cache, split_by_head
 
 __all__ = [
@@ -41,14 +42,13 @@ __all__ = [
     "NewerDirectory",
     "RecoveryReport",
     "RecoveryWarning",
-    "detect_kind",
     "directory_steps",
     "newer_directories",
     "read_directory",
     "read_directory_async",
 ]
 
-Kind = Literal["msk", "mska"]
+Kind = ContainerKind
 _OPEN_ATTEMPTS = 3  # re-reads when a writer commits while the directory is read
 _CHECK_BATCH = 64 << 20  # bytes of chunk streams read at once when a directory is checked
 _CHECK_CHUNKS = 1 << 16  # and chunks
@@ -125,12 +125,6 @@ class Directory:
         return start, start + length
 
 
-def detect_kind(head: bytes | memoryview) -> Kind | None:
-    """``"msk"`` or ``"mska"`` from a file's first bytes, or None."""
-    magic = bytes(head[:8])
-    return "msk" if magic == MAGIC_MSK else "mska" if magic == MAGIC_MSKA else None
-
-
 def _blocks(
     head: bytes, ranges: Sequence[tuple[int, int]]
 ) -> Generator[Ranges, list[bytes], list[bytes]]:
@@ -152,7 +146,7 @@ def directory_steps(
     """
     if head is None:
         head = (yield [(0, HEAD_GUESS)])[0]
-    found = detect_kind(head)
+    found = container_kind(head)
     if kind == "msk" or (kind is None and found != "mska"):
         header = Header.parse(head, magic=MAGIC_MSK, name=name)
         meta, index = yield from _blocks(head, _header_ranges(header))

@@ -32,6 +32,7 @@ from zarr.core.sync import sync
 
 from .codecs import choose_codec
 from .codecs.zarr3 import BinaryCodec, EdgesCodec, LabelsCodec
+from .dtypes import DTYPE_NAMES, bit_depth_of_name
 from .engine import check_chunk, check_label_count, check_member, count_in_bbox, member_name
 from .errors import (
     ConcurrentModificationError,
@@ -68,7 +69,6 @@ __all__ = [
 FORMAT_VERSION = "1.0"
 STRUCTURES = "structures"
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-_DTYPE_NAMES = {1: "bool", 8: "uint8", 16: "uint16", 32: "uint32"}
 _CHUNK_INDEX = re.compile(r"0|[1-9][0-9]*")  # as zarr writes it: ASCII, no leading zero
 
 
@@ -216,7 +216,7 @@ class Layout:
             node = node_name(original, reserved=(STRUCTURES, *nodes.values()))
             nodes[original] = node
             d = member.descriptor
-            dtype = _DTYPE_NAMES[d.bit_depth]
+            dtype = DTYPE_NAMES[d.bit_depth]
             attrs = {
                 **_label_attributes(d),
                 "space": space_attr,
@@ -587,6 +587,11 @@ class ArchiveStore(Store):
     async def delete(self, key: str) -> None:
         self._check_writable()
 
+    async def set_partial_values(
+        self, key_start_values: Iterable[tuple[str, int, bytes | bytearray | memoryview]]
+    ) -> None:  # abstract in zarr < 3.1.3
+        self._check_writable()
+
     # -- protocol ----------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         return (
@@ -724,5 +729,4 @@ def from_zarr(
         ) from exc
     space = space_from_attributes(attrs["space"], shape)
     data = np.asarray(array[...])
-    depths = {"bool": 1, "uint8": 8, "uint16": 16, "uint32": 32}
-    return SegmentationMask(data, mapping, space, bit_depth=depths.get(data.dtype.name))
+    return SegmentationMask(data, mapping, space, bit_depth=bit_depth_of_name(data.dtype.name))

@@ -151,9 +151,11 @@ def test_max_voxels_is_honoured_by_every_cohort_read(
     assert frame["error"].str.contains(limit).all()
     frame = compare([(str(sound), str(sound))], max_voxels=100)
     assert frame["error"].str.contains(limit).all()
-    monkeypatch.setenv("MEDMASK_MAX_VOXELS", "100")
-    with pytest.raises(AllocationLimitError, match=limit):
+    with medmask.config.set(max_voxels=100), pytest.raises(AllocationLimitError, match=limit):
         case_compare(sound, sound)
+    with medmask.config.set(max_voxels=100):  # the client's settings travel to the tasks
+        frame = compare([(str(sound), str(sound))])
+    assert frame["error"].str.contains(limit).all()
 
 
 def test_an_unexpected_exception_is_an_internal_error_row(

@@ -41,7 +41,20 @@ def test_default_levels() -> None:
 )
 def test_get_codec_rejects_bad_configs(config: dict[str, object], message: str) -> None:
     with pytest.raises(CodecError, match=message):
-        get_codec(config)
+        get_codec(config, strict=True)
+
+
+def test_get_codec_ignores_keys_of_newer_versions_unless_strict() -> None:
+    """docs/format.md section 1: a reader ignores unknown keys, in ``codec`` too (the stream
+    carries what decoding needs); a writer asking for an unknown option is refused."""
+    newer = {"id": "medmask.labels", "level": 3, "added_in_1_1": True}
+    assert get_codec(newer) == LabelCodec(level=3)
+    with pytest.raises(
+        CodecError, match=r"Expected config keys 'id' and 'level'. Got also \['added_in_1_1'\]"
+    ):
+        get_codec(newer, strict=True)
+    with pytest.raises(CodecError, match=r"Expected a level in 1\.\.22"):
+        get_codec({"id": "medmask.labels", "level": 0, "new": 1})  # known keys still checked
 
 
 def test_get_codec_rejects_non_mapping() -> None:

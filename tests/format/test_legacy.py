@@ -551,12 +551,11 @@ def test_limits() -> None:
     expect_error(fixture("archive_mixed.mska"), "a.mska", AllocationLimitError, max_voxels=100)
 
 
-def test_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEDMASK_MAX_VOXELS", "1000")
-    expect_error(fixture("labels_uint16.msk"), "env.msk", AllocationLimitError)
-    monkeypatch.delenv("MEDMASK_MAX_VOXELS")
-    monkeypatch.setenv("MEDMASK_MAX_BYTES", "1000")
-    expect_error(fixture("archive_mixed.mska"), "env.mska", AllocationLimitError)
+def test_limits_from_the_settings() -> None:
+    with medmask.config.set(max_voxels=1000):
+        expect_error(fixture("labels_uint16.msk"), "env.msk", AllocationLimitError)
+    with medmask.config.set(max_bytes=1000):
+        expect_error(fixture("archive_mixed.mska"), "env.mska", AllocationLimitError)
 
 
 def test_oversized_shape_without_space() -> None:

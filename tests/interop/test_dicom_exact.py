@@ -17,7 +17,6 @@ from spacetransformer import Space
 
 import medmask
 from medmask import SegmentationMask
-from medmask.archive import spaces_match
 from medmask.errors import (
     FormatError,
     InvalidTypeError,
@@ -27,6 +26,7 @@ from medmask.errors import (
     MaskFileNotFoundError,
     SpaceMismatchError,
 )
+from medmask.geometry import spaces_match
 from medmask.interop import dicom
 from medmask.interop.dicom import MissingUIDWarning, to_dicom_seg
 

@@ -16,7 +16,7 @@ from spacetransformer import Space
 import medmask
 from bounded import MB, assert_one_line_error, run_limited, traced_peak
 from medmask import FormatError, SegmentationMask
-from medmask.archive import spaces_match
+from medmask.geometry import spaces_match
 from medmask.interop.nifti import (
     affine_from_space,
     from_nifti,

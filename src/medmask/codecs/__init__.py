@@ -142,8 +142,13 @@ def peek_stream(data: bytes | bytearray | memoryview) -> StreamPrefix:
     return StreamPrefix(kind, version, dtype, shape)
 
 
-def get_codec(config: Mapping[str, Any]) -> Codec:
-    """Build a codec from ``get_config()`` output, e.g. ``{"id": "medmask.labels", "level": 9}``."""
+def get_codec(config: Mapping[str, Any], *, strict: bool = False) -> Codec:
+    """Build a codec from ``get_config()`` output, e.g. ``{"id": "medmask.labels", "level": 9}``.
+
+    Keys other than ``id`` and ``level`` are ignored (a stream carries everything its decoder
+    needs, so a key added by a newer minor version only records how it was written;
+    docs/format.md section 1), or refused with ``strict`` (a codec asked for by a writer).
+    """
     if not isinstance(config, Mapping):
         raise CodecError(f"Expected a codec config mapping. Got {type(config).__name__}.")
     codec_id = config.get("id")
@@ -151,7 +156,7 @@ def get_codec(config: Mapping[str, Any]) -> Codec:
     if cls is None:
         raise CodecError(f"Expected a codec id in {sorted(CODECS)}. Got {codec_id!r}.")
     extra = set(config) - {"id", "level"}
-    if extra:
+    if extra and strict:
         raise CodecError(f"Expected config keys 'id' and 'level'. Got also {sorted(extra)}.")
     if "level" not in config:
         return cls()

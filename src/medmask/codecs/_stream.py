@@ -17,6 +17,8 @@ import zstandard as zstd
 
 from medmask.errors import CodecError, CodecTypeError
 
+from ..dtypes import value_max
+
 __all__ = [
     "BIG_ENDIAN",
     "DTYPE_CODES",
@@ -78,15 +80,6 @@ MAX_NDIM: Final = 3  # streams hold 1-, 2- or 3-D arrays
 def byte_width(vmax: int) -> int:
     """The fewest bytes (1, 2, 4 or 8) that hold every value up to ``vmax``."""
     return 1 if vmax < 1 << 8 else 2 if vmax < 1 << 16 else 4 if vmax < 1 << 32 else 8
-
-
-def value_max(dtype: np.dtype[Any]) -> int:
-    """The largest value a stream of ``dtype`` may hold: 1 for bool, the signed maximum for
-    signed integers (labels are never negative), else the unsigned maximum."""
-    if dtype.kind == "b":
-        return 1
-    bits = 8 * dtype.itemsize
-    return (1 << (bits - 1)) - 1 if dtype.kind == "i" else (1 << bits) - 1
 
 
 def coded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:

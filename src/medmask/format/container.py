@@ -10,7 +10,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,7 @@ from ..errors import (
     TruncatedFileError,
     UnsupportedVersionError,
 )
+from .sniff import MAGIC_MSK, MAGIC_MSKA, describe_magic, legacy_kind
 
 __all__ = [
     "FLAG_METADATA_ZSTD",
@@ -46,8 +47,6 @@ __all__ = [
     "parse_index",
 ]
 
-MAGIC_MSK = b"\x89MSK\r\n\x1a\n"
-MAGIC_MSKA = b"\x89MSA\r\n\x1a\n"
 MAJOR_VERSION = 1
 MINOR_VERSION = 0
 HEADER_SIZE = 64
@@ -79,33 +78,6 @@ INDEX_ENTRY_SIZE = INDEX_DTYPE.itemsize
 def crc32(data: bytes | bytearray | memoryview) -> int:
     """CRC-32 (zlib) of ``data``."""
     return zlib.crc32(data) & 0xFFFFFFFF
-
-
-LEGACY_MSK_MAGIC = b"MSK1"
-LEGACY_MSKA_MAGIC = b"MSKA"
-
-
-def legacy_kind(head: bytes | memoryview) -> Literal["msk", "mska"] | None:
-    """Return ``"msk"`` or ``"mska"`` if ``head`` (a file's first bytes) starts like a 0.1 file.
-
-    Only the 4-byte magic is checked; ``None`` for anything else (current files included).
-    """
-    magic = bytes(head[:4])
-    if magic == LEGACY_MSK_MAGIC:
-        return "msk"
-    if magic == LEGACY_MSKA_MAGIC:
-        return "mska"
-    return None
-
-
-def _describe_magic(found: bytes) -> str:
-    if found in (MAGIC_MSK, MAGIC_MSKA):
-        return "a .msk file" if found == MAGIC_MSK else "a .mska archive"
-    if found.startswith(b"\x1f\x8b"):
-        return "a gzip file (a .nii.gz?)"
-    if found.startswith(b"PK"):
-        return "a zip file (an .npz?)"
-    return f"unknown bytes {found!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +126,7 @@ class Header:
                 )
                 error.kind = legacy
                 raise error
-            raise FormatError(f"{name}: not a {kind}: starts with {_describe_magic(found)}.")
+            raise FormatError(f"{name}: not a {kind}: starts with {describe_magic(found)}.")
         if len(data) < HEADER_SIZE:
             raise TruncatedFileError(
                 f"{name}: file ends inside the {HEADER_SIZE}-byte header ({len(data)} bytes)."

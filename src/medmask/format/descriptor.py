@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from spacetransformer import Space
 
+from ..dtypes import BIT_DEPTHS, DTYPE_NAMES, bit_depth_of_name, dtype_for_bit_depth, max_label
 from ..errors import FormatError, InvalidTypeError, InvalidValueError
 from ..mapping import LabelMapping
-from ..mask import BIT_DEPTHS, dtype_for_bit_depth
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_BYTES = 4 << 20
-_DTYPE_NAMES = {"bool": 1, "uint8": 8, "uint16": 16, "uint32": 32}
 Roi = tuple[slice, slice, slice]
 
 
@@ -260,7 +259,7 @@ class MaskDescriptor:
         obj: dict[str, Any] = {
             "shape": list(self.shape),
             "axes": "zyx",
-            "dtype": str(self.dtype) if self.bit_depth != 1 else "bool",
+            "dtype": DTYPE_NAMES[self.bit_depth],
             "bit_depth": self.bit_depth,
         }
         if include_space and self.space is not None:
@@ -288,7 +287,7 @@ class MaskDescriptor:
         bit_depth = obj.get("bit_depth")
         if bit_depth not in BIT_DEPTHS or isinstance(bit_depth, bool):
             raise _fail(name, f"expected bit_depth in {BIT_DEPTHS}, got {bit_depth!r}")
-        if _DTYPE_NAMES.get(str(obj.get("dtype"))) != bit_depth:
+        if bit_depth_of_name(obj.get("dtype")) != bit_depth:
             raise _fail(name, f"dtype {obj.get('dtype')!r} does not match bit depth {bit_depth}")
         if "space" in obj:
             space = space_from_json(obj["space"], name=name)
@@ -326,7 +325,7 @@ def _parse_labels(
 ) -> tuple[LabelEntry, ...]:
     if not isinstance(value, list):
         raise _fail(name, f"expected 'labels' as a list, got {type(value).__name__}")
-    top = 1 if bit_depth == 1 else (1 << bit_depth) - 1
+    top = max_label(bit_depth)
     voxels = math.prod(shape)
     entries: list[LabelEntry] = []
     names: set[str] = set()

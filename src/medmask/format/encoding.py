@@ -15,6 +15,8 @@ import numpy.typing as npt
 
 from .._version import __version__
 from ..codecs import CODEC_KINDS, Codec, choose_codec, get_codec, peek_stream
+from ..config import get as get_config
+from ..config import max_bytes_limit, max_voxels_limit
 from ..errors import (
     AllocationLimitError,
     ChecksumError,
@@ -30,8 +32,6 @@ from .container import INDEX_DTYPE, check_stored_ranges, crc32
 from .descriptor import MaskDescriptor, Roi, label_entries, parse_chunks
 
 __all__ = [
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_VOXELS",
     "MAX_VOXELS_PER_BYTE",
     "EncodedMask",
     "assemble",
@@ -42,38 +42,13 @@ __all__ = [
     "decode_chunk",
     "decode_region",
     "encode_mask",
-    "max_bytes_limit",
-    "max_voxels_limit",
     "verify_chunk",
 ]
 
-#: Default limit on the voxels of one decoded mask (override: ``max_voxels=`` or
-#: ``MEDMASK_MAX_VOXELS``).
-DEFAULT_MAX_VOXELS = 1 << 33
-#: Default limit on the decoded bytes of one mask (override: ``max_bytes=`` or
-#: ``MEDMASK_MAX_BYTES``).
-DEFAULT_MAX_BYTES = 8 << 30
 #: A stored chunk may not claim more voxels than this per compressed byte.
 MAX_VOXELS_PER_BYTE = 1 << 20
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-
-
-def _limit(value: int | None, env: str, default: int) -> int:
-    if value is not None:
-        return int(value)
-    text = os.environ.get(env)
-    return int(text) if text else default
-
-
-def max_voxels_limit(max_voxels: int | None = None) -> int:
-    """The effective voxel limit: argument, else ``MEDMASK_MAX_VOXELS``, else the default."""
-    return _limit(max_voxels, "MEDMASK_MAX_VOXELS", DEFAULT_MAX_VOXELS)
-
-
-def max_bytes_limit(max_bytes: int | None = None) -> int:
-    """The effective decoded-bytes limit: argument, else ``MEDMASK_MAX_BYTES``, else default."""
-    return _limit(max_bytes, "MEDMASK_MAX_BYTES", DEFAULT_MAX_BYTES)
 
 
 def check_limits(
@@ -114,7 +89,6 @@ def check_size_limits(
         )
 
 
-_MAX_DECODE_THREADS = 8
 _pool: list[ThreadPoolExecutor] = []  # created on first use, for the main thread only
 if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
     os.register_at_fork(after_in_child=_pool.clear)
@@ -123,13 +97,13 @@ if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's t
 def _decode_pool() -> ThreadPoolExecutor:
     """The pool that decodes chunks for calls from the main thread (threads start once)."""
     if not _pool:
-        workers = min(os.cpu_count() or 1, _MAX_DECODE_THREADS)
+        workers = min(os.cpu_count() or 1, get_config().decode_threads)
         _pool.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medmask"))
     return _pool[0]
 
 
 def _parallel_map(func: Callable[[_T], _R], items: Sequence[_T], nbytes: int) -> list[_R]:
-    workers = min(len(items), os.cpu_count() or 1, 8)
+    workers = min(len(items), os.cpu_count() or 1, get_config().decode_threads)
     if workers <= 1 or nbytes < (2 << 20):
         return [func(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers) as pool:  # zstd and numpy release the GIL
@@ -246,7 +220,7 @@ def _pick_codec(
     if level is not None:
         config["level"] = level
     try:
-        return get_codec(config)
+        return get_codec(config, strict=True)
     except CodecError as exc:
         raise InvalidValueError(str(exc)) from None
 

@@ -65,7 +65,7 @@ Hostile input: every problem raises :class:`~medmask.errors.TruncatedFileError`,
 :class:`~medmask.errors.FormatError`, :class:`~medmask.errors.UnsupportedVersionError` or
 :class:`~medmask.errors.AllocationLimitError` (all ``ValueError``) with a message starting with
 ``name``. Each mask is checked against ``max_voxels``/``max_bytes`` (see
-:func:`medmask.format.encoding.max_voxels_limit`) and each zstd frame's declared size against
+:func:`medmask.config.max_voxels_limit`) and each zstd frame's declared size against
 the shape and against what its bytes can hold (zstd emits at most 128 KiB per 4-byte block)
 before anything is decompressed; JSON goes through :func:`medmask._json.loads_limited`.
 Archive blobs may not overlap each other or the header, space and index.
@@ -91,6 +91,7 @@ import zstandard
 from spacetransformer import Space
 
 from .._json import loads_limited
+from ..dtypes import bit_depth_of_name, dtype_for_bit_depth, smallest_bit_depth
 from ..errors import (
     AllocationLimitError,
     FormatError,
@@ -100,19 +101,19 @@ from ..errors import (
     UnsupportedVersionError,
 )
 from ..mapping import MAX_LABEL, LabelMapping
-from ..mask import SegmentationMask, dtype_for_bit_depth, smallest_bit_depth
+from ..mask import SegmentationMask
 from ..values import label_counts
-from .container import (
+from .container import MAX_METADATA_SIZE
+from .descriptor import space_from_json
+from .encoding import MAX_VOXELS_PER_BYTE, check_size_limits
+from .sniff import (
     LEGACY_MSK_MAGIC,
     LEGACY_MSKA_MAGIC,
     MAGIC_MSK,
     MAGIC_MSKA,
-    MAX_METADATA_SIZE,
-    _describe_magic,
+    describe_magic,
     legacy_kind,
 )
-from .descriptor import space_from_json
-from .encoding import MAX_VOXELS_PER_BYTE, check_size_limits
 
 __all__ = [
     "LEGACY_MSKA_MAGIC",
@@ -210,9 +211,8 @@ class LegacyMask:
                 mapping[label] = value
                 taken.add(label)
         top = max(mapping.values(), default=0)
-        depth = max(
-            _BIT_DEPTH_OF[self.array.dtype.str[1:]], smallest_bit_depth(top) if top > 1 else 1
-        )
+        stored = bit_depth_of_name(self.array.dtype.name) or 1  # always one of the four
+        depth = max(stored, smallest_bit_depth(top) if top > 1 else 1)
         array = self.array.astype(dtype_for_bit_depth(depth), copy=False)
         try:
             return SegmentationMask(array, LabelMapping(mapping), self.space, bit_depth=depth)
@@ -222,9 +222,6 @@ class LegacyMask:
 
 class LegacyWarning(UserWarning):
     """Something in a medmask 0.1 file that 0.1.3 accepted and medmask repairs on read."""
-
-
-_BIT_DEPTH_OF = {"b1": 1, "u1": 8, "u2": 16, "u4": 32}
 
 
 def read_legacy_msk(
@@ -496,7 +493,7 @@ def _parse_header(
         if len(found) < 4 and magic.startswith(found):
             raise TruncatedFileError(f"{name}: file is {len(view)} bytes, too short for a {kind}.")
         other = legacy_kind(found)
-        what = f"a medmask 0.1 .{other} file" if other is not None else _describe_magic(found)
+        what = f"a medmask 0.1 .{other} file" if other is not None else describe_magic(found)
         if found in (MAGIC_MSK, MAGIC_MSKA):
             what += " (the current format)"
         raise FormatError(f"{name}: not a {kind}: starts with {what}.")

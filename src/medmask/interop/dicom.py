@@ -42,7 +42,7 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from .._version import __version__
-from ..archive import spaces_match
+from ..config import max_bytes_limit
 from ..errors import (
     FormatError,
     InvalidTypeError,
@@ -54,8 +54,8 @@ from ..errors import (
     SpaceMismatchError,
     TruncatedFileError,
 )
-from ..format.encoding import check_size_limits, max_bytes_limit
-from ..geometry import corner_indices, voxel_to_world
+from ..format.encoding import check_size_limits
+from ..geometry import corner_indices, spaces_match, voxel_to_world
 from ..io import Target, local_path, read_whole, source_name, storage_error, write_atomic
 from ..mapping import LabelMapping, mapping_items
 from ..mask import SegmentationMask

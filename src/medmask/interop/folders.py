@@ -27,7 +27,8 @@ from spacetransformer import Space
 
 from .._progress import counter
 from .._progress import progress as show
-from ..archive import LayeringReport, MaskArchive, spaces_match
+from ..archive import LayeringReport, MaskArchive
+from ..config import max_bytes_limit
 from ..errors import (
     InvalidValueError,
     MaskFileExistsError,
@@ -36,8 +37,8 @@ from ..errors import (
     SpaceMismatchError,
     UnsafeNameError,
 )
-from ..files import NIFTI_SUFFIXES
-from ..format.encoding import max_bytes_limit
+from ..format.sniff import NIFTI_SUFFIXES
+from ..geometry import spaces_match
 from ..io import (
     Target,
     list_folder,
@@ -62,7 +63,7 @@ __all__ = [
     "unpack",
 ]
 
-NIFTI_SUFFIX = ".nii.gz"
+NIFTI_SUFFIX = ".nii.gz"  # the one of NIFTI_SUFFIXES that unpack writes
 _WINDOWS_RESERVED = {
     "CON", "PRN", "AUX", "NUL", "CLOCK$", "CONIN$", "CONOUT$",
     *(f"COM{i}" for i in "123456789¹²³"),
@@ -288,7 +289,8 @@ def pack_folder(
     if not files:
         raise MaskFileNotFoundError(f"{os.fspath(folder)}: no .nii or .nii.gz files.")
     by_name, left_out = _select(folder, files, patterns)
-    table = None if labels is None else to_label_mapping(labels, storage_options).to_dict()
+    given = None if labels is None else to_label_mapping(labels, storage_options)
+    table = None if given is None else dict(mapping_items(given))
     contents: dict[str, bytes | None] = dict.fromkeys(by_name.values())
     if any(local_path(path, storage_options) is None for path in by_name.values()):
         # remote files: fetched together (one round trip for many), parsed one by one

@@ -22,25 +22,28 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from ..config import max_bytes_limit
 from ..errors import (
     AllocationLimitError,
     FormatError,
+    MaskFileExistsError,
     MedmaskError,
     TruncatedFileError,
 )
-from ..files import NIFTI_SUFFIXES
-from ..format.encoding import check_size_limits, max_bytes_limit
+from ..format.encoding import check_size_limits
+from ..format.sniff import NIFTI_SUFFIXES, is_gzip
 from ..geometry import affine_from_space, space_from_affine
 from ..io import (
     Target,
     local_path,
     name_suffix,
+    object_version,
     read_whole,
     source_name,
     storage_error,
     write_atomic,
 )
-from ..mapping import MAX_LABEL, LabelMapping
+from ..mapping import MAX_LABEL, LabelMapping, mapping_items
 from ..mask import SegmentationMask
 from .labels import default_label_names, integer_labels, to_label_mapping
 
@@ -177,7 +180,7 @@ def _image_from_bytes(data: bytes, name: str, max_bytes: int) -> Any:
     """A NIfTI image from a file's bytes (gzip or not), its header checked before the voxel
     data is decompressed or read."""
     nib = _nibabel()
-    gz = data[:2] == b"\x1f\x8b"
+    gz = is_gzip(data)
     head = _gunzip(data, name, _HEAD, check_crc=False) if gz else data[:_HEAD]
     header = _header(head, name)
     if gz:
@@ -208,7 +211,7 @@ def _load_image(
             with open(path, "rb") as f:
                 head = f.read(_HEAD)
                 size = os.fstat(f.fileno()).st_size
-            if head[:2] != b"\x1f\x8b":  # memory-mapped once the header is checked
+            if not is_gzip(head):  # memory-mapped once the header is checked
                 _check_declared(_header(head, name), name, max_bytes, size)
                 return nib.load(path)
         data = read_whole(source, storage_options, max_bytes) if content is None else content
@@ -327,11 +330,22 @@ def to_nifti(
     overwrite: bool = True,
 ) -> int:
     """Write a mask as NIfTI (the names, which NIfTI cannot hold, optionally to a JSON label
-    table ``{name: value}`` at ``label_table``). Returns the bytes of the image written."""
+    table ``{name: value}`` at ``label_table``). Returns the bytes of the image written.
+
+    ``overwrite=False`` applies to both files: if either exists, nothing is written
+    (:class:`MaskFileExistsError`)."""
+    if (
+        label_table is not None
+        and not overwrite
+        and object_version(label_table, storage_options).exists
+    ):
+        where = source_name(label_table)
+        raise MaskFileExistsError(f"{where}: already exists; nothing was written.")
     size = write_nifti(
         mask.data, mask.space, target, storage_options=storage_options, overwrite=overwrite
     )
     if label_table is not None:
-        text = json.dumps(mask.mapping.to_dict(), ensure_ascii=False, indent=1) + "\n"
-        write_atomic(label_table, [text.encode()], storage_options)
+        table = dict(mapping_items(mask.mapping))  # not .to_dict(): a label may be so named
+        text = json.dumps(table, ensure_ascii=False, indent=1) + "\n"
+        write_atomic(label_table, [text.encode()], storage_options, overwrite=overwrite)
     return size

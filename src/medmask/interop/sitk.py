@@ -18,7 +18,7 @@ from spacetransformer import Space
 
 from ..errors import InvalidTypeError, InvalidValueError
 from ..io import Target
-from ..mapping import LabelMapping
+from ..mapping import LabelMapping, mapping_items
 from ..mask import SegmentationMask
 from .labels import default_label_names, integer_labels, parse_label_table, to_label_mapping
 
@@ -108,5 +108,5 @@ def to_sitk(mask: SegmentationMask) -> Any:
     columns = [space.z_orientation, space.y_orientation, space.x_orientation]
     direction = np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1)
     image.SetDirection(tuple(float(v) for v in direction.ravel()))
-    image.SetMetaData(LABELS_METADATA_KEY, json.dumps(mask.mapping.to_dict()))
+    image.SetMetaData(LABELS_METADATA_KEY, json.dumps(dict(mapping_items(mask.mapping))))
     return image
