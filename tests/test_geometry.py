@@ -11,7 +11,13 @@ import pytest
 from spacetransformer import Space
 
 from medmask import InvalidTypeError, InvalidValueError, SegmentationMask, SpaceMismatchError
-from medmask.geometry import affine_from_space, alignment, space_from_affine, voxel_to_world
+from medmask.geometry import (
+    affine_from_space,
+    alignment,
+    orientation_letters,
+    space_from_affine,
+    voxel_to_world,
+)
 from medmask.values import STATS_COLUMNS, label_stats
 from rotations import rotation
 
@@ -224,3 +230,26 @@ def test_volumes_table(mask: SegmentationMask) -> None:
     assert absent["voxels"] == 0
     assert absent["volume_ml"] == 0
     assert absent[["z0", "z1", "y0", "y1", "x0", "x1"]].isna().all()
+
+
+# --- orientation letters ----------------------------------------------------------------------
+
+
+def test_orientation_letters_name_where_each_array_axis_runs() -> None:
+    assert orientation_letters(Space(shape=(4, 5, 6))) == ("L", "P", "S")
+    assert orientation_letters(space_from_affine(np.eye(4), (4, 5, 6))) == ("S", "A", "R")
+    lps = space_from_affine(np.diag([-1.0, 1.0, -1.0, 1.0]), (4, 5, 6), "LPS")
+    assert orientation_letters(lps) == ("I", "P", "R")
+
+
+@pytest.mark.parametrize("permutation", list(itertools.permutations(range(3))))
+@pytest.mark.parametrize("signs", list(itertools.product((-1.0, 1.0), repeat=3)))
+def test_orientation_letters_agree_with_nibabel(
+    permutation: tuple[int, ...], signs: tuple[float, ...]
+) -> None:
+    nib = pytest.importorskip("nibabel")
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3)[:, list(permutation)] * np.array(signs) @ rotation(0.1, -0.2, 0.15)
+    affine[:3, 3] = (4.0, -7.0, 12.5)
+    expected = tuple(reversed(nib.aff2axcodes(affine)))  # nibabel's (i, j, k) is our (x, y, z)
+    assert orientation_letters(space_from_affine(affine, (4, 5, 6))) == expected

@@ -52,6 +52,7 @@ __all__ = [
     "labels_have_gaps",
     "load_legacy_mask",
     "load_mask",
+    "open_msk",
     "read_info",
     "read_infos",
     "save_mask",
@@ -234,13 +235,30 @@ def load_mask(
     ``max_voxels``/``max_bytes`` bound the decoded size (defaults in ``docs/format.md``).
     """
     options = {"max_voxels": max_voxels, "max_bytes": max_bytes}
+    opened = open_msk(source, storage_options=storage_options, **options)
+    if opened is None:
+        return load_legacy_mask(source, roi=roi, storage_options=storage_options, **options)
+    with opened as f:
+        return f.read(roi)
+
+
+def open_msk(
+    source: Target,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+) -> MaskFile | None:
+    """Open a ``.msk`` file as a :class:`MaskFile`, or return None when it is a medmask 0.1
+    ``.msk``, which only :func:`load_legacy_mask` reads (whole, read-only)."""
     try:
-        with MaskFile(source, storage_options=storage_options, **options) as f:
-            return f.read(roi)
+        return MaskFile(
+            source, storage_options=storage_options, max_voxels=max_voxels, max_bytes=max_bytes
+        )
     except LegacyFormatError as exc:
         if exc.kind != "msk":
             raise
-    return load_legacy_mask(source, roi=roi, storage_options=storage_options, **options)
+    return None
 
 
 def load_legacy_mask(

@@ -19,30 +19,23 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from ._version import __version__
-from .errors import (
-    InvalidValueError,
-    LegacyFormatError,
-    MaskFileExistsError,
-    MedmaskError,
+from .errors import InvalidValueError, MaskFileExistsError, MedmaskError
+from .geometry import orientation_letters
+from .interop.registry import (
+    CONVERTERS,
+    Converter,
+    describe_suffixes,
+    kind_of,
+    kind_of_name,
+    titles_taking,
 )
-from .format.sniff import SNIFF_BYTES, Kind, kind_of_suffix, sniff
-from .io import (
-    name_suffix,
-    open_source,
-    source_name,
-    stored_size,
-    write_atomic,
-)
+from .io import stored_size, write_atomic
 from .mapping import mapping_items
 from .mask import SegmentationMask
 from .values import voxel_volume_ml
 
 __all__ = ["main"]
-
-_LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 
 
 class UsageError(Exception):
@@ -67,36 +60,24 @@ def _options(args: argparse.Namespace) -> dict[str, Any] | None:
     return dict(pairs) or None
 
 
-def _kind(source: str, storage_options: dict[str, Any] | None) -> Kind:
-    """The kind of a file: by its suffix, else by its first bytes."""
-    kind = kind_of_suffix(name_suffix(source))
-    if kind is not None:
-        return kind
-    byte_source = open_source(source, storage_options)
-    try:
-        head = byte_source.read(0, SNIFF_BYTES)
-    finally:
-        byte_source.close()
-    found = sniff(head)
-    if found is not None:
-        return found
-    raise UsageError(
-        f"{source}: cannot tell the format (expected .msk, .mska, .nii, .nii.gz or .dcm)."
-    )
+def _converter(source: str, storage_options: dict[str, Any] | None) -> Converter:
+    """The converter of an input: by its suffix, else by its first bytes."""
+    kind = kind_of(source, storage_options)
+    if kind is None:
+        raise UsageError(f"{source}: cannot tell the format (expected {describe_suffixes()}).")
+    return CONVERTERS[kind]
+
+
+def _output_converter(target: str) -> Converter:
+    """The converter of an output: by its suffix only (there are no bytes to look at yet)."""
+    kind = kind_of_name(target)
+    if kind is None:
+        raise UsageError(f"{target}: name the output {describe_suffixes()}.")
+    return CONVERTERS[kind]
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
-
-
-def _orientation(space: Any) -> str:
-    """Letters of the LPS directions the array axes (z, y, x) point to, e.g. ``S P L``."""
-    letters = []
-    for direction in (space.x_orientation, space.y_orientation, space.z_orientation):
-        d = np.asarray(direction, dtype=np.float64)
-        axis = int(np.argmax(np.abs(d)))
-        letters.append(_LPS_LETTERS[axis][int(d[axis] > 0)])
-    return " ".join(letters)
 
 
 def _space_lines(space: Any) -> list[str]:
@@ -109,7 +90,7 @@ def _space_lines(space: Any) -> list[str]:
         f"shape      {shape} (z, y, x)",
         f"spacing    {spacing} mm",
         f"origin     ({origin}) mm, LPS",
-        f"axes       z, y, x run towards {_orientation(space)} (LPS letters)",
+        f"axes       z, y, x run towards {' '.join(orientation_letters(space))} (LPS letters)",
     ]
 
 
@@ -181,31 +162,18 @@ def _size_text(size: int | None) -> str:
 # --- reading and writing any kind -------------------------------------------------------------
 
 
-def _read_masks(source: str, args: argparse.Namespace) -> tuple[Kind, dict[str, SegmentationMask]]:
+def _read_masks(
+    converter: Converter, source: str, args: argparse.Namespace
+) -> dict[str, SegmentationMask]:
     """Every mask of ``source``: one for .msk/NIfTI/DICOM SEG, all members of an archive."""
-    options = _options(args)
-    kind = _kind(source, options)
     labels = getattr(args, "labels", None)
-    if labels is not None and kind != "nifti":
-        raise UsageError(f"--labels names the values of NIfTI input only; {source} is {kind}.")
-    stem = source_name(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    stem = stem[: -len(name_suffix(source))] if name_suffix(source) else stem
-    if kind == "mska":
-        from .archive import MaskArchive
-
-        with MaskArchive(source, storage_options=options) as archive:
-            return kind, archive.read_all_masks()
-    if kind == "nifti":
-        from .interop.nifti import from_nifti
-
-        return kind, {stem: from_nifti(source, labels, storage_options=options)}
-    if kind == "dicom":
-        from .interop.dicom import from_dicom_seg
-
-        return kind, {stem: from_dicom_seg(source, storage_options=options)}
-    from .api import load_mask
-
-    return kind, {stem: load_mask(source, storage_options=options)}
+    if labels is not None and "mapping" not in converter.read_options:
+        raise UsageError(
+            f"--labels names the values of {titles_taking('mapping')} input only; "
+            f"{source} is {converter.kind}."
+        )
+    given = {} if labels is None else {"mapping": labels}
+    return converter.read_masks(source, storage_options=_options(args), **given)
 
 
 def _one_mask(
@@ -225,66 +193,44 @@ def _one_mask(
 
 
 def _write(
-    target: str, masks: dict[str, SegmentationMask], args: argparse.Namespace, source: str
+    converter: Converter,
+    target: str,
+    masks: dict[str, SegmentationMask],
+    args: argparse.Namespace,
+    source: str,
 ) -> int:
     options = _options(args)
-    kind = _kind_of_target(target)
-    if kind == "mska":
-        from .archive import MaskArchive
-
-        first = next(iter(masks.values()))
-        with MaskArchive(
-            target, "w", space=first.space, storage_options=options, overwrite=args.overwrite
-        ) as archive:
-            for name, mask in masks.items():
-                archive.add_segmask(mask, name, level=args.level)
-        return stored_size(target, options)
-    mask = _one_mask(masks, args.member, source)
-    if kind == "nifti":
-        from .interop.nifti import to_nifti
-
-        return to_nifti(mask, target, storage_options=options, overwrite=args.overwrite)
-    if kind == "dicom":
-        if args.series is None:
-            raise UsageError("writing a DICOM SEG needs --series DICOM_FOLDER (the source series).")
-        from .interop.dicom import space_from_dicom_series, to_dicom_seg
-
-        mask = mask.align_to(space_from_dicom_series(args.series))  # e.g. a NIfTI's flipped rows
-        return to_dicom_seg(
-            mask, args.series, target, overwrite=args.overwrite, storage_options=options
+    flags = {"level": args.level, "series": args.series}
+    given = {k: v for k, v in flags.items() if v is not None and k in converter.write_options}
+    if converter.write_all is not None:
+        return converter.write_all(
+            masks, target, storage_options=options, overwrite=args.overwrite, **given
         )
-    from .api import save_mask
-
-    return save_mask(
-        mask, target, level=args.level, storage_options=options, overwrite=args.overwrite
-    )
-
-
-def _kind_of_target(target: str) -> Kind:
-    kind = kind_of_suffix(name_suffix(target))
-    if kind is None:
-        raise UsageError(f"{target}: name the output .msk, .mska, .nii, .nii.gz or .dcm.")
-    return kind
+    mask = _one_mask(masks, args.member, source)
+    if "series" in converter.write_options and args.series is None:  # a DICOM SEG's
+        raise UsageError(
+            f"writing a {converter.title} needs --series DICOM_FOLDER (the source series)."
+        )
+    assert converter.write is not None  # each converter has write or write_all
+    return converter.write(mask, target, storage_options=options, overwrite=args.overwrite, **given)
 
 
 # --- commands ---------------------------------------------------------------------------------
 
 
 def _info_msk(source: str, args: argparse.Namespace) -> dict[str, Any]:
-    from .api import MaskFile, load_legacy_mask
+    from .api import load_legacy_mask, open_msk
 
     options = _options(args)
-    try:
-        with MaskFile(source, storage_options=options) as f:
-            info, size = f.info(), f.file_size
-    except LegacyFormatError as exc:
-        if exc.kind != "msk":
-            raise
+    opened = open_msk(source, storage_options=options)
+    if opened is None:
         mask = load_legacy_mask(source, storage_options=options)
         return _info_of_masks(source, "medmask 0.1 .msk (read-only)", {"": mask})
+    with opened as f:
+        info, size = f.info(), f.file_size
     return {
         "source": source,
-        "format": "medmask .msk",
+        "format": CONVERTERS["msk"].title,
         "size": size,
         "space": info.space,
         "members": [_member_json("", info)],
@@ -320,14 +266,15 @@ def _info_of_masks(source: str, what: str, masks: dict[str, SegmentationMask]) -
 def cmd_info(args: argparse.Namespace) -> int:
     source = args.source
     options = _options(args)
-    kind = _kind(source, options)
+    converter = _converter(source, options)
+    kind = converter.kind
     if kind == "msk":
         report = _info_msk(source, args)
     elif kind == "mska":
         from .archive import MaskArchive
 
         with MaskArchive(source, storage_options=options) as archive:
-            what = "medmask 0.1 .mska (read-only)" if archive.is_legacy else "medmask .mska"
+            what = "medmask 0.1 .mska (read-only)" if archive.is_legacy else converter.title
             report = {
                 "source": source,
                 "format": f"{what}, generation {archive.generation}",
@@ -336,8 +283,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "members": [_member_json(i.name, i) for i in archive.info()],
             }
     else:
-        _, masks = _read_masks(source, args)
-        report = _info_of_masks(source, "NIfTI" if kind == "nifti" else "DICOM SEG", masks)
+        masks = _read_masks(converter, source, args)
+        report = _info_of_masks(source, converter.title, masks)
         report["size"] = stored_size(source, options)
     if args.json:
         space = report["space"]
@@ -371,8 +318,8 @@ def _member_line(name: str, labels: int, stored: int) -> str:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     options = _options(args)
-    kind = _kind(args.source, options)
-    if kind == "mska":
+    converter = _converter(args.source, options)
+    if converter.kind == "mska":
         from .archive import MaskArchive
 
         with MaskArchive(args.source, storage_options=options) as archive:
@@ -387,7 +334,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 for e in labels:
                     print(f"  {e.name}\t{e.value}\t{e.count:,} voxels")
         return 0
-    _, masks = _read_masks(args.source, args)
+    masks = _read_masks(converter, args.source, args)
     for mask in masks.values():
         for name, value, voxels, _ in _mask_labels(mask):
             print(f"{name}\t{value}\t{voxels:,} voxels" if args.long else name)
@@ -396,15 +343,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    _kind_of_target(args.output)  # a bad output name fails before any reading
-    kind, masks = _read_masks(args.input, args)
+    output = _output_converter(args.output)  # a bad output name fails before any reading
+    converter = _converter(args.input, _options(args))
+    masks = _read_masks(converter, args.input, args)
     if not masks:
         raise InvalidValueError(f"{args.input}: holds no mask.")
-    if kind in ("msk", "nifti", "dicom") and args.member is not None:
+    if converter.read_all is None and args.member is not None:  # names the one mask
         masks = {args.member: next(iter(masks.values()))}
-    size = _write(args.output, masks, args, args.input)
+    size = _write(output, args.output, masks, args, args.input)
     seconds = time.perf_counter() - started
-    written = len(masks) if _kind_of_target(args.output) == "mska" else 1
+    written = len(masks) if output.write_all is not None else 1
     print(f"{args.input} -> {args.output}: {written} mask(s), {size:,} bytes, {seconds:.2f} s")
     return 0
 
@@ -453,23 +401,21 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 def _verify_one(source: str, args: argparse.Namespace) -> list[str]:
     options = _options(args)
-    kind = _kind(source, options)
+    kind = _converter(source, options).kind
     if kind == "mska":
         from .archive import MaskArchive
 
         with MaskArchive(source, storage_options=options) as archive:
             return archive.verify()
     if kind == "msk":
-        from .api import MaskFile, load_legacy_mask
+        from .api import load_legacy_mask, open_msk
 
-        try:
-            with MaskFile(source, storage_options=options) as f:
-                return f.verify()
-        except LegacyFormatError as exc:
-            if exc.kind != "msk":
-                raise
+        opened = open_msk(source, storage_options=options)
+        if opened is None:
             load_legacy_mask(source, storage_options=options)  # no checksums in 0.1: decode
             return []
+        with opened as f:
+            return f.verify()
     raise UsageError(f"{source}: verify checks .msk and .mska files (their checksums).")
 
 

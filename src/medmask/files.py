@@ -1,8 +1,9 @@
 """``save_mask`` / ``load_mask`` by file name: ``.nii``/``.nii.gz`` through NIfTI, ``.dcm``
 (DICOM SEG) through highdicom, everything else as ``.msk``.
 
-A top layer over :mod:`medmask.api` and :mod:`medmask.interop`; the NIfTI and DICOM modules
-(and their optional dependencies) load only when such a name is used.
+A top layer over :mod:`medmask.interop.registry`, which holds the kinds, their suffixes and
+their readers and writers; the NIfTI and DICOM modules (and their optional dependencies) load
+only when such a name is used.
 """
 
 from __future__ import annotations
@@ -10,21 +11,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import api
 from .errors import InvalidTypeError, InvalidValueError
-from .format.sniff import NIFTI_SUFFIXES, kind_of_suffix
-from .io import Target, name_suffix, source_name
+from .format.sniff import NIFTI_SUFFIXES
+from .interop.registry import CONVERTERS, Converter, kind_of_name, titles_taking
+from .io import Target, source_name
 from .mask import SegmentationMask
 
 __all__ = ["NIFTI_SUFFIXES", "load_mask", "save_mask"]
 
 
-def _refuse_msk_options(target: Target, what: str, **options: object) -> None:
-    given = sorted(k for k, v in options.items() if v is not None)
-    if given:
+def _converter(target: Target, *, writes: bool) -> Converter:
+    """The converter ``target``'s name asks for; ``.msk`` for any other name, and for a kind
+    that holds many masks (an archive), whose ``.msk`` reader and writer then refuse it."""
+    kind = kind_of_name(target)
+    converter = CONVERTERS["msk"] if kind is None else CONVERTERS[kind]
+    if (converter.write if writes else converter.read) is None:
+        return CONVERTERS["msk"]
+    return converter
+
+
+def _given(accepted: frozenset[str], target: Target, title: str, **options: Any) -> dict[str, Any]:
+    """The options given (not None); refuses those ``title``'s converter does not take."""
+    given = {k: v for k, v in options.items() if v is not None}
+    refused = sorted(k for k in given if k not in accepted)
+    if refused:
         raise InvalidValueError(
-            f"{source_name(target)}: {', '.join(given)} apply to .msk files only, not {what}."
+            f"{source_name(target)}: {', '.join(refused)} apply to .msk files only, not {title}."
         )
+    return given
 
 
 def save_mask(
@@ -46,28 +60,19 @@ def save_mask(
     """
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
-    kind = kind_of_suffix(name_suffix(target))
-    if kind == "nifti":
-        _refuse_msk_options(
-            target, "NIfTI", level=level, chunks=chunks, attributes=attributes, codec=codec
-        )
-        from .interop.nifti import to_nifti
-
-        return to_nifti(mask, target, storage_options=storage_options, overwrite=overwrite)
-    if kind == "dicom":
-        raise InvalidValueError(
-            f"{source_name(target)}: a DICOM SEG needs its source series; use "
-            "medmask.interop.dicom.to_dicom_seg(mask, series, out)."
-        )
-    return api.save_mask(
-        mask,
+    converter = _converter(target, writes=True)
+    options = _given(
+        converter.write_options,
         target,
+        converter.title,
         level=level,
         chunks=chunks,
         attributes=attributes,
-        storage_options=storage_options,
-        overwrite=overwrite,
         codec=codec,
+    )
+    assert converter.write is not None  # _converter(writes=True)
+    return converter.write(
+        mask, target, storage_options=storage_options, overwrite=overwrite, **options
     )
 
 
@@ -85,26 +90,20 @@ def load_mask(
     ``roi`` (three slices in (z, y, x)) reads part of a ``.msk``; ``mapping`` names the labels
     of a NIfTI file (a mapping or a label table's path, see :func:`medmask.from_nifti`).
     """
-    kind = kind_of_suffix(name_suffix(source))
-    if kind == "nifti":
-        _refuse_msk_options(source, "NIfTI", roi=roi, max_voxels=max_voxels)
-        from .interop.nifti import from_nifti
-
-        return from_nifti(source, mapping, storage_options=storage_options, max_bytes=max_bytes)
-    if mapping is not None:
+    converter = _converter(source, writes=False)
+    if mapping is not None and "mapping" not in converter.read_options:
         raise InvalidValueError(
-            f"{source_name(source)}: mapping= names the labels of NIfTI files only; "
-            ".msk files carry their names."
+            f"{source_name(source)}: mapping= names the labels of {titles_taking('mapping')} "
+            "files only; .msk files carry their names."
         )
-    if kind == "dicom":
-        _refuse_msk_options(source, "DICOM SEG", roi=roi, max_voxels=max_voxels)
-        from .interop.dicom import from_dicom_seg
-
-        return from_dicom_seg(source, storage_options=storage_options)
-    return api.load_mask(
+    options = _given(
+        converter.read_options,
         source,
+        converter.title,
         roi=roi,
-        storage_options=storage_options,
+        mapping=mapping,
         max_voxels=max_voxels,
         max_bytes=max_bytes,
     )
+    assert converter.read is not None  # _converter(writes=False)
+    return converter.read(source, storage_options=storage_options, **options)

@@ -173,3 +173,18 @@ def spaces_match(a: Space, b: Space) -> str | None:
         ):
             return f"{what} {tuple(float(v) for v in va)} != {tuple(float(v) for v in vb)}"
     return None
+
+
+def orientation_letters(space: Space) -> tuple[str, str, str]:
+    """The letters of the LPS directions the array axes (z, y, x) run towards, each axis taking
+    the world axis its direction is closest to: ``("S", "A", "R")`` for a NIfTI stored RAS+
+    (nibabel's ``aff2axcodes`` says ``("R", "A", "S")`` of the same file, in (i, j, k) order).
+    """
+    lps = (("R", "L"), ("A", "P"), ("I", "S"))  # (towards -, towards +) of world x, y, z
+    letters = []
+    for direction in (space.x_orientation, space.y_orientation, space.z_orientation):
+        d = np.asarray(direction, dtype=np.float64)
+        axis = int(np.argmax(np.abs(d)))
+        letters.append(lps[axis][int(d[axis] > 0)])
+    first, second, third = letters
+    return first, second, third
