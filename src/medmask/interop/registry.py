@@ -102,8 +102,10 @@ class Converter:
 
 
 def member_name(source: Target) -> str:
-    """The name a one-mask file gives its mask in an archive: its file name without suffix."""
-    stem = source_name(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    """The name a one-mask file gives its mask in an archive: its file name without suffix
+    (and without a URL's query, as :func:`medmask.io.name_suffix` reads it)."""
+    path = source_name(source).split("?", 1)[0]
+    stem = path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     suffix = name_suffix(source)
     return stem[: -len(suffix)] if suffix else stem
 
