@@ -1,4 +1,10 @@
-"""``MaskArchive``: many named, possibly overlapping masks sharing one space, in one ``.mska``."""
+"""``MaskArchive``: many named, possibly overlapping masks sharing one space, in one ``.mska``.
+
+This module is the façade (opening, queries, reads, the write API, lifecycle). The rest of
+the package: :mod:`.layers` packs structures into exclusive layers, ``_commit`` writes a
+change to storage, ``_layout`` places new members in the file, ``_legacy`` serves a medmask
+0.1 archive and ``_recovery`` words what damaged header slots mean for this handle.
+"""
 
 from __future__ import annotations
 
