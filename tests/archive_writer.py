@@ -45,7 +45,7 @@ def install_kill_point(step: str) -> None:
     """Make the next commit SIGKILL this process at ``step`` (see :data:`KILL_STEPS`)."""
     import signal
 
-    import medmask.archive as archive_module
+    import medmask.archive._commit as archive_module
 
     writes = {"n": 0}
     fsyncs = {"n": 0}

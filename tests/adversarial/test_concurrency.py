@@ -178,7 +178,7 @@ def test_failed_append_leaves_the_handle_usable(
     base: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 7: a failed commit must not leave the member pending (every later add failing)."""
-    import medmask.archive as archive_module
+    import medmask.archive._commit as archive_module
 
     calls = {"n": 0}
     real = archive_module._pwrite

@@ -1,21 +1,23 @@
-"""``MaskArchive``: many named, possibly overlapping masks sharing one space, in one ``.mska``."""
+"""``MaskArchive``: many named, possibly overlapping masks sharing one space, in one ``.mska``.
+
+This module is the façade (opening, queries, reads, the write API, lifecycle). The rest of
+the package: :mod:`.layers` packs structures into exclusive layers, ``_commit`` writes a
+change to storage, ``_layout`` places new members in the file, ``_legacy`` serves a medmask
+0.1 archive and ``_recovery`` words what damaged header slots mean for this handle.
+"""
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
-from ._version import __version__
-from .config import max_bytes_limit
-from .dtypes import smallest_bit_depth
-from .engine import (
+from ..dtypes import smallest_bit_depth
+from ..engine import (
     MaskInfo,
     OpenedFile,
     StoredArray,
@@ -31,194 +33,57 @@ from .engine import (
     structure_roi,
     verify_decoded,
 )
-from .errors import (
-    ConcurrentModificationError,
+from ..errors import (
     InvalidTypeError,
     InvalidValueError,
     LabelNotFoundError,
     LegacyFormatError,
     MaskFileExistsError,
-    MaskFileNotFoundError,
     MedmaskError,
     MemberNotFoundError,
     ReadOnlyError,
     SpaceMismatchError,
 )
-from .format.container import HEADER_SIZE, INDEX_DTYPE, Header
-from .format.descriptor import MaskDescriptor, Roi, parse_roi
-from .format.encoding import (
-    EncodedMask,
-    check_size_limits,
-    encode_mask,
-)
-from .format.legacy import LegacyArchive, read_legacy_member, read_legacy_mska_directory
-from .format.mska import (
-    SLOTS_SIZE,
-    ArchiveDirectory,
-    Member,
-    directory_bytes,
-    slot_header,
-)
-from .geometry import spaces_match
-from .io import (
+from ..format.container import Header
+from ..format.descriptor import MaskDescriptor, Roi, parse_roi
+from ..format.encoding import EncodedMask, check_size_limits, encode_mask
+from ..format.mska import SLOTS_SIZE, ArchiveDirectory, Member
+from ..geometry import spaces_match
+from ..io import (
     HEAD_GUESS,
     ByteSource,
-    FileObjectSource,
     LocalLock,
     ObjectVersion,
     Target,
     local_path,
     object_version,
     open_source,
-    read_all,
     read_ranges_after_head,
-    storage_error,
-    write_atomic,
 )
-from .io import _write_local_atomic as write_local_atomic
-from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
-from .mask import SegmentationMask
-from .reader import Directory, RecoveryReport, RecoveryWarning, newer_directories, read_directory
-from .values import match_allowed_values
+from ..mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
+from ..mask import SegmentationMask
+from ..reader import Directory, RecoveryReport, RecoveryWarning, read_directory
+from ..values import match_allowed_values
+from ._commit import (
+    Committed,
+    append_in_place,
+    lock_or_create,
+    put_remote,
+    rewrite_local,
+)
+from ._commit import usable_regions as usable_regions
+from ._layout import PendingMember, full_file_pieces
+from ._legacy import LegacyMembers, open_legacy
+from ._recovery import read_only_reason, slot_problems
+from .layers import LayeringReport, plan_layers
+from .layers import assign_layers as assign_layers
 
 __all__ = ["LayeringReport", "MaskArchive", "MemberArray", "RecoveryReport", "RecoveryWarning"]
 
 #: Default wait for another writer's lock on a local archive (seconds).
 DEFAULT_LOCK_TIMEOUT = 60.0
-_REGION_SLACK = 64  # bytes of room (and rounding) in a fresh archive's directory region
 
-
-def _round_up(value: int, step: int = 4096) -> int:
-    return -(-value // step) * step
-
-
-@dataclass(frozen=True)
-class LayeringReport:
-    """How :meth:`MaskArchive.add_structures` split structures into exclusive layers."""
-
-    layers: dict[str, list[str]]  # member name -> structure names
-
-    @property
-    def n_layers(self) -> int:
-        """Number of layer members written."""
-        return len(self.layers)
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A member added in this session and not yet written."""
-
-    name: str
-    encoded: EncodedMask
-    layer: bool
-
-
-class _LegacyMembers:
-    """The members of a medmask 0.1 archive, decoded when first read.
-
-    A member is decoded and re-encoded in memory on demand; its descriptor and chunk index
-    are kept, its encoded streams only until the next member is decoded, so memory stays
-    at about one member however many the archive holds.
-    """
-
-    def __init__(
-        self,
-        data: bytes,
-        directory: LegacyArchive,
-        name: str,
-        max_voxels: int | None,
-        max_bytes: int | None,
-    ) -> None:
-        self.directory = directory
-        self._data, self._name = data, name
-        self._max_voxels, self._max_bytes = max_voxels, max_bytes
-        self._known: dict[str, tuple[MaskDescriptor, npt.NDArray[Any]]] = {}
-        self._last: tuple[str, EncodedMask] | None = None
-
-    def encoded(self, member: str) -> EncodedMask:
-        """Member ``member`` re-encoded (decoded now unless it was the last one decoded)."""
-        last = self._last  # read once: threads (dask) may swap it meanwhile
-        if last is not None and last[0] == member:
-            return last[1]
-        self._last = last = None  # release the previous member before decoding this one
-        legacy = read_legacy_member(
-            self._data,
-            self.directory,
-            member,
-            name=self._name,
-            max_voxels=self._max_voxels,
-            max_bytes=self._max_bytes,
-        )
-        encoded = encode_mask(legacy.to_mask(self._name), include_space=False)
-        self._known[member] = (encoded.descriptor, encoded.index(0))
-        self._last = (member, encoded)
-        return encoded
-
-    def descriptor(self, member: str) -> MaskDescriptor:
-        """The member's descriptor (decodes the member the first time)."""
-        if member not in self._known:
-            self.encoded(member)
-        return self._known[member][0]
-
-    def index(self, member: str) -> npt.NDArray[Any]:
-        """The member's chunk index as re-encoded (decodes the member the first time)."""
-        if member not in self._known:
-            self.encoded(member)
-        return self._known[member][1]
-
-
-def assign_layers(masks: Mapping[str, npt.NDArray[np.bool_]]) -> list[list[str]]:
-    """Greedy colouring of the overlap graph: each structure, largest first, goes to the first
-    layer in which it overlaps nothing."""
-    sizes = {name: int(np.count_nonzero(m)) for name, m in masks.items()}
-    order = sorted(masks, key=lambda n: (-sizes[n], n))
-    layers: list[list[str]] = []
-    occupied: list[npt.NDArray[np.bool_]] = []
-    for name in order:
-        mask = masks[name]
-        coords = np.nonzero(mask.any(axis=(1, 2)))[0] if sizes[name] else np.array([], int)
-        for layer, occ in zip(layers, occupied, strict=True):
-            if sizes[name] == 0 or not _overlaps(occ, mask, coords):
-                layer.append(name)
-                occ |= mask
-                break
-        else:
-            layers.append([name])
-            occupied.append(mask.copy())
-    return layers
-
-
-def _overlaps(
-    occupied: npt.NDArray[np.bool_], mask: npt.NDArray[np.bool_], zs: npt.NDArray[np.intp]
-) -> bool:
-    z0, z1 = int(zs[0]), int(zs[-1]) + 1
-    return bool(np.any(occupied[z0:z1] & mask[z0:z1]))
-
-
-def usable_regions(directory: ArchiveDirectory, file_end: int) -> tuple[tuple[int, int], ...]:
-    """The writer's ``directory_regions`` that are safe to reuse for a new directory.
-
-    ``directory_regions`` is only bookkeeping (readers ignore it) and its CRC says nothing
-    about its truth: a region is kept only if it lies after the slots, inside the file and
-    overlaps neither a live member's chunks nor another kept region.
-    """
-    entries = np.concatenate(
-        [np.zeros(0, dtype=INDEX_DTYPE), *(m.index for m in directory.members)]
-    )
-    entries = entries[entries["length"] > 0]
-    starts = entries["offset"].astype(np.uint64)
-    ends = starts + entries["length"].astype(np.uint64)
-    kept: list[tuple[int, int]] = []
-    for start, capacity in directory.regions:
-        stop = start + capacity
-        if start < SLOTS_SIZE or capacity <= 0 or stop > file_end:
-            continue
-        if np.any((starts < np.uint64(stop)) & (ends > np.uint64(start))):
-            continue
-        if any(start < b + c and b < stop for b, c in kept):
-            continue
-        kept.append((start, capacity))
-    return tuple(kept)
+_Pending = PendingMember  # the name tests/damaged_archives.py imports
 
 
 class MaskArchive:
@@ -292,13 +157,13 @@ class MaskArchive:
         self._max_generation = 0  # highest generation of any valid slot
         self._lock: LocalLock | None = None
         self._version: ObjectVersion | None = None  # remote "a": what a conditional PUT expects
-        self._pending: list[_Pending] = []
+        self._pending: list[PendingMember] = []
         self._closed = False
         self._dirty = False
         self._read_only_reason = ""
         self._legacy = False  # a medmask 0.1 archive: members re-encoded in memory on demand
         self._legacy_size = 0
-        self._legacy_members: _LegacyMembers | None = None
+        self._legacy_members: LegacyMembers | None = None
         self.recovered: RecoveryReport | None = None
         self._opened: Directory | None = None  # as read when opening (until the next write)
         self._directory = ArchiveDirectory(space=space)
@@ -322,7 +187,7 @@ class MaskArchive:
                 raise MaskFileExistsError(f"{self._name}: exists; nothing was written.")
             return
         if self._mode == "a" and self._local is not None:
-            self._lock = self._lock_or_create(self._local, space)
+            self._lock = lock_or_create(self._local, space, self._lock_timeout)
         elif self._mode == "a":
             self._version = object_version(self._target, self._options)
             if not self._version.exists:
@@ -330,42 +195,7 @@ class MaskArchive:
         self._open_existing(recover)
         if self._mode != "a" or (recover and allow_rollback):
             return
-        damaged = [d for d in self._opened.damaged if d.bit is not None] if self._opened else []
-        if self.recovered is not None and self.recovered.restored:
-            self._read_only_reason = (
-                f"generation {self.recovered.generation} was restored from a damaged header "
-                "slot (readers without recover=True do not open it); a commit on it makes "
-                "it current (pass allow_rollback=True to do so)"
-            )
-        elif self.recovered is not None:
-            self._read_only_reason = (
-                f"opened at generation {self.recovered.generation} because generation "
-                f"{self.recovered.damaged_generation} is damaged; appending would discard it "
-                "(pass allow_rollback=True to do so)"
-            )
-        elif damaged:  # an append would overwrite that slot, or a rewrite drop its directory
-            self._read_only_reason = (
-                f"{damaged[0].describe()}, newer than generation {self.generation} opened, and "
-                "a commit would lose it; open with recover=True to restore it, with "
-                "recover=True, allow_rollback=True to commit on top (of it, or of generation "
-                f"{self.generation} if it cannot be restored)"
-            )
-
-    def _lock_or_create(self, path: str, space: Space | None) -> LocalLock:
-        """Lock an existing local archive, or create (and lock) an empty one."""
-        lock = LocalLock.acquire(path, self._lock_timeout)
-        if lock is not None:
-            return lock
-        empty = self._full_file_pieces([], ArchiveDirectory(space=space), generation=1)[0]
-        try:
-            created = write_local_atomic(path, empty, exclusive=True, keep_lock=True)
-            assert created is not None
-            return created
-        except MaskFileExistsError:  # another writer created it first: use theirs
-            lock = LocalLock.acquire(path, self._lock_timeout)
-            if lock is None:
-                raise MaskFileNotFoundError(f"{path}: was deleted while opening.") from None
-            return lock
+        self._read_only_reason = read_only_reason(self.recovered, self._opened, self.generation)
 
     def _open_existing(self, recover: bool) -> None:
         source = self._reopen()
@@ -385,18 +215,11 @@ class MaskArchive:
 
     def _open_legacy(self, source: ByteSource) -> Directory:
         """Read a medmask 0.1 archive's file and directory (read-only); each member is decoded,
-        and re-encoded in memory, only when it is read (:class:`_LegacyMembers`)."""
-        data = read_all(source, max_bytes_limit(self._max_bytes), name=self._name)
-        legacy = read_legacy_mska_directory(
-            data, name=self._name, max_voxels=self._max_voxels, max_bytes=self._max_bytes
+        and re-encoded in memory, only when it is read (:class:`LegacyMembers`)."""
+        members, self._source, self._legacy_size = open_legacy(
+            source, self._name, self._max_voxels, self._max_bytes
         )
-        members = _LegacyMembers(data, legacy, self._name, self._max_voxels, self._max_bytes)
-        space = legacy.shared_space(self._name)
-        pieces = self._full_file_pieces([], ArchiveDirectory(space=space), generation=1)[0]
-        source.close()
-        self._source = FileObjectSource(io.BytesIO(b"".join(pieces)), self._name)
-        self._legacy, self._legacy_size = True, len(data)
-        self._legacy_members = members
+        self._legacy, self._legacy_members = True, members
         return read_directory(self._source, kind="mska")
 
     def _reopen(self) -> ByteSource:
@@ -407,20 +230,6 @@ class MaskArchive:
         self._name = self._source.name
         self._head = b""
         return self._source
-
-    def _current_slot_bytes(self) -> bytes:
-        if self._lock is not None:
-            return os.pread(self._lock.fd, SLOTS_SIZE, 0)
-        if self._source is not None:
-            return self._source.read(0, SLOTS_SIZE)
-        source = open_source(self._target, self._options)
-        try:
-            return source.read(0, SLOTS_SIZE)
-        finally:
-            source.close()
-
-    def _slots_changed(self) -> bool:
-        return self._current_slot_bytes() != self._slot_bytes
 
     def _ensure_source(self) -> ByteSource:
         if self._source is None:
@@ -469,10 +278,10 @@ class MaskArchive:
         """Generation of the state this handle holds (0 before anything is written)."""
         return self._header.generation if self._header is not None else 0
 
-    def _pending_member(self, name: str) -> _Pending | None:
+    def _pending_member(self, name: str) -> PendingMember | None:
         legacy = self._legacy_members
         if legacy is not None and name in legacy.directory.members:
-            return _Pending(name, legacy.encoded(name), False)
+            return PendingMember(name, legacy.encoded(name), False)
         return next((p for p in self._pending if p.name == name), None)
 
     def _legacy_names(self) -> list[str]:
@@ -682,37 +491,9 @@ class MaskArchive:
         section 5): what its directory holds and what to do."""
         if self._opened is None or not self._opened.damaged:
             return []
-        problems = []
-        current = self.generation
-        for found in newer_directories(self._ensure_source(), self._opened):
-            slot = found.damaged
-            text = f"{self._name}: {slot.describe()}, newer than generation {current} in use"
-            if found.archive is None:
-                if slot.bit is None:
-                    continue  # a torn slot whose fields lead nowhere (slot rule 1)
-                problems.append(
-                    f"{text}; the directory it points to does not verify ({found.problem}), so "
-                    f"generation {slot.header.generation} cannot be restored. Readers use "
-                    f"generation {current}; the next commit overwrites that slot."
-                )
-                continue
-            names = [m.name for m in found.archive.members]
-            hidden = [n for n in names if self._directory.member(n) is None]
-            text += f"; it points to a complete directory of {len(names)} member(s) whose "
-            text += f"chunks verify (not visible now: {hidden[:10]})" if hidden else "chunks verify"
-            if slot.bit is not None:
-                fix = (
-                    f"MaskArchive(path, recover=True) restores generation "
-                    f"{slot.header.generation} (read-only); with mode='a' and "
-                    "allow_rollback=True a commit on top makes it current"
-                )
-            else:
-                fix = (
-                    "its generation cannot be confirmed, so recover=True does not restore it; "
-                    "copy the file before the next commit, which overwrites that slot"
-                )
-            problems.append(f"{text}. Readers use generation {current}. {fix}.")
-        return problems
+        return slot_problems(
+            self._name, self._ensure_source(), self._opened, self._directory, self.generation
+        )
 
     def _shared_space(self) -> Space:
         if self.space is None:
@@ -777,10 +558,25 @@ class MaskArchive:
         chunks: object = None,
         codec: str | Mapping[str, Any] | None = None,
         attributes: Mapping[str, Any] | None = None,
-        _layer: bool = False,
     ) -> None:
         """Add ``mask`` as member ``name``; its space must match the archive's (``codec``,
         ``attributes``: as for :func:`medmask.save_mask`)."""
+        self._add_member(
+            mask, name, level=level, chunks=chunks, codec=codec, attributes=attributes, layer=False
+        )
+
+    def _add_member(
+        self,
+        mask: SegmentationMask,
+        name: str,
+        *,
+        level: int | None,
+        chunks: object,
+        codec: str | Mapping[str, Any] | None,
+        attributes: Mapping[str, Any] | None,
+        layer: bool,
+    ) -> None:
+        """:meth:`add_segmask`; ``layer`` marks an exclusive layer of :meth:`add_structures`."""
         self._check_writable()
         if not isinstance(mask, SegmentationMask):
             raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
@@ -804,10 +600,12 @@ class MaskArchive:
         before = (self._directory, list(self._pending), self._dirty)
         if self.space is None:
             self._directory = replace(self._directory, space=mask.space)
-        self._pending.append(_Pending(name, encoded, _layer))
+        self._pending.append(PendingMember(name, encoded, layer))
         self._commit_or_restore(before)
 
-    def _commit_or_restore(self, before: tuple[ArchiveDirectory, list[_Pending], bool]) -> None:
+    def _commit_or_restore(
+        self, before: tuple[ArchiveDirectory, list[PendingMember], bool]
+    ) -> None:
         """Commit in-place appends now; if that fails, the handle is as it was before."""
         self._dirty = True
         if not self._appends_in_place:
@@ -845,23 +643,23 @@ class MaskArchive:
                 raise InvalidTypeError(f"Structure {name!r}: expected a bool or integer array.")
             masks[name] = arr if arr.dtype == np.bool_ else arr != 0
         report: dict[str, list[str]] = {}
-        taken = set(self.all_names())
-        counter = 0
-        for layer in assign_layers(masks):
-            while f"{prefix}{counter}" in taken:
-                counter += 1
-            member = f"{prefix}{counter}"
-            taken.add(member)
-            names = sorted(layer, key=lambda n: (labels[n] if labels else 0, n))
-            values = {n: (labels[n] if labels else i + 1) for i, n in enumerate(names)}
-            depth = smallest_bit_depth(max(values.values()))
+        for plan in plan_layers(masks, labels, prefix, set(self.all_names())):
+            depth = smallest_bit_depth(max(plan.values.values()))
             shape = next(iter(masks.values())).shape
             space = self.space if self.space is not None else Space(shape=shape)
             layer_mask = SegmentationMask.lazy_init(depth, space=space)
-            for n in names:
-                layer_mask.add_label(masks[n], values[n], n)
-            self.add_segmask(layer_mask, member, level=level, codec=codec, _layer=True)
-            report[member] = names
+            for n, value in plan.values.items():
+                layer_mask.add_label(masks[n], value, n)
+            self._add_member(
+                layer_mask,
+                plan.member,
+                level=level,
+                chunks=None,
+                codec=codec,
+                attributes=None,
+                layer=True,
+            )
+            report[plan.member] = list(plan.values)
         return LayeringReport(report)
 
     def remove(self, name: str) -> None:
@@ -897,82 +695,55 @@ class MaskArchive:
         return EncodedMask(member.descriptor, streams)
 
     # -- committing ----------------------------------------------------------------------------
-    @staticmethod
-    def _layout(members: Sequence[_Pending], payload_at: int) -> tuple[list[Member], list[bytes]]:
-        placed: list[Member] = []
-        pieces: list[bytes] = []
-        offset = payload_at
-        for p in members:
-            placed.append(Member(p.name, p.encoded.descriptor, p.encoded.index(offset), p.layer))
-            pieces.extend(s for s in p.encoded.streams if s)
-            offset += p.encoded.payload_size
-        return placed, pieces
-
-    def _full_file_pieces(
-        self, members: Sequence[_Pending], base: ArchiveDirectory, generation: int
-    ) -> tuple[list[bytes], ArchiveDirectory, Header]:
-        """A fresh archive: slots, one directory region sized to fit, payload.
-
-        Small archives are common (one case, a few structures), so no space is reserved for
-        later directories: an append writes its directory at the end of the file (and reuses
-        this region once it is free and large enough).
-        """
-        probe, _ = self._layout(members, 0)
-        meta, _, index, _ = directory_bytes(replace(base, members=tuple(probe)))
-        region = _round_up(len(meta) + len(index) + _REGION_SLACK, _REGION_SLACK)
-        while True:  # offsets change the directory's size a little: grow until it fits
-            placed, payload = self._layout(members, SLOTS_SIZE + region)
-            directory = ArchiveDirectory(
-                space=base.space,
-                members=tuple(placed),
-                regions=((SLOTS_SIZE, region),),
-                created_by=f"medmask {__version__}",
-            )
-            meta, flags, index, _ = directory_bytes(directory)
-            if len(meta) + len(index) <= region:
-                break
-            region = _round_up(len(meta) + len(index) + _REGION_SLACK, _REGION_SLACK)
-        header = slot_header(generation, SLOTS_SIZE, meta, flags, SLOTS_SIZE + len(meta), index)
-        area = (meta + index).ljust(region, b"\0")
-        return [header.pack(), bytes(HEADER_SIZE), area, *payload], directory, header
-
     def _write_full(self) -> None:
         """Write the whole archive as a new file (atomically) and continue from it."""
         members = [
-            _Pending(m.name, self._reload_encoded(m), m.layer) for m in self._directory.members
+            PendingMember(m.name, self._reload_encoded(m), m.layer) for m in self._directory.members
         ] + self._pending
         generation = self._max_generation + 1 if self._header is not None else 1
-        pieces, directory, header = self._full_file_pieces(members, self._directory, generation)
+        pieces, directory, header = full_file_pieces(members, self._directory, generation)
         if self._local is None:
-            self._version = write_atomic(
+            self._version = put_remote(
                 self._target,
                 pieces,
                 self._options,
                 overwrite=self._overwrite,
                 expect=self._version if self._mode == "a" else None,
             )
-        elif self._mode == "a":
-            assert self._lock is not None
-            self._check_unchanged()
-            new_lock = write_local_atomic(self._local, pieces, keep_lock=True)
-            self._lock.release()  # waiters on the replaced file move on to the new one
-            self._lock = new_lock
-        else:  # "w": wait for an appender of the file we replace to finish
-            old = LocalLock.acquire(self._local, self._lock_timeout)
-            try:
-                write_local_atomic(self._local, pieces, exclusive=not self._overwrite)
-            finally:
-                if old is not None:
-                    old.release()
+        else:
+            assert self._mode == "w" or self._lock is not None
+            self._lock = rewrite_local(
+                self._local,
+                pieces,
+                lock=self._lock,
+                slot_bytes=self._slot_bytes,
+                name=self._name,
+                overwrite=self._overwrite,
+                lock_timeout=self._lock_timeout,
+            )
         self._overwrite = True  # the file is ours now: later flushes replace it
-        self._after_write(directory, header, slot=0, slots=pieces[0] + pieces[1])
+        self._after_write(Committed(directory, header, slot=0, slots=pieces[0] + pieces[1]))
 
-    def _after_write(
-        self, directory: ArchiveDirectory, header: Header, slot: int, slots: bytes
-    ) -> None:
-        self._directory, self._header, self._slot = directory, header, slot
-        self._slot_bytes = slots
-        self._max_generation = max(self._max_generation, header.generation)
+    def _commit_local_append(self) -> None:
+        """Append pending members to a local archive in place, crash-safely (format.md 5)."""
+        assert self._lock is not None
+        assert self._header is not None
+        committed = append_in_place(
+            self._lock,
+            self._pending,
+            current=self._directory,
+            current_header=self._header,
+            current_slot=self._slot,
+            max_generation=self._max_generation,
+            slot_bytes=self._slot_bytes,
+            name=self._name,
+        )
+        self._after_write(committed)
+
+    def _after_write(self, committed: Committed) -> None:
+        self._directory, self._header = committed.directory, committed.header
+        self._slot, self._slot_bytes = committed.slot, committed.slots
+        self._max_generation = max(self._max_generation, committed.header.generation)
         self._pending = []
         self._dirty = False
         self._read_only_reason = ""
@@ -980,56 +751,6 @@ class MaskArchive:
         if self._source is not None:  # reopened (and the first read re-taken) on next read
             self._source.close()
             self._source = None
-
-    def _check_unchanged(self) -> None:
-        """Compare-before-commit: the slots and the file must be as this handle last saw them."""
-        assert self._lock is not None
-        if not self._lock.is_current() or self._slots_changed():
-            raise ConcurrentModificationError(
-                f"{self._name}: was changed by another writer since it was opened; nothing "
-                "was written. Open it again and retry."
-            )
-
-    def _commit_local_append(self) -> None:
-        """Append pending members to a local archive in place, crash-safely (format.md 5)."""
-        assert self._lock is not None
-        assert self._header is not None
-        self._check_unchanged()
-        fd, name = self._lock.fd, self._name
-        try:
-            end = os.fstat(fd).st_size
-            placed, payload = self._layout(self._pending, end)
-            _pwrite(fd, b"".join(payload), end)
-            new_end = end + sum(len(p) for p in payload)
-            regions = usable_regions(self._directory, end)
-            directory = replace(
-                self._directory, members=(*self._directory.members, *placed), regions=regions
-            )
-            meta, flags, index, _ = directory_bytes(directory)
-            size = len(meta) + len(index)
-            active = (
-                self._header.metadata_offset,
-                self._header.index_offset + self._header.index_length,
-            )
-            target = next(
-                (
-                    start
-                    for start, cap in regions
-                    if size <= cap and (start + cap <= active[0] or start >= active[1])
-                ),
-                new_end,
-            )
-            _pwrite(fd, meta + index, target)
-            os.fsync(fd)
-            slot = 1 - self._slot
-            generation = max(self._max_generation, self._header.generation) + 1
-            header = slot_header(generation, target, meta, flags, target + len(meta), index)
-            _pwrite(fd, header.pack(), slot * HEADER_SIZE)
-            os.fsync(fd)
-            slots = os.pread(fd, SLOTS_SIZE, 0)
-        except OSError as exc:
-            raise storage_error(exc, name, "appending") from exc
-        self._after_write(directory, header, slot, slots)
 
     def flush(self) -> None:
         """Write pending changes now (``w`` and remote ``a``: rewrites the whole file)."""
@@ -1096,10 +817,3 @@ class MemberArray(StoredArray):
 
     def __repr__(self) -> str:
         return f"MemberArray({self.name!r}, shape={self.shape}, dtype={self.dtype})"
-
-
-def _pwrite(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
