@@ -98,12 +98,13 @@ def to_zarr(
     core = choose_codec(mask.data, level=level)
     serializer = ZARR_SERIALIZERS[core.codec_id](level=core.get_config()["level"])
     if isinstance(store_or_url, str | os.PathLike):
+        path = local_path(store_or_url, storage_options)  # a file:// URL too
         store: Any = (
             zarr.storage.FsspecStore.from_url(
                 os.fspath(store_or_url), storage_options=storage_options
             )
-            if local_path(store_or_url) is None
-            else zarr.storage.LocalStore(os.fspath(store_or_url))
+            if path is None
+            else zarr.storage.LocalStore(path)
         )
         where = os.fspath(store_or_url)
     else:
