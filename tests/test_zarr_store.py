@@ -1576,3 +1576,16 @@ async def test_get_partial_values_checks_every_chunk(tmp_path: Path) -> None:
             f"{bad} [m1]: chunk 0 checksum mismatch; the file is corrupted (or was replaced "
             "since it was opened)."
         )
+
+
+def test_documents_are_served_after_the_file_changed(tmp_path: Path) -> None:
+    """The store is pinned to what it opened: its documents stay readable, its chunks refuse."""
+    path = _small_msk(tmp_path / "t.msk")
+    store = ArchiveStore(path)
+    root = store.get_sync("zarr.json")
+    assert root is not None
+    _changed(path, "mtime")
+    again = sync(store.get_partial_values(default_buffer_prototype(), [("zarr.json", None)]))
+    assert [b.to_bytes() if b is not None else None for b in again] == [root.to_bytes()]
+    with pytest.raises(medmask.ConcurrentModificationError):
+        store.get_sync("mask/c/0/0/0")

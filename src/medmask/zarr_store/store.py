@@ -189,11 +189,12 @@ class ArchiveStore(Store):
     async def _chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
         """The checked bytes of stored chunks: those not already in memory are fetched in one
         merged read (after any structure among them has had its bbox checked)."""
+        if not refs:
+            return []
         for path in dict.fromkeys(ref.structure for ref in refs if ref.structure is not None):
             await self._verify_structure(path)
         kept = [self._fetched.pop((ref.member.name, ref.chunk_id), None) for ref in refs]
-        missing = [(ref.start, ref.end) for ref, stream in zip(refs, kept, strict=True)
-                   if stream is None]  # fmt: skip
+        missing = [(r.start, r.end) for r, s in zip(refs, kept, strict=True) if s is None]
         fetched = iter(await self._read(missing) if missing else [])
         streams = [next(fetched) if stream is None else stream for stream in kept]
         if self._local is not None and self._stat() != self._identity:
@@ -201,14 +202,11 @@ class ArchiveStore(Store):
                 f"{self.source}: the file changed since the store opened it (generation "
                 f"{self.directory.generation}); open it again to see the new state."
             )
-        return [
-            bytes(
-                check_chunk(
-                    ref.member, ref.chunk_id, stream, name=member_name(self.source, ref.member)
-                )
-            )
-            for ref, stream in zip(refs, streams, strict=True)
-        ]
+        checked = []
+        for ref, stream in zip(refs, streams, strict=True):
+            name = member_name(self.source, ref.member)
+            checked.append(bytes(check_chunk(ref.member, ref.chunk_id, stream, name=name)))
+        return checked
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
