@@ -139,3 +139,29 @@ def test_memory_url_and_storage_options(memory_fs: Any, organs_archive: Path) ->
     group = open_zarr("memory://m/organs.mska")
     with MaskArchive(organs_archive) as archive:
         np.testing.assert_array_equal(group["aorta"][...], archive.load_segmask("aorta").data)
+
+
+def test_s3_get_partial_values_is_one_request(s3: BucketFixture, organs_archive: Path) -> None:
+    from zarr.abc.store import RangeByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    s3.fs.put_file(str(organs_archive), s3.path("batch.mska"))
+    store = medmask.ArchiveStore(s3.url("batch.mska"), storage_options=s3.storage_options)
+    assert store.directory.kind == "mska"
+    every = store.layout.keys()
+    keys = [k for k in every if k.startswith("liver/c/")]
+    wanted = _liver_chunk_ranges(organs_archive)
+    assert len(keys) == len(wanted) > 1
+    s3.log.clear()
+    got = sync(
+        store.get_partial_values(
+            default_buffer_prototype(), [(k, RangeByteRequest(0, 4)) for k in keys]
+        )
+    )
+    # the member's chunks lie back to back: one merged ranged GET for all of them
+    assert _ranges(s3, "batch.mska") == [(min(wanted)[0], max(wanted)[1])], s3.log.summary()
+    data = organs_archive.read_bytes()
+    assert sorted(b.to_bytes() for b in got if b is not None) == sorted(
+        data[start : start + 4] for start, _ in wanted
+    )

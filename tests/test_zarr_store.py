@@ -1387,3 +1387,205 @@ def test_to_zarr_and_from_zarr_with_storage_options(
     assert s3.fs.exists(s3.path("native.zarr/zarr.json"))
     assert list(tmp_path.iterdir()) == []
     assert medmask.from_zarr(url, storage_options=s3.storage_options) == mask
+
+
+def test_to_zarr_overwrite_false_refuses_an_existing_array_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a URL written as a local path would land here
+    target = tmp_path / "kept.zarr"
+    first, second = _labels(1, [1, 2]), _labels(2, [3])
+    medmask.to_zarr(first, target, chunks=CHUNKS)
+    before = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    for where in (target, str(target), target.as_uri()):
+        with pytest.raises(medmask.MaskFileExistsError) as info:
+            medmask.to_zarr(second, where, overwrite=False)
+        assert str(info.value) == (
+            f"{os.fspath(where)}: a zarr array exists there; pass overwrite=True to replace "
+            "it. Nothing was written."
+        )
+        assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    assert medmask.from_zarr(target) == first
+    medmask.to_zarr(second, target.as_uri(), overwrite=True)  # a file:// URL is the path
+    assert medmask.from_zarr(target) == second
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.zarr"]
+
+
+def test_to_zarr_overwrite_false_refuses_a_group_and_v2_nodes(tmp_path: Path) -> None:
+    mask = _labels(1, [1, 2])
+    cases: list[tuple[Any, str]] = []
+    group_store = zarr.storage.MemoryStore()
+    zarr.open_group(group_store, mode="w", zarr_format=3)
+    cases.append((group_store, "group"))
+    for kind in ("array", "group"):  # zarr itself checks only for v3 nodes
+        store = zarr.storage.MemoryStore()
+        if kind == "array":
+            zarr.create_array(store, shape=(2, 2, 2), dtype="u1", zarr_format=2)
+        else:
+            zarr.open_group(store, mode="w", zarr_format=2)
+        cases.append((store, kind))
+    inner = zarr.storage.MemoryStore()  # a v2 array below the root, addressed by a StorePath
+    zarr.create_array(inner, name="sub", shape=(2, 2, 2), dtype="u1", zarr_format=2)
+    cases.append((zarr.storage.StorePath(inner, "sub"), "array"))
+    local = zarr.storage.LocalStore(tmp_path / "v2.zarr")
+    zarr.create_array(local, shape=(2, 2, 2), dtype="u1", zarr_format=2)
+    cases.append((local, "array"))
+    for target, kind in cases:
+        base = target.store if isinstance(target, zarr.storage.StorePath) else target
+        keys = sorted(sync(_collect_aiterator(base.list())))
+        with pytest.raises(medmask.MaskFileExistsError) as info:
+            medmask.to_zarr(mask, target, overwrite=False)
+        assert str(info.value) == (
+            f"{target}: a zarr {kind} exists there; pass overwrite=True to replace it. "
+            "Nothing was written."
+        )
+        assert sorted(sync(_collect_aiterator(base.list()))) == keys, target
+    # overwrite=True replaces any of them
+    medmask.to_zarr(mask, local, overwrite=True)
+    assert medmask.from_zarr(zarr.open_array(local, mode="r")) == mask
+
+
+def test_to_zarr_overwrite_false_writes_where_nothing_is(tmp_path: Path) -> None:
+    mask = _labels(1, [1, 2])
+    assert medmask.from_zarr(medmask.to_zarr(mask, tmp_path / "new.zarr", overwrite=False)) == mask
+    store = zarr.storage.MemoryStore()
+    assert medmask.from_zarr(medmask.to_zarr(mask, store, overwrite=False)) == mask
+    other = zarr.storage.MemoryStore()  # an array elsewhere in the store is not in the way
+    zarr.create_array(other, name="elsewhere", shape=(2, 2, 2), dtype="u1", zarr_format=2)
+    target = zarr.storage.StorePath(other, "mask")
+    assert medmask.from_zarr(medmask.to_zarr(mask, target, overwrite=False)) == mask
+
+
+# --- the package: a pure layout, the store, conversion ---------------------------------------
+
+
+def test_the_package_keeps_its_names() -> None:
+    import medmask.zarr_store as package
+    from medmask.codecs.zarr3 import SelectLabelCodec
+    from medmask.zarr_store import convert, layout, store
+
+    for name in [
+        "FORMAT_VERSION", "ArchiveStore", "Layout", "from_zarr", "node_name", "open_zarr",
+        "space_attributes", "space_from_attributes", "to_zarr", "LAYOUT_VERSION", "STRUCTURES",
+    ]:  # fmt: skip
+        assert name in package.__all__, name
+        assert hasattr(package, name), name
+    assert package.LAYOUT_VERSION == package.FORMAT_VERSION == "1.0"
+    assert package.ArchiveStore is store.ArchiveStore
+    assert package.to_zarr is convert.to_zarr
+    assert package.Layout is layout.Layout
+    assert SelectLabelCodec.codec_name == convert.SELECT_LABEL
+    assert medmask.ArchiveStore is store.ArchiveStore
+    assert medmask.open_zarr is store.open_zarr
+    assert medmask.from_zarr is convert.from_zarr
+
+
+def test_the_layout_is_pure() -> None:
+    """layout.py imports neither zarr nor storage and opens nothing: it computes."""
+    import ast
+
+    import medmask.zarr_store.layout as layout
+
+    tree = ast.parse(Path(layout.__file__).read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+    assert imported, "no imports found"
+    for name in imported:
+        top = name.lstrip(".").split(".")[0]
+        assert top not in {"zarr", "fsspec", "s3fs", "gcsfs", "io", "os", "asyncio"}, name
+        assert not name.startswith(("..io", "..zarr", ".store", ".convert")), name
+    calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)
+             if isinstance(n.func, ast.Name)}  # fmt: skip
+    assert "open" not in calls
+
+
+async def test_get_partial_values_fetches_its_chunks_in_one_read(beyond_head: Path) -> None:
+    from medmask.io import HEAD_GUESS
+
+    store = ArchiveStore(beyond_head)
+    await store._load()
+    source = store._source_reader()
+    calls: list[list[tuple[int, int]]] = []
+
+    class Recording:
+        name, size = source.name, source.size
+
+        async def read(self, start: int, end: int) -> bytes:
+            raise AssertionError("single reads are not expected")
+
+        async def read_ranges(self, ranges: Any) -> list[bytes]:
+            calls.append(list(ranges))
+            return await source.read_ranges(ranges)
+
+        def close(self) -> None:
+            source.close()
+
+    store._reader = Recording()
+    keys = [f"m/c/{z}/0/0" for z in (7, 0, 3, 9)]
+    refs = [store.layout.chunk(key) for key in keys]
+    assert all(ref is not None and ref.start >= HEAD_GUESS for ref in refs)
+    key_ranges: list[tuple[str, Any]] = [
+        (keys[0], None),
+        ("zarr.json", RangeByteRequest(0, 5)),
+        (keys[1], RangeByteRequest(2, 9)),
+        ("m/c/99/0/0", None),  # no such key
+        (keys[2], SuffixByteRequest(4)),
+        (keys[3], OffsetByteRequest(3)),
+        (keys[0], RangeByteRequest(1, 2)),  # the same chunk twice
+    ]
+    got = await store.get_partial_values(default_buffer_prototype(), key_ranges)
+    # one read of every chunk, in the order asked (the source merges adjacent ranges)
+    assert calls == [[(r.start, r.end) for r in (*refs, refs[0]) if r is not None]]
+    chunk = {
+        k: _file_bytes(beyond_head, r.start, r.end) for k, r in zip(keys, refs, strict=True) if r
+    }
+    root = store.layout.document("zarr.json")
+    assert root is not None
+    expected = [
+        chunk[keys[0]], root[:5], chunk[keys[1]][2:9], None, chunk[keys[2]][-4:],
+        chunk[keys[3]][3:], chunk[keys[0]][1:2],
+    ]  # fmt: skip
+    assert [None if b is None else b.to_bytes() for b in got] == expected
+    assert await store.get_partial_values(default_buffer_prototype(), []) == []
+    assert len(calls) == 1  # no chunk asked for: no read
+
+
+async def test_get_partial_values_checks_every_chunk(tmp_path: Path) -> None:
+    from damaged_archives import crc_mismatch
+
+    bad = tmp_path / "crc.mska"
+    crc_mismatch(bad)
+    store = ArchiveStore(bad)
+    await store._load()
+    every = store.layout.keys()
+    m1 = [k for k in every if k.startswith("m1/c/")]
+    m2 = [k for k in every if k.startswith("m2/c/")]
+    assert "m1/c/0/0/0" in m1
+    assert m2
+    proto = default_buffer_prototype()
+    sound = await store.get_partial_values(proto, [(k, None) for k in m2])
+    assert all(b is not None for b in sound)
+    for keys in ([*m2, "m1/c/0/0/0"], ["m1/c/0/0/0", *m2], m1):
+        with pytest.raises(medmask.ChecksumError) as info:
+            await store.get_partial_values(proto, [(k, RangeByteRequest(0, 1)) for k in keys])
+        assert str(info.value) == (
+            f"{bad} [m1]: chunk 0 checksum mismatch; the file is corrupted (or was replaced "
+            "since it was opened)."
+        )
+
+
+def test_documents_are_served_after_the_file_changed(tmp_path: Path) -> None:
+    """The store is pinned to what it opened: its documents stay readable, its chunks refuse."""
+    path = _small_msk(tmp_path / "t.msk")
+    store = ArchiveStore(path)
+    root = store.get_sync("zarr.json")
+    assert root is not None
+    _changed(path, "mtime")
+    again = sync(store.get_partial_values(default_buffer_prototype(), [("zarr.json", None)]))
+    assert [b.to_bytes() if b is not None else None for b in again] == [root.to_bytes()]
+    with pytest.raises(medmask.ConcurrentModificationError):
+        store.get_sync("mask/c/0/0/0")
