@@ -26,7 +26,7 @@ print(f"Input: {len(organs)} per-organ .nii.gz files, {nifti_bytes:,} bytes")
 with tempfile.TemporaryDirectory() as tmp:
     archive_path = Path(tmp) / "case.mska"
     t0 = time.perf_counter()
-    report = medmask.pack_folder(DATA / "organs", archive_path, labels=DATA / "labels_total.json")
+    report = medmask.pack_folder(DATA / "organs", archive_path, mapping=DATA / "labels_total.json")
     seconds = time.perf_counter() - t0
     size = archive_path.stat().st_size
     print(f"Packed into {report.n_layers} layer(s): {size:,} bytes "

@@ -573,7 +573,7 @@ def organs_archive(
     organs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Any]:
     out = tmp_path_factory.mktemp("organs") / "organs.mska"
-    report = pack_folder(organs["folder"], out, labels=organs["labels"])
+    report = pack_folder(organs["folder"], out, mapping=organs["labels"])
     return out, report
 
 

@@ -29,7 +29,7 @@ def organs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
     folder = shared_data / "totalseg" / "organs"
     out = tmp_path_factory.mktemp("remote") / "organs.mska"
-    pack_folder(folder, out, labels=shared_data / "totalseg" / "labels_total.json")
+    pack_folder(folder, out, mapping=shared_data / "totalseg" / "labels_total.json")
     masks = {}
     for f in sorted(folder.glob("*.nii.gz")):
         array, _ = read_nifti(f)
@@ -263,7 +263,7 @@ def test_pack_folder_straight_to_s3(
     report = pack_folder(
         shared_data / "totalseg" / "organs",
         url,
-        labels=shared_data / "totalseg" / "labels_total.json",
+        mapping=shared_data / "totalseg" / "labels_total.json",
         storage_options=s3.storage_options,
     )
     assert report.n_layers == 1
@@ -355,7 +355,7 @@ def test_pack_folder_from_a_gcs_folder_url(gcs: BucketFixture, shared_data: Path
     report = pack_folder(
         gcs.url("case1/"),
         out,
-        labels=gcs.url("case1/labels.json"),
+        mapping=gcs.url("case1/labels.json"),
         storage_options=gcs.storage_options,
     )
     assert sorted(n for layer in report.layers.values() for n in layer) == sorted(names)

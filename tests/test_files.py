@@ -66,15 +66,33 @@ def test_options_that_do_not_apply_are_refused(mask: SegmentationMask, tmp_path:
     assert list(tmp_path.iterdir()) == [tmp_path / "m.msk"]
 
 
-def test_api_save_mask_never_writes_msk_bytes_under_a_nifti_name(
+def test_api_save_msk_never_writes_msk_bytes_under_a_nifti_name(
     mask: SegmentationMask, tmp_path: Path
 ) -> None:
-    from medmask.api import save_mask
+    from medmask.api import save_msk
 
     for name in ("x.nii.gz", "x.nii", "x.mska"):
         with pytest.raises(InvalidValueError, match=r"medmask\.save_mask \(by extension\)"):
-            save_mask(mask, tmp_path / name)
+            save_msk(mask, tmp_path / name)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_msk_only_pair_keeps_its_old_names_for_one_release(
+    mask: SegmentationMask, tmp_path: Path
+) -> None:
+    from medmask import api
+
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"medmask\.api\.save_mask is deprecated: use "
+        r"medmask\.save_mask \(any format, by name\) or save_msk",
+    ) as caught:
+        api.save_mask(mask, tmp_path / "m.msk")
+    assert caught[0].filename == __file__  # points at the caller's line
+    with pytest.warns(DeprecationWarning, match=r"medmask\.api\.load_mask is deprecated"):
+        assert api.load_mask(tmp_path / "m.msk") == mask
+    assert api.save_mask.__name__ == "save_mask"
+    assert medmask.load_mask is medmask.files.load_mask
 
 
 def test_nifti_read_as_msk_says_what_it_is(tmp_path: Path, mask: SegmentationMask) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from ._deprecate import deprecated_alias
 from .config import max_bytes_limit
 from .engine import (
     MaskInfo,
@@ -51,11 +52,11 @@ __all__ = [
     "known_size",
     "labels_have_gaps",
     "load_legacy_mask",
-    "load_mask",
+    "load_msk",
     "open_msk",
     "read_info",
     "read_infos",
-    "save_mask",
+    "save_msk",
     "verify_decoded",
 ]
 
@@ -185,7 +186,7 @@ class MaskFile(StoredArray):
         return f"MaskFile({self.name!r}, shape={d.shape}, labels={len(d.labels)})"
 
 
-def save_mask(
+def save_msk(
     mask: SegmentationMask,
     target: Target,
     *,
@@ -197,6 +198,8 @@ def save_mask(
     codec: str | Mapping[str, Any] | None = None,
 ) -> int:
     """Write ``mask`` as a ``.msk`` file; return the number of bytes written.
+
+    :func:`medmask.save_mask` calls this for every name that is not NIfTI or DICOM.
 
     ``target`` is a local path, ``pathlib.Path``, fsspec URL (``s3://``, ``gs://``,
     ``memory://``, ``file://``), fsspec ``OpenFile`` or binary file object. Local writes are
@@ -212,7 +215,7 @@ def save_mask(
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
     if name_suffix(target) in (".nii", ".nii.gz", ".mska"):
         raise InvalidValueError(
-            f"{source_name(target)}: medmask.api.save_mask writes .msk bytes, not "
+            f"{source_name(target)}: medmask.api.save_msk writes .msk bytes, not "
             f"{name_suffix(target)}; use medmask.save_mask (by extension), medmask.to_nifti "
             "or MaskArchive."
         )
@@ -222,7 +225,7 @@ def save_mask(
     return sum(len(p) for p in pieces)
 
 
-def load_mask(
+def load_msk(
     source: Target,
     *,
     roi: object = None,
@@ -230,7 +233,8 @@ def load_mask(
     max_voxels: int | None = None,
     max_bytes: int | None = None,
 ) -> SegmentationMask:
-    """Read a ``.msk`` file (or only ``roi``: three slices in (z, y, x)).
+    """Read a ``.msk`` file (or only ``roi``: three slices in (z, y, x)); medmask 0.1 ``.msk``
+    files too. :func:`medmask.load_mask` calls this for every name that is not NIfTI or DICOM.
 
     ``max_voxels``/``max_bytes`` bound the decoded size (defaults in ``docs/format.md``).
     """
@@ -314,3 +318,12 @@ def read_infos(
         member = directory.members[0]
         out.append(info_from(member.descriptor, member.index, byte_source.name))
     return out
+
+
+# medmask.api.save_mask/load_mask (.msk only) before 0.2: one save_mask/load_mask now, by name
+save_mask = deprecated_alias(
+    save_msk, "medmask.api.save_mask", "use medmask.save_mask (any format, by name) or save_msk"
+)
+load_mask = deprecated_alias(
+    load_msk, "medmask.api.load_mask", "use medmask.load_mask (any format, by name) or load_msk"
+)

@@ -56,7 +56,7 @@ def save_mask(
 
     ``.nii``/``.nii.gz``: NIfTI (see :func:`medmask.to_nifti`; label names are not stored,
     pass ``label_table=`` there to keep them). Any other name: ``.msk``
-    (see :func:`medmask.api.save_mask` for every option).
+    (see :func:`medmask.api.save_msk` for every option).
     """
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")

@@ -71,7 +71,7 @@ def test_organs_folder_round_trips_voxel_for_voxel(
     originals = sorted(folder.glob("*.nii.gz"))
     assert len(originals) == 117
     table = shared_data / "totalseg" / "labels_total.json" if with_table else None
-    report = pack_folder(folder, tmp_path / "organs.mska", labels=table)
+    report = pack_folder(folder, tmp_path / "organs.mska", mapping=table)
     assert isinstance(report, PackReport)
     assert report.whole == {}  # every organ file holds 0s and 1s only
     assert report.left_out == {}
@@ -166,7 +166,7 @@ def test_a_label_table_names_the_values_no_other_file_uses(
     multilabel: Any, table: dict[str, int], tmp_path: Path
 ) -> None:
     originals = _mixed_folder(tmp_path / "case", multilabel, table)
-    report = pack_folder(tmp_path / "case", tmp_path / "case.mska", labels=table)
+    report = pack_folder(tmp_path / "case", tmp_path / "case.mska", mapping=table)
     # 30-33 are named by the table; kidney's 1 is 'spleen', a file of its own: <stem>_<value>
     assert report.whole["vertebrae"] == [
         "vertebrae_L2",
@@ -190,7 +190,7 @@ def test_whole_labelmap_among_binary_files(
     data, affine = multilabel
     liver = (data == table["liver"]).astype(np.uint8)
     folder = _folder(tmp_path / "case", affine, {"total.nii.gz": data, "liver.nii.gz": liver})
-    report = pack_folder(folder, tmp_path / "a.mska", labels=table)
+    report = pack_folder(folder, tmp_path / "a.mska", mapping=table)
     values = sorted(set(np.unique(data).tolist()) - {0})
     assert len(values) == 41
     # 'liver' is a file of its own, so the table cannot name total's values
@@ -198,7 +198,7 @@ def test_whole_labelmap_among_binary_files(
     unpack(tmp_path / "a.mska", tmp_path / "out")
     assert_same_files(sorted(folder.iterdir()), tmp_path / "out")
     (folder / "liver.nii.gz").unlink()
-    report = pack_folder(folder, tmp_path / "b.mska", labels=table)
+    report = pack_folder(folder, tmp_path / "b.mska", mapping=table)
     by_value = {v: n for n, v in table.items()}
     assert report.whole["total"] == [by_value[v] for v in values]
 
@@ -389,7 +389,7 @@ def test_a_table_that_names_only_some_values_names_none(
     spine = np.where((data >= 30) & (data <= 33), data, 0).astype(np.uint8)
     spine[data == 5] = 200  # a value TotalSegmentator's table does not name
     folder = _folder(tmp_path / "case", affine, {"spine.nii.gz": spine})
-    report = pack_folder(folder, tmp_path / "a.mska", labels=table)
+    report = pack_folder(folder, tmp_path / "a.mska", mapping=table)
     assert report.whole == {"spine": [f"spine_{v}" for v in (30, 31, 32, 33, 200)]}
     unpack(tmp_path / "a.mska", tmp_path / "out")
     assert_same_files([folder / "spine.nii.gz"], tmp_path / "out")

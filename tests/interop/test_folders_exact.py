@@ -77,7 +77,7 @@ def test_single_value_file_keeps_its_name_when_a_table_name_collides(
     total[2, 2, 2] = second
     folder = _folder(tmp_path / "case", {"liver.nii.gz": liver, "total.nii.gz": total})
     table = {"liver": 5, "spleen": second}
-    report = pack_folder(folder, tmp_path / "a.mska", labels=table)
+    report = pack_folder(folder, tmp_path / "a.mska", mapping=table)
     assert report.whole == {"liver": ["liver"], "total": ["total_5", f"total_{second}"]}
     assert report.layers == {}
     assert report.left_out == {}
@@ -290,7 +290,7 @@ def test_pack_folder_from_a_url_passes_storage_options_everywhere(
     report = pack_folder(
         "keyedmem://case",
         out,
-        labels="keyedmem://labels.json",
+        mapping="keyedmem://labels.json",
         storage_options=keyed,
         overwrite=False,
     )
@@ -594,8 +594,8 @@ def test_a_table_missing_binary_files_names_up_to_five(
     files["named.nii.gz"] = np.roll(_one_voxel(), 9)
     folder = _folder(tmp_path / "case", files)
     with pytest.raises(InvalidValueError) as info:
-        pack_folder(folder, tmp_path / "x.mska", labels={"named": 3})
-    assert str(info.value) == f"labels has no value for {list(names[:5])}{more}."
+        pack_folder(folder, tmp_path / "x.mska", mapping={"named": 3})
+    assert str(info.value) == f"mapping has no value for {list(names[:5])}{more}."
     assert not (tmp_path / "x.mska").exists()
 
 

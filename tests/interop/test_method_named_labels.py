@@ -46,7 +46,7 @@ def test_pack_folder_labels(mask: SegmentationMask, tmp_path: Path) -> None:
     folder.mkdir()
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
     nib.save(nib.Nifti1Image(mask.data.transpose(2, 1, 0).copy(), affine), folder / "all.nii.gz")
-    report = pack_folder(folder, tmp_path / "case.mska", labels=NAMES)
+    report = pack_folder(folder, tmp_path / "case.mska", mapping=NAMES)
     assert sorted(report.whole["all"]) == sorted(NAMES)
     with MaskArchive(tmp_path / "case.mska") as archive:
         assert {name: archive.locate(name)[1] for name in NAMES} == NAMES

@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .._deprecate import renamed_keywords
 from .._version import __version__
 from ..config import max_bytes_limit
 from ..errors import (
@@ -496,10 +497,11 @@ def _fill_uids(series: _Series) -> None:
             setattr(ds, keyword, uid)
 
 
+@renamed_keywords(out="target")
 def to_dicom_seg(
     mask: SegmentationMask,
     source_series: SeriesSource,
-    out: Target,
+    target: Target,
     *,
     series_description: str = "medmask",
     segmentation_type: str | None = None,
@@ -524,7 +526,7 @@ def to_dicom_seg(
         slice ``k`` (sorted), row ``i``, column ``j``.
     source_series
         The series (folder or files, see :func:`sorted_series`). Headers only are read.
-    out
+    target
         Output file: a path or fsspec URL (written atomically).
     series_description
         SeriesDescription of the SEG.
@@ -548,11 +550,11 @@ def to_dicom_seg(
         Leave out all-zero frames. Default False: every slice is written, so the SEG's frames
         span the whole series and :func:`from_dicom_seg` rebuilds the full grid.
     overwrite
-        If False, refuse to replace an existing ``out`` (:class:`MaskFileExistsError`).
+        If False, refuse to replace an existing ``target`` (:class:`MaskFileExistsError`).
     spacing_tolerance
         Passed to :func:`sorted_series`.
     storage_options
-        fsspec options for a URL ``out``.
+        fsspec options for a URL ``target``.
 
     Notes
     -----
@@ -575,8 +577,8 @@ def to_dicom_seg(
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
     seg_type = _parse_segmentation_type(hd, segmentation_type)
-    out_name = source_name(out)
-    out_local = local_path(out, storage_options)
+    out_name = source_name(target)
+    out_local = local_path(target, storage_options)
     if not overwrite and out_local is not None and os.path.exists(out_local):
         raise MaskFileExistsError(f"{out_name}: exists and overwrite=False.")  # fail early
     items = sorted((value, name) for name, value in mapping_items(mask.mapping) if value != 0)
@@ -655,7 +657,7 @@ def to_dicom_seg(
     buffer = io.BytesIO()
     seg.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue()
-    write_atomic(out, [data], storage_options, overwrite=overwrite)
+    write_atomic(target, [data], storage_options, overwrite=overwrite)
     return len(data)
 
 

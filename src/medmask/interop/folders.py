@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .._deprecate import renamed_keywords
 from .._progress import counter
 from .._progress import progress as show
 from ..archive import LayeringReport, MaskArchive
@@ -246,10 +247,11 @@ def _value_names(
     return out
 
 
+@renamed_keywords(out="target", labels="mapping")
 def pack_folder(
     folder: str | os.PathLike[str],
-    out: Target,
-    labels: Mapping[str, int] | str | os.PathLike[str] | None = None,
+    target: Target,
+    mapping: Mapping[str, int] | str | os.PathLike[str] | None = None,
     *,
     storage_options: dict[str, Any] | None = None,
     level: int | None = None,
@@ -265,12 +267,12 @@ def pack_folder(
     named by its *stem* (the name without ``.nii.gz``/``.nii``):
 
     - a file of 0s and 1s (or only 0s) is the structure *stem*; such files are layered
-      losslessly (:meth:`MaskArchive.add_structures`) with label values from ``labels``
+      losslessly (:meth:`MaskArchive.add_structures`) with label values from ``mapping``
       (``{name: value}`` or a label table file, e.g. TotalSegmentator's JSON; it must then
       name every such file) or 1, 2, ... per layer;
     - any other file (values such as 26-34, or one value other than 1) is kept whole as the
       member *stem*, its values unchanged. One value other than 1 is the structure *stem*;
-      several values are named from ``labels`` when it names all of them and no other file
+      several values are named from ``mapping`` when it names all of them and no other file
       in the folder uses these names, else ``<stem>_<value>``.
 
     :func:`unpack` writes the same voxels back (0/1 files as ``uint8``; files kept whole with
@@ -279,17 +281,19 @@ def pack_folder(
     differs, unless ``skip_mismatched=True`` leaves those files out. ``exclude``: glob
     pattern(s) (``fnmatch``, case-sensitive) of file names to leave out. What was left out, and
     why, is in the returned :class:`PackReport` (``left_out``) and logged (INFO).
-    ``overwrite=False`` refuses an existing ``out``; ``progress`` shows bars (tqdm, stderr)
+    ``overwrite=False`` refuses an existing ``target``; ``progress`` shows bars (tqdm, stderr)
     while fetching (remote files: many at once, :func:`medmask.io.read_many`) and reading.
+    (``out=`` and ``labels=``, the old names of ``target=`` and ``mapping=``, still work until
+    medmask 0.4, with a DeprecationWarning.)
     """
     patterns = [exclude] if isinstance(exclude, str) else list(exclude)
-    if not overwrite and object_version(out, storage_options).exists:  # before the reading
-        raise MaskFileExistsError(f"{source_name(out)}: exists; nothing was written.")
+    if not overwrite and object_version(target, storage_options).exists:  # before the reading
+        raise MaskFileExistsError(f"{source_name(target)}: exists; nothing was written.")
     files = _list_nifti(folder, storage_options)
     if not files:
         raise MaskFileNotFoundError(f"{os.fspath(folder)}: no .nii or .nii.gz files.")
     by_name, left_out = _select(folder, files, patterns)
-    given = None if labels is None else to_label_mapping(labels, storage_options)
+    given = None if mapping is None else to_label_mapping(mapping, storage_options)
     table = None if given is None else dict(mapping_items(given))
     contents: dict[str, bytes | None] = dict.fromkeys(by_name.values())
     if any(local_path(path, storage_options) is None for path in by_name.values()):
@@ -334,7 +338,7 @@ def pack_folder(
         missing = sorted(set(binary) - set(table))
         if missing:
             raise InvalidValueError(
-                f"labels has no value for {missing[:5]}{' ...' if len(missing) > 5 else ''}."
+                f"mapping has no value for {missing[:5]}{' ...' if len(missing) > 5 else ''}."
             )
         use_labels = {n: int(table[n]) for n in binary}
     names = _value_names({n: values for n, (_, values) in whole.items()}, binary, table)
@@ -350,7 +354,7 @@ def pack_folder(
         _log.info("pack_folder %s: left out %s: %s", os.fspath(folder), file_name, why)
     space = spaces[reference]
     with MaskArchive(
-        out, "w", space=space, storage_options=storage_options, overwrite=overwrite
+        target, "w", space=space, storage_options=storage_options, overwrite=overwrite
     ) as archive:
         for name, (array, _) in whole.items():
             dtype = array.dtype.name if array.dtype.name in _FILE_DTYPES else None

@@ -121,7 +121,7 @@ def _read_msk(
     max_voxels: int | None = None,
     max_bytes: int | None = None,
 ) -> SegmentationMask:
-    from ..api import load_mask
+    from ..api import load_msk as load_mask
 
     return load_mask(
         source,
@@ -143,7 +143,7 @@ def _write_msk(
     attributes: Mapping[str, Any] | None = None,
     codec: str | Mapping[str, Any] | None = None,
 ) -> int:
-    from ..api import save_mask
+    from ..api import save_msk as save_mask
 
     return save_mask(
         mask,
@@ -232,7 +232,7 @@ def _write_dicom(
     if series is None:
         raise InvalidValueError(
             f"{source_name(target)}: a DICOM SEG needs its source series; use "
-            "medmask.interop.dicom.to_dicom_seg(mask, series, out)."
+            "medmask.interop.dicom.to_dicom_seg(mask, series, target)."
         )
     from .dicom import space_from_dicom_series, to_dicom_seg
 
