@@ -7,11 +7,12 @@ from collections.abc import Iterator
 import pytest
 from codec_helpers import numpy_paths
 
-from medmask.codecs import BinaryCodec, LabelCodec
+from medmask.codecs import CODECS
 
 
-@pytest.fixture(params=[BinaryCodec, LabelCodec], ids=["binary", "labels"])
+@pytest.fixture(params=list(CODECS.values()), ids=[i.rpartition(".")[2] for i in CODECS])
 def codec_cls(request: pytest.FixtureRequest) -> type:
+    """Every codec of the registry (so a new codec runs through the shared tests)."""
     return request.param  # type: ignore[no-any-return]
 
 

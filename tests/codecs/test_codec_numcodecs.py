@@ -14,16 +14,23 @@ import pytest
 from codec_helpers import label_volume
 from numcodecs.tests import common
 
-from medmask.codecs import BinaryCodec, EdgesCodec, LabelCodec
-from medmask.codecs.numcodecs import BinaryMaskCodec, EdgeMapCodec, LabelMapCodec
+from medmask.codecs import CODECS
+from medmask.codecs.numcodecs import BinaryMaskCodec, EdgeMapCodec, LabelMapCodec, adapter_for
 from medmask.errors import CodecError
 
-ADAPTERS = [
-    (BinaryMaskCodec, BinaryCodec),
-    (LabelMapCodec, LabelCodec),
-    (EdgeMapCodec, EdgesCodec),
-]
+# every codec of the registry (binary, labels, edges), each with its numcodecs class
+ADAPTERS = [(adapter_for(codec_id), core) for codec_id, core in CODECS.items()]
 NUMCODECS_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "numcodecs"
+
+
+def test_the_published_names_stay() -> None:
+    """numcodecs configs and pickles name these classes; the ids and names never change."""
+    assert BinaryMaskCodec is adapter_for("medmask.binary")
+    assert LabelMapCodec is adapter_for("medmask.labels")
+    assert EdgeMapCodec is adapter_for("medmask.edges")
+    for cls in (BinaryMaskCodec, LabelMapCodec, EdgeMapCodec):
+        assert cls.__module__ == "medmask.codecs.numcodecs"
+        assert cls.__qualname__ == cls.__name__
 
 
 @pytest.mark.parametrize(("adapter", "core"), ADAPTERS)

@@ -16,7 +16,13 @@ from codec_helpers import label_volume
 from medmask.codecs import BinaryCodec as BinaryCore
 from medmask.codecs import EdgesCodec as EdgesCore
 from medmask.codecs import LabelCodec as LabelsCore
-from medmask.codecs.zarr3 import BinaryCodec, EdgesCodec, LabelsCodec, SelectLabelCodec
+from medmask.codecs.zarr3 import (
+    BinaryCodec,
+    EdgesCodec,
+    LabelsCodec,
+    SelectLabelCodec,
+    adapter_for,
+)
 from medmask.errors import CodecError
 
 SHAPE = (9, 13, 11)
@@ -41,6 +47,18 @@ def _create(serializer: Any, data: np.ndarray, **kwargs: Any) -> zarr.Array:
     )
     array[...] = data
     return zarr.open_array(store, mode="r")
+
+
+def test_the_published_names_stay() -> None:
+    """zarr metadata names the codecs, entry points and pickles name the classes: neither
+    changes."""
+    assert BinaryCodec is adapter_for("medmask.binary")
+    assert LabelsCodec is adapter_for("medmask.labels")
+    assert EdgesCodec is adapter_for("medmask.edges")
+    for cls in (BinaryCodec, LabelsCodec, EdgesCodec):
+        assert cls.__module__ == "medmask.codecs.zarr3"
+        assert cls.__qualname__ == cls.__name__
+        assert cls().to_dict()["name"] == cls.codec_name
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "int16", "int64", "uint64"])

@@ -1,6 +1,7 @@
 """Pure encode/decode of mask chunks (numpy + zstandard only).
 
-Three codecs, each a small frozen dataclass with a zstd ``level`` knob:
+Three codecs, each a small frozen dataclass (a :class:`CodecBase`) with a zstd ``level`` knob,
+registered in :data:`CODECS` by their ``codec_id`` and ``kind`` (the stream's kind byte):
 
 - :class:`EdgesCodec` (``"medmask.edges"``): every row's edges, predicted from the previous
   slice; the default for label maps and binary masks alike (medmask 0.2).
@@ -15,15 +16,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from medmask.codecs._binary import KIND as _BINARY_KIND
+from medmask.codecs._base import Codec, CodecBase, DecodesInto, EncodesWithStats
 from medmask.codecs._binary import BinaryCodec
-from medmask.codecs._edges import KIND as _EDGES_KIND
 from medmask.codecs._edges import EdgesCodec, kernel_available
-from medmask.codecs._labels import KIND as _LABELS_KIND
 from medmask.codecs._labels import LabelCodec
 from medmask.codecs._stream import (
     HEADER_PREFIX,
@@ -39,13 +38,17 @@ from medmask.errors import CodecError
 
 __all__ = [
     "CODECS",
+    "CODECS_BY_KIND",
     "CODEC_KINDS",
     "MAX_DECODED_NBYTES",
     "MAX_LEVEL",
     "MIN_LEVEL",
     "BinaryCodec",
     "Codec",
+    "CodecBase",
+    "DecodesInto",
     "EdgesCodec",
+    "EncodesWithStats",
     "LabelCodec",
     "StreamPrefix",
     "choose_codec",
@@ -55,55 +58,20 @@ __all__ = [
     "peek_stream",
 ]
 
+#: The codec classes: the one list every table below (and the adapters) is built from.
+_CLASSES: tuple[type[CodecBase], ...] = (BinaryCodec, LabelCodec, EdgesCodec)
 
-@runtime_checkable
-class Codec(Protocol):
-    """What the format layer and the adapters call."""
-
-    codec_id: ClassVar[str]
-
-    def encode(self, array: np.ndarray) -> bytes:
-        """Encode a C-contiguous 1..3-D array of a supported dtype."""
-        ...
-
-    def decode(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        shape: tuple[int, ...] | None = None,
-        dtype: np.dtype[Any] | type | str | None = None,
-    ) -> np.ndarray:
-        """Decode a stream to an array of its original shape and dtype."""
-        ...
-
-    def decode_with_values(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        shape: tuple[int, ...] | None = None,
-        dtype: np.dtype[Any] | type | str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Decode, and give the distinct values when the stream tells them cheaply."""
-        ...
-
-    def get_config(self) -> dict[str, Any]:
-        """JSON-able configuration, including ``"id"``."""
-        ...
-
+CodecClass = type[CodecBase]
 
 #: codec_id -> codec class.
-CodecClass = type[BinaryCodec] | type[LabelCodec] | type[EdgesCodec]
-CODECS: Mapping[str, CodecClass] = {
-    BinaryCodec.codec_id: BinaryCodec,
-    LabelCodec.codec_id: LabelCodec,
-    EdgesCodec.codec_id: EdgesCodec,
-}
+CODECS: Mapping[str, CodecClass] = {cls.codec_id: cls for cls in _CLASSES}
 
 #: codec_id -> the stream kind (header byte 4) its streams carry.
-CODEC_KINDS: Mapping[str, int] = {
-    BinaryCodec.codec_id: _BINARY_KIND,
-    LabelCodec.codec_id: _LABELS_KIND,
-    EdgesCodec.codec_id: _EDGES_KIND,
+CODEC_KINDS: Mapping[str, int] = {cls.codec_id: cls.kind for cls in _CLASSES}
+
+#: stream kind -> codec class (what :func:`decode` dispatches on).
+CODECS_BY_KIND: Mapping[int, CodecClass] = {
+    cls.kind: cls for cls in sorted(_CLASSES, key=lambda cls: cls.kind)
 }
 
 
@@ -182,14 +150,10 @@ def decode(
     buf = memoryview(data).cast("B")
     if len(buf) < 5:
         raise CodecError(f"Expected a codec stream of at least 5 bytes. Got {len(buf)} bytes.")
-    kind = buf[4]
-    codec: Codec
-    if kind == 1:
-        codec = BinaryCodec()
-    elif kind == 2:
-        codec = LabelCodec()
-    elif kind == 3:
-        codec = EdgesCodec()
-    else:
-        raise CodecError(f"Expected codec kind 1 (binary), 2 (labels) or 3 (edges). Got {kind}.")
-    return codec.decode(buf, shape=shape, dtype=dtype)
+    cls = CODECS_BY_KIND.get(buf[4])
+    if cls is None:
+        known = [f"{k} ({c.codec_id.rpartition('.')[2]})" for k, c in CODECS_BY_KIND.items()]
+        raise CodecError(
+            f"Expected codec kind {', '.join(known[:-1])} or {known[-1]}. Got {buf[4]}."
+        )
+    return cls().decode(buf, shape=shape, dtype=dtype)

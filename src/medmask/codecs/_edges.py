@@ -22,13 +22,13 @@ from typing import Any, ClassVar, Final
 import numpy as np
 import zstandard as zstd
 
+from medmask.codecs._base import CodecBase
 from medmask.codecs._stream import (
     HEADER_PREFIX,
     MAGIC,
     VERSION,
     byte_width,
     check_declared,
-    check_level,
     dtype_code,
     dtype_from_code,
     frame_size,
@@ -879,22 +879,17 @@ def _finish(a: np.ndarray, dtype: np.dtype[Any], mode: int, *rest: bytes) -> byt
 
 
 @dataclass(frozen=True)
-class EdgesCodec:
+class EdgesCodec(CodecBase):
     """Lossless codec for label maps and binary masks: row edges predicted slice to slice.
 
     ``level`` (1..22, default 9) is the zstd level of the sections. Streams decode with the
     compiled kernel when it is built (without the GIL), else with numpy.
+    ``decode_with_values`` gives the distinct values: every inserted edge's value and 0 (each
+    value of the array enters through an inserted edge).
     """
 
     codec_id: ClassVar[str] = "medmask.edges"
-    level: int = 9
-
-    def __post_init__(self) -> None:
-        check_level(self.level, self.codec_id)
-
-    def get_config(self) -> dict[str, Any]:
-        """JSON-able configuration, including ``"id"``."""
-        return {"id": self.codec_id, "level": self.level}
+    kind: ClassVar[int] = KIND
 
     def encode(self, array: np.ndarray) -> bytes:
         """Encode a label array (any integer dtype with non-negative values, or bool)."""
@@ -939,28 +934,6 @@ class EdgesCodec:
         body = _store(raw, self.level)
         return _finish(a, dtype, MODE_PLAIN, _varint(len(body)) + _varint(len(raw)), body)
 
-    def decode(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        shape: tuple[int, ...] | None = None,
-        dtype: np.dtype[Any] | type | str | None = None,
-    ) -> np.ndarray:
-        """Decode a stream; ``shape``/``dtype`` are checked against its header first."""
-        return self._decode(data, shape, dtype, None)
-
-    def decode_with_values(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        shape: tuple[int, ...] | None = None,
-        dtype: np.dtype[Any] | type | str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Decode, and give the array's distinct values (every inserted edge's value and 0:
-        each value of the array enters through an inserted edge)."""
-        present: list[np.ndarray | None] = []
-        return self._decode(data, shape, dtype, present), present[0]
-
     def decode_into(
         self,
         data: bytes | bytearray | memoryview,
@@ -986,12 +959,11 @@ class EdgesCodec:
 
     def _decode(
         self,
-        data: bytes | bytearray | memoryview,
+        buf: memoryview,
         shape: tuple[int, ...] | None,
         dtype: np.dtype[Any] | type | str | None,
         present: list[np.ndarray | None] | None,
     ) -> np.ndarray:
-        buf = memoryview(data).cast("B")
         h = _parse(buf, shape, None if dtype is None else np.dtype(dtype))
         with memory_refusal(h.shape, h.dtype, self.codec_id):
             return self._fill_new(buf, h, present)

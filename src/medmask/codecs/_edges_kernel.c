@@ -2,10 +2,12 @@
  * Kernel of the medmask.edges codec (docs/codecs.md, section 6): edges of every row, each
  * predicted from the reference row (the same row of the previous slice).
  *
- * encode(values, shape, itemsize, K)
- *     -> (gaps, fates, positions, values, max_delta, max_value, stats or None)
+ * encode(values, (nz, ny, nx), itemsize, K)
+ *     -> (gaps, fates, positions, values, max_delta, max_value, stats)
+ *     stats: 40-byte records (value u64, count u64, z0 z1 y0 y1 x0 x1 u32) of 1- and 2-byte
+ *     arrays, else None
  * decode(gaps, fates, position_planes, p, value_planes or None, w, itemsize, K, vmax, out)
- *     -> None
+ *     -> None; fates is a tuple of the 2K+2 fate sections
  *
  * Pure C99 on the buffer protocol; the loops run without the GIL, so chunks encode and
  * decode in parallel threads. medmask/codecs/_edges.py holds the same decoder in numpy and

@@ -8,10 +8,10 @@ from typing import Any, ClassVar, Final
 
 import numpy as np
 
+from medmask.codecs._base import CodecBase
 from medmask.codecs._stream import (
     StreamHeader,
     byte_width,
-    check_level,
     compress,
     decompress,
     memory_refusal,
@@ -358,59 +358,30 @@ def _from_planes(
 
 
 @dataclass(frozen=True)
-class LabelCodec:
+class LabelCodec(CodecBase):
     """Lossless codec for label maps (bool, uint8, uint16 or uint32).
 
     The flattened (C-order) array, optionally XORed with its predecessor along axis 0, is cut
     into runs; run values (byte planes), short run lengths (uint8, 255 = escape) and long run
     lengths (uint32) are three zstd frames at ``level`` (1..22, default 9).
+    ``decode_with_values`` gives the distinct values when the runs tell them cheaply.
     """
 
     codec_id: ClassVar[str] = "medmask.labels"
-    level: int = 9
-
-    def __post_init__(self) -> None:
-        check_level(self.level, self.codec_id)
-
-    def get_config(self) -> dict[str, Any]:
-        """JSON-able configuration, including ``"id"``."""
-        return {"id": self.codec_id, "level": self.level}
+    kind: ClassVar[int] = KIND
 
     def encode(self, array: np.ndarray) -> bytes:
         """Encode a label array (any integer dtype with non-negative values, or bool)."""
         a, dtype = normalize_input(array, self.codec_id)
         return encode_stream(KIND, dtype, a.shape, a, self.level)
 
-    def decode(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        shape: tuple[int, ...] | None = None,
-        dtype: np.dtype[Any] | type | str | None = None,
-    ) -> np.ndarray:
-        """Decode a stream; ``shape``/``dtype`` are checked against its header first."""
-        return self._decode(data, shape, dtype, None)
-
-    def decode_with_values(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        shape: tuple[int, ...] | None = None,
-        dtype: np.dtype[Any] | type | str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Decode, and give the array's distinct values when the runs tell them cheaply
-        (else None)."""
-        present: list[np.ndarray | None] = []
-        return self._decode(data, shape, dtype, present), present[0]
-
     def _decode(
         self,
-        data: bytes | bytearray | memoryview,
+        buf: memoryview,
         shape: tuple[int, ...] | None,
         dtype: np.dtype[Any] | type | str | None,
         present: list[np.ndarray | None] | None,
     ) -> np.ndarray:
-        buf = memoryview(data).cast("B")
         h = read_header(buf, KIND, self.codec_id, shape, dtype)
         with memory_refusal(h.shape, h.dtype, self.codec_id):
             out = decode_body(

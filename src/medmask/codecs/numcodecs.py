@@ -1,7 +1,9 @@
-"""numcodecs adapters for the medmask codecs (``medmask.binary`` and ``medmask.labels``).
+"""numcodecs adapters for the medmask codecs: one class per codec of
+:data:`medmask.codecs.CODECS`, made by :func:`_adapter` (``medmask.edges``: :class:`EdgeMapCodec`,
+``medmask.labels``: :class:`LabelMapCodec`, ``medmask.binary``: :class:`BinaryMaskCodec`).
 
 Registered through the ``numcodecs.codecs`` entry points, so
-``numcodecs.get_codec({"id": "medmask.labels"})`` works once medmask is installed.
+``numcodecs.get_codec({"id": "medmask.edges"})`` works once medmask is installed.
 
 numcodecs codecs are byte-exact: ``decode(encode(buf))`` gives back the bytes of ``buf`` in its
 memory order (as a flat array of ``buf``'s dtype), and ``decode(..., out=)`` writes those bytes
@@ -13,19 +15,18 @@ the stream records the dtype (byte order included), so nothing is reinterpreted.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from numcodecs.abc import Codec as _NumcodecsCodec
 from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
 
-from medmask.codecs._binary import BinaryCodec
-from medmask.codecs._edges import EdgesCodec
-from medmask.codecs._labels import LabelCodec
+from medmask.codecs import CODECS, CodecBase
 from medmask.codecs._stream import coded_shape
 from medmask.errors import CodecError, CodecTypeError
 
-__all__ = ["BinaryMaskCodec", "LabelMapCodec"]
+__all__ = ["BinaryMaskCodec", "EdgeMapCodec", "LabelMapCodec", "adapter_for"]
 
 
 def _memory_order_array(buf: Any, codec_id: str) -> np.ndarray:
@@ -67,15 +68,15 @@ def _check_typed_out(target: np.ndarray, arr: np.ndarray, codec_id: str) -> None
 
 
 class _Adapter(_NumcodecsCodec):  # type: ignore[misc]
-    _impl: BinaryCodec | LabelCodec | EdgesCodec
+    """A medmask codec (``core``) as a numcodecs codec."""
+
+    codec_id: ClassVar[str]
+    core: ClassVar[type[CodecBase]]
+    _impl: CodecBase
 
     def __init__(self, level: int = 9) -> None:
-        self._impl = self._make(level)
+        self._impl = self.core(level=level)
         self.level = self._impl.level
-
-    @staticmethod
-    def _make(level: int) -> BinaryCodec | LabelCodec | EdgesCodec:
-        raise NotImplementedError
 
     def encode(self, buf: Any) -> bytes:
         """Encode an array (a chunk) or bytes-like object; shape and dtype go into the stream."""
@@ -124,31 +125,41 @@ class _Adapter(_NumcodecsCodec):  # type: ignore[misc]
         return f"{type(self).__name__}(level={self.level})"
 
 
-class BinaryMaskCodec(_Adapter):
-    """numcodecs codec ``medmask.binary`` (see :class:`medmask.codecs.BinaryCodec`)."""
-
-    codec_id = BinaryCodec.codec_id
-
-    @staticmethod
-    def _make(level: int) -> BinaryCodec:
-        return BinaryCodec(level=level)
-
-
-class LabelMapCodec(_Adapter):
-    """numcodecs codec ``medmask.labels`` (see :class:`medmask.codecs.LabelCodec`)."""
-
-    codec_id = LabelCodec.codec_id
-
-    @staticmethod
-    def _make(level: int) -> LabelCodec:
-        return LabelCodec(level=level)
+def _adapter(core: type[CodecBase], name: str) -> type[_Adapter]:
+    """The numcodecs class ``name`` of the codec ``core`` (pickled by its name in this module)."""
+    doc = f"numcodecs codec ``{core.codec_id}`` (see :class:`medmask.codecs.{core.__name__}`)."
+    attrs = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": doc,
+        "codec_id": core.codec_id,
+        "core": core,
+    }
+    return type(name, (_Adapter,), attrs)
 
 
-class EdgeMapCodec(_Adapter):
-    """numcodecs codec ``medmask.edges`` (see :class:`medmask.codecs.EdgesCodec`)."""
+#: The names the adapters were published under (numcodecs entry points and configs keep
+#: them); a codec not listed is named after its core class.
+_NAMES: Mapping[str, str] = {
+    "medmask.binary": "BinaryMaskCodec",
+    "medmask.labels": "LabelMapCodec",
+    "medmask.edges": "EdgeMapCodec",
+}
 
-    codec_id = EdgesCodec.codec_id
+#: codec_id -> numcodecs class, one per codec of :data:`medmask.codecs.CODECS`.
+_ADAPTERS: Mapping[str, type[_Adapter]] = {
+    codec_id: _adapter(core, _NAMES.get(codec_id, core.__name__))
+    for codec_id, core in CODECS.items()
+}
 
-    @staticmethod
-    def _make(level: int) -> EdgesCodec:
-        return EdgesCodec(level=level)
+BinaryMaskCodec = _ADAPTERS["medmask.binary"]
+LabelMapCodec = _ADAPTERS["medmask.labels"]
+EdgeMapCodec = _ADAPTERS["medmask.edges"]
+
+
+def adapter_for(codec_id: str) -> type[_Adapter]:
+    """The numcodecs class of the medmask codec ``codec_id``; :class:`CodecError` if none."""
+    cls = _ADAPTERS.get(codec_id)
+    if cls is None:
+        raise CodecError(f"Expected a codec id in {sorted(_ADAPTERS)}. Got {codec_id!r}.")
+    return cls

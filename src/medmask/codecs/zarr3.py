@@ -1,6 +1,8 @@
-"""Zarr v3 codecs: ``medmask.edges``, ``medmask.labels`` and ``medmask.binary`` (array ->
-bytes), and
-``medmask.select_label`` (array -> array: one label of a label map as a bool array).
+"""Zarr v3 codecs: one array -> bytes serializer per codec of :data:`medmask.codecs.CODECS`,
+made by :func:`_serializer` (``medmask.edges``: :class:`EdgesCodec`, ``medmask.labels``:
+:class:`LabelsCodec`, ``medmask.binary``: :class:`BinaryCodec`; :func:`adapter_for` finds
+one by codec id), and ``medmask.select_label`` (array -> array: one label of a label map as a
+bool array).
 
 Registered under the ``zarr.codecs`` entry point group, so a fresh process can open arrays
 that use them without any registration call::
@@ -17,6 +19,7 @@ are never cast. Needs the ``zarr`` extra.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,10 +29,7 @@ from zarr.core.array_spec import ArraySpec
 from zarr.core.common import parse_named_configuration
 from zarr.core.dtype import get_data_type_from_native_dtype
 
-from medmask.codecs import peek_stream
-from medmask.codecs._binary import BinaryCodec as _BinaryCore
-from medmask.codecs._edges import EdgesCodec as _EdgesCore
-from medmask.codecs._labels import LabelCodec as _LabelsCore
+from medmask.codecs import CODECS, CodecBase, peek_stream
 from medmask.codecs._stream import check_level, coded_shape, is_supported_dtype, value_max
 from medmask.errors import CodecError, CodecTypeError
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from zarr.core.chunk_grids import ChunkGrid
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
 
-__all__ = ["BinaryCodec", "EdgesCodec", "LabelsCodec", "SelectLabelCodec"]
+__all__ = ["BinaryCodec", "EdgesCodec", "LabelsCodec", "SelectLabelCodec", "adapter_for"]
 
 
 def _check_dtype(dtype: np.dtype[Any], name: str) -> None:
@@ -99,7 +99,7 @@ class _ArrayBytes(ArrayBytesCodec):
     """Shared body of the medmask array -> bytes codecs: ``core`` at ``level``."""
 
     is_fixed_size = False
-    core: ClassVar[type[_BinaryCore | _LabelsCore | _EdgesCore]]
+    core: ClassVar[type[CodecBase]]
     codec_name: ClassVar[str]
     level: int = 9
 
@@ -116,7 +116,7 @@ class _ArrayBytes(ArrayBytesCodec):
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.codec_name, "configuration": {"level": self.level}}
 
-    def _core(self) -> _BinaryCore | _LabelsCore | _EdgesCore:
+    def _core(self) -> CodecBase:
         return self.core(level=self.level)
 
     def validate(
@@ -154,28 +154,43 @@ class _ArrayBytes(ArrayBytesCodec):
         raise NotImplementedError(f"{self.codec_name} streams have a variable size")
 
 
-@dataclass(frozen=True)
-class LabelsCodec(_ArrayBytes):
-    """``medmask.labels`` as a zarr v3 serializer (run-length coded label maps)."""
+def _serializer(core: type[CodecBase], name: str) -> type[_ArrayBytes]:
+    """The zarr v3 serializer class ``name`` of the codec ``core`` (pickled by its name in this
+    module)."""
+    see = f":class:`medmask.codecs.{core.__name__}`"
+    doc = f"``{core.codec_id}`` as a zarr v3 serializer (see {see})."
+    attrs = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": doc,
+        "core": core,
+        "codec_name": core.codec_id,
+    }
+    return dataclass(frozen=True)(type(name, (_ArrayBytes,), attrs))
 
-    core = _LabelsCore
-    codec_name: ClassVar[str] = _LabelsCore.codec_id
+
+#: The names the serializers were published under (zarr entry points keep them); a codec not
+#: listed is named after its core class.
+_NAMES: Mapping[str, str] = {"medmask.labels": "LabelsCodec"}
+
+#: codec_id -> zarr v3 serializer class, one per codec of :data:`medmask.codecs.CODECS`.
+_SERIALIZERS: Mapping[str, type[_ArrayBytes]] = {
+    codec_id: _serializer(core, _NAMES.get(codec_id, core.__name__))
+    for codec_id, core in CODECS.items()
+}
+
+BinaryCodec = _SERIALIZERS["medmask.binary"]
+LabelsCodec = _SERIALIZERS["medmask.labels"]
+EdgesCodec = _SERIALIZERS["medmask.edges"]
 
 
-@dataclass(frozen=True)
-class EdgesCodec(_ArrayBytes):
-    """``medmask.edges`` as a zarr v3 serializer (row edges predicted slice to slice)."""
-
-    core = _EdgesCore
-    codec_name: ClassVar[str] = _EdgesCore.codec_id
-
-
-@dataclass(frozen=True)
-class BinaryCodec(_ArrayBytes):
-    """``medmask.binary`` as a zarr v3 serializer (bit-packed binary masks)."""
-
-    core = _BinaryCore
-    codec_name: ClassVar[str] = _BinaryCore.codec_id
+def adapter_for(codec_id: str) -> type[_ArrayBytes]:
+    """The zarr v3 serializer class of the medmask codec ``codec_id`` (e.g. for
+    ``"medmask.labels"``, :class:`LabelsCodec`); :class:`CodecError` if there is none."""
+    cls = _SERIALIZERS.get(codec_id)
+    if cls is None:
+        raise CodecError(f"Expected a codec id in {sorted(_SERIALIZERS)}. Got {codec_id!r}.")
+    return cls
 
 
 @dataclass(frozen=True)

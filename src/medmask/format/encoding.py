@@ -14,7 +14,15 @@ import numpy as np
 import numpy.typing as npt
 
 from .._version import __version__
-from ..codecs import CODEC_KINDS, Codec, choose_codec, get_codec, peek_stream
+from ..codecs import (
+    CODEC_KINDS,
+    Codec,
+    DecodesInto,
+    EncodesWithStats,
+    choose_codec,
+    get_codec,
+    peek_stream,
+)
 from ..config import get as get_config
 from ..config import max_bytes_limit, max_voxels_limit
 from ..errors import (
@@ -162,15 +170,14 @@ def encode_mask(
         created_by=f"medmask {__version__}",
     )
     boxes = [descriptor.chunk_box(i) for i in range(descriptor.n_chunks)]
-    with_stats = getattr(coder, "encode_with_stats", None)
 
     def encode_one(box: Roi) -> tuple[bytes, Any]:
         block = data[box]
         if not block.any():
             return b"", []
-        if with_stats is None:
-            return coder.encode(np.ascontiguousarray(block)), None
-        return with_stats(np.ascontiguousarray(block))  # type: ignore[no-any-return]
+        if isinstance(coder, EncodesWithStats):
+            return coder.encode_with_stats(np.ascontiguousarray(block))
+        return coder.encode(np.ascontiguousarray(block)), None
 
     encoded = _parallel_map(encode_one, boxes, data.nbytes)
     streams = [stream for stream, _ in encoded]
@@ -411,7 +418,7 @@ def decode_region(
         raise FormatError(f"{name}: cannot decode: {exc}") from None
     touched = descriptor.chunks_in(roi)
     stored = [c for c in touched if int(index["length"][c]) > 0]
-    if hasattr(codec, "decode_into"):
+    if isinstance(codec, DecodesInto):
         out = _region_array(descriptor, roi, touched, stored)
         return _decode_into_region(
             codec, descriptor, index, roi, streams, stored, name, present, out
@@ -434,7 +441,7 @@ def decode_region(
 
 
 def _decode_into_region(
-    codec: Any,
+    codec: DecodesInto,
     descriptor: MaskDescriptor,
     index: npt.NDArray[Any],
     roi: Roi,
