@@ -12,7 +12,7 @@ from zarr.core.sync import sync
 from zarr.errors import ContainsArrayAndGroupError, ContainsArrayError, ContainsGroupError
 
 from ..codecs import choose_codec
-from ..codecs.zarr3 import BinaryCodec, EdgesCodec, LabelsCodec, SelectLabelCodec
+from ..codecs.zarr3 import SelectLabelCodec, adapter_for
 from ..dtypes import bit_depth_of_name
 from ..errors import InvalidTypeError, InvalidValueError, MaskFileExistsError, MedmaskError
 from ..format.descriptor import parse_chunks
@@ -22,13 +22,8 @@ from ..mask import SegmentationMask
 from ..values import label_stats
 from .layout import LAYOUT_VERSION, space_attributes, space_from_attributes
 
-__all__ = ["SELECT_LABEL", "ZARR_SERIALIZERS", "from_zarr", "to_zarr"]
+__all__ = ["SELECT_LABEL", "from_zarr", "to_zarr"]
 
-# The medmask codecs as zarr sees them, in one place until the codec registry provides them.
-#: The zarr serializer class of each medmask codec id.
-ZARR_SERIALIZERS: dict[str, type[BinaryCodec | LabelsCodec | EdgesCodec]] = {
-    c.codec_name: c for c in (BinaryCodec, LabelsCodec, EdgesCodec)
-}
 #: The array -> array codec that shows one label of a label map as a bool array.
 SELECT_LABEL: str = SelectLabelCodec.codec_name
 
@@ -96,7 +91,7 @@ def to_zarr(
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
     chunk_shape = parse_chunks(chunks, mask.shape, mask.dtype.itemsize)
     core = choose_codec(mask.data, level=level)
-    serializer = ZARR_SERIALIZERS[core.codec_id](level=core.get_config()["level"])
+    serializer = adapter_for(core.codec_id)(level=core.get_config()["level"])
     if isinstance(store_or_url, str | os.PathLike):
         path = local_path(store_or_url, storage_options)  # a file:// URL too
         store: Any = (
