@@ -349,7 +349,7 @@ def test_failed_os_call_keeps_old_file(
     existing: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch, func: str
 ) -> None:
     path, old = existing
-    monkeypatch.setattr(medmask.io.os, func, _boom)
+    monkeypatch.setattr(medmask.io._write.os, func, _boom)
     with pytest.raises(OSError, match="disk on fire"):
         save_mask(make_mask(seed=2), path)
     monkeypatch.undo()
@@ -1020,7 +1020,7 @@ def test_head_cache_ranges() -> None:
 
 def test_head_cache_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("medmask.io.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("medmask.io._cache.time.monotonic", lambda: now[0])
     cache = medmask.io.HeadCache()
     cache.enable(4, ttl=5.0)
     cache.put(("t", "a"), b"x")

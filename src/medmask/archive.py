@@ -74,8 +74,8 @@ from .io import (
     read_ranges_after_head,
     storage_error,
     write_atomic,
+    write_local_atomic,
 )
-from .io import _write_local_atomic as write_local_atomic
 from .mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
 from .mask import SegmentationMask
 from .reader import Directory, RecoveryReport, RecoveryWarning, newer_directories, read_directory
