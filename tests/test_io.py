@@ -1041,6 +1041,96 @@ def test_head_cache_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (cache.get(("t", "b")), cache.get(("t", "c"))) == (b"b", b"c")
 
 
+def _untouched(cache: medmask.io.HeadCache) -> bool:
+    """No entry kept and never asked (:meth:`HeadCache.get` would count a miss)."""
+    return (cache.hits, cache.misses) == (0, 0) and not cache._entries
+
+
+def test_a_head_cache_passed_in_is_the_one_used(
+    memory_fs: Any, mask: SegmentationMask, s3: BucketFixture
+) -> None:
+    """Every reader and writer that consults the head cache takes ``cache=``: a private
+    HeadCache given there gets the heads and ranges, the process's head_cache none of them."""
+    from medmask.reader import read_directory, read_directory_async
+
+    medmask.io.head_cache.enable()  # on: any use of it would show
+    mine = medmask.io.HeadCache()
+    mine.enable()
+    url, other = "memory://c/m.msk", "memory://c/n.msk"
+    save_mask(mask, url)
+    save_mask(mask, other)
+
+    source = open_source(url, cache=mine)
+    key = source.cache_key  # type: ignore[attr-defined]
+    assert source.cache is mine  # type: ignore[attr-defined]
+    directory = read_directory(source)  # the source's own cache
+    assert mine.get(key) == directory.head
+    assert source.read_ranges([(0, 8), (HEAD_GUESS, HEAD_GUESS + 8)]) == [
+        directory.head[:8],
+        b"",
+    ]
+    assert mine.get_range(key, 0, 8) == directory.head[:8]
+    hits = mine.hits
+    default_source = open_source(url)  # reads through head_cache, but is given mine
+    assert read_directory(default_source, cache=mine).head == directory.head
+    assert mine.hits == hits + 1  # the head came from mine, no read
+
+    assert read_heads([url, other], cache=mine) == [directory.head, bytes(directory.head)]
+    other_key = open_source(other).cache_key  # type: ignore[attr-defined]
+    assert mine.get(other_key) == directory.head  # fetched by read_heads, kept in mine
+
+    async def read_async() -> bytes:
+        reader = medmask.io.open_source_async(url, cache=mine)
+        assert (await read_directory_async(reader, cache=mine)).head == directory.head
+        return await reader.read(0, 8)
+
+    assert asyncio.run(read_async()) == directory.head[:8]
+    assert _untouched(medmask.io.head_cache)
+
+    medmask.io.write_atomic(url, [b"new"], cache=mine)  # drops what mine kept of it
+    assert mine.get(key) is None
+    assert mine.get_range(key, 0, 8) is None
+    assert mine.get(other_key) == directory.head
+    assert _untouched(medmask.io.head_cache)
+
+    # an async filesystem (AsyncFsspecSource) reads through the cache it was opened with
+    s3.fs.pipe_file(s3.path("d.bin"), DATA)
+
+    async def read_s3() -> list[bytes]:
+        reader = medmask.io.open_source_async(
+            s3.url("d.bin"), _fresh(s3.storage_options), cache=mine
+        )
+        assert isinstance(reader, medmask.io.AsyncFsspecSource)
+        try:
+            return [await reader.read(10, 20) for _ in range(2)]
+        finally:
+            await _close(reader)
+
+    s3.log.clear()
+    assert asyncio.run(read_s3()) == [DATA[10:20]] * 2
+    assert len(s3.log.requests) == 1  # the second read came from mine
+    assert _untouched(medmask.io.head_cache)
+
+
+def test_the_default_head_cache_is_used_without_cache(
+    memory_fs: Any, mask: SegmentationMask
+) -> None:
+    """``cache=None`` (the default) everywhere means the process's head_cache."""
+    from medmask.reader import read_directory
+
+    medmask.io.head_cache.enable()
+    url = "memory://c/m.msk"
+    save_mask(mask, url)
+    source = open_source(url)
+    assert source.cache is medmask.io.head_cache  # type: ignore[attr-defined]
+    directory = read_directory(source)
+    key = source.cache_key  # type: ignore[attr-defined]
+    assert medmask.io.head_cache.get(key) == directory.head
+    assert read_heads([url]) == [directory.head]
+    medmask.io.write_atomic(url, [b"new"])
+    assert medmask.io.head_cache.get(key) is None
+
+
 # --- names, suffixes, whole reads --------------------------------------------------------------
 
 
