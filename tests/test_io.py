@@ -1382,6 +1382,50 @@ def test_local_lock(tmp_path: Path) -> None:
     again.release()
 
 
+def test_local_file_under_its_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The locked file's positioned reads and writes: short ``os.pwrite`` calls are
+    continued, and an OSError is a StorageError naming the file."""
+    path = tmp_path / "a.mska"
+    path.write_bytes(b"0123456789")
+    lock = medmask.io.LocalLock.acquire(str(path), 1.0)
+    assert lock is not None
+    file = lock.file
+    assert (file.path, file.fd) == (str(path), lock.fd)
+    assert file.size() == 10
+    assert file.pread(2, 3) == b"234"
+    assert file.pread(8, 5) == b"89"  # fewer at the end
+    real, calls = os.pwrite, []
+
+    def short_pwrite(fd: int, data: Any, offset: int) -> int:
+        calls.append(offset)
+        return real(fd, bytes(data[:2]), offset)  # two bytes per call
+
+    monkeypatch.setattr(os, "pwrite", short_pwrite)
+    file.pwrite(b"abcde", 8)
+    monkeypatch.undo()
+    assert calls == [8, 10, 12]
+    file.fsync()
+    assert path.read_bytes() == b"01234567abcde"
+    assert file.size() == 13
+    name = re.escape(str(path))
+    monkeypatch.setattr(os, "fsync", _boom)
+    with pytest.raises(medmask.StorageError, match=f"^{name}: flushing to disk failed \\(OSE"):
+        file.fsync()
+    monkeypatch.undo()
+    lock.release()  # the file's descriptor is the lock's: every call fails now
+    assert file.fd == -1
+    failures = [
+        (file.size, (), "reading the size of"),
+        (file.pread, (0, 1), "reading"),
+        (file.pwrite, (b"x", 0), "writing"),
+        (file.fsync, (), "flushing to disk"),
+    ]
+    for call, args, doing in failures:
+        with pytest.raises(medmask.StorageError) as info:
+            call(*args)
+        assert str(info.value) == f"{path}: {doing} failed (its lock was released)."
+
+
 def test_local_lock_follows_a_replaced_file(tmp_path: Path) -> None:
     import threading
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -72,7 +71,6 @@ from .io import (
     open_source,
     read_all,
     read_ranges_after_head,
-    storage_error,
     write_atomic,
     write_local_atomic,
 )
@@ -410,7 +408,7 @@ class MaskArchive:
 
     def _current_slot_bytes(self) -> bytes:
         if self._lock is not None:
-            return os.pread(self._lock.fd, SLOTS_SIZE, 0)
+            return self._lock.file.pread(0, SLOTS_SIZE)
         if self._source is not None:
             return self._source.read(0, SLOTS_SIZE)
         source = open_source(self._target, self._options)
@@ -995,40 +993,37 @@ class MaskArchive:
         assert self._lock is not None
         assert self._header is not None
         self._check_unchanged()
-        fd, name = self._lock.fd, self._name
-        try:
-            end = os.fstat(fd).st_size
-            placed, payload = self._layout(self._pending, end)
-            _pwrite(fd, b"".join(payload), end)
-            new_end = end + sum(len(p) for p in payload)
-            regions = usable_regions(self._directory, end)
-            directory = replace(
-                self._directory, members=(*self._directory.members, *placed), regions=regions
-            )
-            meta, flags, index, _ = directory_bytes(directory)
-            size = len(meta) + len(index)
-            active = (
-                self._header.metadata_offset,
-                self._header.index_offset + self._header.index_length,
-            )
-            target = next(
-                (
-                    start
-                    for start, cap in regions
-                    if size <= cap and (start + cap <= active[0] or start >= active[1])
-                ),
-                new_end,
-            )
-            _pwrite(fd, meta + index, target)
-            os.fsync(fd)
-            slot = 1 - self._slot
-            generation = max(self._max_generation, self._header.generation) + 1
-            header = slot_header(generation, target, meta, flags, target + len(meta), index)
-            _pwrite(fd, header.pack(), slot * HEADER_SIZE)
-            os.fsync(fd)
-            slots = os.pread(fd, SLOTS_SIZE, 0)
-        except OSError as exc:
-            raise storage_error(exc, name, "appending") from exc
+        file = self._lock.file
+        end = file.size()
+        placed, payload = self._layout(self._pending, end)
+        file.pwrite(b"".join(payload), end)
+        new_end = end + sum(len(p) for p in payload)
+        regions = usable_regions(self._directory, end)
+        directory = replace(
+            self._directory, members=(*self._directory.members, *placed), regions=regions
+        )
+        meta, flags, index, _ = directory_bytes(directory)
+        size = len(meta) + len(index)
+        active = (
+            self._header.metadata_offset,
+            self._header.index_offset + self._header.index_length,
+        )
+        target = next(
+            (
+                start
+                for start, cap in regions
+                if size <= cap and (start + cap <= active[0] or start >= active[1])
+            ),
+            new_end,
+        )
+        file.pwrite(meta + index, target)
+        file.fsync()
+        slot = 1 - self._slot
+        generation = max(self._max_generation, self._header.generation) + 1
+        header = slot_header(generation, target, meta, flags, target + len(meta), index)
+        file.pwrite(header.pack(), slot * HEADER_SIZE)
+        file.fsync()
+        slots = file.pread(0, SLOTS_SIZE)
         self._after_write(directory, header, slot, slots)
 
     def flush(self) -> None:
@@ -1096,10 +1091,3 @@ class MemberArray(StoredArray):
 
     def __repr__(self) -> str:
         return f"MemberArray({self.name!r}, shape={self.shape}, dtype={self.dtype})"
-
-
-def _pwrite(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written

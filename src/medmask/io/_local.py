@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..errors import LockTimeoutError, MaskFileNotFoundError
+from ..errors import LockTimeoutError, MaskFileNotFoundError, StorageError
 from ._errors import storage_error, translated
 
 try:
@@ -72,7 +72,7 @@ class LocalLock:
     @property
     def file(self) -> LocalFile:
         """The locked file, for positioned reads and writes while the lock is held."""
-        return LocalFile(self.path, self.fd)
+        return LocalFile(self)
 
     def is_current(self) -> bool:
         """Whether ``path`` still names the locked file (not replaced or deleted)."""
@@ -94,33 +94,49 @@ class LocalLock:
 
 
 class LocalFile:
-    """Positioned reads and writes on an open local file descriptor (not closed here: its
-    :class:`LocalLock` owns it). An ``OSError`` becomes medmask's storage error naming ``path``.
+    """Positioned reads and writes on a locked local file, through its lock's descriptor (so
+    they fail, rather than reach another file, once the lock is released). An ``OSError``
+    becomes medmask's storage error naming the file.
     """
 
-    def __init__(self, path: str, fd: int) -> None:
-        self.path, self.fd = path, fd
+    def __init__(self, lock: LocalLock) -> None:
+        self._lock = lock
+
+    @property
+    def path(self) -> str:
+        """The file's path."""
+        return self._lock.path
+
+    @property
+    def fd(self) -> int:
+        """The lock's descriptor (-1 once released)."""
+        return self._lock.fd
+
+    def _held(self, doing: str) -> int:
+        if self._lock.fd < 0:
+            raise StorageError(f"{self.path}: {doing} failed (its lock was released).")
+        return self._lock.fd
 
     def size(self) -> int:
         """The file's current size in bytes."""
         try:
-            return os.fstat(self.fd).st_size
+            return os.fstat(self._held("reading the size of")).st_size
         except OSError as exc:
             raise storage_error(exc, self.path, "reading the size of") from exc
 
     def pread(self, offset: int, n: int) -> bytes:
         """Up to ``n`` bytes from ``offset`` (fewer at the end of the file)."""
         try:
-            return os.pread(self.fd, n, offset)
+            return os.pread(self._held("reading"), n, offset)
         except OSError as exc:
             raise storage_error(exc, self.path, "reading") from exc
 
     def pwrite(self, data: bytes, offset: int) -> None:
         """Write all of ``data`` at ``offset`` (``os.pwrite`` may write less per call)."""
-        view, position = memoryview(data), offset
+        fd, view, position = self._held("writing"), memoryview(data), offset
         try:
             while view:
-                written = os.pwrite(self.fd, view, position)
+                written = os.pwrite(fd, view, position)
                 view, position = view[written:], position + written
         except OSError as exc:
             raise storage_error(exc, self.path, "writing") from exc
@@ -128,6 +144,6 @@ class LocalFile:
     def fsync(self) -> None:
         """Flush the file's data to disk."""
         try:
-            os.fsync(self.fd)
+            os.fsync(self._held("flushing to disk"))
         except OSError as exc:
             raise storage_error(exc, self.path, "flushing to disk") from exc
