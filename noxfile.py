@@ -249,7 +249,7 @@ MUTATION_GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "io": (
-        ["src/medmask/io.py"],
+        ["src/medmask/io/*"],
         [
             "tests/test_io.py",
             "tests/test_latency.py",
