@@ -249,7 +249,7 @@ MUTATION_GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "io": (
-        ["src/medmask/io.py"],
+        ["src/medmask/io/*"],
         [
             "tests/test_io.py",
             "tests/test_latency.py",
@@ -260,7 +260,7 @@ MUTATION_GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "zarr": (
-        ["src/medmask/zarr_store.py"],
+        ["src/medmask/zarr_store/*"],
         ["tests/test_zarr_store.py", "tests/test_zarr_remote.py"],
     ),
     "cohort": (

@@ -45,23 +45,23 @@ def install_kill_point(step: str) -> None:
     """Make the next commit SIGKILL this process at ``step`` (see :data:`KILL_STEPS`)."""
     import signal
 
-    import medmask.archive._commit as archive_module
+    from medmask.io import LocalFile
 
     writes = {"n": 0}
     fsyncs = {"n": 0}
-    real_pwrite = archive_module._pwrite
+    real_pwrite = LocalFile.pwrite
     real_fsync = os.fsync
 
     def die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def pwrite(fd: int, data: bytes, offset: int) -> None:
+    def pwrite(self: LocalFile, data: bytes, offset: int) -> None:
         kind = ("payload", "directory", "slot")[writes["n"]]
         writes["n"] += 1
         if step == f"mid-{kind}":
-            real_pwrite(fd, data[: max(1, len(data) // 3)], offset)
+            real_pwrite(self, data[: max(1, len(data) // 3)], offset)
             die()
-        real_pwrite(fd, data, offset)
+        real_pwrite(self, data, offset)
         if step == f"after-{kind}":
             die()
 
@@ -71,7 +71,7 @@ def install_kill_point(step: str) -> None:
         if step == ("after-first-fsync", "after-second-fsync")[fsyncs["n"] - 1]:
             die()
 
-    archive_module._pwrite = pwrite  # type: ignore[assignment]
+    LocalFile.pwrite = pwrite  # type: ignore[method-assign]
     os.fsync = fsync
 
 

@@ -349,7 +349,7 @@ def test_failed_os_call_keeps_old_file(
     existing: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch, func: str
 ) -> None:
     path, old = existing
-    monkeypatch.setattr(medmask.io.os, func, _boom)
+    monkeypatch.setattr(medmask.io._write.os, func, _boom)
     with pytest.raises(OSError, match="disk on fire"):
         save_mask(make_mask(seed=2), path)
     monkeypatch.undo()
@@ -1020,7 +1020,7 @@ def test_head_cache_ranges() -> None:
 
 def test_head_cache_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("medmask.io.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("medmask.io._cache.time.monotonic", lambda: now[0])
     cache = medmask.io.HeadCache()
     cache.enable(4, ttl=5.0)
     cache.put(("t", "a"), b"x")
@@ -1039,6 +1039,96 @@ def test_head_cache_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache.get(("t", "a")) is None  # stale: removed, it no longer takes a place
     cache.put(("t", "c"), b"c")
     assert (cache.get(("t", "b")), cache.get(("t", "c"))) == (b"b", b"c")
+
+
+def _untouched(cache: medmask.io.HeadCache) -> bool:
+    """No entry kept and never asked (:meth:`HeadCache.get` would count a miss)."""
+    return (cache.hits, cache.misses) == (0, 0) and not cache._entries
+
+
+def test_a_head_cache_passed_in_is_the_one_used(
+    memory_fs: Any, mask: SegmentationMask, s3: BucketFixture
+) -> None:
+    """Every reader and writer that consults the head cache takes ``cache=``: a private
+    HeadCache given there gets the heads and ranges, the process's head_cache none of them."""
+    from medmask.reader import read_directory, read_directory_async
+
+    medmask.io.head_cache.enable()  # on: any use of it would show
+    mine = medmask.io.HeadCache()
+    mine.enable()
+    url, other = "memory://c/m.msk", "memory://c/n.msk"
+    save_mask(mask, url)
+    save_mask(mask, other)
+
+    source = open_source(url, cache=mine)
+    key = source.cache_key  # type: ignore[attr-defined]
+    assert source.cache is mine  # type: ignore[attr-defined]
+    directory = read_directory(source)  # the source's own cache
+    assert mine.get(key) == directory.head
+    assert source.read_ranges([(0, 8), (HEAD_GUESS, HEAD_GUESS + 8)]) == [
+        directory.head[:8],
+        b"",
+    ]
+    assert mine.get_range(key, 0, 8) == directory.head[:8]
+    hits = mine.hits
+    default_source = open_source(url)  # reads through head_cache, but is given mine
+    assert read_directory(default_source, cache=mine).head == directory.head
+    assert mine.hits == hits + 1  # the head came from mine, no read
+
+    assert read_heads([url, other], cache=mine) == [directory.head, bytes(directory.head)]
+    other_key = open_source(other).cache_key  # type: ignore[attr-defined]
+    assert mine.get(other_key) == directory.head  # fetched by read_heads, kept in mine
+
+    async def read_async() -> bytes:
+        reader = medmask.io.open_source_async(url, cache=mine)
+        assert (await read_directory_async(reader, cache=mine)).head == directory.head
+        return await reader.read(0, 8)
+
+    assert asyncio.run(read_async()) == directory.head[:8]
+    assert _untouched(medmask.io.head_cache)
+
+    medmask.io.write_atomic(url, [b"new"], cache=mine)  # drops what mine kept of it
+    assert mine.get(key) is None
+    assert mine.get_range(key, 0, 8) is None
+    assert mine.get(other_key) == directory.head
+    assert _untouched(medmask.io.head_cache)
+
+    # an async filesystem (AsyncFsspecSource) reads through the cache it was opened with
+    s3.fs.pipe_file(s3.path("d.bin"), DATA)
+
+    async def read_s3() -> list[bytes]:
+        reader = medmask.io.open_source_async(
+            s3.url("d.bin"), _fresh(s3.storage_options), cache=mine
+        )
+        assert isinstance(reader, medmask.io.AsyncFsspecSource)
+        try:
+            return [await reader.read(10, 20) for _ in range(2)]
+        finally:
+            await _close(reader)
+
+    s3.log.clear()
+    assert asyncio.run(read_s3()) == [DATA[10:20]] * 2
+    assert len(s3.log.requests) == 1  # the second read came from mine
+    assert _untouched(medmask.io.head_cache)
+
+
+def test_the_default_head_cache_is_used_without_cache(
+    memory_fs: Any, mask: SegmentationMask
+) -> None:
+    """``cache=None`` (the default) everywhere means the process's head_cache."""
+    from medmask.reader import read_directory
+
+    medmask.io.head_cache.enable()
+    url = "memory://c/m.msk"
+    save_mask(mask, url)
+    source = open_source(url)
+    assert source.cache is medmask.io.head_cache  # type: ignore[attr-defined]
+    directory = read_directory(source)
+    key = source.cache_key  # type: ignore[attr-defined]
+    assert medmask.io.head_cache.get(key) == directory.head
+    assert read_heads([url]) == [directory.head]
+    medmask.io.write_atomic(url, [b"new"])
+    assert medmask.io.head_cache.get(key) is None
 
 
 # --- names, suffixes, whole reads --------------------------------------------------------------
@@ -1290,6 +1380,50 @@ def test_local_lock(tmp_path: Path) -> None:
     path.write_bytes(b"new")
     assert not again.is_current()  # another file under that name
     again.release()
+
+
+def test_local_file_under_its_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The locked file's positioned reads and writes: short ``os.pwrite`` calls are
+    continued, and an OSError is a StorageError naming the file."""
+    path = tmp_path / "a.mska"
+    path.write_bytes(b"0123456789")
+    lock = medmask.io.LocalLock.acquire(str(path), 1.0)
+    assert lock is not None
+    file = lock.file
+    assert (file.path, file.fd) == (str(path), lock.fd)
+    assert file.size() == 10
+    assert file.pread(2, 3) == b"234"
+    assert file.pread(8, 5) == b"89"  # fewer at the end
+    real, calls = os.pwrite, []
+
+    def short_pwrite(fd: int, data: Any, offset: int) -> int:
+        calls.append(offset)
+        return real(fd, bytes(data[:2]), offset)  # two bytes per call
+
+    monkeypatch.setattr(os, "pwrite", short_pwrite)
+    file.pwrite(b"abcde", 8)
+    monkeypatch.undo()
+    assert calls == [8, 10, 12]
+    file.fsync()
+    assert path.read_bytes() == b"01234567abcde"
+    assert file.size() == 13
+    name = re.escape(str(path))
+    monkeypatch.setattr(os, "fsync", _boom)
+    with pytest.raises(medmask.StorageError, match=f"^{name}: flushing to disk failed \\(OSE"):
+        file.fsync()
+    monkeypatch.undo()
+    lock.release()  # the file's descriptor is the lock's: every call fails now
+    assert file.fd == -1
+    failures = [
+        (file.size, (), "reading the size of"),
+        (file.pread, (0, 1), "reading"),
+        (file.pwrite, (b"x", 0), "writing"),
+        (file.fsync, (), "flushing to disk"),
+    ]
+    for call, args, doing in failures:
+        with pytest.raises(medmask.StorageError) as info:
+            call(*args)
+        assert str(info.value) == f"{path}: {doing} failed (its lock was released)."
 
 
 def test_local_lock_follows_a_replaced_file(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from .format.mska import (
     valid_slots,
 )
 from .format.sniff import MAGIC_MSK, ContainerKind, container_kind
-from .io import HEAD_GUESS, AsyncByteSource, ByteSource, head_cache, split_by_head
+from .io import HEAD_GUESS, AsyncByteSource, ByteSource, HeadCache, head_cache, split_by_head
 
 __all__ = [
     "Directory",
@@ -414,20 +414,41 @@ def _drive(source: ByteSource, steps: Generator[Ranges, list[bytes], _T]) -> _T:
         return result
 
 
+def _head_cache(
+    source: ByteSource | AsyncByteSource, cache: HeadCache | bool | None
+) -> HeadCache | None:
+    """The cache of ``source``'s head: ``cache`` itself, none for ``False``, else the one the
+    source reads through (``open_source(..., cache=)``), else the process's ``head_cache``."""
+    if isinstance(cache, HeadCache):
+        return cache
+    if cache is False:
+        return None
+    own = getattr(source, "cache", None)
+    return own if isinstance(own, HeadCache) else head_cache
+
+
 def _cached_directory_steps(
-    name: str, key: Any, kind: Kind | None, recover: bool, head: bytes | None
+    name: str,
+    key: Any,
+    kind: Kind | None,
+    recover: bool,
+    head: bytes | None,
+    cache: HeadCache | None,
 ) -> Generator[Ranges, list[bytes], Directory]:
-    """:func:`directory_steps` from ``head`` or the cached head of ``key``; one that turns out
-    stale is dropped and the file read afresh. The head read is cached."""
-    first = head if head is not None else head_cache.get(key)
+    """:func:`directory_steps` from ``head`` or the head of ``key`` kept in ``cache`` (None:
+    no cache); one that turns out stale is dropped and the file read afresh. The head read is
+    kept."""
+    first = head if head is not None or cache is None else cache.get(key)
     try:
         directory = yield from directory_steps(name, kind=kind, recover=recover, head=first)
     except FormatError:
         if first is None:
             raise
-        head_cache.drop(key)
+        if cache is not None:
+            cache.drop(key)
         directory = yield from directory_steps(name, kind=kind, recover=recover)
-    head_cache.put(key, directory.head)
+    if cache is not None:
+        cache.put(key, directory.head)
     return directory
 
 
@@ -437,25 +458,35 @@ def read_directory(
     kind: Kind | None = None,
     recover: bool = False,
     head: bytes | None = None,
-    cache: bool = True,
+    cache: HeadCache | bool | None = None,
 ) -> Directory:
     """Read a file's directory with blocking reads (usually one request; none when ``head``,
-    the file's first :data:`HEAD_GUESS` bytes, is given or :data:`head_cache` holds them).
+    the file's first :data:`HEAD_GUESS` bytes, is given or the head cache holds them).
 
-    A given or cached head that turns out stale is dropped and the file read afresh;
-    ``cache=False`` (writers) neither uses nor fills the cache.
+    ``cache`` is the :class:`~medmask.io.HeadCache` to use; None (or True) means the one the
+    source reads through, which is :data:`~medmask.io.head_cache` unless the source was
+    opened with another. A given or cached head that turns out stale is dropped and the file
+    read afresh; ``cache=False`` (writers) neither uses nor fills a cache.
     """
-    key = getattr(source, "cache_key", None) if cache else None
-    return _drive(source, _cached_directory_steps(source.name, key, kind, recover, head))
+    kept = _head_cache(source, cache)
+    key = getattr(source, "cache_key", None)
+    steps = _cached_directory_steps(source.name, key, kind, recover, head, kept)
+    return _drive(source, steps)
 
 
 async def read_directory_async(
-    source: AsyncByteSource, *, kind: Kind | None = None, recover: bool = False
+    source: AsyncByteSource,
+    *,
+    kind: Kind | None = None,
+    recover: bool = False,
+    cache: HeadCache | None = None,
 ) -> Directory:
     """Read a file's directory with an async byte source (never blocks the event loop);
-    :data:`head_cache` as for :func:`read_directory`."""
+    ``cache`` as for :func:`read_directory`."""
     key = getattr(source, "cache_key", None)
-    steps = _cached_directory_steps(source.name, key, kind, recover, None)
+    steps = _cached_directory_steps(
+        source.name, key, kind, recover, None, _head_cache(source, cache)
+    )
     try:
         request = next(steps)
         while True:

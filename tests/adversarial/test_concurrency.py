@@ -178,19 +178,17 @@ def test_failed_append_leaves_the_handle_usable(
     base: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 7: a failed commit must not leave the member pending (every later add failing)."""
-    import medmask.archive._commit as archive_module
-
     calls = {"n": 0}
-    real = archive_module._pwrite
+    real = os.pwrite
 
-    def failing_pwrite(fd: int, data: bytes, offset: int) -> None:
+    def failing_pwrite(fd: int, data: Any, offset: int) -> int:
         calls["n"] += 1
         if calls["n"] == 1:
             raise OSError(28, "No space left on device")
-        real(fd, data, offset)
+        return real(fd, data, offset)
 
     with MaskArchive(base, "a") as archive:
-        monkeypatch.setattr(archive_module, "_pwrite", failing_pwrite)
+        monkeypatch.setattr(os, "pwrite", failing_pwrite)  # the disk fills up (LocalFile.pwrite)
         with pytest.raises(medmask.StorageError, match="No space left"):
             archive.add_segmask(make_member("first", SPACE), "first")
         assert "first" not in archive

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,8 +19,7 @@ from spacetransformer import Space
 from ..errors import ConcurrentModificationError, MaskFileExistsError, MaskFileNotFoundError
 from ..format.container import HEADER_SIZE, INDEX_DTYPE, Header
 from ..format.mska import SLOTS_SIZE, ArchiveDirectory, directory_bytes, slot_header
-from ..io import LocalLock, ObjectVersion, Target, storage_error, write_atomic
-from ..io import _write_local_atomic as write_local_atomic
+from ..io import LocalLock, ObjectVersion, Target, write_atomic, write_local_atomic
 from ._layout import PendingMember, full_file_pieces, layout
 
 __all__ = [
@@ -90,7 +88,7 @@ def lock_or_create(path: str, space: Space | None, lock_timeout: float) -> Local
 
 def check_unchanged(lock: LocalLock, slot_bytes: bytes, name: str) -> None:
     """Compare-before-commit: the slots and the file must be as the handle last saw them."""
-    if not lock.is_current() or os.pread(lock.fd, SLOTS_SIZE, 0) != slot_bytes:
+    if not lock.is_current() or lock.file.pread(0, SLOTS_SIZE) != slot_bytes:
         raise ConcurrentModificationError(
             f"{name}: was changed by another writer since it was opened; nothing "
             "was written. Open it again and retry."
@@ -114,38 +112,35 @@ def append_in_place(
     state the handle holds; ``max_generation`` is the highest generation of any valid slot.
     """
     check_unchanged(lock, slot_bytes, name)
-    fd = lock.fd
-    try:
-        end = os.fstat(fd).st_size
-        placed, payload = layout(pending, end)
-        _pwrite(fd, b"".join(payload), end)
-        new_end = end + sum(len(p) for p in payload)
-        regions = usable_regions(current, end)
-        directory = replace(current, members=(*current.members, *placed), regions=regions)
-        meta, flags, index, _ = directory_bytes(directory)
-        size = len(meta) + len(index)
-        active = (
-            current_header.metadata_offset,
-            current_header.index_offset + current_header.index_length,
-        )
-        target = next(
-            (
-                start
-                for start, cap in regions
-                if size <= cap and (start + cap <= active[0] or start >= active[1])
-            ),
-            new_end,
-        )
-        _pwrite(fd, meta + index, target)
-        os.fsync(fd)
-        slot = 1 - current_slot
-        generation = max(max_generation, current_header.generation) + 1
-        header = slot_header(generation, target, meta, flags, target + len(meta), index)
-        _pwrite(fd, header.pack(), slot * HEADER_SIZE)
-        os.fsync(fd)
-        slots = os.pread(fd, SLOTS_SIZE, 0)
-    except OSError as exc:
-        raise storage_error(exc, name, "appending") from exc
+    file = lock.file  # its errors name the file and what failed (reading, writing, flushing)
+    end = file.size()
+    placed, payload = layout(pending, end)
+    file.pwrite(b"".join(payload), end)
+    new_end = end + sum(len(p) for p in payload)
+    regions = usable_regions(current, end)
+    directory = replace(current, members=(*current.members, *placed), regions=regions)
+    meta, flags, index, _ = directory_bytes(directory)
+    size = len(meta) + len(index)
+    active = (
+        current_header.metadata_offset,
+        current_header.index_offset + current_header.index_length,
+    )
+    target = next(
+        (
+            start
+            for start, cap in regions
+            if size <= cap and (start + cap <= active[0] or start >= active[1])
+        ),
+        new_end,
+    )
+    file.pwrite(meta + index, target)
+    file.fsync()
+    slot = 1 - current_slot
+    generation = max(max_generation, current_header.generation) + 1
+    header = slot_header(generation, target, meta, flags, target + len(meta), index)
+    file.pwrite(header.pack(), slot * HEADER_SIZE)
+    file.fsync()
+    slots = file.pread(0, SLOTS_SIZE)
     return Committed(directory, header, slot, slots)
 
 
@@ -192,9 +187,3 @@ def put_remote(
     ``"a"``); returns the version written, which the next conditional PUT expects."""
     return write_atomic(target, pieces, storage_options, overwrite=overwrite, expect=expect)
 
-
-def _pwrite(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written

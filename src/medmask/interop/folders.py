@@ -402,9 +402,10 @@ def unpack(
     ``folder`` as it was (a folder that cannot be written: :class:`StorageError` naming it).
     """
     out = Path(folder)
-    own = not isinstance(archive, MaskArchive)
-    arc = MaskArchive(archive, "r", storage_options=storage_options) if own else archive
-    assert isinstance(arc, MaskArchive)
+    if isinstance(archive, MaskArchive):
+        arc, own = archive, False
+    else:
+        arc, own = MaskArchive(archive, "r", storage_options=storage_options), True
     try:
         masks = arc.read_all_masks()
         kept_whole = {
