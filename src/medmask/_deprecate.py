@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable
 from typing import Final, ParamSpec, TypeVar
 
+from ._stack import user_stacklevel
 from .errors import InvalidTypeError
 
 __all__ = ["REMOVED_IN", "deprecated_alias", "renamed_keywords"]
@@ -36,7 +37,7 @@ def renamed_keywords(**renames: str) -> Callable[[Callable[_P, _R]], Callable[_P
                     f"{func.__name__}({old}=...) is deprecated: use {new}=... "
                     f"({old}= will be removed in medmask {REMOVED_IN}).",
                     DeprecationWarning,
-                    stacklevel=2,
+                    stacklevel=user_stacklevel(),
                 )
                 kwargs[new] = kwargs.pop(old)
             return func(*args, **kwargs)
@@ -54,7 +55,7 @@ def deprecated_alias(func: Callable[_P, _R], old: str, advice: str) -> Callable[
         warnings.warn(
             f"{old} is deprecated: {advice} ({old} will be removed in medmask {REMOVED_IN}).",
             DeprecationWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
         return func(*args, **kwargs)
 

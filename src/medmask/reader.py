@@ -9,8 +9,6 @@ byte source.
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from spacetransformer import Space
 
+from ._stack import user_stacklevel
 from .errors import FormatError, TruncatedFileError
 from .format.container import HEADER_SIZE, Header
 from .format.encoding import check_index, check_stored_chunk
@@ -263,21 +262,9 @@ def _recover(
                 f"{name}: opened generation {generation}; the newest generation {newest} "
                 f"is damaged ({why})"
             )
-        warnings.warn(message, RecoveryWarning, stacklevel=_outside_medmask())
+        warnings.warn(message, RecoveryWarning, stacklevel=user_stacklevel())
         return _mska(name, head, slots, slot, header, archive, report)
     return None
-
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _outside_medmask() -> int:
-    """The ``stacklevel`` (for a warning its caller issues) of the first frame outside
-    medmask: the user's line, however deep the reader was called from."""
-    frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _header_ranges(header: Header) -> Ranges:

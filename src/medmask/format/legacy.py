@@ -91,6 +91,7 @@ import zstandard
 from spacetransformer import Space
 
 from .._json import loads_limited
+from .._stack import user_stacklevel
 from ..dtypes import bit_depth_of_name, dtype_for_bit_depth, smallest_bit_depth
 from ..errors import (
     AllocationLimitError,
@@ -201,7 +202,7 @@ class LegacyMask:
                 f"{name}: values {shown} have no name in this medmask 0.1 file; "
                 "named label_<value>.",
                 LegacyWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
             taken = set(mapping)
             for value in unnamed:

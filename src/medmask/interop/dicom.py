@@ -42,6 +42,7 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from .._deprecate import renamed_keywords
+from .._stack import user_stacklevel
 from .._version import __version__
 from ..config import max_bytes_limit
 from ..errors import (
@@ -491,7 +492,7 @@ def _fill_uids(series: _Series) -> None:
             f"{series.paths[0]}: the source series has no {keyword} (anonymized?); the SEG "
             f"references the derived UID {uid}, which the source files do not carry.",
             MissingUIDWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         for ds in series.datasets:
             setattr(ds, keyword, uid)
