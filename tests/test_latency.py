@@ -121,7 +121,7 @@ def _organs_archive(shared_data: Path, path: Path, *, appended: bool) -> list[st
     from medmask.interop.folders import pack_folder
 
     pack_folder(shared_data / "totalseg" / "organs", path,
-                labels=shared_data / "totalseg" / "labels_total.json")  # fmt: skip
+                mapping=shared_data / "totalseg" / "labels_total.json")  # fmt: skip
     with MaskArchive(path) as packed:
         space = packed.space
         organs = {  # one member per structure: 117 members

@@ -7,28 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as config
 from . import errors as errors
+
+# MedmaskError and the errors users catch most are in __all__; every other exception lives in
+# medmask.errors (still importable from here, as before 0.2, but not part of the API listing).
 from .errors import (
     AllocationLimitError,
-    ChecksumError,
-    CodecError,
-    ConcurrentModificationError,
     FormatError,
-    InvalidTypeError,
-    InvalidValueError,
-    LabelNotFoundError,
-    LegacyFormatError,
-    LockTimeoutError,
     MaskFileExistsError,
     MaskFileNotFoundError,
     MedmaskError,
-    MemberNotFoundError,
-    ReadOnlyError,
-    SpaceMismatchError,
-    StorageError,
-    StoragePermissionError,
-    TruncatedFileError,
-    UnsafeNameError,
-    UnsupportedVersionError,
 )
 from .mapping import LabelMapping
 from .mask import SegmentationMask
@@ -36,11 +23,13 @@ from .values import LabelStats, label_counts, label_stats, match_allowed_values
 
 if TYPE_CHECKING:
     from .api import MaskFile, MaskInfo, read_info, read_infos
-    from .archive import MaskArchive
+    from .archive import LayeringReport, MaskArchive, MemberArray
     from .files import load_mask, save_mask
+    from .interop.dicom import from_dicom_seg, to_dicom_seg
     from .interop.folders import pack_folder, unpack
     from .interop.nifti import from_nifti, to_nifti
     from .interop.sitk import from_sitk, to_sitk
+    from .reader import RecoveryWarning
     from .zarr_store import ArchiveStore, from_zarr, open_zarr, to_zarr
 
 from ._version import __version__ as __version__
@@ -64,37 +53,30 @@ _LAZY = {
     "open_zarr": "zarr_store",
     "to_zarr": "zarr_store",
     "from_zarr": "zarr_store",
+    "LayeringReport": "archive",
+    "MemberArray": "archive",
+    "RecoveryWarning": "reader",
+    "from_dicom_seg": "interop.dicom",
+    "to_dicom_seg": "interop.dicom",
 }
 
 __all__ = [
     "AllocationLimitError",
     "ArchiveStore",
-    "ChecksumError",
-    "CodecError",
-    "ConcurrentModificationError",
     "FormatError",
-    "InvalidTypeError",
-    "InvalidValueError",
     "LabelMapping",
-    "LabelNotFoundError",
     "LabelStats",
-    "LegacyFormatError",
-    "LockTimeoutError",
+    "LayeringReport",
     "MaskArchive",
     "MaskFile",
     "MaskFileExistsError",
     "MaskFileNotFoundError",
     "MaskInfo",
     "MedmaskError",
-    "MemberNotFoundError",
-    "ReadOnlyError",
+    "MemberArray",
+    "RecoveryWarning",
     "SegmentationMask",
-    "SpaceMismatchError",
-    "StorageError",
-    "StoragePermissionError",
-    "TruncatedFileError",
-    "UnsafeNameError",
-    "UnsupportedVersionError",
+    "from_dicom_seg",
     "from_nifti",
     "from_sitk",
     "from_zarr",
@@ -107,6 +89,7 @@ __all__ = [
     "read_info",
     "read_infos",
     "save_mask",
+    "to_dicom_seg",
     "to_nifti",
     "to_sitk",
     "to_zarr",
@@ -115,6 +98,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in errors.__all__:  # every other exception, importable from here as before 0.2
+        return getattr(errors, name)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'medmask' has no attribute {name!r}")
