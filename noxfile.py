@@ -244,7 +244,7 @@ MUTATION_GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_archive.py",
             "tests/test_archive_slots.py",
             "tests/test_archive_rewrite.py",
-            "tests/test_malformed.py",
+            "tests/adversarial/test_malformed.py",
             "tests/adversarial",
         ],
     ),
