@@ -61,7 +61,7 @@ def main() -> None:
 
         def write_archive() -> medmask.archive.LayeringReport:
             with medmask.MaskArchive(path, "w", space=space) as archive:
-                return archive.add_structures(arrays, labels=None)
+                return archive.add_structures(arrays, mapping=None)
 
         write_ms = best_ms(write_archive, repeat)
         report = write_archive()

@@ -34,7 +34,7 @@ def case_bytes(structures: dict[str, np.ndarray], space: Space, as_msk: bool) ->
         medmask.save_mask(SegmentationMask(data, mapping, space), buf)
         return buf.getvalue()
     with MaskArchive(buf, "w", space=space) as archive:
-        archive.add_structures(structures, labels={n: LABELS.get(n, 9) for n in structures})
+        archive.add_structures(structures, mapping={n: LABELS.get(n, 9) for n in structures})
     return buf.getvalue()
 
 

@@ -501,7 +501,7 @@ def test_add_structures_honours_label_values_and_prefix(tmp_path: Path) -> None:
     }
     path = tmp_path / "v.mska"
     with MaskArchive(path, "w", space=SPACE) as archive:
-        report = archive.add_structures(structures, labels={"a": 300, "b": 2, "c": 5}, prefix="L")
+        report = archive.add_structures(structures, mapping={"a": 300, "b": 2, "c": 5}, prefix="L")
     assert report.n_layers == 2
     with MaskArchive(path) as archive:
         assert archive.all_names() == ["L0", "L1"]

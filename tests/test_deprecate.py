@@ -53,7 +53,12 @@ def test_alias_keeps_the_old_name_and_warns() -> None:
 
 
 def test_renamed_public_parameters() -> None:
+    from medmask import MaskArchive, from_zarr, to_zarr
+
     assert list(inspect.signature(pack_folder).parameters)[:3] == ["folder", "target", "mapping"]
+    assert list(inspect.signature(to_zarr).parameters)[:2] == ["mask", "target"]
+    assert list(inspect.signature(from_zarr).parameters)[:1] == ["source"]
+    assert "mapping" in inspect.signature(MaskArchive.add_structures).parameters
     assert list(inspect.signature(to_dicom_seg).parameters)[:3] == [
         "mask",
         "source_series",
@@ -75,3 +80,22 @@ def test_pack_folder_old_keywords(tmp_path: Path) -> None:
     ]
     with MaskArchive(tmp_path / "a.mska") as archive:
         assert archive.locate("liver")[1] == 7
+
+
+def test_add_structures_and_zarr_old_keywords(tmp_path: Path) -> None:
+    from spacetransformer import Space
+
+    from medmask import from_zarr, to_zarr
+
+    space = Space(shape=(2, 3, 4))
+    liver = np.zeros((2, 3, 4), bool)
+    liver[1, 1, 1] = True
+    with MaskArchive(tmp_path / "b.mska", "w", space=space) as archive:
+        with pytest.warns(DeprecationWarning, match=r"add_structures\(labels=\.\.\.\)"):
+            archive.add_structures({"liver": liver}, labels={"liver": 4})
+        mask = archive.load_segmask(archive.locate("liver")[0])
+    assert archive.locate("liver")[1] == 4
+    with pytest.warns(DeprecationWarning, match=r"to_zarr\(store_or_url=\.\.\.\)"):
+        to_zarr(mask, store_or_url=str(tmp_path / "m.zarr"))
+    with pytest.warns(DeprecationWarning, match=r"from_zarr\(array_or_url=\.\.\.\)"):
+        assert from_zarr(array_or_url=str(tmp_path / "m.zarr")) == mask

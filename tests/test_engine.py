@@ -396,7 +396,7 @@ def test_sound_structure_reads_are_unchanged(tmp_path: Path) -> None:
         archive.add_segmask(
             SegmentationMask(data, {"liver": 1, "spleen": 2}, Space(shape=data.shape)), "m"
         )
-        archive.add_structures({"kidney": data == 2}, labels={"kidney": 5})
+        archive.add_structures({"kidney": data == 2}, mapping={"kidney": 5})
         pending = archive.load_structure("kidney")  # not written yet: decoded from memory
         np.testing.assert_array_equal(pending, data == 2)
     with MaskArchive(path) as archive:

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from .._deprecate import renamed_keywords
 from ..dtypes import smallest_bit_depth
 from ..engine import (
     MaskInfo,
@@ -616,11 +617,12 @@ class MaskArchive:
             self._directory, self._pending, self._dirty = before
             raise
 
+    @renamed_keywords(labels="mapping")
     def add_structures(
         self,
         structures: Mapping[str, npt.ArrayLike],
         *,
-        labels: Mapping[str, int] | None = None,
+        mapping: Mapping[str, int] | None = None,
         prefix: str = "layer_",
         level: int | None = None,
         codec: str | Mapping[str, Any] | None = None,
@@ -628,7 +630,7 @@ class MaskArchive:
         """Add binary structures, packed losslessly into as few exclusive layers as possible.
 
         Each structure goes to the first layer in which it overlaps nothing (largest first);
-        each layer is stored as one multi-label member. ``labels`` gives label values
+        each layer is stored as one multi-label member. ``mapping`` gives label values
         (default: 1, 2, ... within each layer in name order). Structure names must be new.
         """
         self._check_writable()
@@ -643,7 +645,7 @@ class MaskArchive:
                 raise InvalidTypeError(f"Structure {name!r}: expected a bool or integer array.")
             masks[name] = arr if arr.dtype == np.bool_ else arr != 0
         report: dict[str, list[str]] = {}
-        for plan in plan_layers(masks, labels, prefix, set(self.all_names())):
+        for plan in plan_layers(masks, mapping, prefix, set(self.all_names())):
             depth = smallest_bit_depth(max(plan.values.values()))
             shape = next(iter(masks.values())).shape
             space = self.space if self.space is not None else Space(shape=shape)

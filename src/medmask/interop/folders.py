@@ -364,7 +364,7 @@ def pack_folder(
                 level=level,
                 attributes={FILE_ATTRIBUTE: {"dtype": dtype}},
             )
-        layered = archive.add_structures(binary, labels=use_labels, level=level)
+        layered = archive.add_structures(binary, mapping=use_labels, level=level)
     return PackReport(
         layers=layered.layers,
         whole={name: list(mapping) for name, mapping in names.items()},

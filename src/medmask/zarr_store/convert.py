@@ -11,6 +11,7 @@ from zarr.abc.store import Store
 from zarr.core.sync import sync
 from zarr.errors import ContainsArrayAndGroupError, ContainsArrayError, ContainsGroupError
 
+from .._deprecate import renamed_keywords
 from ..codecs import choose_codec
 from ..codecs.zarr3 import SelectLabelCodec, adapter_for
 from ..dtypes import bit_depth_of_name
@@ -70,9 +71,10 @@ def _exists(where: str, kind: str) -> MaskFileExistsError:
     )
 
 
+@renamed_keywords(store_or_url="target")
 def to_zarr(
     mask: SegmentationMask,
-    store_or_url: Store | Target,
+    target: Store | Target,
     *,
     chunks: object = None,
     shards: tuple[int, int, int] | None = None,
@@ -92,19 +94,19 @@ def to_zarr(
     chunk_shape = parse_chunks(chunks, mask.shape, mask.dtype.itemsize)
     core = choose_codec(mask.data, level=level)
     serializer = adapter_for(core.codec_id)(level=core.get_config()["level"])
-    if isinstance(store_or_url, str | os.PathLike):
-        path = local_path(store_or_url, storage_options)  # a file:// URL too
+    if isinstance(target, str | os.PathLike):
+        path = local_path(target, storage_options)  # a file:// URL too
         store: Any = (
             zarr.storage.FsspecStore.from_url(
-                os.fspath(store_or_url), storage_options=storage_options
+                os.fspath(target), storage_options=storage_options
             )
             if path is None
             else zarr.storage.LocalStore(path)
         )
-        where = os.fspath(store_or_url)
+        where = os.fspath(target)
     else:
-        store = store_or_url
-        where = str(store_or_url)
+        store = target
+        where = str(target)
     if not overwrite and (existing := _existing_v2_node(store)) is not None:
         raise _exists(where, existing)
     try:
@@ -131,16 +133,17 @@ def to_zarr(
     return array
 
 
+@renamed_keywords(array_or_url="source")
 def from_zarr(
-    array_or_url: zarr.Array[Any] | str | os.PathLike[str],
+    source: zarr.Array[Any] | str | os.PathLike[str],
     *,
     storage_options: dict[str, Any] | None = None,
 ) -> SegmentationMask:
     """A :class:`SegmentationMask` from a zarr array written by :func:`to_zarr` or shown by
     :func:`~medmask.zarr_store.open_zarr` (its ``labels`` and ``space`` attributes)."""
-    array = array_or_url
-    if isinstance(array_or_url, str | os.PathLike):
-        array = zarr.open_array(os.fspath(array_or_url), mode="r", storage_options=storage_options)
+    array = source
+    if isinstance(source, str | os.PathLike):
+        array = zarr.open_array(os.fspath(source), mode="r", storage_options=storage_options)
     if not isinstance(array, zarr.Array):
         raise InvalidTypeError(f"Expected a zarr array or URL. Got {type(array).__name__}.")
     attrs: dict[str, Any] = dict(array.attrs)
