@@ -21,9 +21,9 @@ from ._cache import HeadCache, Key, cache_key, or_default
 from ._errors import is_range_error, storage_error, translated
 from ._paths import (
     Target,
-    is_file_object,
+    as_file_object,
+    as_open_file,
     is_local_fs,
-    is_open_file,
     local_path,
     source_name,
     url_to_fs,
@@ -314,10 +314,12 @@ def open_source(
     if isinstance(source, str):
         fs, fs_path = url_to_fs(source, storage_options)
         return FsspecSource(fs, fs_path, source, cache=cache)
-    if is_open_file(source):
-        return FsspecSource(source.fs, source.path, source_name(source), cache=cache)
-    if is_file_object(source):
-        return FileObjectSource(source, source_name(source))
+    opened = as_open_file(source)
+    if opened is not None:
+        return FsspecSource(opened.fs, opened.path, source_name(opened), cache=cache)
+    file = as_file_object(source)
+    if file is not None:
+        return FileObjectSource(file, source_name(file))
     raise InvalidTypeError(
         "Expected a path, URL, fsspec OpenFile or seekable binary file object. "
         f"Got {type(source).__name__}."
