@@ -52,12 +52,16 @@ for _name in (
     os.environ.pop(_name, None)
 
 
+# mutmut sets MUTANT_UNDER_TEST in every run it makes, to "" for its clean run
+_UNDER_MUTMUT = "MUTANT_UNDER_TEST" in os.environ
+
+
 def _tolerate_mutmut_call_stack() -> None:
     """Under `nox -s mutation` only: mutmut 3.8 records which function calls which with
     ContextVar tokens, and resetting them fails with LookupError in this suite's stats run
     (tokens reset out of order across the sans-I/O generators and worker threads). The
     recording is bookkeeping for test selection; the run must not fail on it."""
-    if not os.environ.get("MUTANT_UNDER_TEST"):
+    if not _UNDER_MUTMUT:
         return
     try:
         from mutmut.core import MutmutCallStack
@@ -87,7 +91,7 @@ def _mutation_hypothesis_profile() -> None:
     """Under `nox -s mutation` only: fixed seeds (a mutant is judged the same way every run),
     fewer examples and no shrinking (a failing example kills the mutant; shrinking it only
     costs time, and turned kills into timeouts on 2 cores)."""
-    if not os.environ.get("MUTANT_UNDER_TEST"):
+    if not _UNDER_MUTMUT:
         return
     from hypothesis import Phase, settings
 
@@ -104,21 +108,19 @@ def _mutation_hypothesis_profile() -> None:
 
 _mutation_hypothesis_profile()
 
-# Under `nox -s mutation` only: mutmut runs every mutated function through a trampoline in its
-# own module, so a warning's stacklevel (the first frame outside medmask) lands in a trampoline
-# instead of the test. This test pins exactly that frame and cannot pass there.
-_NOT_UNDER_MUTMUT = (
-    "tests/test_archive_slots.py::test_recovery_warning_points_at_the_callers_line",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not os.environ.get("MUTANT_UNDER_TEST"):
+def _warnings_skip_mutmut_frames() -> None:
+    """Under `nox -s mutation` only: mutmut runs every mutated function through a trampoline
+    in its own package, between medmask's frames; a warning must still point at the test."""
+    if not _UNDER_MUTMUT:
         return
-    kept = [item for item in items if item.nodeid not in _NOT_UNDER_MUTMUT]
-    if len(kept) != len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i.nodeid in _NOT_UNDER_MUTMUT])
-        items[:] = kept
+    import mutmut
+
+    from medmask import _stack
+
+    _stack.NOT_USER_CODE.append(os.path.dirname(os.path.abspath(mutmut.__file__)) + os.sep)
+
+
+_warnings_skip_mutmut_frames()
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
