@@ -369,3 +369,18 @@ def test_compressed_sections_carry_no_zstd_checksum() -> None:
             frames += 1
         off += stored
     assert frames
+
+
+def test_a_plain_stream_cut_inside_its_section_sizes() -> None:
+    """The stored size is there, the raw size is not."""
+    data = edges_stream((8,), 2, varint(3))
+    assert kernel_refusal(data) == "Expected a complete section size. Got the end of the header."
+
+
+def test_a_constant_cut_inside_its_varint() -> None:
+    """A continuation byte (0x80) and then the end: a truncated varint, not an IndexError."""
+    for rest in (b"\x80", b"\xff\x80"):
+        data = edges_stream((8,), 0, rest)
+        assert kernel_refusal(data) == (
+            "Expected a complete constant value. Got the end of the header."
+        )
