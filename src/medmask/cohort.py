@@ -18,7 +18,7 @@ import numpy as np
 
 from .engine import OpenedFile
 from .errors import InvalidValueError, LabelNotFoundError, SpaceMismatchError
-from .format.descriptor import LabelEntry, Roi
+from .format.descriptor import LabelEntry, Roi, label_holders
 from .format.mska import Member
 from .geometry import spaces_match, voxel_to_world
 from .io import Target, open_source, source_name
@@ -77,13 +77,11 @@ class Case:
     def structures(self) -> dict[str, Located | None]:
         """``{name: where}`` for every non-background label; None for a name that several
         members use (ambiguous)."""
-        found: dict[str, Located | None] = {}
-        for member in self.directory.members:
-            for label in member.descriptor.labels:
-                if label.value == 0:
-                    continue
-                found[label.name] = None if label.name in found else Located(member, label)
-        return found
+        members = ((m, m.descriptor) for m in self.directory.members)
+        return {
+            name: Located(*where[0]) if len(where) == 1 else None
+            for name, where in label_holders(members, background=False).items()
+        }
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from medmask.format.descriptor import (
     LabelEntry,
     MaskDescriptor,
     default_chunks,
+    label_holders,
     parse_chunks,
     parse_roi,
     space_from_json,
@@ -116,3 +117,23 @@ def test_space_json_roundtrip_is_exact() -> None:
         assert tuple(getattr(back, key)) == tuple(getattr(space, key))
     with pytest.raises(medmask.FormatError, match="s: invalid metadata: expected positive"):
         space_from_json({**obj, "spacing": [0.0, 1.0, 1.0]}, name="s")
+
+
+def test_label_holders_is_the_one_rule_for_names_across_members() -> None:
+    """A name one member holds is a structure; several members: ambiguous (all listed, in
+    member order); value 0 is left out with background=False (cohort, zarr store)."""
+    a = LabelEntry("a", 1, 4, None)
+    shared_1, shared_2 = LabelEntry("s", 2, 1, None), LabelEntry("s", 7, 1, None)
+    background = LabelEntry("bg", 0, 9, None)
+    one = MaskDescriptor(shape=(1, 1, 1), bit_depth=8, labels=(a, shared_1, background),
+                         codec={"id": "medmask.edges"}, chunks=(1, 1, 1))  # fmt: skip
+    two = MaskDescriptor(shape=(1, 1, 1), bit_depth=8, labels=(shared_2,),
+                         codec={"id": "medmask.edges"}, chunks=(1, 1, 1))  # fmt: skip
+    holders = label_holders([("m1", one), ("m2", two)])
+    assert holders == {"a": [("m1", a)], "s": [("m1", shared_1), ("m2", shared_2)],
+                       "bg": [("m1", background)]}  # fmt: skip
+    assert label_holders([("m1", one), ("m2", two)], background=False) == {
+        "a": [("m1", a)],
+        "s": [("m1", shared_1), ("m2", shared_2)],
+    }
+    assert label_holders([]) == {}

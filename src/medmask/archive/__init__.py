@@ -46,7 +46,7 @@ from ..errors import (
     SpaceMismatchError,
 )
 from ..format.container import Header
-from ..format.descriptor import MaskDescriptor, Roi, parse_roi
+from ..format.descriptor import LabelEntry, MaskDescriptor, Roi, label_holders, parse_roi
 from ..format.encoding import EncodedMask, check_size_limits, encode_mask
 from ..format.mska import SLOTS_SIZE, ArchiveDirectory, Member
 from ..geometry import spaces_match
@@ -61,7 +61,7 @@ from ..io import (
     open_source,
     read_ranges_after_head,
 )
-from ..mapping import LabelMapping, close_matches_hint, mapping_items, parse_label_name
+from ..mapping import LabelMapping, close_matches_hint, parse_label_name
 from ..mask import SegmentationMask
 from ..reader import Directory, RecoveryReport, RecoveryWarning, read_directory
 from ..values import match_allowed_values
@@ -362,20 +362,18 @@ class MaskArchive:
 
     def structures(self) -> dict[str, tuple[str, int]]:
         """``{structure name: (member, label)}`` for names that occur in exactly one member."""
-        found: dict[str, list[tuple[str, int]]] = {}
-        for member in self.all_names():
-            for label_name, value in mapping_items(self._descriptor(member).mapping):
-                found.setdefault(label_name, []).append((member, value))
-        return {name: where[0] for name, where in found.items() if len(where) == 1}
+        return {
+            name: (where[0][0], where[0][1].value)
+            for name, where in self._label_holders().items()
+            if len(where) == 1
+        }
+
+    def _label_holders(self) -> dict[str, list[tuple[str, LabelEntry]]]:
+        return label_holders((m, self._descriptor(m)) for m in self.all_names())
 
     def locate(self, structure: str) -> tuple[str, int]:
         """``(member, label)`` holding ``structure``; KeyError if absent or ambiguous."""
-        holders = [
-            (member, value)
-            for member in self.all_names()
-            for label_name, value in mapping_items(self._descriptor(member).mapping)
-            if label_name == structure
-        ]
+        holders = [(m, label.value) for m, label in self._label_holders().get(structure, [])]
         if len(holders) == 1:
             return holders[0]
         if holders:

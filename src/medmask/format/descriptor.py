@@ -7,7 +7,7 @@ import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from spacetransformer import Space
@@ -23,6 +23,7 @@ __all__ = [
     "Roi",
     "default_chunks",
     "index_to_roi",
+    "label_holders",
     "parse_chunks",
     "parse_roi",
     "space_from_json",
@@ -31,6 +32,7 @@ __all__ = [
 
 DEFAULT_CHUNK_BYTES = 4 << 20
 Roi = tuple[slice, slice, slice]
+_M = TypeVar("_M")  # whatever identifies a member to the caller
 
 
 def _fail(name: str, message: str) -> FormatError:
@@ -428,3 +430,20 @@ def label_entries(
             )
         )
     return tuple(out)
+
+
+def label_holders(
+    described: Iterable[tuple[_M, MaskDescriptor]], *, background: bool = True
+) -> dict[str, list[tuple[_M, LabelEntry]]]:
+    """Each label name with the members that hold it (and its entry there), in member order.
+
+    The one rule for names across the members of an archive: a name exactly one member holds
+    is a *structure*; a name several members hold is ambiguous, and readers ask for the
+    member. ``background=False`` leaves out value 0, which holds no structure's voxels.
+    """
+    holders: dict[str, list[tuple[_M, LabelEntry]]] = {}
+    for member, descriptor in described:
+        for label in descriptor.labels:
+            if background or label.value != 0:
+                holders.setdefault(label.name, []).append((member, label))
+    return holders

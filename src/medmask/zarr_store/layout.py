@@ -18,6 +18,7 @@ from spacetransformer import Space
 
 from ..dtypes import DTYPE_NAMES
 from ..errors import FormatError
+from ..format.descriptor import label_holders
 
 if TYPE_CHECKING:
     from ..format.descriptor import LabelEntry, MaskDescriptor
@@ -196,10 +197,7 @@ class Layout:
     def _build(self) -> None:
         directory = self.directory
         space_attr = space_attributes(directory.space) if directory.space is not None else None
-        counts: dict[str, int] = {}
-        for member in directory.members:
-            for label in member.descriptor.labels:
-                counts[label.name] = counts.get(label.name, 0) + 1
+        holders = label_holders((m, m.descriptor) for m in directory.members)
         nodes: dict[str, str] = {}
         structures: dict[str, dict[str, Any]] = {}
         structure_nodes: dict[str, str] = {}
@@ -217,7 +215,7 @@ class Layout:
             self.documents[node] = _array_json(d, [_codec_json(d.codec)], attrs, dtype)
             self.arrays[node] = _ArrayNode(member)
             for label in d.labels:
-                if label.value == 0 or counts[label.name] > 1:
+                if label.value == 0 or len(holders[label.name]) > 1:
                     continue  # background, or a name that is ambiguous across members
                 snode = node_name(label.name, reserved=structure_nodes.values())
                 structure_nodes[label.name] = snode
