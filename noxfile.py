@@ -342,6 +342,33 @@ def _unkilled(session: nox.Session, mutmut: str) -> list[str]:
     ]
 
 
+def _drop_stale_files(work: Path) -> None:
+    """Delete the files an earlier run's copy holds that HEAD no longer has (a module turned
+    into a package, a moved test), in the copy and in mutmut's ``mutants/`` tree; unpacking
+    HEAD over the old copy leaves them behind, and a stale ``io.py`` beside ``io/`` or an old
+    conftest would then be tested instead of the committed code."""
+    listing = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", "HEAD"],
+        cwd=_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    tracked = set(listing.splitlines())
+    for root in (work, work / "mutants"):
+        for top in ("src", "tests", "fuzz"):
+            for path in sorted((root / top).rglob("*")) if (root / top).is_dir() else []:
+                if not path.is_file() or "__pycache__" in path.parts:
+                    continue
+                if path.suffix == ".so" and path.name.startswith("_edges_kernel"):
+                    continue  # the built kernel, copied in, never tracked
+                relative = path.relative_to(root).as_posix()
+                # mutmut's own records beside a mutated module: .meta (results), .spans
+                source = relative.removesuffix(".meta").removesuffix(".spans")
+                if source not in tracked:
+                    path.unlink()
+
+
 @nox.session(venv_backend="none")
 def mutation(session: nox.Session) -> None:
     """One-line mutants of the trust-critical modules (mutmut), group by group
@@ -378,6 +405,8 @@ def mutation(session: nox.Session) -> None:
             ["git", "archive", "HEAD"], cwd=_ROOT, check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+        if resumed:
+            _drop_stale_files(work)
         for kernel in (_ROOT / "src" / "medmask" / "codecs").glob("_edges_kernel*.so"):
             shutil.copy(kernel, work / "src" / "medmask" / "codecs")
         pyproject = work / "pyproject.toml"
