@@ -44,7 +44,6 @@ from ._ranges import (
     MERGE_GAP,
     MERGE_MAX,
     merge_ranges,
-    read_ranges_after_head,
     split_by_head,
 )
 from ._sources import (
@@ -58,6 +57,7 @@ from ._sources import (
     open_source,
     open_source_async,
     read_all,
+    read_ranges_after_head,
     read_whole,
 )
 from ._write import write_atomic, write_local_atomic

@@ -4,13 +4,10 @@ serving ranges from a file's first read (its head)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from ..config import Config
 from ..config import get as get_config
-
-if TYPE_CHECKING:
-    from ._sources import ByteSource
 
 __all__ = [
     "HEAD_GUESS",
@@ -18,7 +15,6 @@ __all__ = [
     "MERGE_GAP",
     "MERGE_MAX",
     "merge_ranges",
-    "read_ranges_after_head",
     "split_by_head",
     "split_merged",
 ]
@@ -83,13 +79,3 @@ def split_by_head(
             found.append(None)
             missing.append((start, end))
     return found, missing
-
-
-def read_ranges_after_head(
-    source: ByteSource, head: bytes, ranges: Sequence[tuple[int, int]]
-) -> list[bytes]:
-    """Bytes of ``ranges``, served from ``head`` (the file's first read) where it covers them,
-    the others fetched merged."""
-    found, missing = split_by_head(head, ranges)
-    fetched = iter(source.read_ranges(missing) if missing else [])
-    return [next(fetched) if block is None else block for block in found]

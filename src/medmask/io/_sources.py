@@ -28,7 +28,7 @@ from ._paths import (
     source_name,
     url_to_fs,
 )
-from ._ranges import merge_ranges, split_merged
+from ._ranges import merge_ranges, split_by_head, split_merged
 
 __all__ = [
     "AsyncByteSource",
@@ -41,6 +41,7 @@ __all__ = [
     "open_source",
     "open_source_async",
     "read_all",
+    "read_ranges_after_head",
     "read_whole",
 ]
 
@@ -380,3 +381,13 @@ def _batch_option(fs: Any) -> dict[str, int]:
     """At most :data:`MAX_CONCURRENCY` requests in flight (async filesystems; a synchronous
     ``cat_ranges`` would hand the option on to ``open``)."""
     return {"batch_size": get_config().max_concurrency} if getattr(fs, "async_impl", False) else {}
+
+
+def read_ranges_after_head(
+    source: ByteSource, head: bytes, ranges: Sequence[tuple[int, int]]
+) -> list[bytes]:
+    """Bytes of ``ranges``, served from ``head`` (the file's first read) where it covers them,
+    the others fetched merged."""
+    found, missing = split_by_head(head, ranges)
+    fetched = iter(source.read_ranges(missing) if missing else [])
+    return [next(fetched) if block is None else block for block in found]
