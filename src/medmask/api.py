@@ -10,6 +10,7 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from ._deprecate import deprecated_alias
+from ._workers import chunk_executor
 from .config import max_bytes_limit
 from .engine import (
     MaskInfo,
@@ -219,7 +220,14 @@ def save_msk(
             f"{name_suffix(target)}; use medmask.save_mask (by extension), medmask.to_nifti "
             "or MaskArchive."
         )
-    encoded = encode_mask(mask, level=level, chunks=chunks, attributes=attributes, codec=codec)
+    encoded = encode_mask(
+        mask,
+        level=level,
+        chunks=chunks,
+        attributes=attributes,
+        codec=codec,
+        executor=chunk_executor(),
+    )
     pieces = build_msk(encoded)
     write_atomic(target, pieces, storage_options, overwrite=overwrite)
     return sum(len(p) for p in pieces)

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from spacetransformer import Space
 
+from ._workers import chunk_executor
 from .errors import FormatError
 from .format.descriptor import LabelEntry, MaskDescriptor, Roi, index_to_roi
 from .format.encoding import (
@@ -322,7 +323,9 @@ def decode_unstored(
     """Decode ``roi`` of a mask held in memory (an archive member not yet written), with the
     limits and chunk checks of a stored one."""
     check_limits(descriptor, name=name, max_voxels=max_voxels, max_bytes=max_bytes)
-    return decode_region(descriptor, index, roi, streams, name=name, present=present)
+    return decode_region(
+        descriptor, index, roi, streams, name=name, present=present, executor=chunk_executor()
+    )
 
 
 # --- the engine -----------------------------------------------------------------------------
@@ -409,6 +412,7 @@ class OpenedFile:
                 streams[id(member)],
                 name=self.where(member),
                 present=None if present is None else present[i],
+                executor=chunk_executor(),
             )
 
     def read_region(

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from spacetransformer import Space
 
 from .._deprecate import renamed_keywords
+from .._workers import chunk_executor
 from ..dtypes import smallest_bit_depth
 from ..engine import (
     MaskInfo,
@@ -522,9 +523,7 @@ class MaskArchive:
         for member, region in rois.items():
             block = arrays[member]
             where = member_name(self._name, member)
-            check_label_counts(
-                self._descriptor(member), values[member], region, block, name=where
-            )
+            check_label_counts(self._descriptor(member), values[member], region, block, name=where)
             out[region] |= match_allowed_values(block, list(values[member]))
         return out
 
@@ -595,6 +594,7 @@ class MaskArchive:
             attributes=attributes,
             include_space=False,
             codec=codec,
+            executor=chunk_executor(),
         )
         before = (self._directory, list(self._pending), self._dirty)
         if self.space is None:
@@ -687,9 +687,7 @@ class MaskArchive:
         blobs = iter(self._read_ranges(ranges))
         where = member_name(self._name, member)
         streams = [
-            bytes(check_chunk(member, i, next(blobs), name=where))
-            if int(e["length"])
-            else b""
+            bytes(check_chunk(member, i, next(blobs), name=where)) if int(e["length"]) else b""
             for i, e in enumerate(member.index)
         ]
         return EncodedMask(member.descriptor, streams)

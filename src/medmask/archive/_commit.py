@@ -186,4 +186,3 @@ def put_remote(
     """Replace a remote archive with one PUT, conditional on ``expect`` when given (mode
     ``"a"``); returns the version written, which the next conditional PUT expects."""
     return write_atomic(target, pieces, storage_options, overwrite=overwrite, expect=expect)
-

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from .._workers import chunk_executor
 from ..config import max_bytes_limit
 from ..format.descriptor import MaskDescriptor
 from ..format.encoding import EncodedMask, encode_mask
@@ -54,7 +55,9 @@ class LegacyMembers:
             max_voxels=self._max_voxels,
             max_bytes=self._max_bytes,
         )
-        encoded = encode_mask(legacy.to_mask(self._name), include_space=False)
+        encoded = encode_mask(
+            legacy.to_mask(self._name), include_space=False, executor=chunk_executor()
+        )
         self._known[member] = (encoded.descriptor, encoded.index(0))
         self._last = (member, encoded)
         return encoded

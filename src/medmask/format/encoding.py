@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -23,7 +21,6 @@ from ..codecs import (
     get_codec,
     peek_stream,
 )
-from ..config import get as get_config
 from ..config import max_bytes_limit, max_voxels_limit
 from ..errors import (
     AllocationLimitError,
@@ -97,25 +94,18 @@ def check_size_limits(
         )
 
 
-_pool: list[ThreadPoolExecutor] = []  # created on first use, for the main thread only
-if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
-    os.register_at_fork(after_in_child=_pool.clear)
+#: Below this many bytes of output, chunks are decoded or encoded one after another even when
+#: an executor is given: spreading them over threads would cost more than it saves.
+PARALLEL_MIN_BYTES = 2 << 20
 
 
-def _decode_pool() -> ThreadPoolExecutor:
-    """The pool that decodes chunks for calls from the main thread (threads start once)."""
-    if not _pool:
-        workers = min(os.cpu_count() or 1, get_config().decode_threads)
-        _pool.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medmask"))
-    return _pool[0]
-
-
-def _parallel_map(func: Callable[[_T], _R], items: Sequence[_T], nbytes: int) -> list[_R]:
-    workers = min(len(items), os.cpu_count() or 1, get_config().decode_threads)
-    if workers <= 1 or nbytes < (2 << 20):
+def _map_chunks(
+    func: Callable[[_T], _R], items: Sequence[_T], nbytes: int, executor: Executor | None
+) -> list[_R]:
+    """``func`` over ``items``, on ``executor`` when there is one and the work is worth it."""
+    if executor is None or len(items) <= 1 or nbytes < PARALLEL_MIN_BYTES:
         return [func(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # zstd and numpy release the GIL
-        return list(pool.map(func, items))
+    return list(executor.map(func, items))
 
 
 @dataclass(frozen=True)
@@ -149,8 +139,10 @@ def encode_mask(
     attributes: Mapping[str, Any] | None = None,
     include_space: bool = True,
     codec: str | Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> EncodedMask:
-    """Compute label statistics, pick a codec and encode every chunk.
+    """Compute label statistics, pick a codec and encode every chunk (on ``executor``'s
+    threads when given and the mask is large enough to gain from it).
 
     ``codec``: a codec id (``"medmask.labels"``) or config (``{"id": ..., "level": ...}``);
     default :func:`medmask.codecs.choose_codec` (``medmask.edges``). The older codecs write
@@ -179,7 +171,7 @@ def encode_mask(
             return coder.encode_with_stats(np.ascontiguousarray(block))
         return coder.encode(np.ascontiguousarray(block)), None
 
-    encoded = _parallel_map(encode_one, boxes, data.nbytes)
+    encoded = _map_chunks(encode_one, boxes, data.nbytes, executor)
     streams = [stream for stream, _ in encoded]
     _check_streams_readable(descriptor, streams)
     if any(records is None for _, records in encoded):  # the codec could not tell: a pass
@@ -404,13 +396,14 @@ def decode_region(
     *,
     name: str,
     present: list[npt.NDArray[Any] | None] | None = None,
+    executor: Executor | None = None,
 ) -> npt.NDArray[Any]:
     """Verify, decode and assemble the chunks of ``roi`` (``streams``: chunk id -> bytes).
 
     Codecs that decode into an array (``medmask.edges``: its kernel runs without the GIL)
-    write every chunk straight into the output, chunks in parallel threads when called from
-    the main thread (inside a Dask or zarr worker thread, one after another: they already
-    run in parallel). Other codecs decode chunk after chunk (``np.repeat`` holds the GIL).
+    write every chunk straight into the output, on ``executor``'s threads when given and the
+    output is large enough to gain from it. Other codecs decode chunk after chunk
+    (``np.repeat`` holds the GIL).
     """
     try:
         codec: Codec = get_codec(descriptor.codec)
@@ -421,7 +414,7 @@ def decode_region(
     if isinstance(codec, DecodesInto):
         out = _region_array(descriptor, roi, touched, stored)
         return _decode_into_region(
-            codec, descriptor, index, roi, streams, stored, name, present, out
+            codec, descriptor, index, roi, streams, stored, name, present, out, executor
         )
     blocks = (
         (
@@ -450,6 +443,7 @@ def _decode_into_region(
     name: str,
     present: list[npt.NDArray[Any] | None] | None,
     out: npt.NDArray[Any],
+    executor: Executor | None,
 ) -> npt.NDArray[Any]:
     """Decode the ``stored`` chunks of ``roi`` straight into ``out``; ``out``."""
     found: dict[int, npt.NDArray[Any] | None] = {}
@@ -476,12 +470,7 @@ def _decode_into_region(
             found[chunk_id] = values[0]
         return chunk_id
 
-    parallel = len(stored) > 1 and out.nbytes >= (2 << 20)
-    if parallel and threading.current_thread() is threading.main_thread():
-        list(_decode_pool().map(one, stored))
-    else:
-        for chunk_id in stored:
-            one(chunk_id)
+    _map_chunks(one, stored, out.nbytes, executor)
     if present is not None:
         present.extend(found[c] for c in stored)
     return out
