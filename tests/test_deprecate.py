@@ -99,3 +99,20 @@ def test_add_structures_and_zarr_old_keywords(tmp_path: Path) -> None:
         to_zarr(mask, store_or_url=str(tmp_path / "m.zarr"))
     with pytest.warns(DeprecationWarning, match=r"from_zarr\(array_or_url=\.\.\.\)"):
         assert from_zarr(array_or_url=str(tmp_path / "m.zarr")) == mask
+
+
+def test_renamed_io_names_still_read_with_a_warning() -> None:
+    import medmask.io
+
+    version = medmask.io.ObjectVersion(True, "content", "", 3, b"abc")
+    with pytest.warns(DeprecationWarning, match="ObjectVersion.kind is now ObjectVersion.check"):
+        assert version.kind == version.check == "content"
+    with pytest.warns(DeprecationWarning, match="ObjectVersion.head is now ObjectVersion.prefix"):
+        assert version.head == version.prefix == b"abc"
+    with pytest.warns(
+        DeprecationWarning, match="VERSION_HEAD is now medmask.io.COMPARED_PREFIX"
+    ) as caught:
+        assert medmask.io.VERSION_HEAD == medmask.io.COMPARED_PREFIX == 4096
+    assert caught[0].filename == __file__
+    with pytest.raises(AttributeError, match="has no attribute 'VERSION_TAIL'"):
+        medmask.io.VERSION_TAIL  # noqa: B018

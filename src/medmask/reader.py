@@ -21,7 +21,7 @@ from ._stack import user_stacklevel
 from .errors import FormatError, TruncatedFileError
 from .format.container import HEADER_SIZE, Header
 from .format.encoding import check_index, check_stored_chunk
-from .format.msk import parse_msk_head
+from .format.msk import parse_msk_directory
 from .format.mska import (
     SLOTS_SIZE,
     ArchiveDirectory,
@@ -149,7 +149,7 @@ def directory_steps(
     if kind == "msk" or (kind is None and found != "mska"):
         header = Header.parse(head, magic=MAGIC_MSK, name=name)
         meta, index = yield from _blocks(head, _header_ranges(header))
-        msk = parse_msk_head(header, meta, index, name=name)
+        msk = parse_msk_directory(header, meta, index, name=name)
         member = Member("", msk.descriptor, msk.index)
         archive = ArchiveDirectory(space=msk.descriptor.space, members=(member,))
         return Directory(

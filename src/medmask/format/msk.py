@@ -21,7 +21,7 @@ from .container import (
 from .descriptor import MaskDescriptor
 from .encoding import EncodedMask
 
-__all__ = ["MskHead", "build_msk", "parse_msk_head"]
+__all__ = ["MskDirectory", "build_msk", "parse_msk_directory"]
 
 
 def build_msk(encoded: EncodedMask) -> list[bytes]:
@@ -46,8 +46,9 @@ def build_msk(encoded: EncodedMask) -> list[bytes]:
 
 
 @dataclass(frozen=True)
-class MskHead:
-    """What a reader knows after the header, metadata and index."""
+class MskDirectory:
+    """A `.msk`'s directory: what a reader knows after the header, metadata and index
+    (the `.mska` counterpart is :class:`~medmask.format.mska.ArchiveDirectory`)."""
 
     header: Header
     descriptor: MaskDescriptor
@@ -61,15 +62,15 @@ class MskHead:
         return max(h.metadata_offset + h.metadata_length, h.index_offset + h.index_length)
 
 
-def parse_msk_head(
+def parse_msk_directory(
     header: Header,
     metadata_bytes: bytes | memoryview,
     index_bytes: bytes | memoryview,
     *,
     name: str,
-) -> MskHead:
+) -> MskDirectory:
     """Validate metadata and index of a ``.msk`` whose header is already parsed."""
     metadata = decode_metadata(metadata_bytes, header, name=name)
     descriptor = MaskDescriptor.from_json(metadata, name=name)
     index = parse_index(index_bytes, header, name=name)
-    return MskHead(header, descriptor, index, metadata)
+    return MskDirectory(header, descriptor, index, metadata)

@@ -8,7 +8,7 @@ One concern per private module, everything public re-exported here:
 
 - ``_sources``: :class:`ByteSource` / :class:`AsyncByteSource` and the five sources,
   :func:`open_source`, :func:`open_source_async`, whole reads;
-- ``_ranges``: merging and splitting byte ranges, serving ranges from a file's head;
+- ``_ranges``: merging and splitting byte ranges (pure planning);
 - ``_cache``: :class:`HeadCache` and the process's default instance :data:`head_cache`;
 - ``_batch``: :func:`read_heads` and :func:`read_many` over many files;
 - ``_paths``: :data:`Target`, names, suffixes, local paths, URLs to filesystems, listing;
@@ -23,9 +23,14 @@ Importing this package imports no fsspec: filesystems are created on first use.
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
+from .._deprecate import REMOVED_IN
+from .._stack import user_stacklevel
 from ._batch import read_heads, read_many
 from ._cache import HeadCache, head_cache
-from ._conditional import VERSION_HEAD, ObjectVersion, object_version
+from ._conditional import COMPARED_PREFIX, ObjectVersion, object_version
 from ._errors import storage_error
 from ._local import LocalFile, LocalLock
 from ._paths import (
@@ -63,11 +68,11 @@ from ._sources import (
 from ._write import write_atomic, write_local_atomic
 
 __all__ = [
+    "COMPARED_PREFIX",
     "HEAD_GUESS",
     "MAX_CONCURRENCY",
     "MERGE_GAP",
     "MERGE_MAX",
-    "VERSION_HEAD",
     "AsyncByteSource",
     "AsyncFsspecSource",
     "ByteSource",
@@ -102,3 +107,15 @@ __all__ = [
     "write_atomic",
     "write_local_atomic",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VERSION_HEAD":  # renamed in 0.3: "head" meant four things
+        warnings.warn(
+            f"medmask.io.VERSION_HEAD is now medmask.io.COMPARED_PREFIX; the old name goes in "
+            f"{REMOVED_IN}.",
+            DeprecationWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return COMPARED_PREFIX
+    raise AttributeError(f"module 'medmask.io' has no attribute {name!r}")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .._deprecate import REMOVED_IN
+from .._stack import user_stacklevel
 from ..errors import (
     ConcurrentModificationError,
     InvalidValueError,
@@ -26,35 +29,56 @@ from ._gcs import gcs_put
 from ._paths import Target, local_path, target_fs
 
 __all__ = [
-    "VERSION_HEAD",
+    "COMPARED_PREFIX",
     "ObjectVersion",
-    "conditional_kind",
+    "conditional_check",
     "object_version",
     "put_conditional",
 ]
 
 #: Bytes compared by the "content" check on filesystems without conditional writes.
-VERSION_HEAD = 4 << 10
+COMPARED_PREFIX = 4 << 10
 #: Largest object written with one PUT (S3's limit); conditional writes need a single request.
 _SINGLE_PUT = 5 << 30
 
-VersionKind = Literal["etag", "generation", "content"]
+VersionCheck = Literal["etag", "generation", "content"]
 
 
 @dataclass(frozen=True)
 class ObjectVersion:
     """What a writer saw of an object, to make its later replacement conditional on it.
 
-    ``kind`` says how the check is made: ``"etag"`` (S3 ``If-Match``), ``"generation"``
-    (GCS ``ifGenerationMatch``) or ``"content"`` (other filesystems: size and first bytes
-    re-read right before the write). ``exists`` False means "only if still absent".
+    ``check`` says how the check is made: ``"etag"`` (S3 ``If-Match``), ``"generation"``
+    (GCS ``ifGenerationMatch``) or ``"content"`` (other filesystems: ``size`` and ``prefix``,
+    the first :data:`COMPARED_PREFIX` bytes, re-read right before the write). ``exists`` False
+    means "only if still absent".
     """
 
     exists: bool
-    kind: VersionKind
+    check: VersionCheck
     token: str = ""
     size: int = -1
-    head: bytes = b""
+    prefix: bytes = b""
+
+    @property
+    def kind(self) -> VersionCheck:
+        """Deprecated name of :attr:`check`."""
+        warnings.warn(
+            f"ObjectVersion.kind is now ObjectVersion.check; kind goes in {REMOVED_IN}.",
+            DeprecationWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return self.check
+
+    @property
+    def head(self) -> bytes:
+        """Deprecated name of :attr:`prefix`."""
+        warnings.warn(
+            f"ObjectVersion.head is now ObjectVersion.prefix; head goes in {REMOVED_IN}.",
+            DeprecationWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return self.prefix
 
 
 def _is_precondition_failure(exc: BaseException) -> bool:
@@ -74,7 +98,7 @@ _Put = Callable[[Any, str, bytes, str, ObjectVersion, bool], ObjectVersion]
 class _Backend:
     """How one kind of object store makes a write conditional."""
 
-    kind: VersionKind
+    check: VersionCheck
     #: The version token in ``fs.info()``'s answer; None: compare content instead.
     token: Callable[[Mapping[str, Any]], str] | None
     put: _Put
@@ -122,9 +146,9 @@ def _backend(fs: Any) -> _Backend:
     return next((_BACKENDS[p] for p in protocols if p in _BACKENDS), _COMPARE)
 
 
-def conditional_kind(fs: Any) -> VersionKind:
-    """The :attr:`ObjectVersion.kind` of objects on ``fs``."""
-    return _backend(fs).kind
+def conditional_check(fs: Any) -> VersionCheck:
+    """The :attr:`ObjectVersion.check` of objects on ``fs``."""
+    return _backend(fs).check
 
 
 def _fs_version(fs: Any, path: str, name: str) -> ObjectVersion:
@@ -134,22 +158,22 @@ def _fs_version(fs: Any, path: str, name: str) -> ObjectVersion:
     try:
         info = fs.info(path)
     except FileNotFoundError:
-        return ObjectVersion(False, backend.kind)
+        return ObjectVersion(False, backend.check)
     except Exception as exc:
         raise storage_error(exc, name, "checking the object's version") from exc
     size = int(info.get("size") or 0)
     if backend.token is not None:
-        return ObjectVersion(True, backend.kind, backend.token(info), size)
+        return ObjectVersion(True, backend.check, backend.token(info), size)
     with translated(name, "reading"):
-        head = bytes(fs.cat_file(path, start=0, end=min(size, VERSION_HEAD))) if size else b""
-    return ObjectVersion(True, backend.kind, "", size, head)
+        prefix = bytes(fs.cat_file(path, start=0, end=min(size, COMPARED_PREFIX))) if size else b""
+    return ObjectVersion(True, backend.check, "", size, prefix)
 
 
 def _local_version(path: str) -> ObjectVersion:
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            return ObjectVersion(True, "content", "", size, handle.read(VERSION_HEAD))
+            return ObjectVersion(True, "content", "", size, handle.read(COMPARED_PREFIX))
     except FileNotFoundError:
         return ObjectVersion(False, "content")
     except OSError as exc:

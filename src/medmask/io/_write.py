@@ -19,7 +19,7 @@ from ..errors import (
     MaskFileNotFoundError,
 )
 from ._cache import HeadCache, cache_key, or_default
-from ._conditional import ObjectVersion, conditional_kind, put_conditional
+from ._conditional import ObjectVersion, conditional_check, put_conditional
 from ._errors import translated
 from ._local import LocalLock
 from ._paths import Target, local_path, source_name, target_fs
@@ -88,10 +88,10 @@ def _write_remote(
     expect: ObjectVersion | None,
 ) -> ObjectVersion | None:
     if create_only:
-        expect = ObjectVersion(False, conditional_kind(fs))
+        expect = ObjectVersion(False, conditional_check(fs))
     if expect is not None:
-        if expect.exists and expect.kind != conditional_kind(fs):
-            raise InvalidValueError(f"{name}: version {expect.kind!r} does not fit this store.")
+        if expect.exists and expect.check != conditional_check(fs):
+            raise InvalidValueError(f"{name}: version {expect.check!r} does not fit this store.")
         return put_conditional(fs, fs_path, data, name, expect, create_only)
     with translated(name, "writing"):
         fs.pipe_file(fs_path, data)
