@@ -108,6 +108,7 @@ def _mutation_hypothesis_profile() -> None:
 
 _mutation_hypothesis_profile()
 
+
 def _warnings_skip_mutmut_frames() -> None:
     """Under `nox -s mutation` only: mutmut runs every mutated function through a trampoline
     in its own package, between medmask's frames; a warning must still point at the test."""
@@ -318,6 +319,21 @@ def memory_fs() -> Iterator[Any]:
     wipe()
     yield fs
     wipe()
+
+
+@pytest.fixture
+def mask() -> Any:
+    """A small labelled mask with a non-trivial space: values 2 (kidney) and 7 (cyst)."""
+    import numpy as np
+    from spacetransformer import Space
+
+    from medmask import SegmentationMask
+
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1:3, 2:4, 1:5] = 2
+    data[0, 0, 0] = 7
+    space = Space(shape=(4, 5, 6), origin=(10.0, -5.0, 3.0), spacing=(2.0, 0.5, 0.75))
+    return SegmentationMask(data, {"kidney": 2, "cyst": 7}, space)
 
 
 @pytest.fixture(scope="session")

@@ -11,20 +11,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
-from spacetransformer import Space
 
 import medmask
 from medmask import InvalidValueError, SegmentationMask
 from medmask.format.container import MAGIC_MSK
-
-
-@pytest.fixture
-def mask() -> SegmentationMask:
-    data = np.zeros((4, 5, 6), np.uint8)
-    data[1:3, 2:4, 1:5] = 2
-    data[0, 0, 0] = 7
-    space = Space(shape=(4, 5, 6), origin=(10.0, -5.0, 3.0), spacing=(2.0, 0.5, 0.75))
-    return SegmentationMask(data, {"kidney": 2, "cyst": 7}, space)
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".NII.GZ"])

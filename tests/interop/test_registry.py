@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from spacetransformer import Space
 
 import medmask
 from medmask import InvalidValueError, SegmentationMask
@@ -28,15 +26,6 @@ from medmask.interop.registry import (
 
 SRC = Path(medmask.__file__).parent
 LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy_0_1"
-
-
-@pytest.fixture
-def mask() -> SegmentationMask:
-    data = np.zeros((4, 5, 6), np.uint8)
-    data[1:3, 2:4, 1:5] = 2
-    data[0, 0, 0] = 7
-    space = Space(shape=(4, 5, 6), origin=(10.0, -5.0, 3.0), spacing=(2.0, 0.5, 0.75))
-    return SegmentationMask(data, {"kidney": 2, "cyst": 7}, space)
 
 
 def test_one_converter_per_kind_with_the_suffixes_of_format_sniff() -> None:
