@@ -35,8 +35,14 @@ z, y, x = touch[len(touch) // 2]
 lesion = np.zeros_like(lung)
 lesion[z - 1 : z + 2, y - 2 : y + 3, x - 2 : x + 3] = True
 lesion &= lung
-print("Lesion voxels:", int(lesion.sum()), "| in upper lobe:", int((lesion & upper).sum()),
-      "| in lower lobe:", int((lesion & lower).sum()))
+print(
+    "Lesion voxels:",
+    int(lesion.sum()),
+    "| in upper lobe:",
+    int((lesion & upper).sum()),
+    "| in lower lobe:",
+    int((lesion & lower).sum()),
+)
 
 with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "lungs.mska"

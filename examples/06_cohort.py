@@ -72,9 +72,7 @@ def main() -> None:
             LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
             Client(cluster) as client,
         ):
-            stats = cohort_stats(
-                "s3://cohort/refs/*.mska", storage_options=options, client=client
-            )
+            stats = cohort_stats("s3://cohort/refs/*.mska", storage_options=options, client=client)
             scores = compare(
                 "s3://cohort/preds/*.mska",
                 "s3://cohort/refs/*.mska",

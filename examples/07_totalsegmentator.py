@@ -29,14 +29,20 @@ with tempfile.TemporaryDirectory() as tmp:
     report = medmask.pack_folder(DATA / "organs", archive_path, mapping=DATA / "labels_total.json")
     seconds = time.perf_counter() - t0
     size = archive_path.stat().st_size
-    print(f"Packed into {report.n_layers} layer(s): {size:,} bytes "
-          f"({nifti_bytes / size:.1f}x smaller) in {seconds:.2f} s")
+    print(
+        f"Packed into {report.n_layers} layer(s): {size:,} bytes "
+        f"({nifti_bytes / size:.1f}x smaller) in {seconds:.2f} s"
+    )
 
     with medmask.MaskArchive(archive_path) as archive:
         info = archive.info()[0]
         volumes = info.volumes_mm3()
-        print("Structures:", len(archive.structures()), "| space spacing (z, y, x):",
-              tuple(round(float(s), 2) for s in archive.space.spacing))
+        print(
+            "Structures:",
+            len(archive.structures()),
+            "| space spacing (z, y, x):",
+            tuple(round(float(s), 2) for s in archive.space.spacing),
+        )
         print(f"Liver volume from the header alone: {volumes['liver'] / 1000:.1f} ml")
         liver = archive.load_structure("liver")
         reference, _ = read_nifti(DATA / "organs" / "liver.nii.gz")

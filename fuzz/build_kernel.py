@@ -52,9 +52,7 @@ def build(out: Path, src: Path, cc: str, fuzzer: bool) -> Path:
     package = out / "medmask"
     if package.exists():
         shutil.rmtree(package)
-    shutil.copytree(
-        src / "medmask", package, ignore=shutil.ignore_patterns("*.so", "__pycache__")
-    )
+    shutil.copytree(src / "medmask", package, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     target = package / "codecs" / f"_edges_kernel{suffix}"
     flags = [*FLAGS, "-fsanitize=fuzzer-no-link"] if fuzzer else FLAGS

@@ -555,7 +555,7 @@ def _check_conditional_writes(fs: Any, fs_path: str, url: str, options: Any, kin
     assert str(exists.value) == f"{url}: already exists; nothing was written."
     assert stored() == b"theirs"
     seen = object_version(url, options)
-    assert (seen.exists, seen.kind, seen.size) == (True, kind, 6)
+    assert (seen.exists, seen.check, seen.size) == (True, kind, 6)
     fs.pipe_file(fs_path, b"theirs, again")  # changed meanwhile
     with pytest.raises(medmask.ConcurrentModificationError, match=_changed(url)):
         write_atomic(url, [b"mine"], options, expect=seen)
@@ -568,7 +568,7 @@ def _check_conditional_writes(fs: Any, fs_path: str, url: str, options: Any, kin
     new = write_atomic(url, [b"mi", b"ne"], options, expect=object_version(url, options))
     assert stored() == b"mine"  # the version seen is still current: written
     assert new is not None
-    assert (new.exists, new.kind, new.size) == (True, kind, 4)
+    assert (new.exists, new.check, new.size) == (True, kind, 4)
     assert new == object_version(url, options)
 
 
@@ -867,7 +867,7 @@ def test_local_object_version(tmp_path: Path) -> None:
     object_version, version = medmask.io.object_version, medmask.io.ObjectVersion
     path = tmp_path / "d.bin"
     assert object_version(path) == version(False, "content")
-    head = medmask.io.VERSION_HEAD
+    head = medmask.io.COMPARED_PREFIX
     path.write_bytes(DATA)
     seen = object_version(str(path))
     assert seen == version(True, "content", "", len(DATA), DATA[:head])
@@ -1490,7 +1490,7 @@ def test_remote_object_versions(s3: BucketFixture, gcs: BucketFixture, memory_fs
     assert medmask.io.object_version(gcs.url("v.bin"), gcs.storage_options) == version(
         True, "generation", generation, len(DATA)
     )
-    head = DATA[: medmask.io.VERSION_HEAD]
+    head = DATA[: medmask.io.COMPARED_PREFIX]
     assert medmask.io.object_version("memory://b/v.bin") == version(
         True, "content", "", len(DATA), head
     )

@@ -423,9 +423,9 @@ def test_empty_object_version_reads_nothing() -> None:
     seen = medmask.io.object_version(_Object(fs, "b/k"))
     assert seen == medmask.io.ObjectVersion(True, "content", "", 0, b"")
     assert fs.cat_calls == []
-    fs = _InfoFs("memory", {"size": 10 * medmask.io.VERSION_HEAD}, b"h")
+    fs = _InfoFs("memory", {"size": 10 * medmask.io.COMPARED_PREFIX}, b"h")
     medmask.io.object_version(_Object(fs, "b/k"))
-    assert fs.cat_calls == [("b/k", 0, medmask.io.VERSION_HEAD)]
+    assert fs.cat_calls == [("b/k", 0, medmask.io.COMPARED_PREFIX)]
 
 
 def test_local_version_read_failure(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "smallest_bit_depth",
 ]
 
+
 def _is_affine(value: object) -> bool:
     try:
         return np.asarray(value).shape == (4, 4)

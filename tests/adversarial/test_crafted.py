@@ -87,8 +87,9 @@ def test_verify_reports_lying_counts_and_bboxes(tmp_path: Path) -> None:
     assert "'liver' (value 1) has 6 voxels; the metadata says 9" in problems[0]
     assert "((1, 2), (2, 2), (2, 4)); the metadata says ((0, 3), (2, 2), (2, 4))" in problems[1]
     assert "'ghost' (value 2) has 0 voxels; the metadata says 5" in problems[2]
-    assert "'ghost' (value 2) has bbox None; the metadata says ((0, 0), (0, 0), (0, 4))" in (
-        problems[3]
+    assert (
+        "'ghost' (value 2) has bbox None; the metadata says ((0, 0), (0, 0), (0, 4))"
+        in (problems[3])
     )
 
 

@@ -97,9 +97,7 @@ def to_zarr(
     if isinstance(target, str | os.PathLike):
         path = local_path(target, storage_options)  # a file:// URL too
         store: Any = (
-            zarr.storage.FsspecStore.from_url(
-                os.fspath(target), storage_options=storage_options
-            )
+            zarr.storage.FsspecStore.from_url(os.fspath(target), storage_options=storage_options)
             if path is None
             else zarr.storage.LocalStore(path)
         )
