@@ -644,3 +644,64 @@ def test_chained_glob_without_a_scheme_gives_urls(tmp_path: Path) -> None:
     pattern = f"simplecache::{tmp_path}/*.msk"
     assert medmask.io.expand_glob(pattern) == [(tmp_path / "a.msk").as_uri()]
     assert medmask.io.expand_glob(f"{tmp_path}/*.msk") == [str(tmp_path / "a.msk")]
+
+
+# --- reads served from a file's first read -----------------------------------------------------
+
+
+class _RangeLog:
+    """A byte source over ``data`` that records every ``read_ranges`` call."""
+
+    name = "logged.msk"
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.size = data, len(data)
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def read(self, start: int, end: int) -> bytes:
+        raise AssertionError("read_ranges_after_head reads ranges only")
+
+    def read_ranges(self, ranges: Any) -> list[bytes]:
+        self.calls.append(list(ranges))
+        return [self.data[start:end] for start, end in ranges]
+
+    def close(self) -> None:
+        pass
+
+
+def test_ranges_after_a_short_head_need_no_request() -> None:
+    data = bytes(range(256)) * 4
+    source = _RangeLog(data)
+    got = medmask.io.read_ranges_after_head(source, data[:100], [(90, 110), (5, 7), (500, 1000)])
+    # a first read shorter than HEAD_GUESS is the whole file: every range is cut from it
+    assert got == [data[90:100], data[5:7], data[100:100]]
+    assert source.calls == []
+
+
+def test_ranges_past_a_full_head_are_fetched_once_in_order() -> None:
+    size = medmask.io.HEAD_GUESS + 5000
+    data = bytes(i % 251 for i in range(size))
+    head = data[: medmask.io.HEAD_GUESS]
+    source = _RangeLog(data)
+    ranges = [(size - 10, size), (3, 9), (medmask.io.HEAD_GUESS - 4, medmask.io.HEAD_GUESS + 4)]
+    got = medmask.io.read_ranges_after_head(source, head, ranges)
+    assert got == [data[start:end] for start, end in ranges]
+    assert source.calls == [[ranges[0], ranges[2]]]  # only the ranges the head lacks
+    assert medmask.io.read_ranges_after_head(source, head, [(0, 4)]) == [data[:4]]
+    assert len(source.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("protocol", "check"),
+    [
+        ("s3", "etag"),
+        (("s3a", "s3"), "etag"),
+        ("gs", "generation"),
+        ("gcs", "generation"),
+        ("memory", "content"),
+        ("file", "content"),
+        (("abfs", "az"), "content"),
+    ],
+)
+def test_conditional_check_by_protocol(protocol: Any, check: str) -> None:
+    assert _conditional.conditional_check(_InfoFs(protocol)) == check
