@@ -105,8 +105,10 @@ def test_renamed_io_names_still_read_with_a_warning() -> None:
     import medmask.io
 
     version = medmask.io.ObjectVersion(True, "content", "", 3, b"abc")
-    with pytest.warns(DeprecationWarning, match="ObjectVersion.kind is now ObjectVersion.check"):
+    expected = "ObjectVersion.kind is now ObjectVersion.check; the old name goes in medmask 0.4"
+    with pytest.warns(DeprecationWarning, match=expected) as caught:
         assert version.kind == version.check == "content"
+    assert caught[0].filename == __file__
     with pytest.warns(DeprecationWarning, match="ObjectVersion.head is now ObjectVersion.prefix"):
         assert version.head == version.prefix == b"abc"
     with pytest.warns(

@@ -53,15 +53,8 @@ def mska(tmp_path: Path) -> bytes:
 
 def _by_hand(data: bytes, **options: object) -> tuple[Directory, list[list[tuple[int, int]]]]:
     """Drive directory_steps with bytes, recording every request."""
-    steps = directory_steps("by-hand", **options)  # type: ignore[arg-type]
-    requests = []
-    try:
-        request = next(steps)
-        while True:
-            requests.append(request)
-            request = steps.send([data[a:b] for a, b in request])
-    except StopIteration as done:
-        return done.value, requests
+    directory, requests = _requests_of(directory_steps("by-hand", **options), data)  # type: ignore[arg-type]
+    return directory, requests
 
 
 def test_a_small_msk_is_one_request(msk: bytes) -> None:

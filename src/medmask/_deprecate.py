@@ -10,7 +10,13 @@ from typing import Final, ParamSpec, TypeVar
 from ._stack import user_stacklevel
 from .errors import InvalidTypeError
 
-__all__ = ["REMOVED_IN", "deprecated_alias", "renamed_keywords"]
+__all__ = [
+    "REMOVED_IN",
+    "deprecated_alias",
+    "renamed_attribute",
+    "renamed_keywords",
+    "warn_renamed",
+]
 
 #: The release that drops what is deprecated now.
 REMOVED_IN: Final = "0.4"
@@ -61,3 +67,23 @@ def deprecated_alias(func: Callable[_P, _R], old: str, advice: str) -> Callable[
 
     alias.__name__ = alias.__qualname__ = old.rsplit(".", 1)[-1]
     return alias
+
+
+def renamed_attribute(owner: str, old: str, new: str) -> property:
+    """A read-only property ``old`` that returns attribute ``new`` with a warning (for a
+    class ``owner`` whose attribute was renamed)."""
+
+    def get(self: object) -> object:
+        warn_renamed(f"{owner}.{old}", f"{owner}.{new}")
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated name of :attr:`{new}`.")
+
+
+def warn_renamed(old: str, new: str) -> None:
+    """Warn, at the user's line, that the name ``old`` is now ``new``."""
+    warnings.warn(
+        f"{old} is now {new}; the old name goes in medmask {REMOVED_IN}.",
+        DeprecationWarning,
+        stacklevel=user_stacklevel(),
+    )

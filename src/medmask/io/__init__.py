@@ -23,11 +23,9 @@ Importing this package imports no fsspec: filesystems are created on first use.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-from .._deprecate import REMOVED_IN
-from .._stack import user_stacklevel
+from .._deprecate import warn_renamed
 from ._batch import read_heads, read_many
 from ._cache import HeadCache, head_cache
 from ._conditional import COMPARED_PREFIX, ObjectVersion, object_version
@@ -111,11 +109,6 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "VERSION_HEAD":  # renamed in 0.3: "head" meant four things
-        warnings.warn(
-            f"medmask.io.VERSION_HEAD is now medmask.io.COMPARED_PREFIX; the old name goes in "
-            f"{REMOVED_IN}.",
-            DeprecationWarning,
-            stacklevel=user_stacklevel(),
-        )
+        warn_renamed("medmask.io.VERSION_HEAD", "medmask.io.COMPARED_PREFIX")
         return COMPARED_PREFIX
     raise AttributeError(f"module 'medmask.io' has no attribute {name!r}")

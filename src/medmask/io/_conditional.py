@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._deprecate import REMOVED_IN
-from .._stack import user_stacklevel
+from .._deprecate import renamed_attribute
 from ..errors import (
     ConcurrentModificationError,
     InvalidValueError,
@@ -60,25 +58,8 @@ class ObjectVersion:
     size: int = -1
     prefix: bytes = b""
 
-    @property
-    def kind(self) -> VersionCheck:
-        """Deprecated name of :attr:`check`."""
-        warnings.warn(
-            f"ObjectVersion.kind is now ObjectVersion.check; kind goes in {REMOVED_IN}.",
-            DeprecationWarning,
-            stacklevel=user_stacklevel(),
-        )
-        return self.check
-
-    @property
-    def head(self) -> bytes:
-        """Deprecated name of :attr:`prefix`."""
-        warnings.warn(
-            f"ObjectVersion.head is now ObjectVersion.prefix; head goes in {REMOVED_IN}.",
-            DeprecationWarning,
-            stacklevel=user_stacklevel(),
-        )
-        return self.prefix
+    kind = renamed_attribute("ObjectVersion", "kind", "check")
+    head = renamed_attribute("ObjectVersion", "head", "prefix")
 
 
 def _is_precondition_failure(exc: BaseException) -> bool:
