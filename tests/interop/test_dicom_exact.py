@@ -293,6 +293,20 @@ def test_space_difference_measures_each_corner_voxel() -> None:
     assert dicom._space_difference(mask, near) is None
 
 
+def test_space_difference_tolerances_are_inclusive() -> None:
+    """A direction component exactly DIRECTION_ATOL off, a corner exactly POSITION_ATOL_MM off:
+    still the series' grid."""
+    s = 1e-5
+    c = float(np.sqrt(1 - s * s))
+    turned = Space(
+        shape=(2, 3, 4), x_orientation=(c, s, 0.0), y_orientation=(-s, c, 0.0)
+    )  # z_orientation (0, 0, 1)
+    assert float(turned.x_orientation[1]) == dicom.DIRECTION_ATOL
+    assert dicom._space_difference(SPACE, turned) is None
+    moved = Space(shape=(2, 3, 4), origin=(0.001, 0.0, 0.0))  # corner 0 exactly 0.001 mm off
+    assert dicom._space_difference(SPACE, moved) is None
+
+
 # --- _check_segment_label ---------------------------------------------------------------------
 
 
@@ -484,6 +498,11 @@ def test_pixel_spacing_must_be_positive(tmp_path: Path) -> None:
             "SeriesInstanceUID '' differs from '1.2.3.5' of {a}. Expected the files of one series.",
         ),
         (
+            {"FrameOfReferenceUID": None},
+            "FrameOfReferenceUID '' differs from '1.2.3.6' of {a}. Expected one frame of "
+            "reference.",
+        ),
+        (
             {"FrameOfReferenceUID": "1.2.3.7"},
             "FrameOfReferenceUID '1.2.3.7' differs from '1.2.3.6' of {a}. Expected one frame of "
             "reference.",
@@ -495,7 +514,7 @@ def test_pixel_spacing_must_be_positive(tmp_path: Path) -> None:
             "[1.0, 0.0, 0.0, 0.0, 1.0, 0.0] of {a} (tolerance 0.0001).",
         ),
     ],
-    ids=["series", "frame_of_reference", "size", "orientation"],
+    ids=["series", "no_frame_of_reference", "frame_of_reference", "size", "orientation"],
 )
 def test_a_slice_unlike_the_first_is_named_with_both_values(
     tmp_path: Path, values: dict[str, Any], problem: str
@@ -505,6 +524,42 @@ def test_a_slice_unlike_the_first_is_named_with_both_values(
     with pytest.raises(FormatError) as info:
         dicom.sorted_series([a, b])
     assert str(info.value) == f"{b}: " + problem.format(a=a)
+
+
+def test_a_folder_lists_its_visible_files_but_dicomdir(tmp_path: Path) -> None:
+    path = _slice_file(tmp_path / "a.dcm")
+    for name in (".hidden", "dicomdir", "DICOMDIR"):
+        (tmp_path / name).write_bytes(b"not an image")
+    (tmp_path / "sub").mkdir()
+    assert dicom.sorted_series(tmp_path) == [path]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (b"/case/a.dcm", "Expected a folder, a file or an iterable of file paths. Got bytes."),
+        (5, "Expected a folder, a file or an iterable of file paths. Got int."),
+        ([3], "Expected file paths. Got int: 3."),
+    ],
+)
+def test_series_sources_of_another_type_are_refused(source: Any, message: str) -> None:
+    with pytest.raises(InvalidTypeError) as info:
+        dicom.sorted_series(source)
+    assert str(info.value) == message
+
+
+def test_an_empty_list_of_files_is_refused() -> None:
+    with pytest.raises(InvalidValueError) as info:
+        dicom.sorted_series([])
+    assert str(info.value) == "Expected at least one DICOM file. Got none."
+
+
+def test_spacing_tolerance_is_in_zero_to_one_half(tmp_path: Path) -> None:
+    files = [_slice_file(tmp_path / f"s{n}.dcm", 2.0 * n) for n in range(3)]
+    assert dicom.sorted_series(files[::-1], spacing_tolerance=0) == files  # regular: exact
+    with pytest.raises(InvalidValueError) as info:
+        dicom.sorted_series(files, spacing_tolerance=0.5)
+    assert str(info.value) == "Expected spacing_tolerance in [0, 0.5). Got 0.5."
 
 
 def _plain_slice(name: str, **values: Any) -> Any:
