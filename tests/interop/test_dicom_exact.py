@@ -4,6 +4,7 @@ naming overlapping segments."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from spacetransformer import Space
 
 import medmask
+from bounded import traced_peak
 from medmask import SegmentationMask
 from medmask.errors import (
     FormatError,
@@ -291,6 +293,20 @@ def test_space_difference_measures_each_corner_voxel() -> None:
     assert dicom._space_difference(mask, near) is None
 
 
+def test_space_difference_tolerances_are_inclusive() -> None:
+    """A direction component exactly DIRECTION_ATOL off, a corner exactly POSITION_ATOL_MM off:
+    still the series' grid."""
+    s = 1e-5
+    c = float(np.sqrt(1 - s * s))
+    turned = Space(
+        shape=(2, 3, 4), x_orientation=(c, s, 0.0), y_orientation=(-s, c, 0.0)
+    )  # z_orientation (0, 0, 1)
+    assert float(turned.x_orientation[1]) == dicom.DIRECTION_ATOL
+    assert dicom._space_difference(SPACE, turned) is None
+    moved = Space(shape=(2, 3, 4), origin=(0.001, 0.0, 0.0))  # corner 0 exactly 0.001 mm off
+    assert dicom._space_difference(SPACE, moved) is None
+
+
 # --- _check_segment_label ---------------------------------------------------------------------
 
 
@@ -405,3 +421,309 @@ def test_to_dicom_seg_takes_at_most_65535_segments(tmp_path: Path) -> None:
     with pytest.raises(InvalidValueError) as info:
         to_dicom_seg(over, missing, tmp_path / "a.dcm")
     assert str(info.value) == "Expected at most 65535 labels (segments). Got 65536."
+
+
+# --- series geometry: tiny synthetic slices ---------------------------------------------------
+
+_SLICE_UIDS = {"SeriesInstanceUID": "1.2.3.5", "FrameOfReferenceUID": "1.2.3.6"}
+
+
+def _slice_file(path: Path, z: float = 0.0, **values: Any) -> Path:
+    """A 2 x 3 axial CT slice at (0, 0, z), PixelSpacing 0.5 x 0.75, saved at ``path``;
+    ``values`` set tags (None removes one)."""
+    ds = Dataset()
+    ds.SOPClassUID = _CT
+    ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[str(path)])
+    for keyword, value in _SLICE_UIDS.items():
+        setattr(ds, keyword, value)
+    ds.Rows, ds.Columns = 2, 3
+    ds.PixelSpacing = [0.5, 0.75]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, z]
+    for keyword, value in values.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("frames", ["1", ""])
+def test_a_slice_of_one_frame_or_no_frame_count_is_single_frame(
+    tmp_path: Path, frames: str
+) -> None:
+    path = _slice_file(tmp_path / "a.dcm", NumberOfFrames=frames)
+    assert tuple(dicom.space_from_dicom_series(path).shape) == (1, 2, 3)
+
+
+def test_a_multi_frame_image_is_refused_with_its_frame_count(tmp_path: Path) -> None:
+    path = _slice_file(tmp_path / "a.dcm", NumberOfFrames="2")
+    with pytest.raises(FormatError) as info:
+        dicom.sorted_series(path)
+    assert str(info.value) == f"{path}: multi-frame image (2 frames). Expected single-frame slices."
+
+
+def test_a_one_pixel_slice_is_an_image(tmp_path: Path) -> None:
+    path = _slice_file(tmp_path / "a.dcm", Rows=1, Columns=1)
+    assert tuple(dicom.space_from_dicom_series(path).shape) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "shown"), [(0, 3, "0, 3"), (2, 0, "2, 0"), (None, 3, "None, 3")]
+)
+def test_rows_and_columns_must_be_positive(
+    tmp_path: Path, rows: int | None, columns: int, shown: str
+) -> None:
+    path = _slice_file(tmp_path / "a.dcm", Rows=rows, Columns=columns)
+    with pytest.raises(FormatError) as info:
+        dicom.sorted_series(path)
+    assert str(info.value) == f"{path}: expected positive Rows and Columns. Got {shown}."
+
+
+def test_pixel_spacing_must_be_positive(tmp_path: Path) -> None:
+    path = _slice_file(tmp_path / "a.dcm", PixelSpacing=[0, 0.75])
+    with pytest.raises(FormatError) as info:
+        dicom.sorted_series(path)
+    assert str(info.value) == f"{path}: expected a positive PixelSpacing. Got [0.0, 0.75]."
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (
+            {"SeriesInstanceUID": None},
+            "SeriesInstanceUID '' differs from '1.2.3.5' of {a}. Expected the files of one series.",
+        ),
+        (
+            {"FrameOfReferenceUID": None},
+            "FrameOfReferenceUID '' differs from '1.2.3.6' of {a}. Expected one frame of "
+            "reference.",
+        ),
+        (
+            {"FrameOfReferenceUID": "1.2.3.7"},
+            "FrameOfReferenceUID '1.2.3.7' differs from '1.2.3.6' of {a}. Expected one frame of "
+            "reference.",
+        ),
+        ({"Rows": 4, "Columns": 5}, "Rows x Columns 4 x 5 differs from 2 x 3 of {a}."),
+        (
+            {"ImageOrientationPatient": [1, 0, 0, 0, 1, 0.00015]},
+            "ImageOrientationPatient [1.0, 0.0, 0.0, 0.0, 1.0, 0.00015] differs from "
+            "[1.0, 0.0, 0.0, 0.0, 1.0, 0.0] of {a} (tolerance 0.0001).",
+        ),
+    ],
+    ids=["series", "no_frame_of_reference", "frame_of_reference", "size", "orientation"],
+)
+def test_a_slice_unlike_the_first_is_named_with_both_values(
+    tmp_path: Path, values: dict[str, Any], problem: str
+) -> None:
+    a = _slice_file(tmp_path / "a.dcm", 0.0)
+    b = _slice_file(tmp_path / "b.dcm", 2.0, **values)
+    with pytest.raises(FormatError) as info:
+        dicom.sorted_series([a, b])
+    assert str(info.value) == f"{b}: " + problem.format(a=a)
+
+
+def test_a_folder_lists_its_visible_files_but_dicomdir(tmp_path: Path) -> None:
+    path = _slice_file(tmp_path / "a.dcm")
+    for name in (".hidden", "dicomdir", "DICOMDIR"):
+        (tmp_path / name).write_bytes(b"not an image")
+    (tmp_path / "sub").mkdir()
+    assert dicom.sorted_series(tmp_path) == [path]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (b"/case/a.dcm", "Expected a folder, a file or an iterable of file paths. Got bytes."),
+        (5, "Expected a folder, a file or an iterable of file paths. Got int."),
+        ([3], "Expected file paths. Got int: 3."),
+    ],
+)
+def test_series_sources_of_another_type_are_refused(source: Any, message: str) -> None:
+    with pytest.raises(InvalidTypeError) as info:
+        dicom.sorted_series(source)
+    assert str(info.value) == message
+
+
+def test_an_empty_list_of_files_is_refused() -> None:
+    with pytest.raises(InvalidValueError) as info:
+        dicom.sorted_series([])
+    assert str(info.value) == "Expected at least one DICOM file. Got none."
+
+
+def test_spacing_tolerance_is_in_zero_to_one_half(tmp_path: Path) -> None:
+    files = [_slice_file(tmp_path / f"s{n}.dcm", 2.0 * n) for n in range(3)]
+    assert dicom.sorted_series(files[::-1], spacing_tolerance=0) == files  # regular: exact
+    with pytest.raises(InvalidValueError) as info:
+        dicom.sorted_series(files, spacing_tolerance=0.5)
+    assert str(info.value) == "Expected spacing_tolerance in [0, 0.5). Got 0.5."
+
+
+def _plain_slice(name: str, **values: Any) -> Any:
+    defaults: dict[str, Any] = {
+        "path": Path(f"/case/{name}.dcm"),
+        "series_uid": "1.2.3.5",
+        "frame_of_reference_uid": "1.2.3.6",
+        "size": (2, 3),
+        "orientation": np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+        "pixel_spacing": np.array([0.0001, 0.0001]),
+    }
+    return SimpleNamespace(**{**defaults, **values})
+
+
+def test_orientation_and_pixel_spacing_tolerances_are_inclusive() -> None:
+    first = _plain_slice("a")
+    turned = _plain_slice("b", orientation=np.array([1.0, 0.0, 0.0, 0.0, 1.0, 1e-4]))
+    wider = _plain_slice("c", pixel_spacing=np.array([0.0002, 0.0001]))  # 1e-4 apart exactly
+    assert float(wider.pixel_spacing[0] - first.pixel_spacing[0]) == dicom.PIXEL_SPACING_ATOL_MM
+    dicom._check_same(first, turned)
+    dicom._check_same(first, wider)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "lengths"),
+    [([1, 0, 0, 0, 2, 0], "1 and 2"), ([2, 0, 0, 0, 1, 0], "2 and 1")],
+)
+def test_direction_cosines_must_be_unit_vectors(
+    tmp_path: Path, orientation: list[int], lengths: str
+) -> None:
+    path = _slice_file(tmp_path / "a.dcm", ImageOrientationPatient=orientation)
+    with pytest.raises(FormatError) as info:
+        dicom.sorted_series(path)
+    assert str(info.value) == (
+        f"{path}: expected unit direction cosines in ImageOrientationPatient. Got lengths "
+        f"{lengths}."
+    )
+
+
+def test_direction_cosines_within_tolerance_are_normalized(tmp_path: Path) -> None:
+    path = _slice_file(tmp_path / "a.dcm", ImageOrientationPatient=[1.0005, 0, 0, 0, 0.9995, 0])
+    space = dicom.space_from_dicom_series(path)
+    assert (space.x_orientation, space.y_orientation, space.z_orientation) == (
+        (0.0, 0.0, 1.0),
+        (0.0, 1.0, 0.0),
+        (1.0, 0.0, 0.0),
+    )
+
+
+def test_row_and_column_directions_must_be_orthogonal(tmp_path: Path) -> None:
+    path = _slice_file(tmp_path / "a.dcm", ImageOrientationPatient=[1, 0, 0, 0.5, 0.866025, 0])
+    with pytest.raises(FormatError) as info:
+        dicom.sorted_series(path)
+    assert str(info.value) == (
+        f"{path}: expected orthogonal row and column directions in ImageOrientationPatient. "
+        "Got [1.0, 0.0, 0.0, 0.5, 0.866025, 0.0]."
+    )
+
+
+def test_directions_accept_a_cosine_product_of_exactly_the_tolerance() -> None:
+    column = np.array([0.001, 0.999999499999875, 0.0])  # a unit vector in floating point
+    assert float(np.linalg.norm(column)) == 1.0
+    first = _plain_slice("a", orientation=np.array([1.0, 0.0, 0.0, *column]))
+    row, col, normal = dicom._directions(first)
+    assert float(row @ col) == 1e-3
+    np.testing.assert_array_equal(row, [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(col, column)
+    assert float(np.linalg.norm(normal)) == pytest.approx(1.0, abs=1e-15)
+
+
+def test_the_slice_normal_is_a_unit_vector_for_nearly_orthogonal_cosines() -> None:
+    tilt = 0.0009  # cosines 0.0009 from orthogonal: r x c is 4e-7 shorter than 1
+    first = _plain_slice("a", orientation=np.array([1.0, 0.0, 0.0, tilt, np.sqrt(1 - tilt**2), 0]))
+    normal = dicom._directions(first)[2]
+    assert float(np.linalg.norm(normal)) == pytest.approx(1.0, abs=1e-15)
+    np.testing.assert_allclose(normal, [0.0, 0.0, 1.0], atol=1e-15)
+
+
+# --- _slice_spacing ---------------------------------------------------------------------------
+
+
+def _stack(*z: float) -> tuple[list[Any], Any]:
+    slices = [
+        SimpleNamespace(path=Path(f"/case/s{n}.dcm"), position=np.array([0.0, 0.0, v]))
+        for n, v in enumerate(z)
+    ]
+    return slices, np.asarray(z, dtype=np.float64)
+
+
+def test_slice_spacing_of_a_regular_stack() -> None:
+    assert dicom._slice_spacing(*_stack(0.0, 2.0, 4.0, 6.0), 0.0) == 2.0  # tolerance 0: exact
+    assert dicom._slice_spacing(*_stack(0.0, 0.001, 0.002), 0.01) == 0.001  # gaps of 1e-3 mm
+    # gaps 1.99 .. 2.01 mm: 0.5% off the 2 mm median and the grid, within 1% of the spacing
+    assert dicom._slice_spacing(*_stack(0.0, 2.0, 4.01, 6.0), 0.01) == 2.0
+
+
+def test_slice_spacing_names_a_duplicate_and_the_slice_before_it() -> None:
+    slices, proj = _stack(0.0, 2.0, 2.0, 4.0)
+    with pytest.raises(FormatError) as info:
+        dicom._slice_spacing(slices, proj, 0.01)
+    assert str(info.value) == (
+        f"{Path('/case/s2.dcm')}: same position as {Path('/case/s1.dcm')} "
+        "(ImagePositionPatient [0.0, 0.0, 2.0]). Duplicate slice?"
+    )
+
+
+def test_slice_spacing_names_an_irregular_gap_and_the_slice_before_it() -> None:
+    slices, proj = _stack(0.0, 2.0, 4.0, 7.0, 9.0)
+    with pytest.raises(FormatError) as info:
+        dicom._slice_spacing(slices, proj, 0.01)
+    assert str(info.value) == (
+        f"{Path('/case/s3.dcm')}: 3 mm from the previous slice {Path('/case/s2.dcm')}. "
+        "Expected 2 mm (the median slice spacing, tolerance 0.01 of it): missing, extra or "
+        "irregular slices."
+    )
+
+
+def test_slice_spacing_names_the_slice_farthest_off_the_grid() -> None:
+    # every gap within 0.75% of the median, but slice 2 is 0.03 mm (1.5%) off the grid
+    slices, proj = _stack(0.0, 1.985, 3.97, 5.985, 8.0)
+    with pytest.raises(FormatError) as info:
+        dicom._slice_spacing(slices, proj, 0.01)
+    assert str(info.value) == (
+        f"{Path('/case/s2.dcm')}: -0.03 mm off the regular slice grid (spacing 2 mm, "
+        "tolerance 0.01 of it)."
+    )
+
+
+# --- _read_header -----------------------------------------------------------------------------
+
+
+def test_a_header_pydicom_cannot_parse_is_a_format_error_naming_the_file(tmp_path: Path) -> None:
+    """A deflated file whose data is no deflate stream: zlib's error, not an OSError."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _CT
+    meta.MediaStorageSOPInstanceUID = "1.2.3.40"
+    meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    buffer.write(bytes(128) + b"DICM")
+    pydicom.filewriter.write_file_meta_info(buffer, meta, enforce_standard=True)
+    path = tmp_path / "deflated.dcm"
+    path.write_bytes(buffer.getvalue() + b"garbage-not-deflate" * 4)
+    with pytest.raises(FormatError) as info:
+        dicom.sorted_series(path)
+    assert str(info.value) == (
+        f"{path}: cannot read the DICOM header: Error -3 while decompressing data: invalid block "
+        "type"
+    )
+
+
+def test_only_headers_of_the_series_are_read(tmp_path: Path) -> None:
+    pixels = np.zeros((512, 512), np.uint16).tobytes()  # 512 kB per slice
+    files = [
+        _slice_file(
+            tmp_path / f"s{n}.dcm",
+            2.0 * n,
+            Rows=512,
+            Columns=512,
+            BitsAllocated=16,
+            PixelData=pixels,
+        )
+        for n in range(4)
+    ]
+    result, peak = traced_peak(lambda: dicom.sorted_series(tmp_path))
+    assert result == files
+    assert isinstance(peak, int)
+    assert peak < 512 * 1024, peak  # not one slice's pixel data
