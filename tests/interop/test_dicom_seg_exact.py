@@ -310,12 +310,11 @@ _SOURCE_UIDS = {
 }
 
 
-def _source(k: int) -> Dataset:
-    """Slice ``k`` of a 2 x 4 CT series 2 mm apart along z (frames of whole bytes: highdicom
-    0.28 misplaces BINARY pixels of frames whose size is no multiple of 8)."""
+def _source(k: int, rows: int = 2, columns: int = 4) -> Dataset:
+    """Slice ``k`` of a ``rows`` x ``columns`` CT series 2 mm apart along z."""
     ds = Dataset()
     uid = f"1.2.3.9.{k}"
-    _with_syntax(ds).MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
+    _with_syntax(ds).file_meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
     ds.file_meta.MediaStorageSOPInstanceUID = uid
     ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.CTImageStorage, uid
     for keyword, value in _SOURCE_UIDS.items():
@@ -324,12 +323,12 @@ def _source(k: int) -> Dataset:
     for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime"):
         setattr(ds, keyword, "")
     ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "", "", ""
-    ds.Rows, ds.Columns, ds.SliceThickness = 2, 4, 2.0
+    ds.Rows, ds.Columns, ds.SliceThickness = rows, columns, 2.0
     ds.PixelSpacing, ds.ImageOrientationPatient = [0.5, 0.75], _AXIAL
     ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = bytes(16)
+    ds.PixelData = bytes(2 * rows * columns)
     return ds
 
 
@@ -521,3 +520,58 @@ def test_a_seg_at_a_url_is_read_with_the_storage_options(tmp_path: Path, memory_
     _KeyedMemory(**keyed).pipe("/segs/tiny.dcm", _tiny_seg(tmp_path / "tiny.dcm").read_bytes())
     mask = from_dicom_seg("keyedseg://segs/tiny.dcm", storage_options=keyed)
     assert mask.mapping.to_dict() == {"a": 1, "b": 2}
+
+
+# --- to_dicom_seg round trips on small frames ------------------------------------------------
+
+
+def _series_files(folder: Path, rows: int, columns: int) -> list[Path]:
+    paths = []
+    for k in range(3):
+        path = folder / f"ct{k}.dcm"
+        pydicom.dcmwrite(path, _source(k, rows, columns), enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(1, 8), (2, 4), (3, 3), (1, 9), (3, 5), (7, 9)])
+@pytest.mark.parametrize("kind", ["BINARY", "LABELMAP"])
+def test_every_voxel_survives_a_seg_of_small_frames(
+    tmp_path: Path, rows: int, columns: int, kind: str
+) -> None:
+    paths = _series_files(tmp_path, rows, columns)
+    data = np.random.default_rng(rows * 16 + columns).integers(0, 4, (3, rows, columns))
+    space = dicom.space_from_dicom_series(paths)
+    mask = medmask.SegmentationMask(data.astype(np.uint8), {"a": 1, "b": 2, "c": 3}, space)
+    back = from_dicom_seg(_written(mask, paths, tmp_path / "seg.dcm", kind))
+    np.testing.assert_array_equal(back.data, mask.data)
+    assert back.mapping.to_dict() == {"a": 1, "b": 2, "c": 3}
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(1, 1), (1, 7), (2, 2), (2, 3)])
+def test_binary_frames_of_fewer_than_8_pixels_are_refused(
+    tmp_path: Path, rows: int, columns: int
+) -> None:
+    # highdicom 0.28 pads each such frame to a byte; readers unpack one bit stream, so the
+    # SEG would read back with voxels moved between frames
+    paths = _series_files(tmp_path, rows, columns)
+    space = dicom.space_from_dicom_series(paths)
+    mask = medmask.SegmentationMask(np.ones((3, rows, columns), np.uint8), {"a": 1}, space)
+    target = tmp_path / "seg.dcm"
+    with pytest.raises(medmask.errors.InvalidValueError) as caught:
+        _written(mask, paths, target, "BINARY")
+    assert str(caught.value) == (
+        f"{target}: BINARY frames of {rows} x {columns} pixels (fewer than 8) are written "
+        f"wrongly by highdicom {hd.__version__}; nothing was written. Use "
+        "segmentation_type='LABELMAP'."
+    )
+    assert not target.exists()
+    back = from_dicom_seg(_written(mask, paths, target, "LABELMAP"))
+    np.testing.assert_array_equal(back.data, mask.data)
+
+
+def _written(mask: medmask.SegmentationMask, paths: list[Path], target: Path, kind: str) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dicom.MissingUIDWarning)
+        dicom.to_dicom_seg(mask, paths, target, segmentation_type=kind)
+    return target

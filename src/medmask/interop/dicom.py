@@ -571,7 +571,8 @@ def to_dicom_seg(
         The mask is not on the series' voxel grid.
     InvalidValueError
         No non-zero label, a name that is no valid DICOM Segment Label (at most 64 characters),
-        an unsupported ``segmentation_type``, or highdicom refusing the input.
+        an unsupported ``segmentation_type``, BINARY frames of fewer than 8 pixels (highdicom
+        would pack them wrongly), or highdicom refusing the input.
     """
     hd = _highdicom()
     pydicom = _pydicom()
@@ -589,6 +590,16 @@ def to_dicom_seg(
         raise InvalidValueError(f"Expected at most 65535 labels (segments). Got {len(items)}.")
     for _, name in items:
         _check_segment_label(name)
+    _, rows, columns = mask.shape
+    if seg_type == "BINARY" and rows * columns < 8:
+        # highdicom packs a BINARY frame of fewer than 8 pixels on its own, padded to a byte,
+        # while readers (pydicom, highdicom) unpack all frames as one bit stream: the SEG
+        # would read back with voxels moved between frames (checked with highdicom 0.28.2)
+        raise InvalidValueError(
+            f"{out_name}: BINARY frames of {rows} x {columns} pixels (fewer than 8) are written "
+            f"wrongly by highdicom {hd.__version__}; nothing was written. Use "
+            "segmentation_type='LABELMAP'."
+        )
     names = {name for _, name in items}
     codes_by_name = dict(segment_codes or {})
     for name in codes_by_name:
