@@ -244,6 +244,7 @@ MUTATION_GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["src/medmask/io/*"],
         [
             "tests/test_io.py",
+            "tests/test_io_exact.py",
             "tests/test_latency.py",
             "tests/test_archive_remote.py",
             # conditional writes on S3, GCS, memory and local files; async sources
