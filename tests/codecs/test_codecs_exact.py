@@ -911,3 +911,50 @@ def test_a_gap_of_255_insertions_is_escaped_by_both_encoders(n_edges: int) -> No
     if edges.kernel_available():
         assert EdgesCodec().encode(a) == python  # the kernel writes the same bytes
     np.testing.assert_array_equal(EdgesCodec().decode(python), a)
+
+
+# --- distinct values of XOR runs: exactly one eighth of the voxels is still cheap ---------------
+
+
+@pytest.mark.parametrize(("changed", "cheap"), [(64, True), (65, False)])
+def test_xor_run_values_up_to_one_eighth_of_the_voxels(changed: int, cheap: bool) -> None:
+    """(2, 8, 32): slice 1 repeats slice 0's rows 1..8 except ``changed`` voxels set to 20.
+    Their XOR runs hold ``changed`` of the 512 voxels: at 512 // 8 = 64 the values are read
+    off the runs, one more and the caller scans (None)."""
+    a = np.repeat(np.arange(1, 9, dtype=np.uint8)[:, None], 32, axis=1)[None].repeat(2, axis=0)
+    a[1].reshape(-1)[:changed] = 20
+    stream = LabelCodec().encode(a)
+    assert stream[7] == 1  # runs
+    assert stream[8 + 4 * 3] == 1  # the XOR transform
+    out, values = LabelCodec().decode_with_values(stream)
+    np.testing.assert_array_equal(out, a)
+    if cheap:
+        assert values is not None
+        assert values.dtype == np.uint64
+        assert values.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 20]
+    else:
+        assert values is None
+
+
+# --- decode_into an out whose elements share memory ---------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+def test_decode_into_an_out_that_overlaps_itself_is_assigned(path: str) -> None:
+    """An ``out`` whose slice 1 starts at row 1 of slice 0 (rows contiguous, strides
+    (128, 128, 1)): the kernel must not decode into it in place (it reads the previous slice's
+    row back from ``out``, already overwritten); the result is that of assigning the decoded
+    array."""
+    a = np.zeros((2, 4, 128), np.uint8)
+    a[0, :, 32:64] = np.arange(1, 5)[:, None]
+    a[1, :, 16:67] = np.arange(9, 13)[:, None]
+    stream = EdgesCodec().encode(a)
+    assert stream[7] == 1  # edges: slice 1 is predicted from slice 0
+    strides = (128, 128, 1)
+    base = np.zeros(5 * 128, np.uint8)
+    out = np.lib.stride_tricks.as_strided(base, a.shape, strides)
+    expected_base = np.zeros_like(base)
+    np.lib.stride_tricks.as_strided(expected_base, a.shape, strides)[...] = a
+    EdgesCodec().decode_into(stream, out)
+    np.testing.assert_array_equal(base, expected_base)
+    np.testing.assert_array_equal(base.reshape(5, 128)[1:], a[1])  # the last writes win
