@@ -9,6 +9,7 @@ import gc
 import io
 import json
 import os
+import re
 import tempfile
 import types
 from pathlib import Path
@@ -705,3 +706,383 @@ def test_ranges_past_a_full_head_are_fetched_once_in_order() -> None:
 )
 def test_conditional_check_by_protocol(protocol: Any, check: str) -> None:
     assert _conditional.conditional_check(_InfoFs(protocol)) == check
+
+
+# --- batched prefix reads: the requests each filesystem gets -----------------------------------
+
+HEAD = medmask.io.HEAD_GUESS
+
+
+class _DuckFs:
+    """A duck filesystem over ``files`` that records every request (``cat_file`` needs its
+    ``start`` and ``end``); a value that is an exception is that file's error. ``async_impl``
+    None: no such attribute. No ``_fs_token`` unless given."""
+
+    protocol = "duck"
+
+    def __init__(
+        self, files: dict[str, Any], *, async_impl: bool | None = False, fail: Any = None
+    ) -> None:
+        self.files, self.fail, self.calls = files, fail, []
+        if async_impl is not None:
+            self.async_impl = async_impl
+
+    def _blob(self, path: str, start: int, end: int) -> Any:
+        data = self.files.get(path, FileNotFoundError(path))
+        return data if isinstance(data, BaseException) else data[start:end]
+
+    def cat_file(self, path: str, start: int, end: int) -> bytes:
+        self.calls.append(("cat_file", path, start, end))
+        blob = self._blob(path, start, end)
+        if isinstance(blob, BaseException):
+            raise blob
+        return blob
+
+    def cat_ranges(self, paths: Any, starts: Any, ends: Any, **kwargs: Any) -> list[Any]:
+        self.calls.append(("cat_ranges", paths, starts, ends, kwargs))
+        if self.fail is not None:
+            raise self.fail
+        return [self._blob(p, s, e) for p, s, e in zip(paths, starts, ends, strict=True)]
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, **filesystems: Any) -> list[tuple[str, Any]]:
+    """URLs ``name://path`` open the duck filesystem ``name``; the calls, with their options."""
+    import fsspec.core
+
+    opened: list[tuple[str, Any]] = []
+
+    def url_to_fs(url: str, **options: Any) -> tuple[Any, str]:
+        opened.append((url, options))
+        protocol, path = url.split("://", 1)
+        return filesystems[protocol], path
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", url_to_fs)
+    return opened
+
+
+def _off() -> medmask.io.HeadCache:
+    return medmask.io.HeadCache()
+
+
+@pytest.mark.parametrize("async_impl", [False, None], ids=["sync", "no-async_impl"])
+def test_heads_from_a_synchronous_fs_are_one_ranged_get_each(
+    monkeypatch: pytest.MonkeyPatch, async_impl: bool | None
+) -> None:
+    """A filesystem without concurrency (or without ``async_impl``) gets plain ranged reads."""
+    fs = _DuckFs({"x": DATA, "y": DATA[:10]}, async_impl=async_impl)
+    _serve(monkeypatch, a=fs)
+    heads = medmask.io.read_heads(["a://x", "a://y"], cache=_off())
+    assert heads == [DATA, DATA[:10]]
+    assert fs.calls == [("cat_file", "x", 0, HEAD), ("cat_file", "y", 0, HEAD)]
+
+
+def test_heads_from_an_async_fs_go_out_in_one_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {"x": DATA, "y": DATA[:10], "z": DATA[:3]}
+    fs = _DuckFs(files, async_impl=True)
+    _serve(monkeypatch, a=fs)
+    assert medmask.io.read_heads(["a://x"], cache=_off()) == [DATA]
+    assert fs.calls == [("cat_file", "x", 0, HEAD)]  # one object: no batch machinery
+    fs.calls.clear()
+    urls = ["a://x", "a://y", "a://z"]
+    heads = medmask.io.read_heads(urls, max_concurrency=2, cache=_off())
+    assert heads == [DATA, DATA[:10], DATA[:3]]
+    # one call keeps 2 requests in flight; errors come back as values
+    options = {"on_error": "return", "batch_size": 2}
+    assert fs.calls == [("cat_ranges", ["x", "y", "z"], [0] * 3, [HEAD] * 3, options)]
+    fs.calls.clear()
+    done: list[int] = []
+    whole = medmask.io.read_many(urls, max_bytes=100, max_concurrency=2, on_done=done.append)
+    assert whole[1:] == [DATA[:10], DATA[:3]]
+    assert isinstance(whole[0], medmask.AllocationLimitError)
+    assert fs.calls == [  # with progress reports: groups of max_concurrency
+        ("cat_ranges", ["x", "y"], [0, 0], [101, 101], options),
+        ("cat_file", "z", 0, 101),
+    ]
+    assert done == [2, 1]
+
+
+def test_heads_come_from_their_own_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same path on two filesystems (no ``_fs_token``): two objects, in requests and cache."""
+    one, two = _DuckFs({"k": b"one"}, async_impl=True), _DuckFs({"k": b"two"}, async_impl=True)
+    _serve(monkeypatch, a=one, b=two)
+    cache = medmask.io.HeadCache()
+    cache.enable(10)
+    assert medmask.io.read_heads(["a://k", "b://k"], cache=cache) == [b"one", b"two"]
+    assert one.calls == [("cat_file", "k", 0, HEAD)]
+    assert two.calls == [("cat_file", "k", 0, HEAD)]
+    assert medmask.io.read_heads(["b://k"], cache=cache) == [b"two"]
+    assert medmask.io.read_heads(["a://k"], cache=cache) == [b"one"]
+    assert (len(one.calls), len(two.calls), cache.hits) == (1, 1, 2)
+
+
+def test_batch_read_failures_name_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {"x": DATA, "y": OSError("boom")}
+    _serve(monkeypatch, a=_DuckFs(files, async_impl=True), s=_DuckFs(files))
+    for scheme in ("a", "s"):  # per-object errors from cat_ranges and from cat_file
+        heads = medmask.io.read_heads([f"{scheme}://x", f"{scheme}://y"], cache=_off())
+        assert heads[0] == DATA
+        assert type(heads[1]) is medmask.StorageError
+        assert str(heads[1]) == f"{scheme}://y: reading failed (OSError: boom)."
+    broken = _DuckFs(files, async_impl=True, fail=OSError("down"))
+    _serve(monkeypatch, a=broken)
+    with pytest.raises(medmask.StorageError) as info:  # the whole batch failed
+        medmask.io.read_heads(["a://x", "a://y"], cache=_off())
+    assert str(info.value) == "a://x: reading failed (OSError: down)."
+
+
+def test_read_many_reports_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _serve(monkeypatch, a=_DuckFs({"x": b"remote"}))
+    (tmp_path / "here.msk").write_bytes(b"local")
+    done: list[int] = []
+    sources = [str(tmp_path / "here.msk"), str(tmp_path / "gone.msk"), "a://x"]
+    out = medmask.io.read_many(sources, max_bytes=100, on_done=done.append)
+    assert out[0::2] == [b"local", b"remote"]
+    assert isinstance(out[1], medmask.MaskFileNotFoundError)
+    assert done == [1, 1, 1]
+
+
+# --- head cache accounting ---------------------------------------------------------------------
+
+
+def test_cleared_cache_has_its_whole_budget() -> None:
+    cache, key = medmask.io.HeadCache(), ("t", "k")
+    cache.enable(10, max_bytes=100)
+    cache.put(key, b"x" * 10)
+    cache.clear()
+    cache.put(key, b"y" * 100)  # exactly the budget
+    assert cache.get(key) == b"y" * 100
+
+
+def test_ranges_off_serves_no_range_not_even_the_head() -> None:
+    cache, key = medmask.io.HeadCache(), ("t", "k")
+    cache.enable(10, ranges=False)
+    cache.put(key, b"head")
+    assert cache.get_range(key, 0, HEAD) is None  # the head's own range
+    cache.put_range(key, 0, 4, b"head")
+    assert cache.get_range(key, 0, 4) is None
+    assert (cache.hits, cache.misses) == (0, 0)  # not looked up at all
+    cache.enable(0)  # off, with ranges
+    assert cache.get_range(key, 0, 4) is None
+    assert (cache.hits, cache.misses) == (0, 0)
+
+
+def test_disable_sets_every_limit_to_zero() -> None:
+    cache = medmask.io.HeadCache()
+    cache.enable(10, max_bytes=1000, ttl=5.0, ranges=True)
+    cache.disable()
+    limits = (cache.max_entries, cache.max_bytes, cache.ttl, cache.ranges)
+    assert (cache.enabled, limits) == (False, (0, 0, 0.0, False))
+
+
+def test_open_source_of_an_open_file_reads_through_the_given_cache() -> None:
+    fs = _DuckFs({"k": DATA})
+    cache = medmask.io.HeadCache()
+    cache.enable(10)
+    source = medmask.io.open_source(_Object(fs, "k"), cache=cache)
+    assert source.cache is cache
+    assert source.read_ranges([(0, 4)]) == source.read_ranges([(0, 4)]) == [DATA[:4]]
+    assert (fs.calls, cache.hits) == ([("cat_file", "k", 0, 4)], 1)
+
+
+def test_remote_write_drops_the_head_before_and_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While an object is replaced the cache serves no head of it, and a head read meanwhile
+    (by another thread) is dropped once the write is done."""
+    cache, fs = medmask.io.HeadCache(), _InfoFs("memory")
+    cache.enable(10)
+    key = medmask.io._cache.cache_key(fs, "b/k")
+    cache.put(key, b"old head")
+    during: list[Any] = []
+
+    def pipe_file(path: str, data: bytes) -> None:
+        during.append(cache.get(key))
+        cache.put(key, b"read meanwhile")
+
+    fs.pipe_file = pipe_file  # type: ignore[attr-defined]
+    medmask.io.write_atomic(_Object(fs, "b/k"), [b"new"], cache=cache)
+    assert during == [None]
+    assert cache.get(key) is None
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+class _AsyncDuckFs:
+    async_impl = True
+
+    async def _cat_ranges(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError("boom")
+
+
+def test_range_batch_failures_name_the_step() -> None:
+    ranges = [(0, 4), (FAR, FAR + 4)]
+    source = medmask.io.open_source(_Object(_DuckFs({}, fail=OSError("boom")), "b/k"))
+    with pytest.raises(medmask.StorageError) as info:
+        source.read_ranges(ranges)
+    assert str(info.value) == "b/k: reading failed (OSError: boom)."
+    reader = medmask.io.AsyncFsspecSource(_AsyncDuckFs(), "b/k", "n", cache=_off())
+    with pytest.raises(medmask.StorageError) as info:
+        asyncio.run(reader.read_ranges(ranges))
+    assert str(info.value) == "n: reading failed (OSError: boom)."
+
+
+def test_open_source_async_by_async_impl(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain, fast = _DuckFs({"k": DATA}, async_impl=None), _DuckFs({"k": DATA}, async_impl=True)
+    opened = _serve(monkeypatch, p=plain, f=fast)
+    source = medmask.io.open_source_async("p://k")
+    assert isinstance(source, medmask.io.ThreadedSource)  # no async_impl: a worker thread
+    assert asyncio.run(source.read(0, 4)) == DATA[:4]
+    opened.clear()
+    source = medmask.io.open_source_async("f://k")
+    assert isinstance(source, medmask.io.AsyncFsspecSource)
+    # the coroutines come from an asynchronous instance of the filesystem
+    assert opened == [("f://k", {}), ("f://k", {"asynchronous": True})]
+
+
+def test_read_all_asks_one_byte_past_the_limit() -> None:
+    recording = _Recording(DATA[:200])
+    with pytest.raises(medmask.AllocationLimitError):
+        medmask.io.read_whole(recording, None, 100)
+    assert [c for c in recording.calls if c[0] == "read"] == [("read", 101)]
+
+
+def _too_long(tmp_path: Path) -> tuple[str, str]:
+    path = str(tmp_path / ("x" * 300))  # a name too long for the filesystem
+    return path, f"OSError: [Errno 36] File name too long: {path!r}"
+
+
+def test_open_failures_name_the_step(tmp_path: Path) -> None:
+    path, detail = _too_long(tmp_path)
+    with pytest.raises(medmask.StorageError) as info:
+        medmask.io.LocalSource(path)
+    assert str(info.value) == f"{path}: opening failed ({detail})."
+    with pytest.raises(medmask.StorageError) as info:
+        medmask.io.LocalLock.acquire(path, 0.0)
+    assert str(info.value) == f"{path}: opening for writing failed ({detail})."
+
+
+def test_local_source_descriptors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that failed to open closes nothing; descriptor 0 is closed, once."""
+    closed: list[int] = []
+    monkeypatch.setattr(os, "close", closed.append)
+    half = object.__new__(medmask.io.LocalSource)
+    with pytest.raises(medmask.MaskFileNotFoundError):
+        half.__init__(str(tmp_path / "gone.msk"))  # type: ignore[misc]
+    half.close()
+    assert closed == []
+    zero = object.__new__(medmask.io.LocalSource)
+    zero._fd = 0
+    zero.close()
+    zero.close()
+    monkeypatch.undo()
+    assert closed == [0]
+
+
+def test_local_reads_make_only_the_system_calls_they_need(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.msk"
+    path.write_bytes(b"")
+    source = medmask.io.LocalSource(str(path))
+    path.write_bytes(b"0123456789")  # grown since it was opened at 0 bytes
+    assert source.read(0, 1) == b"0"
+    assert source.size == 10  # re-checked
+    calls: list[str] = []
+    real_fstat, real_pread = os.fstat, os.pread
+    monkeypatch.setattr(os, "fstat", lambda fd: calls.append("fstat") or real_fstat(fd))
+    monkeypatch.setattr(os, "pread", lambda *a: calls.append("pread") or real_pread(*a))
+    assert source.read(0, 10) == b"0123456789"
+    assert calls == ["pread"]  # within the known size: no re-check
+    assert source.read(4, 4) == source.read(10, 10) == source.read(12, 20) == b""
+    assert calls == ["pread", "fstat"]  # empty ranges read nothing (past the end: re-checked)
+    monkeypatch.undo()
+    source.close()
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("protocol", "local"),
+    [
+        ("file", True),
+        ("local", True),
+        (("file", "local"), True),
+        (["local"], True),
+        ("memory", False),
+        ("filecache", False),  # a string holding "file" is not "file"
+        (("s3", "s3a"), False),
+    ],
+)
+def test_open_file_on_a_local_fs_is_a_local_path(protocol: Any, local: bool) -> None:
+    opened = _Object(_InfoFs(protocol), "/d/m.msk")
+    assert medmask.io.local_path(opened) == ("/d/m.msk" if local else None)
+
+
+def test_fsspec_open_local_file_reads_with_pread(tmp_path: Path) -> None:
+    (tmp_path / "m.msk").write_bytes(b"abc")
+    source = medmask.io.open_source(fsspec.open(str(tmp_path / "m.msk")))
+    assert isinstance(source, medmask.io.LocalSource)
+    assert source.read(0, 3) == b"abc"
+    source.close()
+
+
+def test_chained_url_is_not_a_local_path(tmp_path: Path) -> None:
+    assert medmask.io.local_path(f"simplecache::{tmp_path}/m.msk") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [("s3a://b/k", {}), ("s3://b/dir/x://y.msk", {}), ("memory://b/s3://k", None)],
+)
+def test_s3_urls_get_the_connection_pool(
+    monkeypatch: pytest.MonkeyPatch, url: str, options: Any
+) -> None:
+    opened = _serve(monkeypatch, s3a=None, s3=None, memory=None)
+    _paths.url_to_fs(url, None)
+    pool = {"config_kwargs": {"max_pool_connections": medmask.config.get().max_concurrency}}
+    assert opened == [(url, pool if options is not None else {})]
+
+
+def test_filesystem_failures_name_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec.core
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", _oserror)
+    with pytest.raises(medmask.StorageError) as info:
+        _paths.url_to_fs("x://y", None)
+    assert str(info.value) == "x://y: opening the filesystem failed (OSError: boom)."
+
+
+@pytest.mark.parametrize(
+    ("target", "suffix"),
+    [
+        ("https://h/a.msk?sig=x?y", ".msk"),
+        ("s3://b/data.BOX", ".box"),
+        ("root/cases.v2/scan", ""),
+        ("case.001.msk", ".msk"),
+    ],
+)
+def test_name_suffix_of_the_last_component(target: str, suffix: str) -> None:
+    assert medmask.io.name_suffix(target) == suffix
+
+
+def test_renamed_version_head_message() -> None:
+    message = (
+        "medmask.io.VERSION_HEAD is now medmask.io.COMPARED_PREFIX; the old name goes in "
+        "medmask 0.4."
+    )
+    with pytest.warns(DeprecationWarning, match=f"^{re.escape(message)}$"):
+        assert medmask.io.VERSION_HEAD == 4096
+
+
+def test_file_object_write_failure_names_the_step() -> None:
+    class _Unwritable:
+        name = "out.msk"
+
+        def write(self, data: bytes) -> int:
+            raise OSError("boom")
+
+    with pytest.raises(medmask.StorageError) as info:
+        medmask.io.write_atomic(_Unwritable(), [b"x"])  # type: ignore[arg-type]
+    assert str(info.value) == "out.msk: writing failed (OSError: boom)."
