@@ -4,11 +4,14 @@ refusal of the first-slice loop (``_scalar_rows``), the vectorised later slices
 bytes inside escapes, more escapes than one piece of 4,096) and the header parser, with the
 exact CodecError text; the kernel must refuse the same streams (its own words where it reads
 row by row). Plus valid streams the numpy decoder must read exactly: escaped gaps in later
-slices, 4-byte positions, blocks of rows split in two."""
+slices, 4-byte positions, blocks of rows split in two (for their reference edges or
+their insertions). And what is not an error: decode_into writes in place, one class buffer for
+a single slice, the documented edges-or-plain rule at its boundaries."""
 
 from __future__ import annotations
 
 import struct
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -384,3 +387,109 @@ def test_a_constant_cut_inside_its_varint() -> None:
         assert kernel_refusal(data) == (
             "Expected a complete constant value. Got the end of the header."
         )
+
+
+# --- rows exactly one block wide, and blocks of rows split for their insertions ------------------
+
+
+def test_rows_exactly_one_block_wide_are_decoded_as_blocks_of_rows() -> None:
+    """Rows of exactly _BLOCK voxels in a later slice still go through the vectorised blocks of
+    rows (only wider rows are read one by one): a matched edge moved to x = X is refused with
+    the blocks' words, not the row loop's (as rows one voxel wider are)."""
+    nx = edges._BLOCK
+    data = mode1(
+        (2, 1, nx),
+        gaps=bytes([1, 0, 0]),
+        positions=(nx).to_bytes(4, "little"),  # x = nx - 1
+        values=bytes([5]),
+        fates={3: nibbles([2])},  # moved to x = nx
+        p=4,
+    )
+    assert_refused(data, INSIDE, MATCHED)
+
+
+def test_a_block_of_two_rows_with_too_many_insertions_is_split() -> None:
+    """(2, 2, 32768), toggled values, K = 1. Slice 0: row 0 inserts 10,000 edges (x = 0, 2,
+    4, ...), row 1 keeps them all. Slice 1 drops every reference edge and inserts 25,000
+    edges (x = 0, 1, 2, ...) in each row: 20,000 reference edges and 50,000 insertions are
+    more than 2 x 32,768 items, so the block of both rows is decoded one row at a time."""
+    nx, n0, n1 = edges._BLOCK, 10_000, 25_000
+    gaps = escape(n0) + bytes(n0 + 1) + (escape(n1) + bytes(n0)) * 2
+    positions = bytes([1] + [2] * (n0 - 1) + [1] * (2 * n1))
+    fates = {3: nibbles([1] * n0 + [3] * n0), 1: nibbles([3] * n0)}
+    data = mode1((2, 2, nx), gaps=gaps, positions=positions, fates=fates, w=0)
+    expected = np.zeros((2, 2, nx), np.uint8)
+    expected[0, :, : 2 * n0] = np.arange(2 * n0) // 2 % 2 == 0
+    expected[1, :, :n1] = np.arange(n1) % 2 == 0
+    np.testing.assert_array_equal(decode_both(data), expected)
+
+
+# --- decode_into writes in place -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["kernel", "numpy"], indirect=True)
+def test_decode_into_a_contiguous_out_allocates_no_copy(path: str) -> None:
+    """``decode_into`` a C-contiguous ``out`` (also one with a size-1 axis of stride 0, as
+    ``buffer[np.newaxis]`` gives) decodes in place: no array of the out's size is allocated
+    on the way (numpy's allocations are traced). A size-1 axis lets no two elements meet."""
+    a = np.zeros((16, 256, 256), np.uint8)
+    for z in range(16):
+        a[z, 40 + z : 200, 60 : 180 + z] = 3
+    b = np.zeros((1, 1024, 1024), np.uint8)
+    b[0, 100:900, 200:700] = 5
+    for array, out in ((a, np.empty_like(a)), (b, np.empty(b.shape[1:], np.uint8)[None])):
+        data = EdgesCodec().encode(array)
+        assert data[7] == edges.MODE_EDGES
+        tracemalloc.start()
+        try:
+            EdgesCodec().decode_into(data, out)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(out, array)
+        assert peak < out.nbytes // 2  # a copy alone would take out.nbytes
+
+
+# --- edges or plain: the documented rule (docs/codecs.md 6.5) ------------------------------------
+
+
+def test_an_edges_stream_of_exactly_an_eighth_stays_edges() -> None:
+    """Mode 2 only when the edges stream is larger than an eighth of the array (and plain is
+    smaller): (1, 7, 248) stripes 4 voxels wide, each row shifted, give an edges stream of
+    exactly 1736 / 8 = 217 bytes; plain would be smaller, and is not written."""
+    stripes = np.arange(248) // 4 % 2
+    shifts = [141, 139, 194, 223, 49, 197, 209]
+    a = np.stack([np.roll(stripes, s) for s in shifts]).astype(np.uint8)[None]
+    data = EdgesCodec().encode(a)
+    assert data[7] == edges.MODE_EDGES
+    assert len(data) == a.nbytes // 8 == 217
+    assert len(EdgesCodec()._plain(a, a.dtype)) < len(data)
+    np.testing.assert_array_equal(decode_both(data), a)
+
+
+def test_a_plain_stream_as_long_as_the_edges_stream_is_not_chosen() -> None:
+    """Plain replaces a large edges stream only when it is smaller: 296 random 0/1 voxels give
+    edges and plain streams of 129 bytes each (more than 296 / 8): edges is kept."""
+    bits = "30d1047842096e80004ac008100e11d1040bc1930570044c7862181502a0405c1d141040f3"
+    a = np.unpackbits(np.frombuffer(bytes.fromhex(bits), np.uint8)).reshape(1, 1, 296)
+    data = EdgesCodec().encode(a)
+    assert data[7] == edges.MODE_EDGES
+    assert len(data) == len(EdgesCodec()._plain(a, a.dtype)) == 129 > a.nbytes // 8
+    np.testing.assert_array_equal(decode_both(data), a)
+
+
+def test_a_single_slice_stream_holds_one_class_buffer() -> None:
+    """docs/codecs.md 6.4: one class byte per edge of the previous and the current slice, one
+    slice's worth when Z = 1. A (1, 1024, 1024) stream declaring 2**20 positions (as many edges
+    as voxels), its first insertion refused: the numpy decoder's traced peak is the output and
+    one class buffer of 2**20 bytes, not two."""
+    n = 1 << 20
+    data = mode1((1, 1024, 1024), gaps=bytes([1]), positions=bytes(n), w=0)
+    assert_refused(data, INSERTED)
+    tracemalloc.start()
+    try:
+        numpy_refusal(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 2 * n < peak < 2 * n + n // 2
