@@ -727,3 +727,64 @@ def test_only_headers_of_the_series_are_read(tmp_path: Path) -> None:
     assert result == files
     assert isinstance(peak, int)
     assert peak < 512 * 1024, peak  # not one slice's pixel data
+
+
+def _three_slices(folder: Path, shift_of_slice_1: float = 0.0) -> list[Path]:
+    """Three 2 x 3 slices 2 mm apart; slice 1 moved ``shift_of_slice_1`` mm along x."""
+    return [
+        _slice_file(folder / "s0.dcm", 0.0),
+        _slice_file(folder / "s1.dcm", 2.0, ImagePositionPatient=[shift_of_slice_1, 0, 2.0]),
+        _slice_file(folder / "s2.dcm", 4.0),
+    ]
+
+
+def test_the_series_space_keeps_row_and_column_spacing_apart(tmp_path: Path) -> None:
+    space = dicom.space_from_dicom_series(_three_slices(tmp_path))
+    assert space.shape == (3, 2, 3)
+    assert space.spacing == (2.0, 0.5, 0.75)  # slice gap, PixelSpacing rows, columns
+    assert space.origin == (0.0, 0.0, 0.0)
+
+
+def test_the_second_slice_shifted_in_plane_is_named(tmp_path: Path) -> None:
+    files = _three_slices(tmp_path, shift_of_slice_1=0.1)  # above 1% of 2 mm
+    with pytest.raises(FormatError) as info:
+        dicom.sorted_series(files)
+    assert str(info.value) == (
+        f"{files[1]}: ImagePositionPatient is shifted by 0.1 mm within the slice plane relative "
+        f"to {files[0]}. Expected slices stacked along the slice normal (a gantry-tilted or "
+        "sheared series has no regular grid)."
+    )
+
+
+def test_an_in_plane_shift_is_measured_against_the_tolerance_times_the_spacing(
+    tmp_path: Path,
+) -> None:
+    files = _three_slices(tmp_path, shift_of_slice_1=0.1)
+    # 10% of the 2 mm spacing allows 0.2 mm
+    assert dicom.sorted_series(files, spacing_tolerance=0.1) == files
+    # exactly at the bound (12.5% of 2 mm = 0.25 mm, all exact in binary) still passes
+    (tmp_path / "exact").mkdir()
+    exact = _three_slices(tmp_path / "exact", 0.25)
+    assert dicom.sorted_series(exact, spacing_tolerance=0.125) == exact
+
+
+@pytest.mark.parametrize(
+    ("loader", "module", "message"),
+    [
+        ("_pydicom", "pydicom", "DICOM support needs pydicom: pip install 'medmask[dicom]'"),
+        (
+            "_highdicom",
+            "highdicom",
+            "DICOM SEG support needs highdicom: pip install 'medmask[dicom]'",
+        ),
+    ],
+)
+def test_a_missing_dicom_dependency_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, loader: str, module: str, message: str
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # "import module" raises ImportError
+    with pytest.raises(ImportError) as info:
+        getattr(dicom, loader)()
+    assert str(info.value) == message
