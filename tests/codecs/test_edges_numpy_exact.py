@@ -137,9 +137,16 @@ def test_first_slice_matched_edge_at_x_equal_width_is_refused() -> None:
     assert_refused(_first_slice([1, 2], 3), MATCHED, MATCHED)
 
 
-def test_wide_later_slice_matched_edge_outside_is_refused() -> None:
-    """Rows wider than a block go through the scalar loop in later slices too."""
-    nx = edges._BLOCK + 3
+@pytest.mark.parametrize(
+    ("extra", "numpy_words"),
+    [(3, MATCHED), (0, INSIDE)],
+    ids=["rows wider than a block", "rows exactly a block wide"],
+)
+def test_wide_later_slice_matched_edge_outside_is_refused(extra: int, numpy_words: str) -> None:
+    """A matched edge of a later slice moved to x = X. Rows wider than a block go through the
+    scalar row loop; rows of exactly _BLOCK voxels still go through the vectorised blocks of
+    rows, which refuse it in the blocks' words (the kernel reads row by row either way)."""
+    nx = edges._BLOCK + extra
     data = mode1(
         (2, 1, nx),
         gaps=bytes([1, 0, 0]),
@@ -148,7 +155,7 @@ def test_wide_later_slice_matched_edge_outside_is_refused() -> None:
         fates={3: nibbles([2])},  # moved to x = nx
         p=4,
     )
-    assert_refused(data, MATCHED, MATCHED)
+    assert_refused(data, numpy_words, MATCHED)
 
 
 # --- later slices, blocks of rows (_vector_rows) -----------------------------------------------
@@ -390,22 +397,6 @@ def test_a_constant_cut_inside_its_varint() -> None:
 
 
 # --- rows exactly one block wide, and blocks of rows split for their insertions ------------------
-
-
-def test_rows_exactly_one_block_wide_are_decoded_as_blocks_of_rows() -> None:
-    """Rows of exactly _BLOCK voxels in a later slice still go through the vectorised blocks of
-    rows (only wider rows are read one by one): a matched edge moved to x = X is refused with
-    the blocks' words, not the row loop's (as rows one voxel wider are)."""
-    nx = edges._BLOCK
-    data = mode1(
-        (2, 1, nx),
-        gaps=bytes([1, 0, 0]),
-        positions=(nx).to_bytes(4, "little"),  # x = nx - 1
-        values=bytes([5]),
-        fates={3: nibbles([2])},  # moved to x = nx
-        p=4,
-    )
-    assert_refused(data, INSIDE, MATCHED)
 
 
 def test_a_block_of_two_rows_with_too_many_insertions_is_split() -> None:
