@@ -61,3 +61,16 @@ def numpy_paths(on: bool = True) -> Iterator[None]:
         yield
     finally:
         edges._FORCE_NUMPY[0] = False
+
+
+def both_decoders(data: bytes) -> np.ndarray:
+    """``data`` decoded by the default path and by the numpy decoder, which must agree
+    (dtype and every value); the array."""
+    from medmask.codecs import EdgesCodec
+
+    fast = EdgesCodec().decode(data)
+    with numpy_paths():
+        slow = EdgesCodec().decode(data)
+    assert fast.dtype == slow.dtype
+    np.testing.assert_array_equal(fast, slow)
+    return fast

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 import pytest
 import zstandard as zstd
-from codec_helpers import edges_stream, numpy_paths, varint
+from codec_helpers import both_decoders, edges_stream, numpy_paths, varint
 
 from medmask.codecs import EdgesCodec
 from medmask.codecs import _edges as edges
@@ -91,15 +91,6 @@ def assert_refused(data: bytes, numpy_message: str, kernel_message: str | None =
         assert got == kernel_message
 
 
-def decode_both(data: bytes) -> np.ndarray:
-    fast = EdgesCodec().decode(data)
-    with numpy_paths():
-        slow = EdgesCodec().decode(data)
-    assert fast.dtype == slow.dtype
-    np.testing.assert_array_equal(fast, slow)
-    return slow
-
-
 # --- the first slice, row by row (_scalar_rows) ------------------------------------------------
 
 
@@ -117,9 +108,9 @@ def _first_slice(codes: list[int], x1: int) -> bytes:
 
 def test_first_slice_hand_stream_decodes() -> None:
     np.testing.assert_array_equal(
-        decode_both(_first_slice([2, 1], 2)), [[[1, 1, 2, 2], [0, 1, 2, 2]]]
+        both_decoders(_first_slice([2, 1], 2)), [[[1, 1, 2, 2], [0, 1, 2, 2]]]
     )
-    np.testing.assert_array_equal(decode_both(_first_slice([1, 1], 3)), [[[1, 1, 1, 2]] * 2])
+    np.testing.assert_array_equal(both_decoders(_first_slice([1, 1], 3)), [[[1, 1, 1, 2]] * 2])
 
 
 def test_first_slice_matched_edge_before_the_row_is_refused() -> None:
@@ -179,7 +170,7 @@ def test_later_slice_more_edges_than_voxels() -> None:
         (2, 1, 4), gaps=bytes([2, 0, 0, 2]), positions=bytes([1] * 4), fates={3: nibbles([1, 1])},
         w=0,
     )  # fmt: skip
-    np.testing.assert_array_equal(decode_both(ok), [[[1, 0, 0, 0]], [[1, 0, 1, 0]]])
+    np.testing.assert_array_equal(both_decoders(ok), [[[1, 0, 0, 0]], [[1, 0, 1, 0]]])
 
 
 @pytest.mark.parametrize("where", ["matched", "inserted"])
@@ -281,7 +272,7 @@ def test_escaped_gaps_in_a_later_slice_decode_on_the_numpy_path() -> None:
     assert data[7] == edges.MODE_EDGES
     if edges.kernel_available():
         assert EdgesCodec().encode(a) == data
-    np.testing.assert_array_equal(decode_both(data), a)
+    np.testing.assert_array_equal(both_decoders(data), a)
 
 
 # --- blocks of rows split in two -----------------------------------------------------------------
@@ -295,7 +286,7 @@ def test_a_block_of_two_rows_with_more_edges_than_a_block_is_split() -> None:
     a[1, 1, 5:9] = [1, 0, 1, 0]  # a few moves in slice 1
     data = EdgesCodec().encode(a)
     assert data[7] == edges.MODE_EDGES
-    np.testing.assert_array_equal(decode_both(data), a)
+    np.testing.assert_array_equal(both_decoders(data), a)
 
 
 # --- the header (_parse) -------------------------------------------------------------------------
@@ -340,7 +331,7 @@ def test_every_position_width_decodes(p: int) -> None:
     """(1, 1, 6) uint8 with K = 1: edges (1, 4) and (4, 9), positions as ``p`` byte planes."""
     deltas = np.array([2, 3], "<u8").view(np.uint8).reshape(2, 8)[:, :p].T.tobytes()
     data = mode1((1, 1, 6), gaps=bytes([2]), positions=deltas, values=bytes([4, 9]), p=p)
-    np.testing.assert_array_equal(decode_both(data), [[[0, 4, 4, 4, 9, 9]]])
+    np.testing.assert_array_equal(both_decoders(data), [[[0, 4, 4, 4, 9, 9]]])
 
 
 def test_the_encoder_writes_4_byte_positions() -> None:
@@ -350,7 +341,7 @@ def test_the_encoder_writes_4_byte_positions() -> None:
     data = EdgesCodec().encode(a)
     assert data[7] == edges.MODE_EDGES
     assert data[8 + 12 + 4 : 8 + 12 + 7] == bytes([6, 1, 4])  # K, w, p
-    np.testing.assert_array_equal(decode_both(data), a)
+    np.testing.assert_array_equal(both_decoders(data), a)
 
 
 # --- the encoder -------------------------------------------------------------------------------
@@ -412,7 +403,7 @@ def test_a_block_of_two_rows_with_too_many_insertions_is_split() -> None:
     expected = np.zeros((2, 2, nx), np.uint8)
     expected[0, :, : 2 * n0] = np.arange(2 * n0) // 2 % 2 == 0
     expected[1, :, :n1] = np.arange(n1) % 2 == 0
-    np.testing.assert_array_equal(decode_both(data), expected)
+    np.testing.assert_array_equal(both_decoders(data), expected)
 
 
 # --- decode_into writes in place -----------------------------------------------------------------
@@ -455,7 +446,7 @@ def test_an_edges_stream_of_exactly_an_eighth_stays_edges() -> None:
     assert data[7] == edges.MODE_EDGES
     assert len(data) == a.nbytes // 8 == 217
     assert len(EdgesCodec()._plain(a, a.dtype)) < len(data)
-    np.testing.assert_array_equal(decode_both(data), a)
+    np.testing.assert_array_equal(both_decoders(data), a)
 
 
 def test_a_plain_stream_as_long_as_the_edges_stream_is_not_chosen() -> None:
@@ -466,7 +457,7 @@ def test_a_plain_stream_as_long_as_the_edges_stream_is_not_chosen() -> None:
     data = EdgesCodec().encode(a)
     assert data[7] == edges.MODE_EDGES
     assert len(data) == len(EdgesCodec()._plain(a, a.dtype)) == 129 > a.nbytes // 8
-    np.testing.assert_array_equal(decode_both(data), a)
+    np.testing.assert_array_equal(both_decoders(data), a)
 
 
 def test_a_single_slice_stream_holds_one_class_buffer() -> None:
