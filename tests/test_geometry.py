@@ -253,3 +253,58 @@ def test_orientation_letters_agree_with_nibabel(
     affine[:3, 3] = (4.0, -7.0, 12.5)
     expected = tuple(reversed(nib.aff2axcodes(affine)))  # nibabel's (i, j, k) is our (x, y, z)
     assert orientation_letters(space_from_affine(affine, (4, 5, 6))) == expected
+
+
+# --- mask.affine: nibabel's img.affine, and the same world position for every voxel ------------
+
+
+def _nibabel_affines() -> list[np.ndarray]:
+    rot = rotation(0.4, -0.3, 0.9)
+    oblique = np.eye(4)
+    oblique[:3, :3] = rot @ np.diag([0.7, 0.8, 2.5])
+    oblique[:3, 3] = (-30.5, 12.25, 80.0)
+    flipped = np.diag([-0.9, 1.1, -3.0, 1.0])  # x and z flipped
+    flipped[:3, 3] = (40.0, -20.0, 15.0)
+    permuted = np.zeros((4, 4))  # array axis 0 runs along world z, 2 along x
+    permuted[0, 2], permuted[1, 1], permuted[2, 0], permuted[3, 3] = 1.5, -0.6, 0.75, 1.0
+    permuted[:3, 3] = (5.0, 6.0, -7.0)
+    return [oblique, flipped, permuted, np.eye(4)]
+
+
+@pytest.mark.parametrize(
+    "affine", _nibabel_affines(), ids=["oblique", "flipped", "permuted", "eye"]
+)
+def test_every_voxel_lands_where_nibabel_puts_it(tmp_path: Any, affine: np.ndarray) -> None:
+    import nibabel as nib
+
+    import medmask
+
+    rng = np.random.default_rng(3)
+    xyz = rng.integers(0, 5, (4, 5, 6)).astype(np.uint8)
+    path = tmp_path / "m.nii.gz"
+    nib.save(nib.Nifti1Image(xyz, affine), path)
+    img = nib.load(path)
+    mask = medmask.load_mask(path, mapping={f"l{v}": v for v in range(1, 5)})
+
+    np.testing.assert_allclose(mask.affine, img.affine, atol=1e-5)
+    np.testing.assert_allclose(
+        mask.affine_lps, np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine, atol=1e-5
+    )
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in xyz.shape], indexing="ij"), -1).reshape(
+        -1, 3
+    )
+    ras_nibabel = nib.affines.apply_affine(img.affine, ijk)
+    ras_ours = nib.affines.apply_affine(mask.affine, ijk)
+    lps_ours = voxel_to_world(mask.space, ijk[:, ::-1])  # data[k, j, i] in the (z, y, x) space
+    np.testing.assert_allclose(ras_ours, ras_nibabel, atol=1e-4)
+    np.testing.assert_allclose(lps_ours * [-1, -1, 1], ras_nibabel, atol=1e-4)
+    k, j, i = ijk[:, 2], ijk[:, 1], ijk[:, 0]
+    np.testing.assert_array_equal(mask.data[k, j, i], np.asanyarray(img.dataobj)[i, j, k])
+
+
+def test_affine_is_a_fresh_array_each_time(mask: SegmentationMask) -> None:
+    first = mask.affine
+    first[0, 0] = 99.0
+    assert mask.affine[0, 0] != 99.0
+    np.testing.assert_array_equal(mask.affine, affine_from_space(mask.space, "RAS"))
+    np.testing.assert_array_equal(mask.affine_lps, affine_from_space(mask.space, "LPS"))

@@ -18,7 +18,13 @@ from .dtypes import (
     smallest_bit_depth,
 )
 from .errors import InvalidTypeError, InvalidValueError, LabelNotFoundError
-from .geometry import ALIGN_TOLERANCE_MM, alignment, parse_convention, space_from_affine
+from .geometry import (
+    ALIGN_TOLERANCE_MM,
+    affine_from_space,
+    alignment,
+    parse_convention,
+    space_from_affine,
+)
 from .mapping import (
     LabelMapping,
     close_matches_hint,
@@ -226,8 +232,25 @@ class SegmentationMask:
 
     @property
     def space(self) -> Space:
-        """Geometry in (z, y, x) axis order, LPS world coordinates."""
+        """Geometry in (z, y, x) axis order, LPS world coordinates.
+
+        Careful: ``space.to_nifti_affine()`` (spacetransformer's own method) treats the axes
+        as (x, y, z), so on a medmask space it gives a wrong affine. Use :attr:`affine` (what
+        nibabel calls ``img.affine``) or :attr:`affine_lps`.
+        """
         return self._space
+
+    @property
+    def affine(self) -> npt.NDArray[np.float64]:
+        """The 4x4 RAS+ affine of ``data.transpose(2, 1, 0)``, the (x, y, z) array: what
+        nibabel's ``img.affine`` is for this mask written as NIfTI. Voxel ``data[k, j, i]`` is
+        at ``affine @ (i, j, k, 1)`` in RAS+ millimetres. A new array on every call."""
+        return affine_from_space(self._space, "RAS")
+
+    @property
+    def affine_lps(self) -> npt.NDArray[np.float64]:
+        """As :attr:`affine`, in LPS+ (DICOM) world coordinates."""
+        return affine_from_space(self._space, "LPS")
 
     @property
     def bit_depth(self) -> BitDepth:
