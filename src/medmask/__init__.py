@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .files import load_mask, save_mask
     from .interop.dicom import from_dicom_seg, to_dicom_seg
     from .interop.folders import pack_folder, unpack
-    from .interop.nifti import from_nifti, to_nifti
+    from .interop.nifti import from_nibabel, from_nifti, to_nibabel, to_nifti
     from .interop.sitk import from_sitk, to_sitk
     from .reader import RecoveryWarning
     from .zarr_store import ArchiveStore, from_zarr, open_zarr, to_zarr
@@ -47,6 +47,8 @@ _LAZY = {
     "unpack": "interop.folders",
     "from_nifti": "interop.nifti",
     "to_nifti": "interop.nifti",
+    "from_nibabel": "interop.nifti",
+    "to_nibabel": "interop.nifti",
     "from_sitk": "interop.sitk",
     "to_sitk": "interop.sitk",
     "ArchiveStore": "zarr_store",
@@ -77,6 +79,7 @@ __all__ = [
     "RecoveryWarning",
     "SegmentationMask",
     "from_dicom_seg",
+    "from_nibabel",
     "from_nifti",
     "from_sitk",
     "from_zarr",
@@ -90,6 +93,7 @@ __all__ = [
     "read_infos",
     "save_mask",
     "to_dicom_seg",
+    "to_nibabel",
     "to_nifti",
     "to_sitk",
     "to_zarr",

@@ -456,3 +456,69 @@ def test_missing_nifti_and_a_folder_are_medmask_errors(tmp_path: Path) -> None:
     for name in ("missing.nii", "missing.nii.gz", "missing", "folder.nii"):
         with pytest.raises(medmask.MaskFileNotFoundError, match=rf"{name}: "):
             read_nifti(tmp_path / name)
+
+
+# --- in memory: to_nibabel / from_nibabel ---------------------------------------------------
+
+
+def _oblique_mask() -> SegmentationMask:
+    rot = rotation(0.3, -0.2, 0.7)
+    space = Space(
+        shape=(4, 5, 6),
+        origin=(12.5, -30.0, 7.25),
+        spacing=(2.0, 0.9, 0.7),
+        x_orientation=tuple(float(v) for v in rot[:, 0]),
+        y_orientation=tuple(float(v) for v in rot[:, 1]),
+        z_orientation=tuple(float(v) for v in rot[:, 2]),
+    )
+    data = np.random.default_rng(9).integers(0, 4, (4, 5, 6)).astype(np.uint8)
+    return SegmentationMask(data, {"liver": 1, "spleen": 2, "kidney_left": 3}, space)
+
+
+def test_to_nibabel_is_what_to_nifti_writes(tmp_path: Path) -> None:
+    mask = _oblique_mask()
+    img = medmask.to_nibabel(mask)
+    medmask.to_nifti(mask, tmp_path / "m.nii.gz")
+    written = nib.load(tmp_path / "m.nii.gz")
+    np.testing.assert_array_equal(np.asarray(img.dataobj), mask.data.transpose(2, 1, 0))
+    np.testing.assert_array_equal(np.asarray(img.dataobj), np.asarray(written.dataobj))
+    np.testing.assert_allclose(img.affine, mask.affine)
+    np.testing.assert_allclose(written.affine, mask.affine, atol=1e-5)
+    assert int(img.header["sform_code"]) == int(img.header["qform_code"]) == 1
+    assert int(img.header["intent_code"]) == 1002
+
+
+def test_a_mask_survives_nibabel_in_memory_voxel_for_voxel() -> None:
+    mask = _oblique_mask()
+    back = medmask.from_nibabel(medmask.to_nibabel(mask), mask.mapping)
+    np.testing.assert_array_equal(back.data, mask.data)
+    assert back.mapping.to_dict() == mask.mapping.to_dict()
+    assert spaces_match(back.space, mask.space) is None
+    # from_nifti takes the image object too, and names values without a mapping
+    unnamed = medmask.from_nifti(medmask.to_nibabel(mask))
+    np.testing.assert_array_equal(unnamed.data, mask.data)
+    assert unnamed.mapping.to_dict() == {"label_1": 1, "label_2": 2, "label_3": 3}
+
+
+def test_from_nibabel_checks_the_voxels_like_a_file() -> None:
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    fractions = nib.Nifti1Image(np.full((2, 2, 2), 1.5, np.float32), affine)
+    with pytest.raises(FormatError) as info:
+        medmask.from_nibabel(fractions)
+    assert str(info.value) == "<Nifti1Image>: label image has non-integer values."
+    negative = nib.Nifti1Image(np.full((2, 2, 2), -1, np.int16), affine)
+    with pytest.raises(FormatError) as info:
+        medmask.from_nibabel(negative)
+    assert "Expected label values in [0, " in str(info.value)
+    volumes = nib.Nifti1Image(np.zeros((2, 2, 2, 2), np.uint8), affine)
+    with pytest.raises(FormatError) as info:
+        medmask.from_nibabel(volumes)
+    assert str(info.value) == (
+        "<Nifti1Image>: Expected a 3-D image (or 4-D with one volume). Got (2, 2, 2, 2)."
+    )
+    with pytest.raises(medmask.errors.InvalidTypeError) as caught:
+        medmask.from_nibabel("m.nii.gz")
+    assert str(caught.value) == (
+        "Expected a nibabel image (with dataobj and affine). Got str; for a file name use "
+        "from_nifti."
+    )

@@ -26,6 +26,7 @@ from ..config import max_bytes_limit
 from ..errors import (
     AllocationLimitError,
     FormatError,
+    InvalidTypeError,
     MaskFileExistsError,
     MedmaskError,
     TruncatedFileError,
@@ -50,9 +51,11 @@ from .labels import default_label_names, integer_labels, to_label_mapping
 __all__ = [
     "NIFTI_SUFFIXES",
     "affine_from_space",
+    "from_nibabel",
     "from_nifti",
     "read_nifti",
     "space_from_affine",
+    "to_nibabel",
     "to_nifti",
     "write_nifti",
 ]
@@ -242,12 +245,23 @@ def read_nifti(
     name = source_name(source)
     limit = max_bytes_limit(max_bytes)
     img = _load_image(source, storage_options, limit, content)
-    x, y, z = (int(s) for s in img.shape[:3])  # 3-D, or 4-D with one volume: checked
+    return _labels_of_image(img, name)
+
+
+def _labels_of_image(img: Any, name: str) -> tuple[npt.NDArray[Any], Space]:
+    """The (z, y, x) label array and LPS space of a nibabel image, every check of
+    :func:`read_nifti` made on its voxels."""
+    shape3 = tuple(int(s) for s in img.shape)
+    if len(shape3) not in (3, 4) or (len(shape3) == 4 and shape3[3] != 1):
+        raise FormatError(f"{name}: Expected a 3-D image (or 4-D with one volume). Got {shape3}.")
+    x, y, z = shape3[:3]
     shape = (x, y, z)
     try:
         data = np.asarray(img.dataobj).reshape(shape)
     except Exception as exc:
         raise FormatError(f"{name}: cannot read the NIfTI voxels: {exc}") from None
+    if data.dtype.kind not in "biuf":
+        raise FormatError(f"{name}: Expected integer or float voxels. Got {data.dtype}.")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise FormatError(f"{name}: label image has NaN or infinite values.")
     if data.size and (data.dtype.kind in "fi" or data.dtype.itemsize > 4):
@@ -267,7 +281,9 @@ def read_nifti(
     return np.ascontiguousarray(labels.transpose(2, 1, 0)), space
 
 
-def _image_bytes(array: npt.NDArray[Any], space: Space, dtype: Any, gz: bool) -> bytes:
+def _image_of(array: npt.NDArray[Any], space: Space, dtype: Any = None) -> Any:
+    """A nibabel ``Nifti1Image`` of a (z, y, x) array on its LPS space (RAS affine,
+    qform = sform, label intent)."""
     nib = _nibabel()
     data = np.asarray(array)
     if data.dtype == np.bool_:
@@ -279,7 +295,11 @@ def _image_bytes(array: npt.NDArray[Any], space: Space, dtype: Any, gz: bool) ->
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_intent(_NIFTI_INTENT_LABEL)
-    raw: bytes = img.to_bytes()
+    return img
+
+
+def _image_bytes(array: npt.NDArray[Any], space: Space, dtype: Any, gz: bool) -> bytes:
+    raw: bytes = _image_of(array, space, dtype).to_bytes()
     return gzip.compress(raw, compresslevel=6, mtime=0) if gz else raw
 
 
@@ -309,10 +329,14 @@ def from_nifti(
 ) -> SegmentationMask:
     """Read a NIfTI label image as a :class:`SegmentationMask` (LPS, (z, y, x)).
 
-    ``mapping``: label names as a mapping, or a label table's path or URL (JSON, TSV/CSV,
-    ITK-SNAP ``.txt``, 3D Slicer ``.ctbl``; see :mod:`medmask.interop.labels`). Without it the
-    values present are named ``label_<value>``.
+    ``source``: a path, URL or file object, or a nibabel image already in memory (then the
+    same as :func:`from_nibabel`). ``mapping``: label names as a mapping, or a label table's
+    path or URL (JSON, TSV/CSV, ITK-SNAP ``.txt``, 3D Slicer ``.ctbl``; see
+    :mod:`medmask.interop.labels`). Without it the values present are named
+    ``label_<value>``.
     """
+    if _is_image(source):
+        return from_nibabel(source, mapping, storage_options=storage_options)
     array, space = read_nifti(source, storage_options=storage_options, max_bytes=max_bytes)
     if mapping is None:
         names = default_label_names(array)
@@ -349,3 +373,43 @@ def to_nifti(
         text = json.dumps(table, ensure_ascii=False, indent=1) + "\n"
         write_atomic(label_table, [text.encode()], storage_options, overwrite=overwrite)
     return size
+
+
+def _is_image(source: object) -> bool:
+    """Whether ``source`` is an in-memory nibabel-style image (voxels and an affine)."""
+    return hasattr(source, "dataobj") and hasattr(source, "affine")
+
+
+def to_nibabel(mask: SegmentationMask) -> Any:
+    """The mask as an in-memory nibabel ``Nifti1Image``: ``img.affine`` is
+    :attr:`SegmentationMask.affine` (RAS+) and ``img.dataobj`` is ``mask.data.transpose(2, 1,
+    0)``, exactly what :func:`to_nifti` writes (qform = sform, label intent). Label names do
+    not fit in NIfTI; keep ``mask.mapping``."""
+    if not isinstance(mask, SegmentationMask):
+        raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
+    return _image_of(mask.data, mask.space)
+
+
+def from_nibabel(
+    img: Any,
+    mapping: LabelMapping | Mapping[str, int] | Target | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> SegmentationMask:
+    """A :class:`SegmentationMask` from an in-memory nibabel image (``Nifti1Image``,
+    ``Nifti2Image`` or anything with ``dataobj``, ``affine`` and ``shape``), with the checks of
+    :func:`from_nifti`: integer or whole-number voxels in range, a usable affine. ``mapping``
+    as for :func:`from_nifti` (``storage_options`` for a table given by URL)."""
+    if not _is_image(img):
+        raise InvalidTypeError(
+            f"Expected a nibabel image (with dataobj and affine). Got {type(img).__name__}; "
+            "for a file name use from_nifti."
+        )
+    name = getattr(img, "get_filename", lambda: None)() or f"<{type(img).__name__}>"
+    array, space = _labels_of_image(img, str(name))
+    names = (
+        default_label_names(array)
+        if mapping is None
+        else to_label_mapping(mapping, storage_options)
+    )
+    return SegmentationMask(array, names, space)
