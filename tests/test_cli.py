@@ -311,6 +311,17 @@ def test_pack_and_unpack(mask: SegmentationMask, tmp_path: Path) -> None:
     with MaskArchive(tmp_path / "case.mska") as archive:
         assert archive.structures() == {"liver": ("layer_0", 5), "spleen": ("layer_0", 1)}
     assert_one_line_error(run("pack", folder, tmp_path / "case.mska"), "exists")
+    for wrong, said in (
+        ("case.msk", "'.msk'"),
+        ("case", "no suffix"),
+        ("case.nii.gz", "'.nii.gz'"),
+    ):
+        assert_one_line_error(
+            run("pack", folder, tmp_path / wrong),
+            f"{tmp_path / wrong}: an archive's name must end in .mska. Got {said}; nothing was "
+            "written.",
+        )
+        assert not (tmp_path / wrong).exists()
     unpacked = run("unpack", tmp_path / "case.mska", tmp_path / "out")
     assert unpacked.returncode == 0, unpacked.stderr
     for name in ("liver", "spleen"):

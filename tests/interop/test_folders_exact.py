@@ -708,3 +708,14 @@ def test_unpack_leaves_an_open_archive_open_and_writes_binary_files_as_uint8(
         assert sorted(np.unique(back).tolist()) == [0, 1]
     unpack(arc, tmp_path / "out2", progress=True)
     assert re.search(r"writing: +\d+%.*\| \d/2 ", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("name", "said"), [("x.msk", "'.msk'"), ("x", "no suffix")])
+def test_pack_folder_refuses_a_target_not_named_mska(tmp_path: Path, name: str, said: str) -> None:
+    # refused before the folder is read: readers tell .msk and .mska apart by name
+    with pytest.raises(InvalidValueError) as info:
+        pack_folder(tmp_path / "not-read", tmp_path / name)
+    assert str(info.value) == (
+        f"{tmp_path / name}: an archive's name must end in .mska. Got {said}; nothing was written."
+    )
+    assert not (tmp_path / name).exists()

@@ -44,6 +44,7 @@ from ..io import (
     Target,
     list_folder,
     local_path,
+    name_suffix,
     object_version,
     read_many,
     source_name,
@@ -281,12 +282,21 @@ def pack_folder(
     differs, unless ``skip_mismatched=True`` leaves those files out. ``exclude``: glob
     pattern(s) (``fnmatch``, case-sensitive) of file names to leave out. What was left out, and
     why, is in the returned :class:`PackReport` (``left_out``) and logged (INFO).
-    ``overwrite=False`` refuses an existing ``target``; ``progress`` shows bars (tqdm, stderr)
-    while fetching (remote files: many at once, :func:`medmask.io.read_many`) and reading.
+    ``target`` must be named ``*.mska`` (:class:`InvalidValueError` otherwise, before anything
+    is read). ``overwrite=False`` refuses an existing ``target``; ``progress`` shows bars
+    (tqdm, stderr) while fetching (remote files: many at once, :func:`medmask.io.read_many`)
+    and reading.
     (``out=`` and ``labels=``, the old names of ``target=`` and ``mapping=``, still work until
     medmask 0.4, with a DeprecationWarning.)
     """
     patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+    suffix = name_suffix(target)
+    if isinstance(target, str | os.PathLike) and suffix != ".mska":
+        # readers tell the two containers apart by name: an archive named .msk is unreadable
+        raise InvalidValueError(
+            f"{source_name(target)}: an archive's name must end in .mska. Got "
+            f"{repr(suffix) if suffix else 'no suffix'}; nothing was written."
+        )
     if not overwrite and object_version(target, storage_options).exists:  # before the reading
         raise MaskFileExistsError(f"{source_name(target)}: exists; nothing was written.")
     files = _list_nifti(folder, storage_options)
