@@ -102,3 +102,22 @@ def test_import_medmask_stays_light(tmp_path: Path, mask: SegmentationMask) -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"] * len(heavy)
+
+
+def test_save_mask_to_an_archive_name_points_to_mask_archive(
+    mask: SegmentationMask, tmp_path: Path
+) -> None:
+    target = tmp_path / "case.mska"
+    with pytest.raises(InvalidValueError) as info:
+        medmask.save_mask(mask, target)
+    assert str(info.value) == (
+        f"{target}: save_mask writes one mask (.msk or NIfTI); a .mska archive holds several: "
+        "use `with MaskArchive(target, 'w') as archive: archive.add_segmask(mask, name)`, or "
+        "pack_folder for a folder of NIfTI files."
+    )
+    assert not target.exists()
+    # the way the message gives works
+    with medmask.MaskArchive(target, "w") as archive:
+        archive.add_segmask(mask, "kidneys")
+    with medmask.MaskArchive(target) as archive:
+        np.testing.assert_array_equal(archive.load_segmask("kidneys").data, mask.data)

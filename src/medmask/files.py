@@ -60,6 +60,12 @@ def save_mask(
     """
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
+    if kind_of_name(target) == "mska":
+        raise InvalidValueError(
+            f"{source_name(target)}: save_mask writes one mask (.msk or NIfTI); a .mska "
+            "archive holds several: use `with MaskArchive(target, 'w') as archive: "
+            "archive.add_segmask(mask, name)`, or pack_folder for a folder of NIfTI files."
+        )
     converter = _converter(target, writes=True)
     options = _given(
         converter.write_options,
