@@ -338,6 +338,16 @@ def from_nifti(
     if _is_image(source):
         return from_nibabel(source, mapping, storage_options=storage_options)
     array, space = read_nifti(source, storage_options=storage_options, max_bytes=max_bytes)
+    return _named(array, space, mapping, storage_options)
+
+
+def _named(
+    array: npt.NDArray[Any],
+    space: Space,
+    mapping: LabelMapping | Mapping[str, int] | Target | None,
+    storage_options: dict[str, Any] | None,
+) -> SegmentationMask:
+    """The mask of ``array`` with names from ``mapping``, else ``label_<value>``."""
     if mapping is None:
         names = default_label_names(array)
     else:
@@ -407,9 +417,4 @@ def from_nibabel(
         )
     name = getattr(img, "get_filename", lambda: None)() or f"<{type(img).__name__}>"
     array, space = _labels_of_image(img, str(name))
-    names = (
-        default_label_names(array)
-        if mapping is None
-        else to_label_mapping(mapping, storage_options)
-    )
-    return SegmentationMask(array, names, space)
+    return _named(array, space, mapping, storage_options)
