@@ -121,3 +121,24 @@ def test_save_mask_to_an_archive_name_points_to_mask_archive(
         archive.add_segmask(mask, "kidneys")
     with medmask.MaskArchive(target) as archive:
         np.testing.assert_array_equal(archive.load_segmask("kidneys").data, mask.data)
+
+
+def test_attributes_survive_msk_files_rois_and_archive_members(tmp_path: Path) -> None:
+    data = np.zeros((2, 3, 4), np.uint8)
+    data[1, 2, 3] = 1
+    mask = SegmentationMask(data, {"liver": 1}, attributes={"study": "A", "n": [1, 2]})
+    medmask.save_mask(mask, tmp_path / "m.msk", attributes={"n": 5, "extra": True})
+    loaded = medmask.load_mask(tmp_path / "m.msk")
+    assert loaded.attributes == {"study": "A", "n": 5, "extra": True}  # keyword wins per key
+    assert medmask.load_mask(tmp_path / "m.msk", roi=np.s_[1:, :, :]).attributes == (
+        loaded.attributes
+    )
+    assert loaded == mask  # == compares voxels, names and space, not attributes
+    with medmask.MaskArchive(tmp_path / "a.mska", "w") as archive:
+        archive.add_segmask(mask, "organs")
+    with medmask.MaskArchive(tmp_path / "a.mska") as archive:
+        assert archive.load_segmask("organs").attributes == mask.attributes
+    unjson = SegmentationMask(data, {"liver": 1}, attributes={"bad": object()})
+    with pytest.raises(medmask.InvalidValueError, match="JSON types"):
+        medmask.save_mask(unjson, tmp_path / "bad.msk")
+    assert not (tmp_path / "bad.msk").exists()

@@ -12,6 +12,7 @@ import pytest
 from spacetransformer import Space
 
 from medmask import LabelMapping, LabelNotFoundError, LabelStats, SegmentationMask
+from medmask.errors import InvalidTypeError
 
 ORGANS = {"liver": 1, "spleen": 2, "kidney": 3}
 
@@ -864,3 +865,28 @@ def test_pickle_round_trip_of_a_512x512x300_mask() -> None:
     assert restored.shape == (300, 512, 512)
     assert not restored.data.flags.writeable
     assert not np.shares_memory(restored.data, mask.data)
+
+
+# --- attributes (issue 19) ---------------------------------------------------------------------
+
+
+def test_attributes_are_kept_by_copies_pickles_and_alignment() -> None:
+    data = np.zeros((2, 3, 4), np.uint8)
+    data[1, 2, 3] = 1
+    mask = SegmentationMask(data, {"liver": 1}, attributes={"study": "A", "n": [1, 2]})
+    assert mask.attributes == {"study": "A", "n": [1, 2]}
+    assert SegmentationMask(data, {"liver": 1}).attributes == {}
+    for other in (copy.copy(mask), copy.deepcopy(mask), pickle.loads(pickle.dumps(mask))):
+        assert other.attributes == mask.attributes
+    deep = copy.deepcopy(mask)
+    deep.attributes["n"].append(3)  # a copy owns its attributes
+    assert mask.attributes["n"] == [1, 2]
+    assert mask.align_to(mask.space).attributes == mask.attributes
+
+
+def test_attributes_must_be_a_string_keyed_mapping() -> None:
+    data = np.zeros((1, 1, 1), np.uint8)
+    with pytest.raises(InvalidTypeError, match=r"Expected attributes as a mapping \(dict\)"):
+        SegmentationMask(data, {}, attributes=[("a", 1)])  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match=r"with string keys\. Got the key 1"):
+        SegmentationMask(data, {}, attributes={1: "a"})  # type: ignore[dict-item]

@@ -210,7 +210,8 @@ def save_msk(
     existing file or object (:class:`MaskFileExistsError`), atomically on local files, S3 and
     GCS, so two writers of the same name cannot silently replace each other's result.
     ``codec`` overrides the codec (default ``medmask.edges``; ``"medmask.labels"`` or
-    ``"medmask.binary"`` for readers older than it).
+    ``"medmask.binary"`` for readers older than it). ``attributes`` (JSON values) are stored
+    with ``mask.attributes``, overriding them key by key; :func:`load_msk` restores them.
     """
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
@@ -291,7 +292,7 @@ def load_legacy_mask(
         return mask
     space = mask.space.apply_bbox(np.array([[r.start, r.stop] for r in region]))
     data_roi = np.ascontiguousarray(mask.data[region])
-    return SegmentationMask._trusted(data_roi, mask.mapping, space, mask.bit_depth)
+    return SegmentationMask._trusted(data_roi, mask.mapping, space, mask.bit_depth, mask.attributes)
 
 
 def read_info(

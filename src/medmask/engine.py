@@ -306,7 +306,9 @@ def mask_from_region(
     full = all(r.start == 0 and r.stop == s for r, s in zip(roi, descriptor.shape, strict=True))
     if not full:
         space = space.apply_bbox(np.array([[r.start, r.stop] for r in roi]))
-    return SegmentationMask._trusted(data, descriptor.mapping, space, descriptor.bit_depth)
+    return SegmentationMask._trusted(
+        data, descriptor.mapping, space, descriptor.bit_depth, descriptor.attributes
+    )
 
 
 def decode_unstored(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,10 +52,26 @@ __all__ = [
     "BitDepth",
     "SegmentationMask",
     "dtype_for_bit_depth",
+    "parse_attributes",
     "parse_bit_depth",
     "parse_space",
     "smallest_bit_depth",
 ]
+
+
+def parse_attributes(attributes: object) -> dict[str, Any]:
+    """A new dict of ``attributes`` (None: empty), which must map strings to values; whether
+    the values are JSON is checked when the mask is saved."""
+    if attributes is None:
+        return {}
+    if not isinstance(attributes, Mapping):
+        raise InvalidTypeError(
+            f"Expected attributes as a mapping (dict) or None. Got {type(attributes).__name__}."
+        )
+    keys = [k for k in attributes if not isinstance(k, str)]
+    if keys:
+        raise InvalidTypeError(f"Expected attributes with string keys. Got the key {keys[0]!r}.")
+    return dict(attributes)
 
 
 def _is_affine(value: object) -> bool:
@@ -128,9 +145,12 @@ class SegmentationMask:
     bit_depth
         1, 8, 16 or 32. Default: 1 for bool arrays, else the smallest depth that holds the
         largest value of the array and the mapping.
+    attributes
+        Free attributes (string keys, JSON values), kept in the file by :func:`medmask.save_mask`
+        and restored by :func:`medmask.load_mask`. Default: none.
     """
 
-    __slots__ = ("_bit_depth", "_data", "_mapping", "_space")
+    __slots__ = ("_attributes", "_bit_depth", "_data", "_mapping", "_space")
 
     def __init__(
         self,
@@ -139,6 +159,7 @@ class SegmentationMask:
         space: Space | None = None,
         *,
         bit_depth: int | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         arr = _as_label_array(mask_array, "a mask array")
         mapping = mapping if isinstance(mapping, LabelMapping) else LabelMapping(mapping)
@@ -168,24 +189,35 @@ class SegmentationMask:
                 "Add a name for each (or zero those voxels)."
             )
         data = arr.astype(dtype_for_bit_depth(depth), copy=True, order="C")
-        self._init(data, mapping, parse_space(space, data.shape), depth)
+        self._init(data, mapping, parse_space(space, data.shape), depth, attributes)
 
     def _init(
-        self, data: npt.NDArray[Any], mapping: LabelMapping, space: Space, depth: int
+        self,
+        data: npt.NDArray[Any],
+        mapping: LabelMapping,
+        space: Space,
+        depth: int,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         data.flags.writeable = False
         self._data = data
         self._mapping = mapping
         self._space = space
         self._bit_depth: BitDepth = parse_bit_depth(depth)
+        self._attributes = parse_attributes(attributes)
 
     @classmethod
     def _trusted(
-        cls, data: npt.NDArray[Any], mapping: LabelMapping, space: Space, bit_depth: int
+        cls,
+        data: npt.NDArray[Any],
+        mapping: LabelMapping,
+        space: Space,
+        bit_depth: int,
+        attributes: Mapping[str, Any] | None = None,
     ) -> SegmentationMask:
         """Build without validation; ``data`` must already be the storage dtype and owned."""
         obj = cls.__new__(cls)
-        obj._init(data, mapping, space, bit_depth)
+        obj._init(data, mapping, space, bit_depth, attributes)
         return obj
 
     @classmethod
@@ -251,6 +283,14 @@ class SegmentationMask:
     def affine_lps(self) -> npt.NDArray[np.float64]:
         """As :attr:`affine`, in LPS+ (DICOM) world coordinates."""
         return affine_from_space(self._space, "LPS")
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """Free attributes (string keys, JSON values), editable in place. Saved with the mask
+        (``.msk`` and archive members) and restored on load; :func:`medmask.from_nifti` keeps
+        the NIfTI header codes under ``"nifti"`` so that :func:`medmask.to_nifti` writes them
+        back. Not part of ``==``, which compares voxels, names, space and bit depth."""
+        return self._attributes
 
     @property
     def bit_depth(self) -> BitDepth:
@@ -404,7 +444,9 @@ class SegmentationMask:
         data = self._data.transpose(axes)
         data = np.flip(data, tuple(a for a in range(3) if flips[a]))
         aligned = np.ascontiguousarray(data)
-        return SegmentationMask._trusted(aligned, self._mapping, target, self._bit_depth)
+        return SegmentationMask._trusted(
+            aligned, self._mapping, target, self._bit_depth, self._attributes
+        )
 
     # -- persistence (implemented in medmask.files) ---------------------------------------------
     def save(self, target: str | PathLike[str] | Any, **kwargs: Any) -> None:
@@ -449,12 +491,17 @@ class SegmentationMask:
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore_mask, (self._data, self._mapping, self._space, self._bit_depth))
+        state = (self._data, self._mapping, self._space, self._bit_depth, self._attributes)
+        return (_restore_mask, state)
 
     def __copy__(self) -> SegmentationMask:
         # the array is private and mutated only by add_label, so a copy must own its own
         return SegmentationMask._trusted(
-            self._data.copy(), self._mapping, self._space.copy(), self._bit_depth
+            self._data.copy(),
+            self._mapping,
+            self._space.copy(),
+            self._bit_depth,
+            copy.deepcopy(self._attributes),
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SegmentationMask:
@@ -462,7 +509,11 @@ class SegmentationMask:
 
 
 def _restore_mask(
-    data: npt.NDArray[Any], mapping: LabelMapping, space: Space, bit_depth: int
+    data: npt.NDArray[Any],
+    mapping: LabelMapping,
+    space: Space,
+    bit_depth: int,
+    attributes: Mapping[str, Any] | None = None,  # absent from pickles of medmask < 0.2
 ) -> SegmentationMask:
     owned = data if data.flags.owndata and data.flags.c_contiguous else data.copy()
-    return SegmentationMask._trusted(owned, mapping, space, bit_depth)
+    return SegmentationMask._trusted(owned, mapping, space, bit_depth, attributes)

@@ -522,3 +522,85 @@ def test_from_nibabel_checks_the_voxels_like_a_file() -> None:
         "Expected a nibabel image (with dataobj and affine). Got str; for a file name use "
         "from_nifti."
     )
+
+
+# --- header codes survive .nii.gz -> .msk -> .nii.gz (issue 19) --------------------------------
+
+HEADER_CASES = [
+    # (sform_code, qform_code, intent_code, intent_name, descrip)
+    (2, 0, 0, "", ""),  # TotalSegmentator's files
+    (1, 1, 1002, "label", "medmask test"),
+    (4, 2, 0, "", "MNI template space"),
+    (0, 1, 0, "", "qform only"),
+    (3, 3, 1007, "", "vector intent kept"),
+]
+
+
+@pytest.mark.parametrize(("sform", "qform", "intent", "intent_name", "descrip"), HEADER_CASES)
+def test_header_codes_survive_a_msk_round_trip(
+    tmp_path: Path, sform: int, qform: int, intent: int, intent_name: str, descrip: str
+) -> None:
+    affine = _oblique_affine()
+    xyz = np.random.default_rng(3).integers(0, 3, (9, 8, 7)).astype(np.uint8)
+    source = nib.Nifti1Image(xyz, affine)
+    source.set_sform(affine if sform else None, code=sform)
+    source.set_qform(affine if qform else None, code=qform)
+    source.header.set_intent(intent, name=intent_name, allow_unknown=True)
+    source.header["descrip"] = descrip.encode()
+    source.header.set_xyzt_units("mm", "sec")
+    nib.save(source, tmp_path / "in.nii.gz")
+    original = nib.load(tmp_path / "in.nii.gz")
+
+    mask = from_nifti(tmp_path / "in.nii.gz", {"a": 1, "b": 2})
+    assert mask.attributes["nifti"] == {
+        "sform_code": sform,
+        "qform_code": qform,
+        "intent_code": intent,
+        "xyzt_units": int(original.header["xyzt_units"]),
+        "intent_name": intent_name,
+        "descrip": descrip,
+        "aux_file": "",
+    }
+    medmask.save_mask(mask, tmp_path / "m.msk")
+    loaded = medmask.load_mask(tmp_path / "m.msk")
+    assert loaded.attributes == mask.attributes
+    medmask.save_mask(loaded, tmp_path / "out.nii.gz")
+    back = nib.load(tmp_path / "out.nii.gz")
+    for key in ("sform_code", "qform_code", "intent_code", "xyzt_units", "descrip", "intent_name"):
+        assert back.header[key] == original.header[key], key
+    np.testing.assert_allclose(back.affine, original.affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(back.dataobj), xyz)
+    # the in-memory image carries them too
+    img = medmask.to_nibabel(loaded)
+    assert int(img.header["sform_code"]) == sform
+    assert int(img.header["qform_code"]) == qform
+
+
+def test_codes_that_would_move_the_image_fall_back_to_scanner(tmp_path: Path) -> None:
+    """Both codes 0 make nibabel guess an affine from the zooms alone: the written file keeps
+    the mask's geometry (codes 1) instead of the codes."""
+    mask = _oblique_mask()
+    mask.attributes["nifti"] = {"sform_code": 0, "qform_code": 0, "descrip": "kept"}
+    medmask.to_nifti(mask, tmp_path / "m.nii.gz")
+    back = nib.load(tmp_path / "m.nii.gz")
+    assert int(back.header["sform_code"]) == int(back.header["qform_code"]) == 1
+    np.testing.assert_allclose(back.affine, mask.affine, atol=1e-5)
+    assert back.header["descrip"] == b"kept"
+    # a malformed entry is ignored, never an error
+    mask.attributes["nifti"] = {"sform_code": "two", "intent_code": True}
+    img = medmask.to_nibabel(mask)
+    assert int(img.header["sform_code"]) == 1
+    assert int(img.header["intent_code"]) == 1002
+
+
+def test_shared_totalsegmentator_file_keeps_its_codes(shared_data: Path, tmp_path: Path) -> None:
+    path = shared_data / "totalseg" / "multilabel_42.nii.gz"
+    original = nib.load(path)
+    mask = medmask.load_mask(path, mapping=shared_data / "totalseg" / "labels_total.json")
+    medmask.save_mask(mask, tmp_path / "m.msk")
+    medmask.save_mask(medmask.load_mask(tmp_path / "m.msk"), tmp_path / "out.nii.gz")
+    back = nib.load(tmp_path / "out.nii.gz")
+    assert (int(back.header["sform_code"]), int(back.header["qform_code"])) == (2, 0)
+    assert int(back.header["intent_code"]) == 0
+    np.testing.assert_array_equal(back.affine, original.affine)
+    np.testing.assert_array_equal(np.asarray(back.dataobj), np.asarray(original.dataobj))

@@ -158,7 +158,7 @@ def encode_mask(
         codec=coder.get_config(),
         chunks=chunk_shape,
         space=mask.space if include_space else None,
-        attributes=dict(attributes or {}),
+        attributes={**mask.attributes, **(attributes or {})},
         created_by=f"medmask {__version__}",
     )
     boxes = [descriptor.chunk_box(i) for i in range(descriptor.n_chunks)]

@@ -49,10 +49,12 @@ from ..mask import SegmentationMask
 from .labels import default_label_names, integer_labels, to_label_mapping
 
 __all__ = [
+    "NIFTI_ATTRIBUTE",
     "NIFTI_SUFFIXES",
     "affine_from_space",
     "from_nibabel",
     "from_nifti",
+    "header_codes",
     "read_nifti",
     "space_from_affine",
     "to_nibabel",
@@ -61,6 +63,7 @@ __all__ = [
 ]
 
 _NIFTI_INTENT_LABEL = 1002
+NIFTI_ATTRIBUTE = "nifti"  # the key of SegmentationMask.attributes that holds header codes
 
 
 def _nibabel() -> Any:
@@ -281,9 +284,73 @@ def _labels_of_image(img: Any, name: str) -> tuple[npt.NDArray[Any], Space]:
     return np.ascontiguousarray(labels.transpose(2, 1, 0)), space
 
 
-def _image_of(array: npt.NDArray[Any], space: Space, dtype: Any = None) -> Any:
-    """A nibabel ``Nifti1Image`` of a (z, y, x) array on its LPS space (RAS affine,
-    qform = sform, label intent)."""
+def _text(value: Any) -> str:
+    """A NIfTI string field (``bytes``, NUL-padded) as text, undecodable bytes replaced."""
+    raw = bytes(np.asarray(value).item()) if not isinstance(value, bytes) else value
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def header_codes(img: Any) -> dict[str, Any]:
+    """The NIfTI header fields a conversion keeps (``from_nifti`` stores them in
+    ``mask.attributes["nifti"]``; ``to_nifti`` writes them back): ``sform_code``,
+    ``qform_code``, ``intent_code``, ``intent_name``, ``descrip``, ``aux_file`` and
+    ``xyzt_units``. Geometry and voxels are carried by the mask itself."""
+    header = img.header
+    codes: dict[str, Any] = {}
+    for key in ("sform_code", "qform_code", "intent_code", "xyzt_units"):
+        try:
+            codes[key] = int(np.asarray(header[key]).item())
+        except (KeyError, TypeError, ValueError):  # not a NIfTI header (an Analyze one, say)
+            continue
+    for key in ("intent_name", "descrip", "aux_file"):
+        try:
+            codes[key] = _text(header[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return codes
+
+
+def _int_code(codes: Mapping[str, Any], key: str, default: int, allowed: range) -> int:
+    value = codes.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+        return default
+    return value
+
+
+def _apply_codes(img: Any, affine: npt.NDArray[np.float64], codes: Mapping[str, Any]) -> None:
+    """Set ``img``'s header codes from ``codes`` (as :func:`header_codes` gives them), never
+    at the cost of the geometry: when the kept sform/qform codes would make nibabel resolve
+    another affine (both 0, say), both are written as 1 (scanner)."""
+    sform = _int_code(codes, "sform_code", 1, range(5))
+    qform = _int_code(codes, "qform_code", 1, range(5))
+    img.set_sform(affine, code=sform)
+    img.set_qform(affine if qform else None, code=qform)
+    if not np.allclose(img.header.get_best_affine(), affine, atol=1e-4):
+        img.set_sform(affine, code=1)
+        img.set_qform(affine, code=1)
+    intent_name = codes.get("intent_name", "")
+    intent = _int_code(codes, "intent_code", _NIFTI_INTENT_LABEL, range(1 << 15))
+    try:
+        img.header.set_intent(intent, name=str(intent_name)[:16], allow_unknown=True)
+    except Exception:  # an intent code that needs parameters nibabel cannot default
+        img.header.set_intent(_NIFTI_INTENT_LABEL)
+    for key, size in (("descrip", 80), ("aux_file", 24)):
+        text = codes.get(key)
+        if isinstance(text, str):
+            img.header[key] = text.encode("utf-8")[:size]
+    units = _int_code(codes, "xyzt_units", -1, range(256))
+    if units >= 0:
+        img.header["xyzt_units"] = units
+
+
+def _image_of(
+    array: npt.NDArray[Any],
+    space: Space,
+    dtype: Any = None,
+    codes: Mapping[str, Any] | None = None,
+) -> Any:
+    """A nibabel ``Nifti1Image`` of a (z, y, x) array on its LPS space (RAS affine); header
+    codes from ``codes`` (see :func:`header_codes`), else qform = sform = 1 and label intent."""
     nib = _nibabel()
     data = np.asarray(array)
     if data.dtype == np.bool_:
@@ -292,14 +359,23 @@ def _image_of(array: npt.NDArray[Any], space: Space, dtype: Any = None) -> Any:
         data = data.astype(dtype)
     affine = affine_from_space(space)
     img = nib.Nifti1Image(data.transpose(2, 1, 0), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_intent(_NIFTI_INTENT_LABEL)
+    _apply_codes(img, affine, codes or {})
     return img
 
 
-def _image_bytes(array: npt.NDArray[Any], space: Space, dtype: Any, gz: bool) -> bytes:
-    raw: bytes = _image_of(array, space, dtype).to_bytes()
+def _kept_codes(mask: SegmentationMask) -> Mapping[str, Any]:
+    codes = mask.attributes.get(NIFTI_ATTRIBUTE)
+    return codes if isinstance(codes, Mapping) else {}
+
+
+def _image_bytes(
+    array: npt.NDArray[Any],
+    space: Space,
+    dtype: Any,
+    gz: bool,
+    codes: Mapping[str, Any] | None = None,
+) -> bytes:
+    raw: bytes = _image_of(array, space, dtype, codes).to_bytes()
     return gzip.compress(raw, compresslevel=6, mtime=0) if gz else raw
 
 
@@ -311,11 +387,14 @@ def write_nifti(
     dtype: Any = None,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = True,
+    header: Mapping[str, Any] | None = None,
 ) -> int:
-    """Write a (z, y, x) array with its LPS space as NIfTI (RAS affine, qform = sform, label
-    intent); gzip-compressed when the name ends in ``.gz``. Atomic, to any path or URL
+    """Write a (z, y, x) array with its LPS space as NIfTI (RAS affine; header codes from
+    ``header`` as :func:`header_codes` gives them, else qform = sform = 1 and label intent);
+    gzip-compressed when the name ends in ``.gz``. Atomic, to any path or URL
     (``overwrite=False``: :class:`MaskFileExistsError` if it exists). Returns the bytes written."""
-    data = _image_bytes(array, space, dtype, name_suffix(target).endswith(".gz"))
+    gz = name_suffix(target).endswith(".gz")
+    data = _image_bytes(array, space, dtype, gz, header)
     write_atomic(target, [data], storage_options, overwrite=overwrite)
     return len(data)
 
@@ -337,22 +416,24 @@ def from_nifti(
     """
     if _is_image(source):
         return from_nibabel(source, mapping, storage_options=storage_options)
-    array, space = read_nifti(source, storage_options=storage_options, max_bytes=max_bytes)
-    return _named(array, space, mapping, storage_options)
+    img = _load_image(source, storage_options, max_bytes_limit(max_bytes))
+    return _mask_of_image(img, source_name(source), mapping, storage_options)
 
 
-def _named(
-    array: npt.NDArray[Any],
-    space: Space,
+def _mask_of_image(
+    img: Any,
+    name: str,
     mapping: LabelMapping | Mapping[str, int] | Target | None,
     storage_options: dict[str, Any] | None,
 ) -> SegmentationMask:
-    """The mask of ``array`` with names from ``mapping``, else ``label_<value>``."""
+    """The mask of a nibabel image, with names from ``mapping`` (else ``label_<value>``) and
+    the header codes in ``attributes["nifti"]``."""
+    array, space = _labels_of_image(img, name)
     if mapping is None:
         names = default_label_names(array)
     else:
         names = to_label_mapping(mapping, storage_options)
-    return SegmentationMask(array, names, space)
+    return SegmentationMask(array, names, space, attributes={NIFTI_ATTRIBUTE: header_codes(img)})
 
 
 def to_nifti(
@@ -376,7 +457,12 @@ def to_nifti(
         where = source_name(label_table)
         raise MaskFileExistsError(f"{where}: already exists; nothing was written.")
     size = write_nifti(
-        mask.data, mask.space, target, storage_options=storage_options, overwrite=overwrite
+        mask.data,
+        mask.space,
+        target,
+        storage_options=storage_options,
+        overwrite=overwrite,
+        header=_kept_codes(mask),
     )
     if label_table is not None:
         table = dict(mapping_items(mask.mapping))  # not .to_dict(): a label may be so named
@@ -393,11 +479,12 @@ def _is_image(source: object) -> bool:
 def to_nibabel(mask: SegmentationMask) -> Any:
     """The mask as an in-memory nibabel ``Nifti1Image``: ``img.affine`` is
     :attr:`SegmentationMask.affine` (RAS+) and ``img.dataobj`` is ``mask.data.transpose(2, 1,
-    0)``, exactly what :func:`to_nifti` writes (qform = sform, label intent). Label names do
-    not fit in NIfTI; keep ``mask.mapping``."""
+    0)``, exactly what :func:`to_nifti` writes (header codes from ``mask.attributes["nifti"]``,
+    else qform = sform = 1 and label intent). Label names do not fit in NIfTI; keep
+    ``mask.mapping``."""
     if not isinstance(mask, SegmentationMask):
         raise InvalidTypeError(f"Expected a SegmentationMask. Got {type(mask).__name__}.")
-    return _image_of(mask.data, mask.space)
+    return _image_of(mask.data, mask.space, codes=_kept_codes(mask))
 
 
 def from_nibabel(
@@ -416,5 +503,4 @@ def from_nibabel(
             "for a file name use from_nifti."
         )
     name = getattr(img, "get_filename", lambda: None)() or f"<{type(img).__name__}>"
-    array, space = _labels_of_image(img, str(name))
-    return _named(array, space, mapping, storage_options)
+    return _mask_of_image(img, str(name), mapping, storage_options)
