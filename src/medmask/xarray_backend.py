@@ -69,12 +69,10 @@ def world_coordinates(space: Space) -> dict[str, npt.NDArray[np.float64]] | None
     return coords
 
 
-def _directions(space: Space) -> list[tuple[float, float, float]]:
+def _directions(space: Space) -> list[list[float]]:
     """Unit LPS direction of array axes z, y, x (0, 1, 2), in that order."""
-    return [
-        tuple(float(v) for v in d)  # type: ignore[misc]
-        for d in (space.x_orientation, space.y_orientation, space.z_orientation)
-    ]
+    axes = (space.x_orientation, space.y_orientation, space.z_orientation)
+    return [[float(v) for v in d] for d in axes]
 
 
 def _geometry_attributes(space: Space) -> dict[str, Any]:
@@ -82,7 +80,7 @@ def _geometry_attributes(space: Space) -> dict[str, Any]:
         "coordinate_system": "LPS",
         "spacing": [float(v) for v in space.spacing],
         "origin": [float(v) for v in space.origin],
-        "direction": [list(d) for d in _directions(space)],
+        "direction": _directions(space),
         "affine": affine_from_space(space, "RAS").tolist(),
         "affine_lps": affine_from_space(space, "LPS").tolist(),
     }
