@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +137,15 @@ def test_msk_values_equal_load_mask(msk: Path) -> None:
     expected = medmask.load_mask(msk)
     assert ds["mask"].dtype == expected.data.dtype
     np.testing.assert_array_equal(ds["mask"].values, expected.data)
+
+
+def test_msk_structures(msk: Path, multilabel: SegmentationMask) -> None:
+    ds = xr.open_dataset(msk, engine=ENGINE, group="structures")
+    assert sorted(ds.data_vars) == sorted(multilabel.mapping.names())
+    liver = ds["liver"]
+    assert liver.attrs["member"] == "mask"
+    assert liver.attrs["value"] == multilabel.mapping["liver"]
+    np.testing.assert_array_equal(liver.values, multilabel.data == multilabel.mapping["liver"])
 
 
 def test_mska_one_variable_per_member_equal_to_the_archive(mska: Path) -> None:
@@ -543,6 +554,16 @@ def test_engine_name_resolves_through_the_entry_point(msk: Path) -> None:
 )
 def test_guess_can_open(target: Any, expected: bool) -> None:
     assert MedmaskBackendEntrypoint().guess_can_open(target) is expected
+
+
+def test_listing_engines_imports_neither_zarr_nor_dask() -> None:
+    """xarray imports every backend to list its engines: ours must stay cheap to import."""
+    code = (
+        "import sys, medmask.xarray_backend\n"
+        "print([m for m in ('zarr', 'dask', 'medmask.zarr_store') if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_entry_point_describes_itself() -> None:

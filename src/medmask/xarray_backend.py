@@ -9,6 +9,7 @@ imported on first open, not with this module: xarray imports every backend to li
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -215,7 +216,7 @@ class _Opened:
                 "member": name,
                 "layer": bool(described.get("layer", False)),
                 **_label_attributes(attrs, np.dtype(array.dtype)),
-                **self.geometry,
+                **copy.deepcopy(self.geometry),
             },
         )
 
@@ -234,20 +235,20 @@ class _Opened:
             {
                 "long_name": name,
                 "structure": name,
-                "member": described.get("member"),
+                "member": described.get("member") or "mask",  # a .msk's member is unnamed
                 "value": described.get("value"),
                 **_label_attributes(attrs, np.dtype(array.dtype)),
-                **self.geometry,
+                **copy.deepcopy(self.geometry),
             },
         )
 
     def dataset(self, variables: Mapping[str, xr.Variable], name: str | None = None) -> xr.Dataset:
-        attrs = self.attributes()
+        attrs = copy.deepcopy(self.attributes())
         if name is not None:
             attrs["group"] = name
         return xr.Dataset(
             {_variable_name(n): v for n, v in variables.items()},
-            coords=self.coords,
+            coords={dim: coord.copy(deep=False) for dim, coord in self.coords.items()},
             attrs=attrs,
         )
 
