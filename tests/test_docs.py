@@ -1,0 +1,224 @@
+"""Every fenced code block of README.md and docs/*.md runs (issue 19).
+
+The rules (DEVELOPERS.md, "Testing", says the same in short):
+
+- One test per page: README.md and every ``docs/*.md`` (found by glob: new pages count).
+- ```` ```python ```` blocks run in order, in one namespace per page, in a fresh temporary
+  working directory. A block is complete as written: its imports, and the data it uses made in
+  it or in an earlier block of the page; no ``...`` placeholders.
+- ```` ```console ````, ```` ```sh ````, ```` ```bash ```` and ```` ```shell ```` blocks whose first
+  command is ``medmask ...`` (or ``$ medmask ...``) run too, where they stand between the
+  python blocks, in the same directory: each command as ``python -m medmask ...``, which must
+  exit 0. In a block with ``$`` prompts only the prompted lines are commands (the others are
+  their output, not compared). ``#`` comments, ``\\`` continuations and ``&&`` are understood;
+  pipes, redirections and ``$VARIABLES`` are refused.
+- Shown, not run: ```` ```console ```` blocks of other commands (``pip install``, ``nox``,
+  README's two commands, which ``.ci/run`` runs itself) and ```` ```text ````. A
+  ```` ```sh ````/```` ```bash ````/```` ```shell ```` block is always meant to run: it must
+  hold medmask commands only. ```` ```json ````, unlabelled and other fences never run.
+- ``s3://`` URLs reach a local moto S3 server through ``AWS_ENDPOINT_URL`` (botocore, and so
+  s3fs, honour it), with fake credentials in the environment and an empty bucket named
+  ``bucket``; all of it for this test only.
+- Real data: a page whose prose says where its files come from may have them linked from
+  ``../shared/data`` into the working directory by a directive
+  ``<!-- docs-test: shared-data totalseg/ct_dicom totalseg/labels_total.json -->`` (each
+  path under its own name). Pages that can make their data (``medmask.phantom``,
+  ``medmask.synthetic``, small numpy arrays) do so instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import medmask
+from doc_blocks import (
+    SHELL,
+    Block,
+    DocBlockError,
+    data_links,
+    parse_blocks,
+    run_python,
+    shell_commands,
+)
+from servers import RecordingMotoServer
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BUCKET = "bucket"
+T = TypeVar("T")
+# Floors, so that a fence typo or a parser change cannot silently drop the blocks.
+MIN_PYTHON_BLOCKS = 10
+MIN_SHELL_COMMANDS = 4
+
+
+def _name(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
+
+
+# Filesystems the docs tests made, dropped from fsspec's cache but kept until the session ends:
+# an s3fs instance used from zarr's event loop cannot be closed from here, and collecting one
+# with its aiohttp session open prints "Unclosed client session".
+_RETIRED: list[Any] = []
+
+
+def _clear_fsspec_instances() -> None:
+    """Empty fsspec's instance caches, so that no later test reuses a filesystem that points
+    at this test's endpoint."""
+    import fsspec
+
+    for cls in [fsspec.AbstractFileSystem, *fsspec.registry.values()]:
+        _RETIRED.extend(cls._cache.values())
+        cls.clear_instance_cache()
+
+
+def _allow_public_reads(server: RecordingMotoServer, bucket: str) -> None:
+    """A bucket policy that lets anyone GET the bucket's objects, as a public data set's
+    bucket does (so ``anon=true`` reads work, as they would there)."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }
+    request = urllib.request.Request(
+        f"{server.endpoint_url}/{bucket}?policy",
+        data=json.dumps(policy).encode(),
+        headers={"Content-Type": "application/json"},  # not a form: the server keeps the body
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+@pytest.fixture
+def docs_s3(s3_server: RecordingMotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The local S3 server as the default endpoint, with an empty bucket ``bucket``."""
+    s3_server.reset()
+    s3_server.create_bucket(BUCKET)
+    _allow_public_reads(s3_server, BUCKET)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    _clear_fsspec_instances()
+    try:
+        yield s3_server.endpoint_url
+    finally:
+        _clear_fsspec_instances()
+        s3_server.reset()
+
+
+def _link_shared_data(page: Path, text: str, workdir: Path, request: pytest.FixtureRequest) -> None:
+    paths = data_links(text)
+    if not paths:
+        return
+    shared: Path = request.getfixturevalue("shared_data")
+    for relative in paths:
+        source = shared / relative
+        assert source.exists(), f"{_name(page)}: shared-data directive names missing {source}"
+        (workdir / source.name).symlink_to(source, target_is_directory=source.is_dir())
+
+
+def _cli_env() -> dict[str, str]:
+    """The environment of the CLI runs: this process's, with the medmask under test first."""
+    package_root = str(Path(medmask.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}
+
+
+def _checked(page: Path, parse: Callable[[Any], T], argument: Any) -> T:
+    """``parse(argument)``, a :class:`DocBlockError` failing the test with the page named."""
+    try:
+        return parse(argument)
+    except DocBlockError as exc:
+        problem = str(exc)
+    pytest.fail(f"{_name(page)}: {problem}", pytrace=False)
+
+
+def _run_shell(block: Block, page: Path, workdir: Path) -> None:
+    commands = _checked(page, shell_commands, block)
+    for args in commands or []:
+        result = subprocess.run(
+            [sys.executable, "-m", "medmask", *args],
+            cwd=workdir,
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"{_name(page)}:{block.fence_line}: `medmask {shlex.join(args)}` exited with "
+                f"{result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+                pytrace=False,
+            )
+
+
+def run_page(page: Path, workdir: Path) -> tuple[int, int]:
+    """Run every runnable block of ``page`` in ``workdir`` (the current directory); the
+    numbers of python blocks and shell commands run."""
+    blocks = _checked(page, parse_blocks, page.read_text(encoding="utf-8"))
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    python_run = commands_run = 0
+    for number, block in enumerate(blocks, 1):
+        if block.runs_python:
+            failure = run_python(block, page, namespace)
+            if failure is not None:
+                pytest.fail(
+                    f"{_name(page)}:{block.fence_line}: the ```python block at line "
+                    f"{block.fence_line} (block {number} of the page) failed:\n{failure}",
+                    pytrace=False,
+                )
+            python_run += 1
+        elif block.language in SHELL:
+            _run_shell(block, page, workdir)
+            commands_run += len(shell_commands(block) or [])
+    return python_run, commands_run
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_page_runs(
+    page: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docs_s3: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    _link_shared_data(page, page.read_text(encoding="utf-8"), tmp_path, request)
+    monkeypatch.chdir(tmp_path)
+    python_run, commands_run = run_page(page, tmp_path)
+    blocks = parse_blocks(page.read_text(encoding="utf-8"))
+    assert python_run == sum(block.runs_python for block in blocks)
+    assert commands_run == sum(
+        len(shell_commands(block) or []) for block in blocks if block.language in SHELL
+    )
+
+
+def test_pages_hold_enough_runnable_blocks() -> None:
+    blocks = [block for page in PAGES for block in parse_blocks(page.read_text(encoding="utf-8"))]
+    python = [block for block in blocks if block.runs_python]
+    commands = [
+        command
+        for block in blocks
+        if block.language in SHELL
+        for command in shell_commands(block) or []
+    ]
+    assert len(python) >= MIN_PYTHON_BLOCKS, [(b.language, b.line) for b in blocks]
+    assert len(commands) >= MIN_SHELL_COMMANDS, commands
+    assert {"README.md", "docs/interop.md", "docs/zarr.md"} <= {_name(p) for p in PAGES}
