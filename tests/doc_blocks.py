@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 import shlex
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 PYTHON = frozenset({"python"})
+# fences that look like python but would not run: refused, so that none is silently skipped
+PYTHON_LOOKALIKES = frozenset({"py", "python3", "pycon", "ipython", "pytb"})
 SHELL = frozenset({"console", "sh", "bash", "shell"})
 # a shell block is *meant* to run (not merely shown) when its fence says sh/bash/shell
 STRICT_SHELL = frozenset({"sh", "bash", "shell"})
@@ -49,7 +52,8 @@ class Block:
 
 def parse_blocks(text: str) -> list[Block]:
     """Every fenced block of ``text``, in order (indented fences of list items included;
-    their indentation is removed). An unclosed fence raises :class:`DocBlockError`."""
+    their indentation is removed). An unclosed fence, or one such as ```` ```py ```` that looks
+    like python but would not run, raises :class:`DocBlockError`."""
     blocks: list[Block] = []
     lines = text.splitlines()
     i = 0
@@ -60,6 +64,11 @@ def parse_blocks(text: str) -> list[Block]:
             continue
         indent, fence = opening["indent"], opening["fence"]
         language = (opening["info"].strip().split() or [""])[0].lower()
+        if language in PYTHON_LOOKALIKES:
+            raise DocBlockError(
+                f"line {i + 1}: fence ```{language} does not run: write ```python (run) or "
+                "```text (shown)"
+            )
         start = i + 1
         end = start
         while end < len(lines) and not _closes(lines[end], fence):
@@ -162,12 +171,18 @@ def _split_and(line: str, block: Block) -> list[list[str]]:
 
 def run_python(block: Block, page: Path, namespace: dict[str, Any]) -> str | None:
     """Execute ``block`` of ``page`` in ``namespace``; None, or the traceback of its failure
-    with the frames from the markdown file on (which shows the markdown lines)."""
+    with the frames from the markdown file on (which shows the markdown lines). A
+    ``DeprecationWarning`` attributed to the page's own lines is a failure."""
     # Leading newlines put every code line at its line number in the markdown file.
     source = "\n" * (block.line - 1) + block.code
     try:
-        code = compile(source, str(page), "exec")
-        exec(code, namespace)
+        with warnings.catch_warnings():
+            # a deprecated name used by the page itself (its warning points at the page's line)
+            warnings.filterwarnings(
+                "error", category=DeprecationWarning, module=namespace.get("__name__", "")
+            )
+            code = compile(source, str(page), "exec")
+            exec(code, namespace)
     except Exception as exc:
         report = traceback.TracebackException.from_exception(exc)
         frames = list(report.stack)

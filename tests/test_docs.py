@@ -5,7 +5,9 @@ The rules (DEVELOPERS.md, "Testing", says the same in short):
 - One test per page: README.md and every ``docs/*.md`` (found by glob: new pages count).
 - ```` ```python ```` blocks run in order, in one namespace per page, in a fresh temporary
   working directory. A block is complete as written: its imports, and the data it uses made in
-  it or in an earlier block of the page; no ``...`` placeholders.
+  it or in an earlier block of the page; no ``...`` placeholders, no deprecated names (a
+  ``DeprecationWarning`` pointing at the page fails it). ```` ```py ````,
+  ```` ```python3 ```` and ```` ```pycon ```` fences are refused (they would silently not run).
 - ```` ```console ````, ```` ```sh ````, ```` ```bash ```` and ```` ```shell ```` blocks whose first
   command is ``medmask ...`` (or ``$ medmask ...``) run too, where they stand between the
   python blocks, in the same directory: each command as ``python -m medmask ...``, which must
@@ -18,7 +20,8 @@ The rules (DEVELOPERS.md, "Testing", says the same in short):
   hold medmask commands only. ```` ```json ````, unlabelled and other fences never run.
 - ``s3://`` URLs reach a local moto S3 server through ``AWS_ENDPOINT_URL`` (botocore, and so
   s3fs, honour it), with fake credentials in the environment and an empty bucket named
-  ``bucket``; all of it for this test only.
+  ``bucket`` whose objects anyone may read (``-S anon=true`` works, as on a public data
+  set's bucket); all of it for this test only.
 - Real data: a page whose prose says where its files come from may have them linked from
   ``../shared/data`` into the working directory by a directive
   ``<!-- docs-test: shared-data totalseg/ct_dicom totalseg/labels_total.json -->`` (each
@@ -59,7 +62,7 @@ BUCKET = "bucket"
 T = TypeVar("T")
 # Floors, so that a fence typo or a parser change cannot silently drop the blocks.
 MIN_PYTHON_BLOCKS = 10
-MIN_SHELL_COMMANDS = 4
+MIN_SHELL_COMMANDS = 5
 
 
 def _name(page: Path) -> str:
@@ -263,6 +266,12 @@ def test_unclosed_fence_is_refused() -> None:
         parse_blocks("```python\nx = 1\n")
 
 
+@pytest.mark.parametrize("language", ["py", "Python3", "pycon"])
+def test_python_lookalike_fence_is_refused(language: str) -> None:
+    with pytest.raises(DocBlockError, match=f"line 2: fence ```{language.lower()} does not run"):
+        parse_blocks(f"text\n```{language}\nx = 1\n```\n")
+
+
 @pytest.mark.parametrize(
     ("language", "code", "expected"),
     [
@@ -318,7 +327,7 @@ def test_failure_names_page_line_and_traceback(tmp_path: Path) -> None:
 def test_blocks_of_a_page_share_one_namespace(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("```python\nvalue = 41\n```\n\n```python\nassert value + 1 == 42\n```\n")
-    run_page(page, tmp_path)
+    assert run_page(page, tmp_path) == (2, 0)
     with_typo = tmp_path / "typo.md"
     with_typo.write_text("```python\nvalue = 41\n```\n\n```python\nassert value == 42\n```\n")
     with pytest.raises(pytest.fail.Exception, match="AssertionError"):
@@ -340,3 +349,16 @@ def test_shared_data_directive_lists_paths() -> None:
     text = "x\n<!-- docs-test: shared-data totalseg/ct_dicom  totalseg/a.nii.gz -->\ny\n"
     assert data_links(text) == ["totalseg/ct_dicom", "totalseg/a.nii.gz"]
     assert data_links("<!-- another comment -->") == []
+
+
+def test_deprecated_name_in_a_page_fails_it(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nimport medmask\n\n"
+        'medmask.pack_folder("case/", "case.mska", labels={"liver": 1})\n```\n'
+    )
+    with pytest.raises(pytest.fail.Exception) as failed:
+        run_page(page, tmp_path)
+    message = str(failed.value)
+    assert f'File "{page}", line 4, in <module>' in message
+    assert "DeprecationWarning: pack_folder(labels=...) is deprecated: use mapping=..." in message
