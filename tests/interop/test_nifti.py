@@ -604,3 +604,10 @@ def test_shared_totalsegmentator_file_keeps_its_codes(shared_data: Path, tmp_pat
     assert int(back.header["intent_code"]) == 0
     np.testing.assert_array_equal(back.affine, original.affine)
     np.testing.assert_array_equal(np.asarray(back.dataobj), np.asarray(original.dataobj))
+
+
+def test_a_mapping_missing_values_names_the_file(shared_data: Path) -> None:
+    path = shared_data / "totalseg" / "multilabel_42.nii.gz"
+    with pytest.raises(medmask.InvalidValueError) as info:
+        medmask.load_mask(path, mapping={"spleen": 1})
+    assert str(info.value).startswith(f"{path}: Values present in the array are missing from ")

@@ -27,6 +27,7 @@ from ..errors import (
     AllocationLimitError,
     FormatError,
     InvalidTypeError,
+    InvalidValueError,
     MaskFileExistsError,
     MedmaskError,
     TruncatedFileError,
@@ -433,7 +434,12 @@ def _mask_of_image(
         names = default_label_names(array)
     else:
         names = to_label_mapping(mapping, storage_options)
-    return SegmentationMask(array, names, space, attributes={NIFTI_ATTRIBUTE: header_codes(img)})
+    try:
+        return SegmentationMask(
+            array, names, space, attributes={NIFTI_ATTRIBUTE: header_codes(img)}
+        )
+    except InvalidValueError as exc:  # the values against the mapping: say which file
+        raise InvalidValueError(f"{name}: {exc}") from None
 
 
 def to_nifti(
