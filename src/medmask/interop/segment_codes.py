@@ -85,15 +85,16 @@ class SegmentCode:
 
 def _segment_of(terms: Mapping[str, CodedTerm | None], what: str, region: str) -> SegmentCode:
     """A SegmentCode of checked terms; ``region`` names where the region is given."""
-    category, kind = terms["category"], terms["type"]
+    category, kind = terms.get("category"), terms.get("type")
     if category is None or kind is None:
         missing = "category" if category is None else "type"
         raise InvalidValueError(f"{what}: expected a {missing!r} code. Got none.")
-    if terms["region_modifier"] is not None and terms["region"] is None:
+    region_term, region_modifier = terms.get("region"), terms.get("region_modifier")
+    if region_modifier is not None and region_term is None:
         raise InvalidValueError(
             f"{what}, {region}: empty, but a region modifier is given (it modifies the region)."
         )
-    return SegmentCode(category, kind, terms["modifier"], terms["region"], terms["region_modifier"])
+    return SegmentCode(category, kind, terms.get("modifier"), region_term, region_modifier)
 
 
 # --- coercion ---------------------------------------------------------------------------------
