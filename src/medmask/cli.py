@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._version import __version__
-from .errors import InvalidValueError, MaskFileExistsError, MedmaskError
+from .errors import InvalidValueError, MaskFileExistsError, MedmaskError, SpaceMismatchError
 from .geometry import orientation_letters
 from .interop.registry import (
     CONVERTERS,
@@ -53,6 +53,21 @@ def _storage_option(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except ValueError:
         return key, value
+
+
+_LO_MAX = 64  # DICOM LO: AlgorithmName, AlgorithmVersion
+
+
+def _algorithm(text: str) -> tuple[str, str | None]:
+    """``--algorithm NAME[:VERSION]`` -> (name, version or None)."""
+    name, sep, version = text.partition(":")
+    if not name.strip() or (sep and not version.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME or NAME:VERSION, got {text!r}")
+    if len(name) > _LO_MAX or len(version) > _LO_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME and VERSION of at most {_LO_MAX} characters each (DICOM LO)"
+        )
+    return name, version if sep else None
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -192,6 +207,18 @@ def _one_mask(
     return next(iter(masks.values()))
 
 
+def _dicom_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword options of a DICOM SEG output given by ``--algorithm`` and ``--codes``."""
+    given: dict[str, Any] = {}
+    if args.algorithm is not None:
+        given["algorithm_name"], version = args.algorithm
+        if version is not None:
+            given["algorithm_version"] = version
+    if args.codes is not None:
+        given["segment_codes"] = args.codes
+    return given
+
+
 def _write(
     converter: Converter,
     target: str,
@@ -200,7 +227,7 @@ def _write(
     source: str,
 ) -> int:
     options = _options(args)
-    flags = {"level": args.level, "series": args.series}
+    flags = {"level": args.level, "series": args.series, **_dicom_flags(args)}
     given = {k: v for k, v in flags.items() if v is not None and k in converter.write_options}
     if converter.write_all is not None:
         return converter.write_all(
@@ -212,7 +239,19 @@ def _write(
             f"writing a {converter.title} needs --series DICOM_FOLDER (the source series)."
         )
     assert converter.write is not None  # each converter has write or write_all
-    return converter.write(mask, target, storage_options=options, overwrite=args.overwrite, **given)
+    try:
+        return converter.write(
+            mask, target, storage_options=options, overwrite=args.overwrite, **given
+        )
+    except SpaceMismatchError as exc:
+        differences = getattr(exc, "differences", None)  # set by the DICOM SEG writer
+        if differences is None:
+            raise
+        raise SpaceMismatchError(
+            f"{source}: not on the grid of --series {args.series}, nor on a flip or axis "
+            f"permutation of it (those are aligned for you): it differs in "
+            f"{'; '.join(differences)}. Resample it onto the series grid first."
+        ) from None
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -344,6 +383,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     output = _output_converter(args.output)  # a bad output name fails before any reading
+    dicom_only = [flag for flag in ("algorithm", "codes") if getattr(args, flag) is not None]
+    if dicom_only and "series" not in output.write_options:
+        raise UsageError(
+            f"{' and '.join('--' + f for f in dicom_only)} apply to a DICOM SEG output (.dcm) "
+            f"only; {args.output} is {output.title}."
+        )
+    if args.codes is not None:  # a bad table fails before any reading too
+        from .interop.segment_codes import read_segment_codes
+
+        read_segment_codes(args.codes, _options(args))
     converter = _converter(args.input, _options(args))
     masks = _read_masks(converter, args.input, args)
     if not masks:
@@ -533,6 +582,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--labels", help="label table naming a NIfTI input's values")
     sub.add_argument("--member", help="the archive member to convert (or the member name)")
     sub.add_argument("--series", help="the DICOM series folder a .dcm output refers to")
+    sub.add_argument(
+        "--algorithm",
+        type=_algorithm,
+        metavar="NAME[:VERSION]",
+        help="the algorithm that made the mask, e.g. TotalSegmentator:2.4 (.dcm: AUTOMATIC "
+        "segments; without it MANUAL)",
+    )
+    sub.add_argument(
+        "--codes",
+        metavar="TABLE",
+        help="CSV, TSV or JSON table of segment codes over the shipped SNOMED CT table (.dcm)",
+    )
     sub.add_argument("--level", type=int, help="compression level (.msk/.mska)")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
 

@@ -38,6 +38,7 @@ from medmask.interop.dicom import (
     to_dicom_seg,
 )
 from medmask.interop.nifti import read_nifti
+from medmask.interop.segment_codes import standard_segment_codes
 from rotations import rotation
 
 TOL_MM = 1e-3
@@ -416,9 +417,16 @@ def test_labelmap_seg_round_trip(
     assert ds.SegmentationType == "LABELMAP"
     assert ds.SeriesDescription == "medmask"
     assert int(ds.NumberOfFrames) == 20
-    item = next(it for it in ds.SegmentSequence if it.SegmentNumber == 1)
-    assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
-    assert item.SegmentedPropertyTypeCodeSequence[0].CodeValue == "91772007"
+    # every name is TotalSegmentator's: each segment has the shipped table's SNOMED CT codes
+    shipped = standard_segment_codes()
+    items = [it for it in ds.SegmentSequence if it.SegmentNumber != 0]  # 0: LABELMAP background
+    assert len(items) == 31
+    for item in items:
+        code = shipped[item.SegmentLabel]
+        assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == code.category.value
+        assert item.SegmentedPropertyTypeCodeSequence[0].CodeValue == code.type.value
+        assert item.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT"
+        assert item.SegmentAlgorithmType == "MANUAL"  # no algorithm_name
 
 
 def _assert_space_close(a: Space, b: Space) -> None:
@@ -496,10 +504,20 @@ def test_mask_in_another_space_is_refused(
 ) -> None:
     out = tmp_path / "never.dcm"
     array, nifti_space = read_nifti(shared_data / "totalseg" / "ct_dicom_seg.nii.gz")
-    unflipped = SegmentationMask(array, ct_mask.mapping, nifti_space)  # the y flip forgotten
-    with pytest.raises(SpaceMismatchError, match=r"y axis flipped") as info:
-        to_dicom_seg(unflipped, series_dir, out)
+    # the NIfTI's grid (rows flipped, aligned for you) shifted by 0.5 mm: no flip fixes that
+    origin = np.asarray(nifti_space.origin) + 0.5 * np.asarray(nifti_space.z_orientation)
+    moved = Space(
+        shape=nifti_space.shape,
+        origin=tuple(float(v) for v in origin),
+        spacing=nifti_space.spacing,
+        x_orientation=nifti_space.x_orientation,
+        y_orientation=nifti_space.y_orientation,
+        z_orientation=nifti_space.z_orientation,
+    )
+    with pytest.raises(SpaceMismatchError, match=r"mask\.align_to\(") as info:
+        to_dicom_seg(SegmentationMask(array, ct_mask.mapping, moved), series_dir, out)
     assert isinstance(info.value, ValueError)
+    assert "direction of axis 1 (0, -1, 0) (the series' (0, 1, 0))" in str(info.value)
     space = ct_mask.space
     shifted = Space(
         shape=space.shape,

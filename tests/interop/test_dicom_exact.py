@@ -381,12 +381,16 @@ def test_to_dicom_seg_defaults_and_refusals(shared_data: Path, tmp_path: Path) -
     )
     with pytest.raises(SpaceMismatchError) as mismatch:
         to_dicom_seg(SegmentationMask(data, {"liver": 1}, shifted), series_dir, tmp_path / "x.dcm")
-    assert str(mismatch.value).startswith(
-        f"Expected a mask on the voxel grid of the DICOM series {series_dir} (within 0.001 mm, "
-    )
-    assert str(mismatch.value).endswith(
-        "Resample or reorient the mask onto the series first (a NIfTI mask of the series "
-        "usually needs its y axis flipped)."
+    x0, y0, z0 = (float(v) for v in space.origin)
+    assert str(mismatch.value) == (
+        f"Expected a mask on the voxel grid of the DICOM series {series_dir}, or on a flip or "
+        "axis permutation of it, which to_dicom_seg aligns for you with "
+        "mask.align_to(medmask.interop.dicom.space_from_dicom_series(series)) (voxel centres "
+        f"within 0.001 mm). Got a grid that differs in origin ({x0 + 1:.6g}, {y0:.6g}, "
+        f"{z0:.6g}) (the series' ({x0:.6g}, {y0:.6g}, {z0:.6g}), 1 mm apart); align_to cannot "
+        "fix it: Expected grids whose voxel centres coincide within 0.001 mm. Got 1 mm between "
+        "target voxel (0, 0, 0) and the mask's corresponding voxel (origin or spacing differ; "
+        "resampling is not alignment). Resample the mask onto the series grid first."
     )
     with pytest.warns(MissingUIDWarning):
         to_dicom_seg(mask, series_dir, out)  # overwrite=True is the default

@@ -61,6 +61,14 @@ from ..geometry import corner_indices, spaces_match, voxel_to_world
 from ..io import Target, local_path, read_whole, source_name, storage_error, write_atomic
 from ..mapping import LabelMapping, mapping_items
 from ..mask import SegmentationMask
+from .segment_codes import (
+    CodedTerm,
+    SegmentCode,
+    find_segment_code,
+    read_segment_codes,
+    segment_code,
+    standard_segment_codes,
+)
 
 __all__ = [
     "DIRECTION_ATOL",
@@ -69,6 +77,7 @@ __all__ = [
     "POSITION_ATOL_MM",
     "SPACING_TOLERANCE",
     "MissingUIDWarning",
+    "SegmentCodes",
     "SeriesSource",
     "default_segment_codes",
     "from_dicom_seg",
@@ -79,6 +88,9 @@ __all__ = [
 
 SeriesSource = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 """A folder of one series (non-recursive), one file, or an iterable of file paths."""
+
+SegmentCodes = Mapping[str, Any] | str | os.PathLike[str]
+"""``{name: (category, type[, modifier])}`` codes, or the path or URL of a code table."""
 
 ORIENTATION_ATOL = 1e-4
 """Largest difference of any ImageOrientationPatient component between slices of a series."""
@@ -405,7 +417,8 @@ def space_from_dicom_series(
 
 
 def default_segment_codes() -> tuple[Any, Any]:
-    """Segmented property (category, type) used when none is given.
+    """Segmented property (category, type) of a segment whose name neither ``segment_codes``
+    nor :func:`~medmask.interop.segment_codes.standard_segment_codes` knows.
 
     SCT 91723000 "Anatomical Structure" (CID 7150) and SCT 91772007 "Organ" (CID 7151).
     """
@@ -498,6 +511,164 @@ def _fill_uids(series: _Series) -> None:
             setattr(ds, keyword, uid)
 
 
+def _grid_text(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+
+
+def _grid_differences(mask_space: Space, series_space: Space) -> list[str]:
+    """What differs between the mask's grid and the series', with the numbers."""
+    found = []
+    mask_shape = tuple(int(s) for s in mask_space.shape)
+    series_shape = tuple(int(s) for s in series_space.shape)
+    if mask_shape != series_shape:
+        found.append(f"shape {mask_shape} (the series' {series_shape})")
+    spacing = np.asarray(mask_space.spacing, np.float64)
+    series_spacing = np.asarray(series_space.spacing, np.float64)
+    if np.max(np.abs(spacing - series_spacing)) > POSITION_ATOL_MM * 1e-2:
+        found.append(
+            f"spacing {_grid_text(spacing)} mm (the series' {_grid_text(series_spacing)} mm)"
+        )
+    origin = np.asarray(mask_space.origin, np.float64)
+    series_origin = np.asarray(series_space.origin, np.float64)
+    apart = float(np.linalg.norm(origin - series_origin))
+    if apart > POSITION_ATOL_MM:
+        found.append(
+            f"origin {_grid_text(origin)} (the series' {_grid_text(series_origin)}, "
+            f"{apart:.4g} mm apart)"
+        )
+    for axis, name in enumerate(("x_orientation", "y_orientation", "z_orientation")):
+        a = np.asarray(getattr(mask_space, name), np.float64)
+        b = np.asarray(getattr(series_space, name), np.float64)
+        if np.max(np.abs(a - b)) > DIRECTION_ATOL:
+            found.append(f"direction of axis {axis} {_grid_text(a)} (the series' {_grid_text(b)})")
+    if not found:
+        corner_error = np.linalg.norm(_corners(mask_space) - _corners(series_space), axis=1)
+        found.append(f"corner voxels (up to {np.max(corner_error):.4g} mm apart)")
+    return found
+
+
+class _NotOnSeriesGrid(SpaceMismatchError):
+    """The mask's grid is not the series' nor a flip or permutation of it; ``differences``
+    and ``reason`` let the command line say it in its own words."""
+
+    def __init__(self, message: str, folder: Path, differences: list[str], reason: str) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.differences = differences
+        self.reason = reason
+
+
+def _on_series_grid(mask: SegmentationMask, series: _Series) -> SegmentationMask:
+    """``mask`` on the series' grid: as it is, or aligned when its grid is a flip or axis
+    permutation of the series' (a NIfTI of the series usually has its rows flipped)."""
+    if _space_difference(mask.space, series.space) is None:
+        return mask
+    try:
+        return mask.align_to(series.space, tolerance_mm=POSITION_ATOL_MM)
+    except SpaceMismatchError as exc:
+        reason = str(exc)
+    folder = series.paths[0].parent
+    differences = _grid_differences(mask.space, series.space)
+    raise _NotOnSeriesGrid(
+        f"Expected a mask on the voxel grid of the DICOM series {folder}, or on a flip or "
+        "axis permutation of it, which to_dicom_seg aligns for you with "
+        "mask.align_to(medmask.interop.dicom.space_from_dicom_series(series)) (voxel centres "
+        f"within {POSITION_ATOL_MM:g} mm). Got a grid that differs in {'; '.join(differences)}; "
+        f"align_to cannot fix it: {reason} Resample the mask onto the series grid first.",
+        folder,
+        differences,
+        reason,
+    )
+
+
+def _codes_by_name(
+    names: list[str],
+    segment_codes: SegmentCodes | None,
+    storage_options: dict[str, Any] | None,
+) -> dict[str, SegmentCode | None]:
+    """Each segment's codes: ``segment_codes`` first, then the shipped table, else None."""
+    given: Mapping[str, SegmentCode]
+    if segment_codes is None:
+        given = {}
+    elif isinstance(segment_codes, str | os.PathLike):
+        given = read_segment_codes(segment_codes, storage_options)
+    elif isinstance(segment_codes, Mapping):
+        for name in segment_codes:
+            if name not in names:
+                raise LabelNotFoundError(f"segment_codes: no label named {name!r} in the mask.")
+        given = {
+            name: segment_code(value, f"segment_codes[{name!r}]")
+            for name, value in segment_codes.items()
+        }
+    else:
+        raise InvalidTypeError(
+            "Expected segment_codes as {name: (category, type)} codes or the path of a CSV or "
+            f"JSON table. Got {type(segment_codes).__name__}."
+        )
+    standard = standard_segment_codes()
+    return {
+        name: find_segment_code(given, name) or find_segment_code(standard, name) for name in names
+    }
+
+
+def _algorithm(hd: Any, name: str | None, version: str) -> tuple[Any, Any]:
+    """(SegmentAlgorithmType, AlgorithmIdentificationSequence or None)."""
+    if name is None:
+        return hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
+    for keyword, value in (("algorithm_name", name), ("algorithm_version", version)):
+        if not isinstance(value, str) or not value.strip() or len(value) > _LO_MAX:
+            raise InvalidValueError(
+                f"Expected {keyword} as a text of 1 to {_LO_MAX} characters (DICOM LO). "
+                f"Got {value!r:.80}."
+            )
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=name, family=_codes().cid7162.ArtificialIntelligence, version=version
+    )
+    return hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm
+
+
+def _concept(hd: Any, term: CodedTerm) -> Any:
+    return hd.sr.CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=term.meaning)
+
+
+def _segment_description(
+    hd: Any,
+    number: int,
+    name: str,
+    code: SegmentCode | None,
+    algorithm_type: Any,
+    algorithm: Any,
+) -> Any:
+    """One item of the SegmentSequence; a type modifier (laterality) goes into the type's
+    SegmentedPropertyTypeModifierCodeSequence, a region modifier into the region's
+    AnatomicRegionModifierSequence (highdicom takes neither as an argument)."""
+    try:
+        if code is None:
+            category, kind = default_segment_codes()
+            regions = None
+        else:
+            category, kind = _concept(hd, code.category), _concept(hd, code.type)
+            regions = None if code.region is None else [_concept(hd, code.region)]
+        description = hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name,
+            segmented_property_category=category,
+            segmented_property_type=kind,
+            algorithm_type=algorithm_type,
+            algorithm_identification=algorithm,
+            anatomic_regions=regions,
+        )
+        if code is not None and code.modifier is not None:
+            type_item = description.SegmentedPropertyTypeCodeSequence[0]
+            type_item.SegmentedPropertyTypeModifierCodeSequence = [_concept(hd, code.modifier)]
+        if code is not None and code.region_modifier is not None:
+            region_item = description.AnatomicRegionSequence[0]
+            region_item.AnatomicRegionModifierSequence = [_concept(hd, code.region_modifier)]
+    except (ValueError, TypeError) as exc:
+        raise InvalidValueError(f"segment {name!r}: highdicom refuses its codes: {exc}") from None
+    return description
+
+
 @renamed_keywords(out="target")
 def to_dicom_seg(
     mask: SegmentationMask,
@@ -508,7 +679,7 @@ def to_dicom_seg(
     segmentation_type: str | None = None,
     series_number: int = 1,
     instance_number: int = 1,
-    segment_codes: Mapping[str, tuple[Any, Any]] | None = None,
+    segment_codes: SegmentCodes | None = None,
     algorithm_name: str | None = None,
     algorithm_version: str = "unknown",
     transfer_syntax_uid: str | None = None,
@@ -522,9 +693,11 @@ def to_dicom_seg(
     Parameters
     ----------
     mask
-        A mask whose space is the series' (:func:`space_from_dicom_series`) within
-        :data:`POSITION_ATOL_MM` and :data:`DIRECTION_ATOL`, i.e. ``mask.data[k, i, j]`` is
-        slice ``k`` (sorted), row ``i``, column ``j``.
+        A mask on the series' grid (:func:`space_from_dicom_series`, within
+        :data:`POSITION_ATOL_MM` and :data:`DIRECTION_ATOL`: ``mask.data[k, i, j]`` is slice
+        ``k`` (sorted), row ``i``, column ``j``), or on a grid holding the same voxel centres
+        in another axis order or direction (a NIfTI of the series, its rows flipped), which
+        is aligned for you (``mask.align_to(space_from_dicom_series(series))``).
     source_series
         The series (folder or files, see :func:`sorted_series`). Headers only are read.
     target
@@ -538,11 +711,20 @@ def to_dicom_seg(
     series_number, instance_number
         SeriesNumber and InstanceNumber of the SEG.
     segment_codes
-        ``{name: (category, type)}`` pydicom ``Code`` pairs for some segments. Others get
+        Codes of some segments, over the shipped table
+        (:func:`~medmask.interop.segment_codes.standard_segment_codes`, SNOMED CT codes of
+        TotalSegmentator's names such as ``liver`` or ``kidney_left``, used by default):
+        ``{name: (category, type)}`` or ``{name: (category, type, modifier)}`` with each code
+        a pydicom ``Code``, a highdicom ``CodedConcept`` or a plain ``(value, scheme,
+        meaning)`` tuple (every name must be a label of the mask); or the path or URL of a
+        CSV, TSV or JSON table (:func:`~medmask.interop.segment_codes.read_segment_codes`;
+        names the mask lacks are ignored). Names match exactly, else ignoring case and
+        punctuation (``"Kidney Left"`` is ``kidney_left``). A name found nowhere gets
         :func:`default_segment_codes` ("Anatomical Structure" / "Organ").
     algorithm_name, algorithm_version
-        With a name, segments are AUTOMATIC with that algorithm identification (family
-        "Artificial Intelligence"); without, MANUAL.
+        With a name (``"TotalSegmentator"``), segments are AUTOMATIC with that algorithm
+        identification (family "Artificial Intelligence", the version default "unknown");
+        without, MANUAL.
     transfer_syntax_uid
         Default: RLE Lossless for LABELMAP (decoded by plain pydicom; 165 kB instead of 5 MB
         for 20 slices of 512 x 512), Explicit VR Little Endian for BINARY (highdicom
@@ -568,11 +750,15 @@ def to_dicom_seg(
     Raises
     ------
     SpaceMismatchError
-        The mask is not on the series' voxel grid.
+        The mask is neither on the series' voxel grid nor on a flip or axis permutation of
+        it; the message says what differs (shape, spacing, origin, directions).
+    LabelNotFoundError
+        A ``segment_codes`` mapping names a label the mask lacks.
     InvalidValueError
-        No non-zero label, a name that is no valid DICOM Segment Label (at most 64 characters),
-        an unsupported ``segmentation_type``, BINARY frames of fewer than 8 pixels (highdicom
-        would pack them wrongly), or highdicom refusing the input.
+        A malformed code or code table (naming its file, row and column), an empty
+        ``algorithm_name``, no non-zero label, a name that is no valid DICOM Segment Label
+        (at most 64 characters), an unsupported ``segmentation_type``, BINARY frames of fewer
+        than 8 pixels (highdicom would pack them wrongly), or highdicom refusing the input.
     """
     hd = _highdicom()
     pydicom = _pydicom()
@@ -590,6 +776,11 @@ def to_dicom_seg(
         raise InvalidValueError(f"Expected at most 65535 labels (segments). Got {len(items)}.")
     for _, name in items:
         _check_segment_label(name)
+    codes_by_name = _codes_by_name([name for _, name in items], segment_codes, storage_options)
+    algorithm_type, algorithm = _algorithm(hd, algorithm_name, algorithm_version)
+
+    series = _load_series(source_series, spacing_tolerance)
+    mask = _on_series_grid(mask, series)
     _, rows, columns = mask.shape
     if seg_type == "BINARY" and rows * columns < 8:
         # highdicom packs a BINARY frame of fewer than 8 pixels on its own, padded to a byte,
@@ -600,46 +791,11 @@ def to_dicom_seg(
             f"wrongly by highdicom {hd.__version__}; nothing was written. Use "
             "segmentation_type='LABELMAP'."
         )
-    names = {name for _, name in items}
-    codes_by_name = dict(segment_codes or {})
-    for name in codes_by_name:
-        if name not in names:
-            raise LabelNotFoundError(f"segment_codes: no label named {name!r} in the mask.")
-
-    series = _load_series(source_series, spacing_tolerance)
-    difference = _space_difference(mask.space, series.space)
-    if difference is not None:
-        raise SpaceMismatchError(
-            f"Expected a mask on the voxel grid of the DICOM series {series.paths[0].parent} "
-            f"(within {POSITION_ATOL_MM:g} mm, directions within {DIRECTION_ATOL:g}). "
-            f"Got {difference}. Resample or reorient the mask onto the series first (a NIfTI "
-            "mask of the series usually needs its y axis flipped)."
-        )
     _fill_uids(series)
-
-    default_category, default_type = default_segment_codes()
-    if algorithm_name is not None:
-        algorithm_type = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
-        algorithm = hd.AlgorithmIdentificationSequence(
-            name=algorithm_name,
-            family=_codes().cid7162.ArtificialIntelligence,
-            version=algorithm_version,
-        )
-    else:
-        algorithm_type, algorithm = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
-    descriptions = []
-    for number, (_, name) in enumerate(items, start=1):
-        category, property_type = codes_by_name.get(name, (default_category, default_type))
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=name,
-                segmented_property_category=category,
-                segmented_property_type=property_type,
-                algorithm_type=algorithm_type,
-                algorithm_identification=algorithm,
-            )
-        )
+    descriptions = [
+        _segment_description(hd, number, name, codes_by_name[name], algorithm_type, algorithm)
+        for number, (_, name) in enumerate(items, start=1)
+    ]
     pixels = _segment_numbers(mask.data, [value for value, _ in items])
     if transfer_syntax_uid is None:
         uid = pydicom.uid

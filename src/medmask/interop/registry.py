@@ -35,7 +35,7 @@ from ..io import Target, name_suffix, open_source, source_name, stored_size
 if TYPE_CHECKING:
     from ..mapping import LabelMapping
     from ..mask import SegmentationMask
-    from .dicom import SeriesSource
+    from .dicom import SegmentCodes, SeriesSource
 
 __all__ = [
     "CONVERTERS",
@@ -226,19 +226,28 @@ def _write_dicom(
     storage_options: StorageOptions = None,
     overwrite: bool = True,
     series: SeriesSource | None = None,
+    algorithm_name: str | None = None,
+    algorithm_version: str = "unknown",
+    segment_codes: SegmentCodes | None = None,
 ) -> int:
-    """A DICOM SEG refers to its source series: the mask is aligned onto the series' grid
-    first (e.g. a NIfTI's flipped rows), then written."""
+    """A DICOM SEG refers to its source series: ``to_dicom_seg`` aligns the mask onto the
+    series' grid (e.g. a NIfTI's flipped rows) and codes the segments."""
     if series is None:
         raise InvalidValueError(
             f"{source_name(target)}: a DICOM SEG needs its source series; use "
             "medmask.interop.dicom.to_dicom_seg(mask, series, target)."
         )
-    from .dicom import space_from_dicom_series, to_dicom_seg
+    from .dicom import to_dicom_seg
 
-    aligned = mask.align_to(space_from_dicom_series(series))
     return to_dicom_seg(
-        aligned, series, target, overwrite=overwrite, storage_options=storage_options
+        mask,
+        series,
+        target,
+        overwrite=overwrite,
+        storage_options=storage_options,
+        segment_codes=segment_codes,
+        algorithm_name=algorithm_name,
+        algorithm_version=algorithm_version,
     )
 
 
@@ -275,7 +284,9 @@ CONVERTERS: Final[Mapping[Kind, Converter]] = MappingProxyType(
             read=_read_dicom,
             write=_write_dicom,
             read_options=frozenset({"max_bytes"}),
-            write_options=frozenset({"series"}),
+            write_options=frozenset(
+                {"series", "algorithm_name", "algorithm_version", "segment_codes"}
+            ),
         ),
     }
 )
