@@ -297,3 +297,47 @@ def test_progress_bar_and_argument_errors(cohort_files: dict[str, Any], capsys: 
     with pytest.raises(medmask.InvalidValueError, match="measures"):
         cohort_stats([str(root / "refs" / cd.file_name(0))], measures=("volume",), errors="raise")
     assert list(cohort_stats([]).columns) == list(cd_columns())
+
+
+def test_unknown_structure_names_are_a_did_you_mean_error(
+    cohort_files: dict[str, Any], tmp_path: Path
+) -> None:
+    """A name that no case holds is a typo (issue 19: ``--structures multy`` printed a 0-voxel
+    row); a name only some cases lack stays a 0-voxel row."""
+    root: Path = cohort_files["root"]
+    paths = [str(root / "refs" / cd.file_name(seed)) for seed in range(4)]
+    names = medmask.cohort.structure_names(paths[0])
+    assert "liver" in names
+    with pytest.raises(medmask.errors.LabelNotFoundError) as info:
+        cohort_stats(paths, structures=["livr", "liver"])
+    assert str(info.value) == (
+        "No case has a structure named 'livr'. Did you mean 'liver'? "
+        f"(asked for in structures=; {paths[0]} has {', '.join(names)})."
+    )
+    assert isinstance(info.value, KeyError)
+    with pytest.raises(medmask.errors.LabelNotFoundError, match=r"'zzz'\. No case .* 'livr'"):
+        cohort_stats(paths, structures=["zzz", "livr"])
+    # absent from some cases only (case0001 and case0002 have no tumor): 0-voxel rows
+    assert [("tumor" in cohort_files["refs"][cd.file_name(s)]) for s in range(4)] == [
+        True, False, False, True
+    ]  # fmt: skip
+    frame = cohort_stats(paths, structures=["tumor"])
+    assert list(frame["voxels"] == 0) == [False, True, True, False]
+    # nothing read (every case failed): the error rows say why, no name is judged
+    frame = cohort_stats([str(tmp_path / "gone.msk")], structures=["livr"])
+    assert frame["error"].notna().all()
+
+
+def test_compare_unknown_structure_names(cohort_files: dict[str, Any]) -> None:
+    root: Path = cohort_files["root"]
+    pairs = [
+        (str(root / "preds" / cd.file_name(s)), str(root / "refs" / cd.file_name(s)))
+        for s in range(3)
+    ]
+    with pytest.raises(medmask.errors.LabelNotFoundError) as info:
+        compare(pairs, structures=["spleen", "splen"])
+    assert str(info.value).startswith(
+        "No case has a structure named 'splen'. Did you mean 'spleen'?"
+    )
+    frame = compare(pairs, structures=["spleen"])
+    assert set(frame["structure"]) == {"spleen"}

@@ -446,21 +446,48 @@ def _caused_by(exc: BaseException, cause: BaseException) -> BaseException:
 
 @pytest.mark.parametrize(
     "exc",
-    [
-        PermissionError("not yours"),
-        _HttpError(401, "unauthorized"),
-        _HttpError(403, "forbidden"),
-        NoCredentialsError("Unable to locate credentials"),
-        AccessDeniedException("denied"),
-        _caused_by(OSError("signing failed"), NoCredentialsError("no keys")),
-    ],
-    ids=["PermissionError", "401", "403", "no-credentials", "access-denied", "cause"],
+    [PermissionError("not yours"), AccessDeniedException("denied")],
+    ids=["PermissionError", "access-denied"],
 )
 def test_storage_error_access_denied(exc: BaseException) -> None:
     err = medmask.io.storage_error(exc, "s3://b/k.msk", "reading")
     assert type(err) is medmask.StoragePermissionError
     detail = f"{type(exc).__name__}: {exc}"
     assert str(err) == f"s3://b/k.msk: access denied while reading ({detail})."
+
+
+def test_storage_error_forbidden_without_a_reason() -> None:
+    err = medmask.io.storage_error(_HttpError(403, "forbidden"), "s3://b/k.msk", "reading")
+    assert type(err) is medmask.StoragePermissionError
+    assert str(err) == (
+        "s3://b/k.msk: access denied while reading (HTTP 403: forbidden); the store gave no "
+        "reason: the credentials may lack permission, or be invalid."
+    )
+
+
+_S3_HINT = (
+    "pass credentials with storage_options={'key': KEY, 'secret': SECRET} (and 'token' for "
+    "temporary ones) or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)."
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "what"),
+    [
+        (_HttpError(401, "unauthorized"), "the store refused the credentials (HTTP 401: "
+         "unauthorized): they are unknown, wrong or expired"),
+        (NoCredentialsError("Unable to locate credentials"), "no credentials were found "
+         "(NoCredentialsError: Unable to locate credentials)"),
+        (_caused_by(OSError("signing failed"), NoCredentialsError("no keys")),
+         "no credentials were found (OSError: signing failed)"),
+    ],
+    ids=["401", "no-credentials", "cause"],
+)  # fmt: skip
+def test_storage_error_credentials(exc: BaseException, what: str) -> None:
+    """Missing or refused credentials are not "access denied": they say how to pass them."""
+    err = medmask.io.storage_error(exc, "s3://b/k.msk", "reading")
+    assert type(err) is medmask.errors.StorageCredentialsError
+    assert str(err) == f"s3://b/k.msk: reading failed: {what}; {_S3_HINT}"
 
 
 @pytest.mark.parametrize(
@@ -491,7 +518,7 @@ def test_storage_error_missing_files() -> None:
     assert str(err) == "/tmp/d: is a directory, not a file."
 
 
-def test_s3_without_credentials_is_access_denied(
+def test_s3_without_credentials_is_a_credentials_error(
     s3: BucketFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s3.fs.pipe_file(s3.path("k.msk"), b"0123456789")
@@ -500,18 +527,21 @@ def test_s3_without_credentials_is_access_denied(
         monkeypatch.delenv(name)
     url = s3.url("k.msk")
     options = {"endpoint_url": s3.endpoint_url, "skip_instance_cache": True}
-    denied = f"^{re.escape(url)}: access denied while "
-    with pytest.raises(medmask.StoragePermissionError, match=denied + "reading the size of "):
+    refused = medmask.errors.StorageCredentialsError
+    found = ": no credentials were found (NoCredentialsError: Unable to locate credentials); "
+    none = f"^{re.escape(url)}: reading failed{re.escape(found + _S3_HINT)}$"
+    size = none.replace("reading failed", "reading the size of failed")
+    with pytest.raises(refused, match=size):
         medmask.io.stored_size(url, options)
     source = open_source(url, options)
-    with pytest.raises(medmask.StoragePermissionError, match=denied + "reading .*Credential"):
+    with pytest.raises(refused, match=none):
         source.read(0, 4)
 
     async def read_async() -> None:
         reader = medmask.io.open_source_async(url, options)
-        with pytest.raises(medmask.StoragePermissionError, match=denied + "reading "):
+        with pytest.raises(refused, match=none):
             await reader.read(0, 4)
-        with pytest.raises(medmask.StoragePermissionError, match=denied + "reading "):
+        with pytest.raises(refused, match=none):
             await reader.read_ranges([(0, 2), (2 + MERGE_GAP + 1, 2 + MERGE_GAP + 5)])
         await _close(reader)
 
@@ -724,7 +754,7 @@ def test_async_s3_missing_object(s3: BucketFixture) -> None:
 
     async def reads() -> None:
         source = medmask.io.open_source_async(url, _fresh(s3.storage_options))
-        missing = f"^{re.escape(url)}: no such file or object.$"
+        missing = f"^{re.escape(url)}: no such object in bucket '{s3.bucket}'.$"
         with pytest.raises(medmask.MaskFileNotFoundError, match=missing):
             await source.read(0, 10)
         with pytest.raises(medmask.MaskFileNotFoundError, match=missing):
@@ -857,10 +887,12 @@ def test_stored_size(tmp_path: Path, memory_fs: Any, s3: BucketFixture) -> None:
         with pytest.raises(medmask.MaskFileNotFoundError) as info:
             stored_size(target)
         assert str(info.value) == f"{target}: no such file."
-    for target, options in [("memory://b/no.bin", None), (s3.url("no.bin"), s3.storage_options)]:
-        with pytest.raises(medmask.MaskFileNotFoundError) as info:
-            stored_size(target, options)
-        assert str(info.value) == f"{target}: no such file or object."
+    with pytest.raises(medmask.MaskFileNotFoundError) as info:
+        stored_size("memory://b/no.bin")
+    assert str(info.value) == "memory://b/no.bin: no such file or object."
+    with pytest.raises(medmask.MaskFileNotFoundError) as info:
+        stored_size(s3.url("no.bin"), s3.storage_options)
+    assert str(info.value) == f"{s3.url('no.bin')}: no such object in bucket '{s3.bucket}'."
 
 
 def test_local_object_version(tmp_path: Path) -> None:
@@ -1339,7 +1371,7 @@ def test_fsspec_source_reads(memory_fs: Any, s3: BucketFixture) -> None:
     source.read_ranges(ranges)
     assert sorted(_range(r) for r in s3.log.requests) == [(0, 8), (FAR, FAR + 10), (n - 2, n + 9)]
     gone = open_source(s3.url("gone.bin"), s3.storage_options)
-    missing = f"^{re.escape(s3.url('gone.bin'))}: no such file or object.$"
+    missing = f"^{re.escape(s3.url('gone.bin'))}: no such object in bucket '{s3.bucket}'.$"
     with pytest.raises(medmask.MaskFileNotFoundError, match=missing):
         gone.read(0, 4)
     with pytest.raises(medmask.MaskFileNotFoundError, match=missing):

@@ -24,6 +24,7 @@ from .engine import (
     verify_decoded,
 )
 from .errors import (
+    FormatError,
     InvalidTypeError,
     InvalidValueError,
     LegacyFormatError,
@@ -33,7 +34,9 @@ from .format.descriptor import MaskDescriptor, Roi, parse_roi
 from .format.encoding import encode_mask
 from .format.legacy import read_legacy_msk
 from .format.msk import build_msk
+from .format.sniff import SNIFF_BYTES, sniff
 from .io import (
+    ByteSource,
     Target,
     name_suffix,
     open_source,
@@ -62,6 +65,32 @@ __all__ = [
 ]
 
 
+#: The call that reads each kind of file :class:`MaskFile` and :func:`read_info` do not (they
+#: read one ``.msk``), for their error; :func:`load_mask` picks the reader by the file's name.
+_READ_BY = {
+    "mska": "medmask.MaskArchive(path) reads it (.info() gives each member's metadata, "
+    ".load_segmask(name) a member)",
+    "nifti": "medmask.load_mask(path, mapping=...) reads NIfTI files named .nii or .nii.gz "
+    "(mapping names their label values)",
+    "dicom": "medmask.load_mask(path) reads a DICOM SEG named .dcm",
+}
+
+
+def _msk_directory(source: ByteSource, head: bytes | None = None) -> Directory:
+    """A ``.msk`` file's directory; for a file of another kind that medmask reads, the
+    :class:`FormatError` also names the call that reads it."""
+    try:
+        return read_directory(source, kind="msk", head=head)
+    except LegacyFormatError:
+        raise  # names its reader already
+    except FormatError as exc:
+        first = head[:SNIFF_BYTES] if head else source.read(0, SNIFF_BYTES)
+        reader = _READ_BY.get(str(sniff(first)))
+        if reader is None:
+            raise
+        raise FormatError(f"{str(exc).rstrip('.')}; {reader}.") from exc
+
+
 class MaskFile(StoredArray):
     """Lower-level access to one ``.msk`` file: metadata, ROI reads, chunk byte ranges.
 
@@ -79,7 +108,7 @@ class MaskFile(StoredArray):
     ) -> None:
         self._source = open_source(source, storage_options)
         try:
-            self._directory: Directory = read_directory(self._source, kind="msk")
+            self._directory: Directory = _msk_directory(self._source)
         except BaseException:
             self._source.close()
             raise
@@ -321,7 +350,7 @@ def read_infos(
             raise head
         byte_source = open_source(source, storage_options)
         try:
-            directory = read_directory(byte_source, kind="msk", head=head)
+            directory = _msk_directory(byte_source, head)
         finally:
             byte_source.close()
         member = directory.members[0]

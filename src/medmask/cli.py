@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -517,7 +518,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(table.to_string(index=False))
     errors = table["error"].dropna() if "error" in table else []
     for error in errors:
-        print(f"medmask: error: {error}", file=sys.stderr)
+        print(f"medmask: error: {_cli_words(str(error))}", file=sys.stderr)
     return 1 if len(errors) else 0
 
 
@@ -640,11 +641,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: How the library's messages name a Python keyword, and how this command line says the same
+#: (applied in order: longer phrases first). Messages are written for Python callers; every
+#: line the command line prints goes through :func:`_cli_words`.
+_CLI_WORDS: tuple[tuple[str, str], ...] = (
+    ("overwrite=True", "--overwrite"),
+    ("overwrite=False", "--overwrite not given"),
+    ("skip_mismatched=True", "--skip-mismatched"),
+    ("exclude=", "--exclude GLOB"),
+    ("mapping=", "--labels"),
+    ("structures=", "--structures"),
+    ("storage_options=", "--storage-option KEY=VALUE"),
+    ("(and 'token' for temporary ones)", "(and -S token=TOKEN for temporary ones)"),
+    ("(or 'google_default')", "(or -S token=google_default)"),
+    ("max_voxels= or MEDMASK_MAX_VOXELS", "the environment variable MEDMASK_MAX_VOXELS"),
+    ("max_bytes= or MEDMASK_MAX_BYTES", "the environment variable MEDMASK_MAX_BYTES"),
+    ("max_voxels=", "MEDMASK_MAX_VOXELS"),
+    ("max_bytes=", "MEDMASK_MAX_BYTES"),
+    ("open it with recover=True", "open it in Python with MaskArchive(path, recover=True)"),
+    ("Open it with recover=True", "Open it in Python with MaskArchive(path, recover=True)"),
+    ("pass a longer lock_timeout", "try again once it is done"),
+)
+_CLI_PATTERN = re.compile("|".join(rf"(?<![\w.-]){re.escape(python)}" for python, _ in _CLI_WORDS))
+_CLI_FLAG = dict(_CLI_WORDS)
+#: ``storage_options={'key': KEY, 'token': 'x.json'}`` in a hint: one -S per item.
+_OPTIONS_DICT = re.compile(r"(?<![\w.-])storage_options=\{([^{}]*)\}")
+_OPTION_ITEM = re.compile(r"'(\w+)': '?([^,']+)'?")
+
+
+def _cli_words(text: str) -> str:
+    """``text`` with the Python keywords of :data:`_CLI_WORDS` said as this CLI's flags."""
+
+    def options(match: re.Match[str]) -> str:
+        items = _OPTION_ITEM.findall(match.group(1))
+        return " ".join(f"-S {key}={value}" for key, value in items) or match.group(0)
+
+    text = _OPTIONS_DICT.sub(options, text)
+    return _CLI_PATTERN.sub(lambda match: _CLI_FLAG[match.group(0)], text)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, KeyError) and not isinstance(exc, MedmaskError) and exc.args:
         text = str(exc.args[0])
-    return " ".join(text.split())
+    return " ".join(_cli_words(text).split())
 
 
 def _show_warning(
@@ -657,7 +697,7 @@ def _show_warning(
 ) -> None:
     """Show a warning as one line (``medmask: warning: ...``), not Python's two with source."""
     with contextlib.suppress(OSError, ValueError):  # stderr closed: as Python's own
-        print(f"medmask: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        print(f"medmask: warning: {' '.join(_cli_words(str(message)).split())}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ __all__ = [
     "case_compare",
     "case_stats",
     "open_case",
+    "structure_names",
 ]
 
 CENTROID_COLUMNS = ("centroid_l_mm", "centroid_p_mm", "centroid_s_mm")
@@ -103,6 +104,12 @@ def open_case(
         yield Case(source_name(source), directory, engine)
     finally:
         byte_source.close()
+
+
+def structure_names(source: Target, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Every structure name of a ``.msk`` or ``.mska``, sorted (its directory only)."""
+    with open_case(source, storage_options) as case:
+        return sorted(case.structures())
 
 
 def _check_measures(measures: Sequence[str]) -> None:

@@ -23,11 +23,13 @@ from .cohort import (
     STATS_COLUMNS,
     case_compare,
     case_stats,
+    structure_names,
 )
 from .config import get as get_config
 from .config import max_bytes_limit, max_voxels_limit
-from .errors import InvalidValueError, MaskFileNotFoundError, MedmaskError
+from .errors import InvalidValueError, LabelNotFoundError, MaskFileNotFoundError, MedmaskError
 from .io import Target, expand_glob, read_heads, source_name
+from .mapping import close_matches_hint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,6 +173,33 @@ def _frame(results: Iterable[list[dict[str, Any]]], columns: Sequence[str]) -> p
     return frame
 
 
+def _refuse_unknown(
+    absent: Sequence[str], read: Sequence[Target], storage_options: dict[str, Any] | None
+) -> None:
+    """:class:`LabelNotFoundError` for the names in ``absent`` (asked for, found in no case)
+    that the ``read`` cases do not hold at all, with the nearest of their names (small reads,
+    on this error path only). Nothing is refused when no case could be read."""
+    if not absent or not read:
+        return
+    names = sorted({n for source in read for n in structure_names(source, storage_options)})
+    unknown = [n for n in absent if n not in names]
+    if not unknown:
+        return
+    listed = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+    raise LabelNotFoundError(
+        " ".join(
+            f"No case has a structure named {n!r}.{close_matches_hint(n, names)}" for n in unknown
+        )
+        + f" (asked for in structures=; {source_name(read[0])} has {listed or 'none'})."
+    )
+
+
+def _first_read(frame: pd.DataFrame) -> list[Any]:
+    """The first case of a stats table read without an error (none: an empty list)."""
+    read = frame if "error" not in frame else frame[frame["error"].isna()]
+    return list(read["source"].head(1))
+
+
 def cohort_stats(
     sources: str | os.PathLike[str] | Iterable[Target],
     *,
@@ -192,7 +221,9 @@ def cohort_stats(
         Paths or URLs (``.msk`` and ``.mska`` mixed), or one glob such as
         ``"s3://bucket/cases/*.mska"``.
     structures
-        Only these structure names (a case without one gets a row with 0 voxels).
+        Only these structure names (a case without one gets a row with 0 voxels). A name that
+        no case holds is a typo: :class:`~medmask.errors.LabelNotFoundError` naming the
+        nearest names ("Did you mean ...?").
     measures
         ``("centroid_mm",)`` adds the LPS centroid, decoding only the chunks inside each
         structure's bounding box; without measures nothing is decoded.
@@ -232,7 +263,12 @@ def cohort_stats(
         for batch in batches
     ]
     columns = [*STATS_COLUMNS, *(CENTROID_COLUMNS if "centroid_mm" in measures else ())]
-    return _frame(_run(tasks, client, progress), columns)
+    frame = _frame(_run(tasks, client, progress), columns)
+    if structures is not None:
+        found = set(frame.loc[frame["value"].notna(), "structure"])
+        absent = [n for n in dict.fromkeys(structures) if n not in found]
+        _refuse_unknown(absent, _first_read(frame), storage_options)
+    return frame
 
 
 def _pairs(
@@ -279,7 +315,9 @@ def compare(
         alone as a list of ``(prediction, reference)`` pairs. A file without its partner is
         an error row (``errors="coerce"``).
     structures
-        Only these structures; default: every structure of either side.
+        Only these structures; default: every structure of either side. A name that no case
+        holds on either side is :class:`~medmask.errors.LabelNotFoundError` naming the nearest
+        names.
     max_voxels, max_bytes
         Limits on one decoded member, as for :func:`medmask.load_mask` (a case above them is
         an error row).
@@ -298,4 +336,11 @@ def compare(
         task(case, pred, ref, structures, storage_options, errors, limits)
         for case, pred, ref in _pairs(predictions, references, storage_options)
     ]
-    return _frame(_run(tasks, client, progress), COMPARE_COLUMNS)
+    frame = _frame(_run(tasks, client, progress), COMPARE_COLUMNS)
+    if structures is not None:  # NaN Dice everywhere: absent (or empty) on both sides
+        found = set(frame.loc[frame["dice"].notna(), "structure"])
+        absent = [n for n in dict.fromkeys(structures) if n not in found]
+        pairs = frame if "error" not in frame else frame[frame["error"].isna()]
+        first = [*pairs[["prediction", "reference"]].head(1).itertuples(index=False, name=None)]
+        _refuse_unknown(absent, [s for pair in first for s in pair], storage_options)
+    return frame

@@ -65,7 +65,7 @@ def _prepare(folder: Path, overwrite: bool) -> None:
     ours = (folder / _MARKER).is_file()
     if folder.is_dir() and any(folder.iterdir()) and not (overwrite or ours):
         raise MaskFileExistsError(
-            f"{folder}: not empty; choose another folder or pass --overwrite."
+            f"{folder}: not empty; choose another folder or pass overwrite=True."
         )
     (folder / "nifti").mkdir(parents=True, exist_ok=True)
     for stale in (folder / "nifti").glob("*.nii.gz"):

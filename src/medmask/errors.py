@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AllocationLimitError",
+    "BucketNotFoundError",
     "ChecksumError",
     "CodecError",
     "CodecTypeError",
@@ -26,6 +27,7 @@ __all__ = [
     "MemberNotFoundError",
     "ReadOnlyError",
     "SpaceMismatchError",
+    "StorageCredentialsError",
     "StorageError",
     "StoragePermissionError",
     "TruncatedFileError",
@@ -124,7 +126,17 @@ class StorageError(MedmaskError, OSError):
 
 
 class StoragePermissionError(StorageError, PermissionError):
-    """The storage backend refused access (missing credentials, access denied)."""
+    """The storage backend refused access: the credentials in use may not read or write there
+    (and the base of :class:`StorageCredentialsError`)."""
+
+
+class StorageCredentialsError(StoragePermissionError):
+    """An object store was given no credentials, or refused the ones given (unknown key, wrong
+    secret, expired token); the message says how to pass them."""
+
+
+class BucketNotFoundError(MaskFileNotFoundError, StorageError):
+    """The bucket of an ``s3://`` or ``gs://`` URL does not exist (for reads and writes)."""
 
 
 class ConcurrentModificationError(MedmaskError, RuntimeError):

@@ -308,14 +308,17 @@ def test_misuse_raises_a_medmask_error(
 def test_missing_s3_credentials_is_a_permission_error(
     s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """botocore's NoCredentialsError is no OSError; users get a StoragePermissionError."""
+    """botocore's NoCredentialsError is no OSError; users get a StorageCredentialsError (a
+    StoragePermissionError) that says how to pass credentials."""
     path = s3.url("m.msk")
     medmask.save_mask(_mask(), path, storage_options=s3.storage_options)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var, raising=False)
     options = {"endpoint_url": s3.endpoint_url, "skip_instance_cache": True}
-    with pytest.raises(medmask.StoragePermissionError, match=r"m\.msk.*access denied") as info:
+    with pytest.raises(medmask.StoragePermissionError, match=r"m\.msk.*no credentials") as info:
         medmask.load_mask(path, storage_options=options)
     assert isinstance(info.value, PermissionError)
+    assert type(info.value) is medmask.errors.StorageCredentialsError
+    assert "storage_options={'key': KEY, 'secret': SECRET}" in str(info.value)
     assert info.value.__cause__ is not None  # the backend's exception stays chained
     assert "Credentials" in type(info.value.__cause__).__name__ or "credentials" in str(info.value)

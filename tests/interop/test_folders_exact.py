@@ -500,8 +500,7 @@ def test_grid_message_ends_with_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(SpaceMismatchError) as info:
         pack_folder(folder, tmp_path / "x.mska")
     assert str(info.value).endswith(
-        "). Leave them out (exclude=, skip_mismatched=True; CLI: --exclude GLOB, "
-        "--skip-mismatched); nothing was written."
+        "). Leave them out (exclude=, skip_mismatched=True); nothing was written."
     )
 
 

@@ -334,7 +334,7 @@ def pack_folder(
         raise SpaceMismatchError(
             f"{os.fspath(folder)}: {len(off_grid)} of {len(by_name)} files are not on the grid "
             f"of {_file_name(by_name[reference])} and the other files ({shown}). Leave them "
-            "out (exclude=, skip_mismatched=True; CLI: --exclude GLOB, --skip-mismatched); "
+            "out (exclude=, skip_mismatched=True); "
             "nothing was written."
         )
     for name, problem in off_grid.items():

@@ -39,18 +39,45 @@ __all__ = [
 
 #: Largest label table read (a few thousand labels fit in a few hundred KiB).
 MAX_TABLE_BYTES = 16 << 20
+#: Most characters of a file's content a message quotes.
+_QUOTED_CHARS = 24
+#: Most characters of a message that may carry content (a name from the file...).
+_MESSAGE_CHARS = 200
 _SPLIT = re.compile(r"[\t,;]")
+_TEXT_CONTROLS = frozenset("\t\n\r\f\v")
 
 
 def _fail(name: str, problem: str) -> FormatError:
     return FormatError(f"{name}: not a label table: {problem}")
 
 
+def _quoted(text: str, limit: int = _QUOTED_CHARS) -> str:
+    """At most ``limit`` characters of file content, quoted, every unprintable one shown as
+    ``?`` (a binary file must not fill a terminal with escapes)."""
+    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return repr(shown + ("..." if len(text) > limit else ""))
+
+
+def _printable(text: str, limit: int = _MESSAGE_CHARS) -> str:
+    """A message that may carry file content, cut to ``limit`` printable characters."""
+    shown = "".join(c if c.isprintable() else "?" for c in " ".join(text.split())[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
+def _is_binary(raw: bytes) -> bool:
+    """Whether ``raw`` is no text file: a NUL byte, or many control characters."""
+    head = raw[:4096]
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for b in head if b < 32 and chr(b) not in _TEXT_CONTROLS)
+    return controls * 20 > len(head)  # more than 5%
+
+
 def _pairs_to_mapping(pairs: list[tuple[str, int]], name: str) -> LabelMapping:
     try:
         return LabelMapping(pairs)
     except ValueError as exc:
-        raise _fail(name, str(exc)) from None
+        raise _fail(name, _printable(str(exc))) from None
 
 
 def _from_json(text: str, name: str) -> LabelMapping:
@@ -66,9 +93,9 @@ def _from_json(text: str, name: str) -> LabelMapping:
         elif isinstance(value, str) and key.strip().lstrip("-").isdigit():
             pairs.append((value, int(key)))
         elif isinstance(value, list | tuple) and value and all(isinstance(v, int) for v in value):
-            raise _fail(name, f"{key!r} maps to several values {value} (region-based labels)")
+            raise _fail(name, f"{_quoted(key)} maps to several values (region-based labels)")
         else:
-            raise _fail(name, f"cannot read entry {key!r}: {value!r:.60}")
+            raise _fail(name, f"cannot read entry {_quoted(key)}: {_quoted(str(value))}")
     return _pairs_to_mapping(pairs, name)
 
 
@@ -92,7 +119,9 @@ def _from_lines(text: str, name: str, kind: str) -> LabelMapping:
         if not fields[0].lstrip("-").isdigit():
             if not pairs and kind == "table":
                 continue  # a header line
-            raise _fail(name, f"line {number}: expected a label value first, got {fields[0]!r}")
+            raise _fail(
+                name, f"line {number}: expected a label value first, got {_quoted(fields[0])}"
+            )
         if len(fields) < 2 or not fields[1]:
             raise _fail(name, f"line {number}: expected a name after the value")
         pairs.append((fields[1], int(fields[0])))
@@ -106,6 +135,12 @@ def parse_label_table(text: str | bytes, name: str, kind: str | None = None) -> 
     ``"itksnap"`` or ``"ctbl"`` (default: from ``name``'s extension)."""
     if isinstance(text, bytes):
         raw = text
+        if _is_binary(raw):
+            raise _fail(
+                name,
+                "binary content; expected a text file (JSON, TSV/CSV, ITK-SNAP label "
+                "descriptions or a Slicer color table)",
+            )
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:

@@ -126,12 +126,12 @@ def _fetch_prefixes(
             blobs = [_cat_or_error(fs, path, length) for path in paths]
     except Exception as exc:
         raise storage_error(exc, source_name(sources[items[0][0]]), "reading") from exc
-    for (i, _, key), blob in zip(items, blobs, strict=True):
+    for (i, path, key), blob in zip(items, blobs, strict=True):
         if isinstance(blob, BaseException):
             out[i] = (
                 b""
                 if is_range_error(blob)
-                else storage_error(blob, source_name(sources[i]), "reading")
+                else storage_error(blob, source_name(sources[i]), "reading", fs=fs, path=path)
             )
             continue
         data = out[i] = bytes(blob)

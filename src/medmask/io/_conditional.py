@@ -141,11 +141,11 @@ def _fs_version(fs: Any, path: str, name: str) -> ObjectVersion:
     except FileNotFoundError:
         return ObjectVersion(False, backend.check)
     except Exception as exc:
-        raise storage_error(exc, name, "checking the object's version") from exc
+        raise storage_error(exc, name, "checking the object's version", fs=fs, path=path) from exc
     size = int(info.get("size") or 0)
     if backend.token is not None:
         return ObjectVersion(True, backend.check, backend.token(info), size)
-    with translated(name, "reading"):
+    with translated(name, "reading", fs=fs, path=path):
         prefix = bytes(fs.cat_file(path, start=0, end=min(size, COMPARED_PREFIX))) if size else b""
     return ObjectVersion(True, backend.check, "", size, prefix)
 
@@ -197,4 +197,4 @@ def put_conditional(
     except Exception as exc:
         if backend.lost_race(exc) or (expect.exists and isinstance(exc, FileNotFoundError)):
             raise _conflict(name, expect, create_only) from exc
-        raise storage_error(exc, name, "writing") from exc
+        raise storage_error(exc, name, "writing", fs=fs, path=path) from exc

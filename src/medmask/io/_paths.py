@@ -175,10 +175,8 @@ def stored_size(target: Target, storage_options: dict[str, Any] | None = None) -
     fs, fs_path, name = target_fs(target, storage_options)
     try:
         return int(fs.size(fs_path))
-    except FileNotFoundError:
-        raise MaskFileNotFoundError(f"{name}: no such file or object.") from None
     except Exception as exc:
-        raise storage_error(exc, name, "reading the size of") from exc
+        raise storage_error(exc, name, "reading the size of", fs=fs, path=fs_path) from exc
 
 
 def list_folder(folder: Target, storage_options: dict[str, Any] | None = None) -> list[str]:

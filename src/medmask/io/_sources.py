@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, BinaryIO, Protocol
 
 from ..config import get as get_config
-from ..errors import AllocationLimitError, InvalidTypeError, MaskFileNotFoundError
+from ..errors import AllocationLimitError, InvalidTypeError, MaskFileNotFoundError, MedmaskError
 from ._cache import HeadCache, Key, cache_key, or_default
 from ._errors import is_range_error, storage_error, translated
 from ._paths import (
@@ -168,7 +168,7 @@ class FsspecSource(_RangeReader):
         except Exception as exc:
             if is_range_error(exc):  # start at or beyond the end: nothing there
                 return b""
-            raise storage_error(exc, self.name, "reading") from exc
+            raise storage_error(exc, self.name, "reading", fs=self.fs, path=self.path) from exc
         return bytes(data)
 
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -180,14 +180,14 @@ class FsspecSource(_RangeReader):
     def _read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if len(ranges) == 1:
             return [self.read(*ranges[0])]
-        with translated(self.name, "reading"):
+        with translated(self.name, "reading", fs=self.fs, path=self.path):
             blobs = self.fs.cat_ranges(
                 [self.path] * len(ranges),
                 [s for s, _ in ranges],
                 [e for _, e in ranges],
                 **_batch_option(self.fs),
             )
-        return _blobs_or_raise(blobs, self.name)
+        return _blobs_or_raise(blobs, self.name, self.fs, self.path)
 
 
 class FileObjectSource(_RangeReader):
@@ -254,6 +254,8 @@ class AsyncFsspecSource:
         self.size: int | None = None
         self.cache_key: Key | None = cache_key(sync_fs if sync_fs is not None else fs, path)
         self._cache = cache
+        # a blocking twin of fs, to tell a missing bucket from a missing object on errors
+        self._sync_fs = sync_fs
 
     @property
     def cache(self) -> HeadCache:
@@ -277,7 +279,7 @@ class AsyncFsspecSource:
         except Exception as exc:
             if is_range_error(exc):
                 return b""
-            raise storage_error(exc, self.name, "reading") from exc
+            raise self._error(exc) from exc
         return bytes(data)
 
     async def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -294,8 +296,13 @@ class AsyncFsspecSource:
                 batch_size=get_config().max_concurrency,
             )
         except Exception as exc:
-            raise storage_error(exc, self.name, "reading") from exc
-        return split_merged(ranges, merged, _blobs_or_raise(blobs, self.name))
+            raise self._error(exc) from exc
+        return split_merged(
+            ranges, merged, _blobs_or_raise(blobs, self.name, self._sync_fs, self.path)
+        )
+
+    def _error(self, exc: BaseException) -> MedmaskError:
+        return storage_error(exc, self.name, "reading", fs=self._sync_fs, path=self.path)
 
     def close(self) -> None:
         pass
@@ -364,14 +371,14 @@ def read_all(byte_source: ByteSource, limit: int, *, name: str | None = None) ->
     return data
 
 
-def _blobs_or_raise(blobs: Sequence[Any], name: str) -> list[bytes]:
+def _blobs_or_raise(blobs: Sequence[Any], name: str, fs: Any, path: str) -> list[bytes]:
     """The bytes of a ``cat_ranges(on_error="return")`` answer: a range beyond the end is
     empty, any other error raised as a :class:`StorageError`."""
     out = []
     for blob in blobs:
         if isinstance(blob, Exception):
             if not is_range_error(blob):
-                raise storage_error(blob, name, "reading") from blob
+                raise storage_error(blob, name, "reading", fs=fs, path=path) from blob
             blob = b""
         out.append(bytes(blob))
     return out

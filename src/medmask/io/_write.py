@@ -93,7 +93,7 @@ def _write_remote(
         if expect.exists and expect.check != conditional_check(fs):
             raise InvalidValueError(f"{name}: version {expect.check!r} does not fit this store.")
         return put_conditional(fs, fs_path, data, name, expect, create_only)
-    with translated(name, "writing"):
+    with translated(name, "writing", fs=fs, path=fs_path):
         fs.pipe_file(fs_path, data)
     return None
 
