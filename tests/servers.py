@@ -63,6 +63,7 @@ class RecordedRequest:
     status: int | None = None
     bytes_sent: int | None = None
     started: float = 0.0  # time.monotonic() when the request arrived
+    content_length: int | None = None  # the response's Content-Length header, if any
 
     def __str__(self) -> str:
         query = f"?{self.query}" if self.query else ""
@@ -165,6 +166,8 @@ class _RecordingApp:
 
         def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
             record.status = int(status.split(" ", 1)[0])
+            lengths = [v for k, v in headers if k.lower() == "content-length"]
+            record.content_length = int(lengths[0]) if lengths else None
             write = start_response(status, headers, exc_info)
 
             def recording_write(data: bytes) -> Any:
@@ -182,13 +185,20 @@ class _RecordingApp:
 
     def _iterate(self, body: Iterable[bytes], record: RecordedRequest) -> Iterator[bytes]:
         # Count each chunk *before* handing it to the server: once the client holds the whole
-        # body, the count is complete.
+        # body, the count is complete. The request stops being in flight once its last byte is
+        # handed over: the client may send its next request before this generator is closed.
+        answered = False
         try:
             for chunk in body:
                 record.bytes_sent = (record.bytes_sent or 0) + len(chunk)
+                if not answered and record.content_length is not None:
+                    answered = record.bytes_sent >= record.content_length
+                    if answered:
+                        self.log.end()
                 yield chunk
         finally:
-            self.log.end()
+            if not answered:
+                self.log.end()
             close = getattr(body, "close", None)
             if close is not None:
                 close()
