@@ -55,12 +55,13 @@ from ..io import (
 )
 from ..mapping import LabelMapping, mapping_items, parse_label_name
 from ..mask import SegmentationMask
-from ..values import present_values
+from ..values import label_counts
 from .labels import to_label_mapping
 from .nifti import read_nifti, write_nifti
 
 __all__ = [
     "FILE_ATTRIBUTE",
+    "INGEST_ATTRIBUTE",
     "NIFTI_SUFFIX",
     "PackReport",
     "check_file_names",
@@ -145,6 +146,9 @@ def check_file_names(names: Iterable[str], folder: str | os.PathLike[str], suffi
         )
 
 
+INGEST_ATTRIBUTE = "medmask.ingest"
+"""Member attribute that :func:`medmask.dask.ingest` writes: where the input came from and
+its voxel count of each structure (``"counts"``)."""
 FILE_ATTRIBUTE = "medmask.file"
 """Member attribute of a member that holds one NIfTI file whole: ``{"dtype": "int16"}``."""
 _FILE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
@@ -158,11 +162,13 @@ class PackReport(LayeringReport):
 
     ``layers``: layer member -> the 0/1 files' structures in it (as :class:`LayeringReport`);
     ``whole``: member holding one file whole (several values, or one value other than 1) ->
-    its structures; ``left_out``: file name -> why it was not packed.
+    its structures; ``left_out``: file name -> why it was not packed; ``voxels``: structure ->
+    its voxel count in the file it came from.
     """
 
     whole: dict[str, list[str]] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
+    voxels: dict[str, int] = field(default_factory=dict)  # structure -> voxels in its file
 
 
 def _list_nifti(folder: Target, storage_options: dict[str, Any] | None) -> list[str]:
@@ -264,6 +270,7 @@ def pack_folder(
     progress: bool = False,
     exclude: str | Iterable[str] = (),
     skip_mismatched: bool = False,
+    record: Mapping[str, Any] | None = None,
 ) -> PackReport:
     """Pack a folder of NIfTI masks (TotalSegmentator's layout) into one archive, every voxel
     and every value kept.
@@ -286,6 +293,9 @@ def pack_folder(
     differs, unless ``skip_mismatched=True`` leaves those files out. ``exclude``: glob
     pattern(s) (``fnmatch``, case-sensitive) of file names to leave out. What was left out, and
     why, is in the returned :class:`PackReport` (``left_out``) and logged (INFO).
+    ``record`` (JSON values) is stored in every member's attributes as
+    :data:`INGEST_ATTRIBUTE`, with ``"counts"`` added: the voxel count in the input of each
+    of the member's structures (:func:`medmask.dask.ingest` checks an output against them).
     ``target`` must be named ``*.mska`` (:class:`InvalidValueError` otherwise, before anything
     is read). ``overwrite=False`` refuses an existing ``target``; ``progress`` shows bars
     (tqdm, stderr) while fetching (remote files: many at once, :func:`medmask.io.read_many`)
@@ -310,14 +320,14 @@ def pack_folder(
     given = None if mapping is None else to_label_mapping(mapping, storage_options)
     table = None if given is None else dict(mapping_items(given))
     binary: dict[str, _Held] = {}
-    whole: dict[str, tuple[_Held, list[int]]] = {}
+    whole: dict[str, tuple[_Held, dict[int, int]]] = {}
     spaces: dict[str, Space] = {}
     for name, array, spaces[name] in _read_all(by_name, storage_options, progress):
-        values = [v for v in present_values(array) if v != 0]  # read_nifti checked the range
-        if values in ([], [1]):
-            binary[name] = _Held.of(array, binary=True)
+        counts = {v: n for v, n in label_counts(array).items() if v}  # range checked on read
+        if list(counts) in ([], [1]):
+            binary[name] = _Held.of(array, binary=True, voxels=counts.get(1, 0))
         else:
-            whole[name] = (_Held.of(array, binary=False), values)
+            whole[name] = (_Held.of(array, binary=False, voxels=sum(counts.values())), counts)
         del array  # one file's voxels at a time
     reference, off_grid = _grid_problems(spaces)
     if off_grid and not skip_mismatched:
@@ -342,7 +352,7 @@ def pack_folder(
                 f"mapping has no value for {missing[:5]}{' ...' if len(missing) > 5 else ''}."
             )
         use_labels = {n: int(table[n]) for n in binary}
-    names = _value_names({n: values for n, (_, values) in whole.items()}, binary, table)
+    names = _value_names({n: sorted(counts) for n, (_, counts) in whole.items()}, binary, table)
     taken = Counter([*binary, *(n for mapping in names.values() for n in mapping)])
     twice = sorted(n for n, k in taken.items() if k > 1)
     if twice:
@@ -356,25 +366,41 @@ def pack_folder(
     for file_name, why in left_out.items():
         _log.info("pack_folder %s: left out %s: %s", os.fspath(folder), file_name, why)
     space = spaces[reference]
+    voxels: dict[str, int] = {}
     with MaskArchive(
         target, "w", space=space, storage_options=storage_options, overwrite=overwrite
     ) as archive:
-        for name, (held, _) in whole.items():
+        for name, (held, counts) in whole.items():
             array = held.full()
             dtype = array.dtype.name if array.dtype.name in _FILE_DTYPES else None
+            voxels.update({n: counts[v] for n, v in names[name].items()})
             archive.add_segmask(
                 SegmentationMask(array, names[name], space),
                 name,
                 level=level,
-                attributes={FILE_ATTRIBUTE: {"dtype": dtype}},
+                attributes={
+                    FILE_ATTRIBUTE: {"dtype": dtype},
+                    **_recorded(record, names[name], voxels),
+                },
             )
             del array
-        layers = _write_layers(archive, binary, use_labels, space, level)
+        layers = _write_layers(archive, binary, use_labels, space, level, record)
+    voxels.update({n: held.voxels for n, held in binary.items()})
     return PackReport(
         layers=layers,
         whole={name: list(mapping) for name, mapping in names.items()},
         left_out=left_out,
+        voxels=voxels,
     )
+
+
+def _recorded(
+    record: Mapping[str, Any] | None, structures: Iterable[str], voxels: Mapping[str, int]
+) -> dict[str, Any]:
+    """A member's :data:`INGEST_ATTRIBUTE` (none without a ``record``)."""
+    if record is None:
+        return {}
+    return {INGEST_ATTRIBUTE: {**record, "counts": {n: voxels[n] for n in structures}}}
 
 
 def _read_all(
@@ -419,6 +445,7 @@ def _write_layers(
     labels: Mapping[str, int] | None,
     space: Space,
     level: int | None,
+    record: Mapping[str, Any] | None,
 ) -> dict[str, list[str]]:
     """Write the 0/1 structures as exclusive layers, one layer in memory at a time; the same
     layers, in the same order, as :meth:`MaskArchive.add_structures` makes.
@@ -447,8 +474,15 @@ def _write_layers(
             data[held.box][held.crop()] = value
         layer = SegmentationMask._trusted(data, LabelMapping(list(values.items())), space, depth)
         del data
-        archive._add_member(
-            layer, member, level=level, chunks=None, codec=None, attributes=None, layer=True
+        voxels = {n: structures[n].voxels for n in values}
+        archive._add_member(  # add_structures' own call: layer=True marks an exclusive layer
+            layer,
+            member,
+            level=level,
+            chunks=None,
+            codec=None,
+            attributes=_recorded(record, values, voxels) or None,
+            layer=True,
         )
         written[member] = list(values)
     return written
@@ -490,11 +524,10 @@ class _Held:
     voxels: int  # non-zero voxels
 
     @classmethod
-    def of(cls, array: npt.NDArray[Any], binary: bool) -> _Held:
+    def of(cls, array: npt.NDArray[Any], *, binary: bool, voxels: int) -> _Held:
         shape = (int(array.shape[0]), int(array.shape[1]), int(array.shape[2]))
         box = _bounding_box(array)
         crop = array[box] != 0 if binary else array[box]
-        voxels = int(np.count_nonzero(crop))
         raw = np.packbits(crop).tobytes() if binary else np.ascontiguousarray(crop).tobytes()
         data = zstandard.ZstdCompressor(level=1).compress(raw)
         dtype = np.dtype(np.bool_) if binary else array.dtype
