@@ -769,7 +769,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if (getattr(args, "workers", 1) or 1) < 1:
+    workers = getattr(args, "workers", None)  # None: ingest's default
+    if workers is not None and workers < 1:
         parser.error("--workers must be at least 1")
     with warnings.catch_warnings():
         if not args.debug:

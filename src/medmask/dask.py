@@ -507,8 +507,6 @@ def ingest(
     if dest_storage_options is None:
         dest_storage_options = storage_options
     out = os.fspath(dest)
-    if local_path(out, dest_storage_options) is not None:
-        os.makedirs(local_path(out, dest_storage_options) or out, exist_ok=True)
     if max_in_flight is None:
         if client is None:
             max_in_flight = (
@@ -524,6 +522,9 @@ def ingest(
         None if labels is None else dict(mapping_items(to_label_mapping(labels, storage_options)))
     )
     urls = _expand_all(sources, storage_options)
+    if not urls:
+        shown = sources if isinstance(sources, str | os.PathLike) else list(sources)
+        raise MaskFileNotFoundError(f"no sources match {shown}; nothing was written.")
     sidecars = _sidecars(urls, storage_options)
     used = set(sidecars.values())  # a glob over a bucket matches the label tables too
     urls = [u for u in urls if u not in used]
@@ -531,6 +532,9 @@ def ingest(
         sidecars = {}
     collided = _collisions(urls)
     show = sys.stderr.isatty() if progress is None else bool(progress)
+    local_dest = local_path(out, dest_storage_options)
+    if local_dest is not None:
+        os.makedirs(local_dest, exist_ok=True)
     job = _IngestJob(out, overwrite, storage_options, dest_storage_options)
     calls = [(case_name(u), u, table or sidecars.get(u)) for u in urls if u not in collided]
     if show and client is not None:
