@@ -710,8 +710,6 @@ _CLI_WORDS: tuple[tuple[str, str], ...] = (
     ("skip_mismatched=True", "--skip-mismatched"),
     ("exclude=", "--exclude GLOB"),
     ("mapping=", "--labels"),
-    ("labels=", "--labels"),
-    ("max_in_flight=", "--workers"),
     ("structures=", "--structures"),
     ("storage_options=", "--storage-option KEY=VALUE"),
     ("(and 'token' for temporary ones)", "(and -S token=TOKEN for temporary ones)"),
