@@ -32,6 +32,7 @@ from .config import max_bytes_limit, max_voxels_limit
 from .errors import InvalidValueError, LabelNotFoundError, MaskFileNotFoundError, MedmaskError
 from .ingest import REPORT_COLUMNS, case_name, ingest_case
 from .io import Target, expand_glob, list_folder, local_path, read_heads, source_name
+from .io._paths import url_to_fs
 from .mapping import close_matches_hint, mapping_items
 
 if TYPE_CHECKING:
@@ -388,6 +389,8 @@ def _expand_all(
     out: list[str] = []
     for item in given:
         text = os.fspath(item) if isinstance(item, str | os.PathLike) else source_name(item)
+        if "://" in text and _GLOB & set(text):  # a rerun must see what changed since
+            url_to_fs(text, storage_options)[0].invalidate_cache()
         out += [str(s) for s in expand_sources(text, storage_options)]
     return [s.rstrip("/") if "://" in s else s for s in out]
 

@@ -27,6 +27,7 @@ from .format.sniff import NIFTI_SUFFIXES
 from .interop.folders import INGEST_ATTRIBUTE, pack_folder
 from .interop.registry import kind_of
 from .io import Target, local_path, object_version, source_name, stored_size
+from .io._paths import url_to_fs
 
 __all__ = [
     "INGEST_ATTRIBUTE",
@@ -91,10 +92,11 @@ class CaseInput:
 
 
 def _fs(source: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
-    from fsspec.core import url_to_fs
-
-    fs, path = url_to_fs(source, **(storage_options or {}))
-    return fs, str(path)
+    """The filesystem the reads of ``source`` use, its cached listings of ``source`` dropped
+    (a rerun must see the input as it is now)."""
+    fs, path = url_to_fs(source, storage_options)
+    fs.invalidate_cache(path)
+    return fs, path
 
 
 def describe_input(source: str, storage_options: dict[str, Any] | None) -> CaseInput:
