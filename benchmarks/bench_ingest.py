@@ -7,8 +7,8 @@ result, every other case flipped left-right) and label maps (``multilabel_42.nii
 ``labels_total.json`` beside it, every other case flipped), copied under different case names.
 At 0 and 30 ms of injected latency it runs:
 
-- the read floor: every input GET and read with nibabel (``np.asarray(img.dataobj)``), on as
-  many threads as ingest uses;
+- the read floor: every input GET and read with nibabel (``np.asarray(img.dataobj)``), a
+  case's files fetched together, as many cases at once as ingest runs;
 - a plain serial loop (``pack_folder`` per folder, ``from_nifti`` + ``save_mask`` per map);
 - ``ingest`` on Dask threads;
 - ``ingest`` on a 1- and a 2-worker ``LocalCluster`` (processes, one thread each).
@@ -87,12 +87,20 @@ def make_cases(fs: Any, folders: int, maps: int) -> dict[str, int]:
 
 
 def read_floor(fs: Any, keys: list[str], threads: int) -> None:
-    def read(key: str) -> None:
-        img = nib.Nifti1Image.from_bytes(_gunzip(fs.cat_file(key)))
-        np.asarray(img.dataobj)
+    """GET every input and read it with nibabel: a case's files fetched together (one
+    concurrent ``cat``, as ingest fetches a folder), ``threads`` cases at once."""
+    by_case: dict[str, list[str]] = {}
+    for key in keys:
+        case = key.split("/")[2].removesuffix(".nii.gz")
+        by_case.setdefault(case, []).append(key)
+
+    def read(case_keys: list[str]) -> None:
+        for blob in fs.cat(case_keys).values():
+            img = nib.Nifti1Image.from_bytes(_gunzip(blob))
+            np.asarray(img.dataobj)
 
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(read, keys))
+        list(pool.map(read, by_case.values()))
 
 
 def _gunzip(data: bytes) -> bytes:
@@ -218,6 +226,7 @@ def before_module() -> types.ModuleType | None:
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "medmask.interop"
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     exec(compile(code, "folders_before.py", "exec"), module.__dict__)
     return module
 
