@@ -22,7 +22,7 @@ from medmask.geometry import spaces_match
 from medmask.interop.nifti import to_nifti
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_0_1"
-COMMANDS = ["info", "ls", "convert", "pack", "unpack", "verify", "stats", "demo"]
+COMMANDS = ["info", "ls", "convert", "pack", "unpack", "verify", "stats", "ingest", "demo"]
 
 
 def run(*args: Any, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -120,6 +120,8 @@ def test_console_script_and_version() -> None:
         (["unpack", "a.mska"], "required: folder"),
         (["verify"], "required: sources"),
         (["stats", "a.msk", "--workers", "0"], "--workers must be at least 1"),
+        (["ingest", "a", "out", "--workers", "0"], "--workers must be at least 1"),
+        (["ingest", "a"], "required: DEST"),
         (["stats", "a.msk", "--workers", "many"], "invalid int value"),
         (["demo", "--shape", "10", "20"], "expected 3 arguments"),
         (["info", "x.msk", "-S", "novalue"], "expected KEY=VALUE"),
@@ -444,6 +446,7 @@ def test_every_command_reports_a_data_error_in_one_line(
         "pack": (["pack", empty, tmp_path / "o.mska"], "no .nii or .nii.gz files"),
         "unpack": (["unpack", bad_mska, tmp_path / "o"], "corrupt.mska"),
         "stats": (["stats", tmp_path / "nothing*.msk"], "no files match"),
+        "ingest": (["ingest", tmp_path / "nothing*", tmp_path / "o"], "no sources match"),
         "demo": (["demo", a_file], "not a folder"),
     }
     assert set(cases) | {"verify"} == set(COMMANDS)
@@ -480,6 +483,7 @@ def test_unexpected_errors_are_one_line_and_the_traceback_needs_debug(
         "unpack": ["unpack", "a.mska", "out"],
         "verify": ["verify", "a.msk"],
         "stats": ["stats", "a.msk"],
+        "ingest": ["ingest", "a", "out"],
         "demo": ["demo", "d"],
     }[command]
     assert cli.main(argv) == 3
@@ -598,6 +602,48 @@ def test_stats_of_corrupt_input(tmp_path: Path, msk: Path) -> None:
     assert "liver" in result.stdout  # the good case is still reported
     assert "bad.msk" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- ingest -----------------------------------------------------------------------------------
+
+
+def test_ingest(shared_data: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    source = tmp_path / "in"
+    (source / "case1").mkdir(parents=True)
+    organs = shared_data / "totalseg" / "organs"
+    for name in ("liver.nii.gz", "spleen.nii.gz", "kidney_left.nii.gz"):
+        (source / "case1" / name).write_bytes((organs / name).read_bytes())
+    (source / "case2.nii.gz").write_bytes(
+        (shared_data / "totalseg" / "multilabel_42.nii.gz").read_bytes()
+    )
+    (source / "broken.nii.gz").write_bytes(b"not a nifti file")
+    out, report = tmp_path / "out", tmp_path / "report.csv"
+    table = shared_data / "totalseg" / "labels_total.json"
+    result = run("ingest", source / "*", out, "--labels", table, "--report", report, "--workers", 2)
+    assert result.returncode == 1, result.stderr  # one case failed
+    assert "3 case(s): 2 done, 0 skipped, 1 failed" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("medmask ingest: error: broken: FormatError")
+    rows = pd.read_csv(report)
+    assert list(rows.columns) == [
+        "case", "source", "output", "input_bytes", "output_bytes", "seconds", "structures",
+        "status", "error",
+    ]  # fmt: skip
+    assert dict(zip(rows["case"], rows["status"], strict=True)) == {
+        "broken": "error", "case1": "done", "case2": "done"
+    }  # fmt: skip
+    assert MaskArchive(out / "case1.mska").structures()["liver"] == ("layer_0", 2)  # 1, 2, 3
+    assert medmask.load_mask(out / "case2.msk").mapping["liver"] == 5
+    (source / "broken.nii.gz").unlink()
+    again = run("ingest", source / "*", out, "--labels", table)
+    assert again.returncode == 0, again.stderr
+    assert "2 case(s): 0 done, 2 skipped, 0 failed" in again.stdout
+    redo = run("ingest", source / "case1", out, "--overwrite")
+    assert redo.returncode == 0, redo.stderr
+    assert redo.stdout.startswith("done ")
 
 
 # --- demo -------------------------------------------------------------------------------------

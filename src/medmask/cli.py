@@ -522,6 +522,47 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 1 if len(errors) else 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    try:
+        from .dask import ingest
+    except ImportError as exc:
+        raise ImportError(
+            f"medmask ingest needs the dask extra: pip install 'medmask[dask]' ({exc})"
+        ) from None
+    options = _options(args)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.scheduler:
+            from distributed import Client
+
+            client = stack.enter_context(Client(args.scheduler))
+        table = ingest(
+            args.sources,
+            args.dest,
+            overwrite=args.overwrite,
+            client=client,
+            max_in_flight=args.workers,
+            labels=args.labels,
+            storage_options=options,
+            progress=_show_progress(args),
+        )
+    if args.report:
+        write_atomic(args.report, [table.to_csv(index=False).encode()], options)
+    counts = table["status"].value_counts()
+    for _, row in table.iterrows():
+        if row["status"] == "error":
+            print(f"medmask ingest: error: {row['case']}: {_cli_words(str(row['error']))}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            print(f"{row['status']:8} {row['source']} -> {row['output']}")
+    report = f"; report: {args.report}" if args.report else ""
+    print(
+        f"{len(table)} case(s): {counts.get('done', 0)} done, {counts.get('skipped', 0)} "
+        f"skipped, {counts.get('error', 0)} failed{report}"
+    )
+    return 1 if counts.get("error", 0) else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -634,6 +675,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--structures", help="comma-separated structure names")
     sub.add_argument("--centroids", action="store_true", help="add LPS centroids (decodes)")
 
+    sub = command(
+        "ingest",
+        cmd_ingest,
+        "Convert NIfTI folders, label maps and DICOM SEGs into DEST/<case>.mska or .msk.",
+    )
+    sub.add_argument(
+        "sources", nargs="+", metavar="SRC", help="paths, URLs or quoted globs (s3://b/cases/*)"
+    )
+    sub.add_argument("dest", metavar="DEST", help="output folder path or URL")
+    sub.add_argument("--overwrite", action="store_true", help="convert cases already done again")
+    sub.add_argument("--labels", metavar="TABLE", help="label table naming label maps' values")
+    sub.add_argument(
+        "--workers", type=int, default=None, help="cases converted at once (default: CPUs)"
+    )
+    sub.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler (tcp://host:8786)"
+    )
+    sub.add_argument("--report", metavar="CSV", help="write the report to this CSV path or URL")
+
     sub = command("demo", cmd_demo, "Build a synthetic torso phantom and compare formats.")
     sub.add_argument("folder", nargs="?", default="medmask-demo", help="output folder")
     sub.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="phantom shape")
@@ -707,7 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if getattr(args, "workers", 1) < 1:
+    workers = getattr(args, "workers", None)  # None: ingest's default
+    if workers is not None and workers < 1:
         parser.error("--workers must be at least 1")
     with warnings.catch_warnings():
         if not args.debug:

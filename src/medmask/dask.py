@@ -4,7 +4,9 @@
 statistics: one small ranged read per case, no decoding, the reads of a batch of cases in
 flight together. ``compare`` scores predictions
 against references per structure (Dice, volumes), decoding only where the two masks'
-bounding boxes of a structure intersect. Both run one task per case on Dask's threaded
+bounding boxes of a structure intersect. ``ingest`` converts a bucket of NIfTI folders,
+label maps and DICOM SEGs into ``.mska``/``.msk`` files (:mod:`medmask.ingest`, one case per
+task). All run one task per case on Dask's threaded
 scheduler by default, or on a ``dask.distributed`` cluster with ``client=`` (docs/dask.md).
 Needs the ``dask`` extra (dask, distributed, pandas).
 """
@@ -28,13 +30,15 @@ from .cohort import (
 from .config import get as get_config
 from .config import max_bytes_limit, max_voxels_limit
 from .errors import InvalidValueError, LabelNotFoundError, MaskFileNotFoundError, MedmaskError
-from .io import Target, expand_glob, read_heads, source_name
-from .mapping import close_matches_hint
+from .ingest import REPORT_COLUMNS, case_name, ingest_case
+from .io import Target, expand_glob, list_folder, local_path, read_heads, source_name
+from .io._paths import url_to_fs
+from .mapping import close_matches_hint, mapping_items
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["cohort_stats", "compare", "expand_sources"]
+__all__ = ["cohort_stats", "compare", "expand_sources", "ingest"]
 
 Errors = Literal["coerce", "raise"]
 _GLOB = set("*?[")
@@ -344,3 +348,237 @@ def compare(
         first = [*pairs[["prediction", "reference"]].head(1).itertuples(index=False, name=None)]
         _refuse_unknown(absent, [s for pair in first for s in pair], storage_options)
     return frame
+
+
+#: Label table suffixes looked for beside a NIfTI label map: ``<case>.json`` and so on.
+SIDECAR_SUFFIXES = (".json", ".tsv", ".csv", ".txt", ".ctbl")
+
+
+def _sidecars(sources: Sequence[str], storage_options: dict[str, Any] | None) -> dict[str, str]:
+    """``{source: its label table}`` for the NIfTI files that have a ``<case>.json`` (or
+    ``.tsv``, ``.csv``, ``.txt``, ``.ctbl``) beside them: one listing per folder."""
+    from .format.sniff import NIFTI_SUFFIXES
+
+    by_parent: dict[str, list[str]] = {}
+    for source in sources:
+        if source.lower().endswith(NIFTI_SUFFIXES) and "/" in source.replace("\\", "/"):
+            parent = source.replace("\\", "/").rsplit("/", 1)[0]
+            by_parent.setdefault(parent, []).append(source)
+    found: dict[str, str] = {}
+    for parent, members in by_parent.items():
+        try:
+            present = {
+                f.replace("\\", "/").rsplit("/", 1)[-1]: f
+                for f in list_folder(parent, storage_options)
+            }
+        except (MedmaskError, OSError):
+            continue  # the cases themselves will say what is wrong
+        for source in members:
+            case = case_name(source)
+            table = next((present[case + s] for s in SIDECAR_SUFFIXES if case + s in present), None)
+            if table is not None:
+                found[source] = table
+    return found
+
+
+def _expand_all(
+    sources: str | os.PathLike[str] | Iterable[Target], storage_options: dict[str, Any] | None
+) -> list[str]:
+    """Every source, its globs expanded (each glob sorted), as strings."""
+    given = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
+    out: list[str] = []
+    for item in given:
+        text = os.fspath(item) if isinstance(item, str | os.PathLike) else source_name(item)
+        if "://" in text and _GLOB & set(text):  # a rerun must see what changed since
+            url_to_fs(text, storage_options)[0].invalidate_cache()
+        out += [str(s) for s in expand_sources(text, storage_options)]
+    return [s.rstrip("/") if "://" in s else s for s in out]
+
+
+def _collisions(sources: Sequence[str]) -> dict[str, str]:
+    """``{source: why it cannot be ingested}`` for sources whose case another one shares."""
+    by_case: dict[str, list[str]] = {}
+    for source in sources:
+        by_case.setdefault(case_name(source), []).append(source)
+    problems = {}
+    for case, named in by_case.items():
+        if len(named) > 1:
+            for source in named:
+                problems[source] = (
+                    f"InvalidValueError: case {case!r} comes from {len(named)} sources "
+                    f"({', '.join(named[:4])}{' ...' if len(named) > 4 else ''}); each would "
+                    f"write {case}.msk(a): rename them or ingest them into separate "
+                    "destinations. Nothing was written for them."
+                )
+    return problems
+
+
+def _run_ingest(
+    calls: list[tuple[str, str, Any]],
+    job: Callable[..., dict[str, Any]],
+    client: Any,
+    max_in_flight: int,
+    show: bool,
+) -> list[dict[str, Any]]:
+    """Run ``job(case, source, labels)`` for every call, at most ``max_in_flight`` at once."""
+    from ._progress import counter
+
+    rows: list[dict[str, Any]] = []
+    with counter(enabled=show, desc="ingest", total=len(calls), unit="case") as advance:
+        if client is None:
+            from dask.callbacks import Callback
+
+            task = dask.delayed(job, pure=False)
+            tasks = [task(case, source, labels) for case, source, labels in calls]
+            with Callback(posttask=lambda *args: advance(1)):
+                rows = list(dask.compute(*tasks, scheduler="threads", num_workers=max_in_flight))
+            return rows
+        from distributed import as_completed
+
+        pending = iter(calls)
+        window = as_completed()
+        for case, source, labels in pending:
+            window.add(client.submit(job, case, source, labels, pure=False))
+            if window.count() >= max_in_flight:
+                break
+        for future in window:
+            rows.append(future.result())
+            advance(1)
+            call = next(pending, None)
+            if call is not None:
+                window.add(client.submit(job, *call, pure=False))
+    return rows
+
+
+def ingest(
+    sources: str | os.PathLike[str] | Iterable[Target],
+    dest: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    client: Any = None,
+    max_in_flight: int | None = None,
+    labels: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    dest_storage_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Convert every case of ``sources`` into one file under ``dest``, verified, resumable.
+
+    Parameters
+    ----------
+    sources
+        Paths or URLs, or globs (``"s3://bucket/totalseg/*"``), or a list of them. Each is a
+        case: a folder of per-structure NIfTI files (TotalSegmentator's layout) becomes
+        ``<dest>/<case>.mska`` (:func:`medmask.pack_folder`); a NIfTI label map or a DICOM
+        SEG becomes ``<dest>/<case>.msk``. The case is the folder's name, or the file's name
+        without ``.nii.gz``, ``.nii``, ``.dcm``; two sources of one case are both error rows.
+    dest
+        A folder path or URL (created when local).
+    overwrite
+        False: an output that exists, names the same input and verifies is skipped; one that
+        does not is an error row. True: every case is converted again.
+    client
+        A ``dask.distributed.Client``; default: Dask's threaded scheduler.
+    max_in_flight
+        Cases converted at once (each holds one case in memory). Default: the CPUs of this
+        process, or twice the client's worker threads.
+    labels
+        Names of label maps' values: ``{name: value}`` or a label table path or URL (read
+        once). Without it, a label map takes ``<case>.json`` (``.tsv``, ``.csv``, ``.txt``,
+        ``.ctbl``) beside it if there is one, else ``label_<value>``. Folders and DICOM SEGs
+        name their structures themselves.
+    storage_options, dest_storage_options
+        fsspec options for the sources and for ``dest`` (default: ``storage_options``).
+    progress
+        A tqdm bar on stderr (default: when stderr is a terminal); with ``client=``, the Dask
+        dashboard shows the tasks too.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per case: ``case``, ``source``, ``output``, ``input_bytes``,
+        ``output_bytes``, ``seconds``, ``structures``, ``status`` (``done``, ``skipped`` or
+        ``error``) and ``error`` (``"<ErrorType>: message"``). A failed case never stops the
+        others.
+    """
+    import sys
+
+    import pandas as pd
+
+    from .interop.labels import to_label_mapping
+
+    if dest_storage_options is None:
+        dest_storage_options = storage_options
+    out = os.fspath(dest)
+    if max_in_flight is None:
+        if client is None:
+            max_in_flight = (
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1)
+            )
+        else:
+            max_in_flight = 2 * max(1, sum(client.nthreads().values()))
+    if max_in_flight < 1:
+        raise InvalidValueError(f"Expected max_in_flight >= 1. Got {max_in_flight}.")
+    table = (
+        None if labels is None else dict(mapping_items(to_label_mapping(labels, storage_options)))
+    )
+    urls = _expand_all(sources, storage_options)
+    if not urls:
+        shown = sources if isinstance(sources, str | os.PathLike) else list(sources)
+        raise MaskFileNotFoundError(f"no sources match {shown}; nothing was written.")
+    sidecars = _sidecars(urls, storage_options)
+    used = set(sidecars.values())  # a glob over a bucket matches the label tables too
+    urls = [u for u in urls if u not in used]
+    if table is not None:
+        sidecars = {}
+    collided = _collisions(urls)
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    local_dest = local_path(out, dest_storage_options)
+    if local_dest is not None:
+        os.makedirs(local_dest, exist_ok=True)
+    job = _IngestJob(out, overwrite, storage_options, dest_storage_options)
+    calls = [(case_name(u), u, table or sidecars.get(u)) for u in urls if u not in collided]
+    if show and client is not None:
+        print(f"medmask ingest: Dask dashboard at {client.dashboard_link}", file=sys.stderr)
+    done = {row["source"]: row for row in _run_ingest(calls, job, client, max_in_flight, show)}
+    rows = []
+    for url in urls:
+        if url in collided:
+            row = dict.fromkeys(REPORT_COLUMNS)
+            row.update(case=case_name(url), source=url, status="error", error=collided[url])
+            rows.append(row)
+        else:
+            rows.append(done[url])
+    frame = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
+    for column in ("input_bytes", "output_bytes", "structures"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+class _IngestJob:
+    """``ingest_case`` with the options every case shares (plain data: it pickles)."""
+
+    def __init__(
+        self,
+        dest: str,
+        overwrite: bool,
+        storage_options: dict[str, Any] | None,
+        dest_storage_options: dict[str, Any] | None,
+    ) -> None:
+        self.dest = dest
+        self.overwrite = overwrite
+        self.storage_options = storage_options
+        self.dest_storage_options = dest_storage_options
+
+    def __call__(self, case: str, source: str, labels: Any) -> dict[str, Any]:
+        return ingest_case(
+            case,
+            source,
+            self.dest,
+            labels=labels,
+            overwrite=self.overwrite,
+            storage_options=self.storage_options,
+            dest_storage_options=self.dest_storage_options,
+        )

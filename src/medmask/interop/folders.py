@@ -16,20 +16,23 @@ import stat
 import tempfile
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import zstandard
 from spacetransformer import Space
 
 from .._deprecate import renamed_keywords
 from .._progress import counter
 from .._progress import progress as show
 from ..archive import LayeringReport, MaskArchive
+from ..config import get as get_config
 from ..config import max_bytes_limit
+from ..dtypes import dtype_for_bit_depth, smallest_bit_depth
 from ..errors import (
     InvalidValueError,
     MaskFileExistsError,
@@ -50,14 +53,15 @@ from ..io import (
     source_name,
     storage_error,
 )
-from ..mapping import mapping_items
+from ..mapping import LabelMapping, mapping_items, parse_label_name
 from ..mask import SegmentationMask
-from ..values import present_values
+from ..values import label_counts
 from .labels import to_label_mapping
 from .nifti import read_nifti, write_nifti
 
 __all__ = [
     "FILE_ATTRIBUTE",
+    "INGEST_ATTRIBUTE",
     "NIFTI_SUFFIX",
     "PackReport",
     "check_file_names",
@@ -142,10 +146,14 @@ def check_file_names(names: Iterable[str], folder: str | os.PathLike[str], suffi
         )
 
 
+INGEST_ATTRIBUTE = "medmask.ingest"
+"""Member attribute that :func:`medmask.dask.ingest` writes: where the input came from and
+its voxel count of each structure (``"counts"``)."""
 FILE_ATTRIBUTE = "medmask.file"
 """Member attribute of a member that holds one NIfTI file whole: ``{"dtype": "int16"}``."""
 _FILE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
 _log = logging.getLogger(__name__)
+_LAYER_PREFIX = "layer_"  # as MaskArchive.add_structures names its layers
 
 
 @dataclass(frozen=True)
@@ -154,11 +162,13 @@ class PackReport(LayeringReport):
 
     ``layers``: layer member -> the 0/1 files' structures in it (as :class:`LayeringReport`);
     ``whole``: member holding one file whole (several values, or one value other than 1) ->
-    its structures; ``left_out``: file name -> why it was not packed.
+    its structures; ``left_out``: file name -> why it was not packed; ``voxels``: structure ->
+    its voxel count in the file it came from.
     """
 
     whole: dict[str, list[str]] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
+    voxels: dict[str, int] = field(default_factory=dict)  # structure -> voxels in its file
 
 
 def _list_nifti(folder: Target, storage_options: dict[str, Any] | None) -> list[str]:
@@ -260,6 +270,7 @@ def pack_folder(
     progress: bool = False,
     exclude: str | Iterable[str] = (),
     skip_mismatched: bool = False,
+    record: Mapping[str, Any] | None = None,
 ) -> PackReport:
     """Pack a folder of NIfTI masks (TotalSegmentator's layout) into one archive, every voxel
     and every value kept.
@@ -282,6 +293,9 @@ def pack_folder(
     differs, unless ``skip_mismatched=True`` leaves those files out. ``exclude``: glob
     pattern(s) (``fnmatch``, case-sensitive) of file names to leave out. What was left out, and
     why, is in the returned :class:`PackReport` (``left_out``) and logged (INFO).
+    ``record`` (JSON values) is stored in every member's attributes as
+    :data:`INGEST_ATTRIBUTE`, with ``"counts"`` added: the voxel count in the input of each
+    of the member's structures (:func:`medmask.dask.ingest` checks an output against them).
     ``target`` must be named ``*.mska`` (:class:`InvalidValueError` otherwise, before anything
     is read). ``overwrite=False`` refuses an existing ``target``; ``progress`` shows bars
     (tqdm, stderr) while fetching (remote files: many at once, :func:`medmask.io.read_many`)
@@ -305,29 +319,16 @@ def pack_folder(
     by_name, left_out = _select(folder, files, patterns)
     given = None if mapping is None else to_label_mapping(mapping, storage_options)
     table = None if given is None else dict(mapping_items(given))
-    contents: dict[str, bytes | None] = dict.fromkeys(by_name.values())
-    if any(local_path(path, storage_options) is None for path in by_name.values()):
-        # remote files: fetched together (one round trip for many), parsed one by one
-        limit = max_bytes_limit(None)
-        with counter(enabled=progress, desc="fetching", total=len(contents)) as advance:
-            blobs = read_many(list(contents), storage_options, max_bytes=limit, on_done=advance)
-        for path, blob in zip(contents, blobs, strict=True):
-            if isinstance(blob, Exception):
-                raise blob
-            contents[path] = blob
-    binary: dict[str, npt.NDArray[np.bool_]] = {}
-    whole: dict[str, tuple[npt.NDArray[Any], list[int]]] = {}
+    binary: dict[str, _Held] = {}
+    whole: dict[str, tuple[_Held, dict[int, int]]] = {}
     spaces: dict[str, Space] = {}
-    for name, path in show(by_name.items(), enabled=progress, desc="reading", total=len(by_name)):
-        array, spaces[name] = read_nifti(
-            path, storage_options=storage_options, content=contents[path]
-        )
-        contents[path] = None
-        values = [v for v in present_values(array) if v != 0]  # read_nifti checked the range
-        if values in ([], [1]):
-            binary[name] = array != 0
+    for name, array, spaces[name] in _read_all(by_name, storage_options, progress):
+        counts = {v: n for v, n in label_counts(array).items() if v}  # range checked on read
+        if list(counts) in ([], [1]):
+            binary[name] = _Held.of(array, binary=True, voxels=counts.get(1, 0))
         else:
-            whole[name] = (array, values)
+            whole[name] = (_Held.of(array, binary=False, voxels=sum(counts.values())), counts)
+        del array  # one file's voxels at a time
     reference, off_grid = _grid_problems(spaces)
     if off_grid and not skip_mismatched:
         shown = "; ".join(f"{_file_name(by_name[n])}: {p}" for n, p in off_grid.items())
@@ -351,7 +352,7 @@ def pack_folder(
                 f"mapping has no value for {missing[:5]}{' ...' if len(missing) > 5 else ''}."
             )
         use_labels = {n: int(table[n]) for n in binary}
-    names = _value_names({n: values for n, (_, values) in whole.items()}, binary, table)
+    names = _value_names({n: sorted(counts) for n, (_, counts) in whole.items()}, binary, table)
     taken = Counter([*binary, *(n for mapping in names.values() for n in mapping)])
     twice = sorted(n for n, k in taken.items() if k > 1)
     if twice:
@@ -360,25 +361,206 @@ def pack_folder(
             "(a file's name and <stem>_<value> of a file with several values); rename or "
             "leave out one of them. Nothing was written."
         )
+    for name in binary:
+        parse_label_name(name)
     for file_name, why in left_out.items():
         _log.info("pack_folder %s: left out %s: %s", os.fspath(folder), file_name, why)
     space = spaces[reference]
+    voxels: dict[str, int] = {}
     with MaskArchive(
         target, "w", space=space, storage_options=storage_options, overwrite=overwrite
     ) as archive:
-        for name, (array, _) in whole.items():
+        for name, (held, counts) in whole.items():
+            array = held.full()
             dtype = array.dtype.name if array.dtype.name in _FILE_DTYPES else None
+            voxels.update({n: counts[v] for n, v in names[name].items()})
             archive.add_segmask(
                 SegmentationMask(array, names[name], space),
                 name,
                 level=level,
-                attributes={FILE_ATTRIBUTE: {"dtype": dtype}},
+                attributes={
+                    FILE_ATTRIBUTE: {"dtype": dtype},
+                    **_recorded(record, names[name], voxels),
+                },
             )
-        layered = archive.add_structures(binary, mapping=use_labels, level=level)
+            del array
+        layers = _write_layers(archive, binary, use_labels, space, level, record)
+    voxels.update({n: held.voxels for n, held in binary.items()})
     return PackReport(
-        layers=layered.layers,
+        layers=layers,
         whole={name: list(mapping) for name, mapping in names.items()},
         left_out=left_out,
+        voxels=voxels,
+    )
+
+
+def _recorded(
+    record: Mapping[str, Any] | None, structures: Iterable[str], voxels: Mapping[str, int]
+) -> dict[str, Any]:
+    """A member's :data:`INGEST_ATTRIBUTE` (none without a ``record``)."""
+    if record is None:
+        return {}
+    return {INGEST_ATTRIBUTE: {**record, "counts": {n: voxels[n] for n in structures}}}
+
+
+def _read_all(
+    by_name: Mapping[str, str], storage_options: dict[str, Any] | None, progress: bool
+) -> Iterator[tuple[str, npt.NDArray[Any], Space]]:
+    """``(structure name, array, space)`` of every file, one at a time. Remote files are
+    fetched a group at a time (one round trip for many, :func:`medmask.io.read_many`), so
+    only one group of compressed files is held."""
+    paths = list(by_name.values())
+    remote = any(local_path(path, storage_options) is None for path in paths)
+    group = max(1, get_config().max_concurrency) if remote else len(paths)
+    limit = max_bytes_limit(None)
+    items = list(by_name.items())
+    with (
+        counter(enabled=progress and remote, desc="fetching", total=len(paths)) as advance,
+        counter(enabled=progress, desc="reading", total=len(paths)) as read,
+    ):
+        for first in range(0, len(items), group):
+            batch = items[first : first + group]
+            blobs: list[bytes | MedmaskError | None] = [None] * len(batch)
+            if remote:
+                blobs = list(
+                    read_many(
+                        [path for _, path in batch],
+                        storage_options,
+                        max_bytes=limit,
+                        on_done=advance,
+                    )
+                )
+            for i, (name, path) in enumerate(batch):
+                blob, blobs[i] = blobs[i], None  # the compressed file is let go once parsed
+                if isinstance(blob, Exception):
+                    raise blob
+                array, space = read_nifti(path, storage_options=storage_options, content=blob)
+                read(1)
+                yield name, array, space
+
+
+def _write_layers(
+    archive: MaskArchive,
+    structures: Mapping[str, _Held],
+    labels: Mapping[str, int] | None,
+    space: Space,
+    level: int | None,
+    record: Mapping[str, Any] | None,
+) -> dict[str, list[str]]:
+    """Write the 0/1 structures as exclusive layers, one layer in memory at a time; the same
+    layers, in the same order, as :meth:`MaskArchive.add_structures` makes.
+
+    Its greedy colouring puts each structure, largest first, into the first layer where it
+    overlaps nothing. Filling one layer at a time, each from the structures the earlier
+    layers left (largest first), gives exactly the same layers: whether a structure fits a
+    layer depends only on the larger structures already in that layer.
+    """
+    left = sorted(structures, key=lambda n: (-structures[n].voxels, n))
+    used = set(archive.all_names())
+    number = 0
+    written: dict[str, list[str]] = {}
+    while left:
+        members, left = _fill_layer(structures, left, space)
+        while f"{_LAYER_PREFIX}{number}" in used:
+            number += 1
+        member = f"{_LAYER_PREFIX}{number}"
+        used.add(member)
+        ordered = sorted(members, key=lambda n: (labels[n] if labels else 0, n))
+        values = {n: (labels[n] if labels else i + 1) for i, n in enumerate(ordered)}
+        depth = smallest_bit_depth(max(values.values()))
+        data = np.zeros(space.shape, dtype=dtype_for_bit_depth(depth))
+        for name, value in values.items():
+            held = structures[name]
+            data[held.box][held.crop()] = value
+        layer = SegmentationMask._trusted(data, LabelMapping(list(values.items())), space, depth)
+        del data
+        voxels = {n: structures[n].voxels for n in values}
+        archive._add_member(  # add_structures' own call: layer=True marks an exclusive layer
+            layer,
+            member,
+            level=level,
+            chunks=None,
+            codec=None,
+            attributes=_recorded(record, values, voxels) or None,
+            layer=True,
+        )
+        written[member] = list(values)
+    return written
+
+
+def _fill_layer(
+    structures: Mapping[str, _Held], candidates: list[str], space: Space
+) -> tuple[list[str], list[str]]:
+    """``(the structures that go into one layer, the rest)``: each candidate, in order, that
+    overlaps none taken before it (an empty one always fits)."""
+    occupied = np.zeros(space.shape, dtype=np.bool_)
+    taken: list[str] = []
+    rest: list[str] = []
+    for name in candidates:
+        held = structures[name]
+        if held.voxels:
+            crop = held.crop()
+            region = occupied[held.box]
+            if region[crop].any():
+                rest.append(name)
+                continue
+            region |= crop
+        taken.append(name)
+    return taken, rest
+
+
+@dataclass(frozen=True)
+class _Held:
+    """One file's voxels between reading and writing, held small: the bounding box of its
+    non-zero voxels and the zstd-compressed voxels inside it (as bits for a 0/1 file).
+
+    Holding these instead of the arrays is what keeps :func:`pack_folder`'s memory at one
+    full-size array plus the file being read, whatever the number of files."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype[Any]  # bool for a 0/1 file, else the file's integer type
+    box: tuple[slice, slice, slice]  # empty slices for an empty file
+    data: bytes
+    voxels: int  # non-zero voxels
+
+    @classmethod
+    def of(cls, array: npt.NDArray[Any], *, binary: bool, voxels: int) -> _Held:
+        shape = (int(array.shape[0]), int(array.shape[1]), int(array.shape[2]))
+        box = _bounding_box(array)
+        crop = array[box] != 0 if binary else array[box]
+        raw = np.packbits(crop).tobytes() if binary else np.ascontiguousarray(crop).tobytes()
+        data = zstandard.ZstdCompressor(level=1).compress(raw)
+        dtype = np.dtype(np.bool_) if binary else array.dtype
+        return cls(shape, dtype, box, data, voxels)
+
+    def crop(self) -> npt.NDArray[Any]:
+        """The voxels inside the bounding box."""
+        shape = tuple(s.stop - s.start for s in self.box)
+        raw = zstandard.ZstdDecompressor().decompress(self.data) if self.data else b""
+        if self.dtype == np.bool_:
+            bits = np.unpackbits(np.frombuffer(raw, np.uint8), count=int(np.prod(shape)))
+            return bits.view(np.bool_).reshape(shape)
+        return np.frombuffer(raw, self.dtype).reshape(shape)
+
+    def full(self) -> npt.NDArray[Any]:
+        """The whole array, as read."""
+        array = np.zeros(self.shape, dtype=self.dtype)
+        array[self.box] = self.crop()
+        return array
+
+
+def _bounding_box(array: npt.NDArray[Any]) -> tuple[slice, slice, slice]:
+    """Slices around the non-zero voxels of a 3-D array (empty slices when there are none)."""
+    zs = np.flatnonzero(array.any(axis=(1, 2)))
+    if not zs.size:
+        return slice(0, 0), slice(0, 0), slice(0, 0)
+    slab = array[zs[0] : zs[-1] + 1]
+    ys = np.flatnonzero(slab.any(axis=(0, 2)))
+    xs = np.flatnonzero(slab[:, ys[0] : ys[-1] + 1].any(axis=(0, 1)))
+    return (
+        slice(int(zs[0]), int(zs[-1]) + 1),
+        slice(int(ys[0]), int(ys[-1]) + 1),
+        slice(int(xs[0]), int(xs[-1]) + 1),
     )
 
 
