@@ -180,7 +180,9 @@ def _checked_copy(
     dtype = dtype_for_bit_depth(depth)
     if mapping is not None and _covers(mapped, high):
         return arr.astype(dtype, copy=True, order="C"), depth, None
-    data, counts = copy_counting(arr, dtype, executor=_construction_executor[0]())
+    data, counts = copy_counting(
+        arr, dtype, bounds=(low, high), executor=_construction_executor[0]()
+    )
     unmapped = [] if mapping is None else sorted(v for v in counts if v != 0 and v not in mapped)
     if unmapped:
         shown = ", ".join(str(v) for v in unmapped[:20]) + (" ..." if len(unmapped) > 20 else "")

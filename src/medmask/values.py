@@ -296,30 +296,31 @@ def copy_counting(
     array: npt.NDArray[np.integer] | npt.NDArray[np.bool_],
     dtype: npt.DTypeLike,
     *,
+    bounds: tuple[int, int] | None = None,
     executor: Executor | None = None,
 ) -> tuple[npt.NDArray[Any], dict[int, int]]:
     """A new C-ordered copy of a non-empty array in ``dtype``, and its ``{value: count}``.
 
-    One pass: each block (along the first axis) is copied into the output, then counted while
-    it is in cache. The values must fit ``dtype`` (cast unchecked: check
-    :func:`value_bounds` first). With ``executor``, blocks are done on its threads.
+    A C-ordered array takes one pass: each block (along the first axis) is copied into the
+    output, then counted while it is in cache. Any other layout is copied whole first (numpy
+    picks the order that reads it best), then counted. The values must fit ``dtype`` (cast
+    unchecked: check ``bounds``, :func:`value_bounds` of the array, first; computed when not
+    given). With ``executor``, blocks are done on its threads.
     """
     arr = np.asarray(array)
     out = np.empty(arr.shape, dtype=dtype)
-    if arr.ndim == 0:
-        out[()] = arr
-        return out, label_counts(out)
-    if out.dtype == np.bool_:
-        low, high = 0, 1
-    else:
-        low, high = value_bounds(arr)
-    flat = out.reshape(-1)
+    if arr.ndim == 0 or not arr.flags.c_contiguous:
+        np.copyto(out, arr, casting="unsafe")
+        return out, label_counts(out, executor=executor)
+    low, high = (0, 1) if out.dtype == np.bool_ else bounds or value_bounds(arr)
+    flat, source = out.reshape(-1), arr.reshape(-1)
     per_slice = max(1, math.prod(arr.shape[1:]))
 
     def copy_count(part: slice) -> _Tally:
-        np.copyto(out[part], arr[part], casting="unsafe")
+        span = slice(part.start * per_slice, part.stop * per_slice)
+        np.copyto(flat[span], source[span], casting="unsafe")
         tally = _Tally(out.dtype, low, high)
-        tally.add(flat[part.start * per_slice : part.stop * per_slice])
+        tally.add(flat[span])
         return tally
 
     per_slab = BLOCK_BYTES // max(1, out[0].nbytes)
