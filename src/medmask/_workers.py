@@ -45,9 +45,11 @@ def available_cpus() -> int:
 
 
 def in_dask_task() -> bool:
-    """Whether this call runs inside a Dask task: on a ``dask.distributed`` worker, or in a
-    process of Dask's ``processes`` scheduler (Dask's ``threads`` scheduler runs tasks off the
-    main thread, which counts as parallel already). Imports neither dask nor distributed."""
+    """Whether this call runs inside a Dask task: on a ``dask.distributed`` worker
+    (``distributed.get_worker()`` succeeds), or in a child process of ``multiprocessing`` once
+    dask is imported, which is how Dask's ``processes`` scheduler runs its tasks. (Dask's
+    ``threads`` scheduler runs tasks off the main thread, which counts as parallel already.)
+    Imports neither dask nor distributed."""
     distributed = sys.modules.get("distributed")
     get_worker = getattr(distributed, "get_worker", None)
     if get_worker is not None:
