@@ -168,9 +168,10 @@ def encode_mask(
     boxes = [descriptor.chunk_box(i) for i in range(descriptor.n_chunks)]
 
     def encode_one(box: Roi) -> tuple[bytes, npt.NDArray[Any]]:
-        block = np.ascontiguousarray(data[box])
-        if not block.any():
+        view = data[box]
+        if not view.any():
             return b"", np.zeros(0, STATS_DTYPE)
+        block = np.ascontiguousarray(view)
         if isinstance(coder, EncodesWithStats):
             stream, records = coder.encode_with_stats(block)
         else:
