@@ -12,7 +12,7 @@ import pytest
 from spacetransformer import Space
 
 from medmask import LabelMapping, LabelNotFoundError, LabelStats, SegmentationMask
-from medmask.errors import InvalidTypeError
+from medmask.errors import InvalidTypeError, InvalidValueError
 
 ORGANS = {"liver": 1, "spleen": 2, "kidney": 3}
 
@@ -890,3 +890,96 @@ def test_attributes_must_be_a_string_keyed_mapping() -> None:
         SegmentationMask(data, {}, attributes=[("a", 1)])  # type: ignore[arg-type]
     with pytest.raises(InvalidTypeError, match=r"with string keys\. Got the key 1"):
         SegmentationMask(data, {}, attributes={1: "a"})  # type: ignore[dict-item]
+
+
+# --- construction: one counting pass, kept for later ----------------------------------------------
+
+
+def test_counts_of_the_construction_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medmask import mask as mask_module
+
+    arr = _organ_array()
+    arr[0, 3, 4] = 9  # a gap in the values: the check needs the counts
+    mask = SegmentationMask(arr, {**ORGANS, "nine": 9})
+
+    def no_recount(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(mask_module, "label_counts", no_recount)
+    assert mask.label_counts() == {"liver": 4, "spleen": 9, "kidney": 5, "nine": 1}
+    assert copy.copy(mask).label_counts() == mask.label_counts()
+    monkeypatch.undo()
+    mask.add_label(arr == 0, 20, "rest")  # overwrites: counted again when asked
+    assert mask.label_counts() == {"liver": 4, "spleen": 9, "kidney": 5, "nine": 1, "rest": 41}
+
+
+def test_a_mapping_naming_every_value_needs_no_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medmask import mask as mask_module
+
+    calls: list[int] = []
+    real = mask_module.copy_counting
+    monkeypatch.setattr(
+        mask_module, "copy_counting", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    arr = _organ_array()
+    mask = SegmentationMask(arr, {**ORGANS, "unused": 200})  # 1..3 all named
+    assert calls == []
+    np.testing.assert_array_equal(mask.data, arr)
+    assert not np.shares_memory(mask.data, arr)
+    assert mask.label_counts() == {"liver": 4, "spleen": 9, "kidney": 5, "unused": 0}
+    with pytest.raises(InvalidValueError, match="missing from the mapping: 3"):
+        SegmentationMask(arr, {"liver": 1, "spleen": 2, "other": 4})  # 3 unnamed
+    assert calls == [1]
+
+
+def test_construction_runs_on_the_package_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import Executor
+
+    from medmask import mask as mask_module
+
+    tasks: list[int] = []
+
+    class Inline(Executor):
+        def map(self, fn: Any, *iterables: Any, **kwargs: Any) -> Any:
+            items = list(iterables[0])
+            tasks.append(len(items))
+            return iter([fn(item) for item in items])
+
+    monkeypatch.setattr(mask_module, "_construction_executor", [Inline])
+    rng = np.random.default_rng(5)
+    arr = rng.choice(np.array([0, 1, 3], np.uint8), (320, 128, 128))  # 5 blocks of 1 MiB
+    arr[::2] = 0
+    mask = SegmentationMask(arr, {"a": 1, "c": 3})  # 2 is unnamed: the values are counted
+    assert tasks
+    assert tasks[0] > 1
+    np.testing.assert_array_equal(mask.data, arr)
+    assert mask.label_counts() == {"a": int((arr == 1).sum()), "c": int((arr == 3).sum())}
+
+
+def test_construction_errors_come_before_the_copy() -> None:
+    arr = _organ_array().astype(np.int16)
+    arr[0, 0, 0] = -3
+    arr[1, 0, 0] = -1
+    with pytest.raises(
+        InvalidValueError, match=re.escape("non-negative label values. Got [-3, -1]")
+    ):
+        SegmentationMask(arr, ORGANS)
+    with pytest.raises(InvalidValueError, match="Expected label values <= 255 for bit depth 8"):
+        SegmentationMask(np.full((2, 2, 2), 300, np.uint16), {"a": 300}, bit_depth=8)
+
+
+def test_named_by_values_counts_once() -> None:
+    arr = _organ_array()
+    arr[2, 0, 0] = 7
+    seen: list[list[int]] = []
+
+    def names(values: list[int]) -> LabelMapping:
+        seen.append(values)
+        return LabelMapping({f"v{v}": v for v in values})
+
+    mask = SegmentationMask._named_by_values(arr, names, attributes={"k": 1})
+    assert seen == [[1, 2, 3, 7]]
+    assert mask.label_counts() == {"v1": 4, "v2": 9, "v3": 5, "v7": 1}
+    assert mask.attributes == {"k": 1}
+    assert mask.bit_depth == 8
+    np.testing.assert_array_equal(mask.data, arr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from typing import Any
 
 import hypothesis.extra.numpy as hnp
@@ -10,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from medmask import LabelStats, label_counts, label_stats, match_allowed_values
-from medmask.values import present_values
+from medmask import LabelStats, label_counts, label_stats, match_allowed_values, values
+from medmask.values import copy_counting, present_values, value_bounds
 
 DTYPES = [np.bool_, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64]
 
@@ -313,3 +315,92 @@ def test_label_stats_rejects_non_3d(arr: np.ndarray) -> None:
 def test_label_stats_of_empty_volume() -> None:
     assert label_stats(np.zeros((0, 2, 2), np.uint8)) == {}
     assert label_stats(np.zeros((2, 2, 0), np.uint8)) == {}
+
+
+# --- counting at memory speed: blocks, runs, the fused copy --------------------------------------
+
+
+def _reference_counts(arr: np.ndarray) -> dict[int, int]:
+    values, n = np.unique(arr, return_counts=True)
+    return dict(zip(values.tolist(), n.tolist(), strict=True))
+
+
+class _InlineExecutor(Executor):
+    """Runs ``map`` inline and remembers how many tasks it was given."""
+
+    def __init__(self) -> None:
+        self.tasks: list[int] = []
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **_: Any) -> Iterator[Any]:
+        items = list(iterables[0])
+        self.tasks.append(len(items))
+        return iter([fn(item) for item in items])
+
+
+@FAST
+@given(label_arrays(max_side=9))
+def test_copy_counting_is_a_copy_and_its_counts(arr: np.ndarray) -> None:
+    if arr.size == 0:
+        return
+    low, high = value_bounds(arr)
+    assert (low, high) == (int(arr.min()) if arr.dtype.kind == "i" else 0, int(arr.max()))
+    dtype = arr.dtype if low < 0 else np.min_scalar_type(high)
+    out, counts = copy_counting(arr, dtype)
+    assert counts == _reference_counts(arr)
+    assert out.dtype == dtype
+    assert out.flags.c_contiguous
+    assert out.flags.owndata
+    np.testing.assert_array_equal(out, arr)
+    assert not np.shares_memory(out, arr)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int8, np.uint16, np.int32, np.uint64])
+def test_counting_across_blocks_of_runs_and_of_noise(dtype: Any) -> None:
+    # blocks of long runs (counted by run) next to blocks of noise (counted voxel by voxel)
+    rng = np.random.default_rng(7)
+    top = 1 if dtype is np.bool_ else min(120, int(np.iinfo(dtype).max))
+    slices = values.BLOCK_BYTES // (64 * 64 * np.dtype(dtype).itemsize)
+    arr = np.zeros((3 * slices + 1, 64, 64), dtype=dtype)
+    arr[: slices // 2, 10:40] = top
+    arr[slices : 2 * slices] = rng.integers(0, top + 1, arr[slices : 2 * slices].shape)
+    arr[-1, -1, -1] = top
+    expected = _reference_counts(arr)
+    executor = _InlineExecutor()
+    assert label_counts(arr) == expected
+    assert label_counts(arr, executor=executor) == expected
+    assert label_counts(arr.transpose(2, 1, 0)) == expected  # a view, counted slab by slab
+    out, counts = copy_counting(arr.transpose(2, 1, 0), dtype, executor=executor)
+    assert counts == expected
+    np.testing.assert_array_equal(out, arr.transpose(2, 1, 0))
+    assert executor.tasks  # spread over tasks
+    assert all(n > 1 for n in executor.tasks)
+
+
+def test_wide_values_are_counted_without_bins() -> None:
+    arr = np.zeros((4, 300, 300), np.uint32)
+    arr[1] = 2**32 - 1
+    arr[2, :5] = 2**31
+    arr[3] = np.arange(300 * 300, dtype=np.uint32).reshape(300, 300) * 40_000  # noise-like
+    assert label_counts(arr) == _reference_counts(arr)
+    out, counts = copy_counting(arr, np.uint32)
+    assert counts == _reference_counts(arr)
+    np.testing.assert_array_equal(out, arr)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int8, np.uint16, np.int16])
+def test_small_values_are_counted_without_sorting(
+    dtype: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 8- and 16-bit values go in bins: np.unique (a sort of the whole array) is never needed
+    rng = np.random.default_rng(3)
+    info = (0, 1) if dtype is np.bool_ else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    arr = rng.integers(info[0], info[1] + 1, (8, 200, 200)).astype(dtype)
+    arr[:4] = arr[0, 0, 0]  # runs too
+    expected = _reference_counts(arr)
+
+    def no_sort(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("np.unique called")
+
+    monkeypatch.setattr(np, "unique", no_sort)
+    assert label_counts(arr) == expected
+    assert copy_counting(arr, dtype)[1] == expected

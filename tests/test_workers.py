@@ -4,6 +4,8 @@ writers hand to format/, which only decides whether a call is large enough to sp
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -18,8 +20,14 @@ from medmask import _workers, config, engine
 from medmask.format import encoding
 
 
+def _cpus(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Pretend this process may run on ``n`` CPUs (its affinity mask, and the count without)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: n)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
+
+
 def test_main_thread_gets_one_shared_pool_sized_by_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    _cpus(monkeypatch, 4)
     with config.set(decode_threads=2):
         pool = _workers.chunk_executor()
         assert isinstance(pool, ThreadPoolExecutor)
@@ -97,7 +105,7 @@ def test_encode_and_decode_spread_large_calls_over_the_executor() -> None:
 def test_load_from_the_main_thread_decodes_on_the_pool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # a pool even on one CPU
+    _cpus(monkeypatch, 2)  # a pool even on one CPU
     mask = medmask.SegmentationMask(np.tile(_big_mask().data, (4, 1, 1)), {"a": 1, "b": 2})
     medmask.save_mask(mask, tmp_path / "m.msk", chunks=(16, 128, 128))
     names: list[str] = []
@@ -118,3 +126,90 @@ def test_load_from_the_main_thread_decodes_on_the_pool(
     np.testing.assert_array_equal(loaded.data, mask.data)
     assert len(names) == 16
     assert all(name.startswith("medmask") for name in names)
+
+
+# --- the thread knob: affinity, config.threads / MEDMASK_THREADS, Dask tasks ---------------------
+
+
+def test_threads_follow_the_cpu_affinity_not_the_cpu_count() -> None:
+    # as under `taskset -c 0`: one CPU allowed, whatever os.cpu_count() says
+    script = (
+        "import os, medmask\n"
+        "from medmask import _workers\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "print(_workers.available_cpus(), _workers.chunk_threads(), _workers.chunk_executor())\n"
+    )
+    env = {**os.environ, "MEDMASK_DECODE_THREADS": "8"}
+    env.pop("MEDMASK_THREADS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["1", "1", "None"]
+
+
+def test_the_threads_setting_and_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _cpus(monkeypatch, 4)
+    assert config.from_environ({"MEDMASK_THREADS": "3"}).threads == 3
+    assert config.Config().threads == 0  # automatic
+    with config.set(threads=3):
+        assert _workers.chunk_threads() == 3
+    with config.set(threads=16):  # at most one per available CPU
+        assert _workers.chunk_threads() == 4
+    with config.set(decode_threads=2):  # the older name still caps the automatic choice
+        assert _workers.chunk_threads() == 2
+    with config.set(threads=1):
+        assert _workers.chunk_executor() is None
+
+
+def test_worker_threads_get_a_pool_only_when_the_setting_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _cpus(monkeypatch, 2)
+    seen: list[object] = []
+
+    def look() -> None:
+        seen.append(_workers.chunk_executor())
+        with config.set(threads=2):
+            pool = _workers.chunk_executor()
+            seen.append(pool)
+            # a thread of the pool never gets the pool (no task waits on its own pool)
+            seen.append(pool.submit(_workers.chunk_executor).result() if pool else "no pool")
+
+    worker = threading.Thread(target=look)
+    worker.start()
+    worker.join()
+    assert seen[0] is None
+    assert isinstance(seen[1], ThreadPoolExecutor)
+    assert seen[2] is None
+
+
+def _policy_in_task(threads: int) -> tuple[bool, int, bool]:
+    with config.set(threads=threads):
+        return (
+            _workers.in_dask_task(),
+            _workers.chunk_threads(),
+            threading.current_thread().name == "MainThread",
+        )
+
+
+def test_one_thread_inside_a_dask_task_unless_asked() -> None:
+    import dask
+    from distributed import Client, LocalCluster
+
+    assert not _workers.in_dask_task()  # a client's main thread is not a task
+    # Dask's processes scheduler runs tasks on the main thread of its child processes
+    in_task, threads, main = dask.compute(
+        dask.delayed(_policy_in_task)(0), scheduler="processes", num_workers=1
+    )[0]
+    assert (in_task, threads, main) == (True, 1, True)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as lc,
+        Client(lc) as client,
+    ):
+        assert client.submit(_policy_in_task, 0, pure=False).result()[:2] == (True, 1)
+        asked = client.submit(_policy_in_task, 2, pure=False).result()
+        assert asked[:2] == (True, min(2, _workers.available_cpus()))

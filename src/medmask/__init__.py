@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as config
 from . import errors as errors
+from ._workers import chunk_executor as _chunk_executor
 
 # MedmaskError and the errors users catch most are in __all__; every other exception lives in
 # medmask.errors (still importable from here, as before 0.2, but not part of the API listing).
@@ -19,6 +20,7 @@ from .errors import (
 )
 from .mapping import LabelMapping
 from .mask import SegmentationMask
+from .mask import use_construction_executor as _use_construction_executor
 from .values import LabelStats, label_counts, label_stats, match_allowed_values
 
 if TYPE_CHECKING:
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from .zarr_store import ArchiveStore, from_zarr, open_zarr, to_zarr
 
 from ._version import __version__ as __version__
+
+_use_construction_executor(_chunk_executor)  # masks are built on the package's threads
 
 # I/O entry points load on first use so that `import medmask` stays light (no fsspec).
 _LAZY = {

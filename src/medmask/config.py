@@ -18,6 +18,7 @@ An explicit argument (``load_mask(..., max_voxels=...)``) always wins over the s
 | ``range_block`` | 16 MiB | ``MEDMASK_RANGE_BLOCK`` |
 | ``max_concurrency`` | 32 | ``MEDMASK_MAX_CONCURRENCY`` |
 | ``decode_threads`` | 8 | ``MEDMASK_DECODE_THREADS`` |
+| ``threads`` | 0 (automatic) | ``MEDMASK_THREADS`` |
 | ``head_cache_entries`` | 1024 | ``MEDMASK_HEAD_CACHE_ENTRIES`` |
 | ``head_cache_bytes`` | 256 MiB | ``MEDMASK_HEAD_CACHE_BYTES`` |
 | ``head_cache_ttl`` | 60.0 s | ``MEDMASK_HEAD_CACHE_TTL`` |
@@ -60,8 +61,13 @@ class Config:
     range_block: int = 16 << 20
     #: requests in flight at once when reading many objects
     max_concurrency: int = 32
-    #: threads that decode the chunks of one mask
+    #: threads that decode the chunks of one mask (at most; the older name of ``threads``,
+    #: still the cap of its automatic choice)
     decode_threads: int = 8
+    #: threads that encode, decode and build one mask: 0 for one per available CPU (at most
+    #: ``decode_threads``) and one inside a Dask task; N for N (at most one per available CPU)
+    #: everywhere (medmask._workers)
+    threads: int = 0
     #: :meth:`medmask.io.HeadCache.enable`'s defaults
     head_cache_entries: int = 1024
     head_cache_bytes: int = 256 << 20

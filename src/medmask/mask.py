@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -37,10 +38,12 @@ from .mapping import (
 from .values import (
     STATS_COLUMNS,
     LabelStats,
+    copy_counting,
     label_counts,
     label_stats,
     match_allowed_values,
     stats_row,
+    value_bounds,
     voxel_volume_ml,
 )
 
@@ -128,6 +131,68 @@ def _as_label_array(array: object, what: str) -> npt.NDArray[Any]:
     return arr
 
 
+def _one_thread() -> Executor | None:
+    return None
+
+
+# The threads of the construction's copy and count: a function giving an executor, or None for
+# one thread, asked at each construction. ``import medmask`` plugs in the package's thread
+# policy (medmask._workers.chunk_executor): mask sits below that policy, as format/ (which
+# imports mask) must.
+_construction_executor: list[Callable[[], Executor | None]] = [_one_thread]
+
+
+def use_construction_executor(get: Callable[[], Executor | None]) -> None:
+    """Take the construction's threads from ``get`` (an executor, or None: one thread)."""
+    _construction_executor[0] = get
+
+
+def _covers(mapped: Mapping[int, str], high: int) -> bool:
+    """Whether every value 1..``high`` has a name (then no value can lack one)."""
+    return sum(1 for v in mapped if 1 <= v <= high) == high
+
+
+def _checked_copy(
+    arr: npt.NDArray[Any], mapping: LabelMapping | None, bit_depth: int | None
+) -> tuple[npt.NDArray[Any], int, dict[int, int] | None]:
+    """The protective copy of a label array in its storage dtype, its bit depth and its
+    ``{value: count}`` (None when the check did not need them), after checking the values
+    against ``mapping`` (None: no names yet; the values are counted).
+
+    At most two passes: the bounds (the minimum only for signed arrays), then the copy, which
+    counts each block while it is in cache unless ``mapping`` names every value up to the
+    maximum.
+    """
+    low, high = value_bounds(arr)
+    if low < 0:
+        negative = [v for v in sorted(label_counts(arr)) if v < 0]
+        raise InvalidValueError(f"Expected non-negative label values. Got {negative[:10]}.")
+    mapped = {} if mapping is None else dict((v, n) for n, v in mapping_items(mapping))
+    max_value = max(high, max(mapped, default=0))
+    if bit_depth is None:
+        depth = 1 if arr.dtype == np.bool_ else smallest_bit_depth(max_value)
+    else:
+        depth = parse_bit_depth(bit_depth)
+    if max_value > max_label(depth):
+        raise InvalidValueError(
+            f"Expected label values <= {max_label(depth)} for bit depth {depth}. Got {max_value}."
+        )
+    dtype = dtype_for_bit_depth(depth)
+    if mapping is not None and _covers(mapped, high):
+        return arr.astype(dtype, copy=True, order="C"), depth, None
+    data, counts = copy_counting(
+        arr, dtype, bounds=(low, high), executor=_construction_executor[0]()
+    )
+    unmapped = [] if mapping is None else sorted(v for v in counts if v != 0 and v not in mapped)
+    if unmapped:
+        shown = ", ".join(str(v) for v in unmapped[:20]) + (" ..." if len(unmapped) > 20 else "")
+        raise InvalidValueError(
+            f"Values present in the array are missing from the mapping: {shown}. "
+            "Add a name for each (or zero those voxels)."
+        )
+    return data, depth, counts
+
+
 class SegmentationMask:
     """A 3-D label volume with its label names and spatial geometry.
 
@@ -150,7 +215,7 @@ class SegmentationMask:
         and restored by :func:`medmask.load_mask`. Default: none.
     """
 
-    __slots__ = ("_attributes", "_bit_depth", "_data", "_mapping", "_space")
+    __slots__ = ("_attributes", "_bit_depth", "_counts", "_data", "_mapping", "_space")
 
     def __init__(
         self,
@@ -163,33 +228,26 @@ class SegmentationMask:
     ) -> None:
         arr = _as_label_array(mask_array, "a mask array")
         mapping = mapping if isinstance(mapping, LabelMapping) else LabelMapping(mapping)
-        counts = label_counts(arr)
-        if counts and min(counts) < 0:
-            raise InvalidValueError(
-                f"Expected non-negative label values. Got {[v for v in counts if v < 0][:10]}."
-            )
-        mapped = dict((v, n) for n, v in mapping_items(mapping))
-        max_value = max(max(counts, default=0), max(mapped, default=0))
-        if bit_depth is None:
-            depth = 1 if arr.dtype == np.bool_ else smallest_bit_depth(max_value)
-        else:
-            depth = parse_bit_depth(bit_depth)
-        if max_value > max_label(depth):
-            raise InvalidValueError(
-                f"Expected label values <= {max_label(depth)} for bit depth {depth}. "
-                f"Got {max_value}."
-            )
-        unmapped = sorted(v for v in counts if v != 0 and v not in mapped)
-        if unmapped:
-            shown = ", ".join(str(v) for v in unmapped[:20]) + (
-                " ..." if len(unmapped) > 20 else ""
-            )
-            raise InvalidValueError(
-                f"Values present in the array are missing from the mapping: {shown}. "
-                "Add a name for each (or zero those voxels)."
-            )
-        data = arr.astype(dtype_for_bit_depth(depth), copy=True, order="C")
-        self._init(data, mapping, parse_space(space, data.shape), depth, attributes)
+        data, depth, counts = _checked_copy(arr, mapping, bit_depth)
+        self._init(data, mapping, parse_space(space, data.shape), depth, attributes, counts)
+
+    @classmethod
+    def _named_by_values(
+        cls,
+        array: npt.ArrayLike,
+        name_values: Callable[[list[int]], LabelMapping],
+        space: Space | None = None,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> SegmentationMask:
+        """A mask named ``name_values(non-zero values present)``: the values are counted once,
+        for the names and the mask (``from_nifti`` without a mapping)."""
+        arr = _as_label_array(array, "a mask array")
+        data, depth, counts = _checked_copy(arr, None, None)
+        assert counts is not None  # counted when there is no mapping to check against
+        mapping = name_values(sorted(v for v in counts if v != 0))
+        space = parse_space(space, data.shape)
+        return cls._trusted(data, mapping, space, depth, attributes, counts)
 
     def _init(
         self,
@@ -198,6 +256,7 @@ class SegmentationMask:
         space: Space,
         depth: int,
         attributes: Mapping[str, Any] | None = None,
+        counts: dict[int, int] | None = None,
     ) -> None:
         data.flags.writeable = False
         self._data = data
@@ -205,6 +264,7 @@ class SegmentationMask:
         self._space = space
         self._bit_depth: BitDepth = parse_bit_depth(depth)
         self._attributes = parse_attributes(attributes)
+        self._counts = counts  # {value: voxels} of data, once known
 
     @classmethod
     def _trusted(
@@ -214,10 +274,12 @@ class SegmentationMask:
         space: Space,
         bit_depth: int,
         attributes: Mapping[str, Any] | None = None,
+        counts: dict[int, int] | None = None,
     ) -> SegmentationMask:
-        """Build without validation; ``data`` must already be the storage dtype and owned."""
+        """Build without validation; ``data`` must already be the storage dtype and owned
+        (``counts``: its ``{value: count}``, when known)."""
         obj = cls.__new__(cls)
-        obj._init(data, mapping, space, bit_depth, attributes)
+        obj._init(data, mapping, space, bit_depth, attributes, counts)
         return obj
 
     @classmethod
@@ -349,9 +411,16 @@ class SegmentationMask:
         """Return a bool array, True for every labelled (non-zero) voxel."""
         return np.asarray(self._data != 0)
 
+    def _value_counts(self) -> dict[int, int]:
+        """``{value: voxel count}`` of every value present, 0 included: known from the
+        construction's check (else counted once and kept; :meth:`add_label` resets it)."""
+        if self._counts is None:
+            self._counts = label_counts(self._data, executor=_construction_executor[0]())
+        return dict(self._counts)
+
     def label_counts(self) -> dict[str, int]:
         """Return ``{name: voxel count}`` for every mapped label."""
-        counts = label_counts(self._data)
+        counts = self._value_counts()
         return {name: counts.get(label, 0) for name, label in mapping_items(self._mapping)}
 
     def label_stats(self) -> dict[int, LabelStats]:
@@ -391,6 +460,7 @@ class SegmentationMask:
         finally:
             self._data.flags.writeable = False
         self._mapping = new_mapping
+        self._counts = None  # counted again when asked
 
     def volumes(self) -> Any:
         """A ``pandas.DataFrame``, one row per named non-zero label: the columns of the cohort
@@ -502,6 +572,7 @@ class SegmentationMask:
             self._space.copy(),
             self._bit_depth,
             copy.deepcopy(self._attributes),
+            None if self._counts is None else dict(self._counts),
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SegmentationMask:

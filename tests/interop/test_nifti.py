@@ -611,3 +611,32 @@ def test_a_mapping_missing_values_names_the_file(shared_data: Path) -> None:
     with pytest.raises(medmask.InvalidValueError) as info:
         medmask.load_mask(path, mapping={"spleen": 1})
     assert str(info.value).startswith(f"{path}: Values present in the array are missing from ")
+
+
+def test_from_nifti_without_a_mapping_counts_the_voxels_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medmask import mask as mask_module
+    from medmask.interop import labels
+
+    arr = np.zeros((6, 7, 8), np.uint8)  # (x, y, z)
+    arr[1:3, 2:5, :] = 4
+    arr[4, 6, 7] = 9
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), tmp_path / "m.nii.gz")
+    counted: list[int] = []
+    real_copy, real_counts = mask_module.copy_counting, labels.label_counts
+
+    def copy_counting(array: Any, *args: Any, **kwargs: Any) -> Any:
+        counted.append(array.size)
+        return real_copy(array, *args, **kwargs)
+
+    def label_counts(array: Any, *args: Any, **kwargs: Any) -> Any:
+        counted.append(array.size)
+        return real_counts(array, *args, **kwargs)
+
+    monkeypatch.setattr(mask_module, "copy_counting", copy_counting)
+    monkeypatch.setattr(labels, "label_counts", label_counts)
+    mask = medmask.from_nifti(tmp_path / "m.nii.gz")
+    assert [n for n in counted if n == arr.size] == [arr.size]  # one pass over the voxels
+    assert mask.label_counts() == {"label_4": 48, "label_9": 1}
+    np.testing.assert_array_equal(mask.data, arr.transpose(2, 1, 0))

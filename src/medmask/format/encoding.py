@@ -21,6 +21,7 @@ from ..codecs import (
     get_codec,
     peek_stream,
 )
+from ..codecs._edges import STATS_DTYPE  # the records of EncodesWithStats
 from ..config import max_bytes_limit, max_voxels_limit
 from ..errors import (
     AllocationLimitError,
@@ -141,8 +142,11 @@ def encode_mask(
     codec: str | Mapping[str, Any] | None = None,
     executor: Executor | None = None,
 ) -> EncodedMask:
-    """Compute label statistics, pick a codec and encode every chunk (on ``executor``'s
-    threads when given and the mask is large enough to gain from it).
+    """Pick a codec, encode every chunk and compute label statistics on the way (on
+    ``executor``'s threads when given and the mask is large enough to gain from it).
+
+    Statistics are computed once per chunk, while it is in cache: by the codec when it
+    can (``encode_with_stats``: ``medmask.edges`` on 1- and 2-byte arrays), else from the block.
 
     ``codec``: a codec id (``"medmask.labels"``) or config (``{"id": ..., "level": ...}``);
     default :func:`medmask.codecs.choose_codec` (``medmask.edges``). The older codecs write
@@ -163,50 +167,63 @@ def encode_mask(
     )
     boxes = [descriptor.chunk_box(i) for i in range(descriptor.n_chunks)]
 
-    def encode_one(box: Roi) -> tuple[bytes, Any]:
-        block = data[box]
-        if not block.any():
-            return b"", []
+    def encode_one(box: Roi) -> tuple[bytes, npt.NDArray[Any]]:
+        view = data[box]
+        if not view.any():
+            return b"", np.zeros(0, STATS_DTYPE)
+        block = np.ascontiguousarray(view)
         if isinstance(coder, EncodesWithStats):
-            return coder.encode_with_stats(np.ascontiguousarray(block))
-        return coder.encode(np.ascontiguousarray(block)), None
+            stream, records = coder.encode_with_stats(block)
+        else:
+            stream, records = coder.encode(block), None
+        if records is None:  # the codec could not tell: counted here, while the block is in cache
+            records = _records(label_stats(block))
+        return stream, records
 
     encoded = _map_chunks(encode_one, boxes, data.nbytes, executor)
     streams = [stream for stream, _ in encoded]
     _check_streams_readable(descriptor, streams)
-    if any(records is None for _, records in encoded):  # the codec could not tell: a pass
-        stats = label_stats(data)
-    else:
-        stats = _merge_chunk_stats(boxes, [records for _, records in encoded])
+    stats = _merge_chunk_stats(boxes, [records for _, records in encoded])
     entries = label_entries(mapping_items(mask.mapping), stats, math.prod(mask.shape))
     return EncodedMask(replace(descriptor, labels=entries), streams)
 
 
-def _merge_chunk_stats(boxes: Sequence[Roi], per_chunk: Sequence[Any]) -> dict[int, LabelStats]:
-    """Per-value count and bbox of the whole array from each chunk's (chunk coordinates)."""
-    merged: dict[int, list[int]] = {}
-    for box, records in zip(boxes, per_chunk, strict=True):
-        offsets = (
-            box[0].start,
-            box[0].start,
-            box[1].start,
-            box[1].start,
-            box[2].start,
-            box[2].start,
-        )
-        for value, count, bounds in records:
-            b = [int(v) + o for v, o in zip(bounds, offsets, strict=True)]
-            have = merged.get(int(value))
-            if have is None:
-                merged[int(value)] = [int(count), *b]
-                continue
-            have[0] += int(count)
-            for i in (1, 3, 5):
-                have[i] = min(have[i], b[i - 1])
-                have[i + 1] = max(have[i + 1], b[i])
+def _records(stats: Mapping[int, LabelStats]) -> npt.NDArray[Any]:
+    """:data:`medmask.codecs.STATS_DTYPE` records of :func:`medmask.values.label_stats` output."""
+    records = np.zeros(len(stats), STATS_DTYPE)
+    for i, (value, found) in enumerate(stats.items()):
+        records[i] = (value, found.count, [b for pair in found.bbox for b in pair])
+    return records
+
+
+def _merge_chunk_stats(
+    boxes: Sequence[Roi], per_chunk: Sequence[npt.NDArray[Any]]
+) -> dict[int, LabelStats]:
+    """Per-value count and bbox of the whole array from each chunk's records (bounds in chunk
+    coordinates), grouped in one vectorised step."""
+    kept = [(box, records) for box, records in zip(boxes, per_chunk, strict=True) if len(records)]
+    if not kept:
+        return {}
+    records = np.concatenate([r for _, r in kept])
+    origins = np.repeat(
+        np.array([[s.start for s in box for _ in (0, 1)] for box, _ in kept], dtype=np.int64),
+        [len(r) for _, r in kept],
+        axis=0,
+    )
+    bounds = records["bounds"].astype(np.int64) + origins
+    values, inverse = np.unique(records["value"], return_inverse=True)
+    inverse = inverse.reshape(-1)
+    counts = np.zeros(values.size, dtype=np.int64)
+    np.add.at(counts, inverse, records["count"].astype(np.int64))
+    low = np.full((values.size, 3), np.iinfo(np.int64).max, dtype=np.int64)
+    high = np.full((values.size, 3), -1, dtype=np.int64)
+    np.minimum.at(low, inverse, bounds[:, 0::2])
+    np.maximum.at(high, inverse, bounds[:, 1::2])
     return {
-        value: LabelStats(m[0], ((m[1], m[2]), (m[3], m[4]), (m[5], m[6])))
-        for value, m in sorted(merged.items())
+        int(value): LabelStats(
+            int(counts[i]), tuple((int(low[i, a]), int(high[i, a])) for a in range(3))
+        )
+        for i, value in enumerate(values.tolist())
     }
 
 

@@ -430,16 +430,21 @@ def _mask_of_image(
     """The mask of a nibabel image, with names from ``mapping`` (else ``label_<value>``) and
     the header codes in ``attributes["nifti"]``."""
     array, space = _labels_of_image(img, name)
-    if mapping is None:
-        names = default_label_names(array)
-    else:
-        names = to_label_mapping(mapping, storage_options)
+    attributes = {NIFTI_ATTRIBUTE: header_codes(img)}
     try:
-        return SegmentationMask(
-            array, names, space, attributes={NIFTI_ATTRIBUTE: header_codes(img)}
-        )
+        if mapping is None:  # names from the values present, counted once for both
+            return SegmentationMask._named_by_values(
+                array, _default_names, space, attributes=attributes
+            )
+        names = to_label_mapping(mapping, storage_options)
+        return SegmentationMask(array, names, space, attributes=attributes)
     except InvalidValueError as exc:  # the values against the mapping: say which file
         raise InvalidValueError(f"{name}: {exc}") from None
+
+
+def _default_names(values: list[int]) -> LabelMapping:
+    """``label_<value>`` for each value, as :func:`default_label_names` names an array's."""
+    return default_label_names(np.asarray(values, dtype=np.int64))
 
 
 def to_nifti(
