@@ -24,11 +24,12 @@ from ._paths import (
     as_file_object,
     as_open_file,
     is_local_fs,
+    is_remote_fs,
     local_path,
     source_name,
     url_to_fs,
 )
-from ._ranges import merge_ranges, split_by_head, split_merged
+from ._ranges import merge_gap, merge_ranges, split_by_head, split_merged
 
 __all__ = [
     "AsyncByteSource",
@@ -88,6 +89,8 @@ class AsyncByteSource(Protocol):
 class _RangeReader:
     name: str
     size: int | None = None
+    #: whether a request costs a round trip (it picks the merge gap: :func:`merge_gap`)
+    remote = False
 
     def read(self, start: int, end: int) -> bytes:
         raise NotImplementedError
@@ -98,7 +101,7 @@ class _RangeReader:
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
-        merged = merge_ranges(ranges)
+        merged = merge_ranges(ranges, merge_gap(self.remote))
         return split_merged(ranges, merged, self._read_many(merged))
 
     def close(self) -> None:
@@ -152,6 +155,7 @@ class FsspecSource(_RangeReader):
     def __init__(self, fs: Any, path: str, name: str, *, cache: HeadCache | None = None) -> None:
         self.fs, self.path, self.name = fs, path, name
         self.size = None  # unknown without an extra request
+        self.remote = is_remote_fs(fs)
         self.cache_key: Key | None = None if is_local_fs(fs) else cache_key(fs, path)
         self._cache = cache  # None, not the default instance itself: sources pickle
 
@@ -254,6 +258,7 @@ class AsyncFsspecSource:
         self.size: int | None = None
         self.cache_key: Key | None = cache_key(sync_fs if sync_fs is not None else fs, path)
         self._cache = cache
+        self.remote = is_remote_fs(sync_fs if sync_fs is not None else fs)
         # a blocking twin of fs, to tell a missing bucket from a missing object on errors
         self._sync_fs = sync_fs
 
@@ -285,7 +290,7 @@ class AsyncFsspecSource:
     async def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
-        merged = merge_ranges(ranges)
+        merged = merge_ranges(ranges, merge_gap(self.remote))
         if len(merged) == 1:
             return split_merged(ranges, merged, [await self._fetch(*merged[0])])
         try:
