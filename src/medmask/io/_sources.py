@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, BinaryIO, Protocol
 
@@ -351,9 +352,34 @@ def open_source_async(
     if isinstance(source, str) and local_path(source, storage_options) is None:
         fs, path = url_to_fs(source, storage_options)
         if getattr(fs, "async_impl", False):
-            async_fs, _ = url_to_fs(source, {**(storage_options or {}), "asynchronous": True})
+            async_fs = _async_twin(fs, source, storage_options)
             return AsyncFsspecSource(async_fs, path, source, sync_fs=fs, cache=cache)
     return ThreadedSource(open_source(source, storage_options, cache=cache))
+
+
+#: Async filesystems per event loop and filesystem token: fsspec's own instance cache is per
+#: thread, so a second ``asyncio.run`` in a thread would get an instance bound to the first,
+#: closed loop ("Event loop is closed").
+_ASYNC_FS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_ASYNC_FS_LOCK = threading.Lock()
+
+
+def _async_twin(fs: Any, source: str, storage_options: dict[str, Any] | None) -> Any:
+    """An ``asynchronous=True`` instance of ``fs``'s filesystem for the running event loop
+    (one per loop and options), or fsspec's cached one outside a running loop."""
+    options = {**(storage_options or {}), "asynchronous": True}
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return url_to_fs(source, options)[0]
+    token = str(getattr(fs, "_fs_token", id(fs)))
+    with _ASYNC_FS_LOCK:
+        known = _ASYNC_FS.setdefault(loop, {})
+        if token not in known:
+            known[token] = url_to_fs(source, {**options, "skip_instance_cache": True})[0]
+        return known[token]
 
 
 def read_whole(source: Target, storage_options: dict[str, Any] | None, limit: int) -> bytes:
