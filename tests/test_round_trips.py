@@ -145,3 +145,19 @@ def test_coalesced_chunks_are_still_checked_one_by_one(
     with pytest.raises(medmask.ChecksumError, match=r"bad\.msk.*chunk 5"):
         array[0:64, 64:128, 64:128]  # chunk 5 alone (0, 1, 1): not a wave, no read ahead
     assert np.array_equal(array[:64, :64, :64], phantom_mask.data[:64, :64, :64])
+
+
+def test_with_the_head_cache_a_patch_costs_one_get(
+    s3: BucketFixture, stored: Path, phantom_mask: SegmentationMask
+) -> None:
+    from medmask.io import head_cache
+
+    url = _upload(s3, stored, "64")
+    head_cache.enable(ranges=False)
+    medmask.load_mask(url, roi=_patches(1, seed=4)[0], storage_options=s3.storage_options)
+    for roi in _patches(4, seed=5):
+        s3.log.clear()
+        patch = medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)
+        assert np.array_equal(patch.data, phantom_mask.data[roi])
+        assert s3.log.count("GET") <= 1, s3.log.summary()  # the chunks: the head is kept
+        assert s3.log.count("HEAD") == 0
