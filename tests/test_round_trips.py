@@ -161,3 +161,90 @@ def test_with_the_head_cache_a_patch_costs_one_get(
         assert np.array_equal(patch.data, phantom_mask.data[roi])
         assert s3.log.count("GET") <= 1, s3.log.summary()  # the chunks: the head is kept
         assert s3.log.count("HEAD") == 0
+
+
+# --- re-using a head kept with its ETag (S3, on by default) -------------------------------------
+
+
+def test_load_mask_reuses_a_head_pinned_by_its_etag(
+    s3: BucketFixture, stored: Path, phantom_mask: SegmentationMask
+) -> None:
+    url = _upload(s3, stored, "64")
+    rois = _patches(5, seed=6)
+    s3.log.clear()
+    medmask.load_mask(url, roi=rois[0], storage_options=s3.storage_options)
+    assert s3.log.count("GET") == 2  # the head, the chunks
+    for roi in rois[1:]:
+        s3.log.clear()
+        patch = medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)
+        assert np.array_equal(patch.data, phantom_mask.data[roi])
+        # the chunks only: their GET answers with the object's ETag, which must be the head's
+        assert s3.log.count("GET") == 1, s3.log.summary()
+        assert s3.log.count("HEAD") == 0
+
+
+def test_a_replaced_object_is_read_afresh_never_from_the_kept_head(
+    s3: BucketFixture, stored: Path, phantom_mask: SegmentationMask
+) -> None:
+    url = _upload(s3, stored, "64")
+    roi = _patches(1, seed=7)[0]
+    medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)  # keeps the head
+    other = SegmentationMask(
+        np.where(phantom_mask.data > 0, 1, 0).astype(np.uint8), {"body": 1}, phantom_mask.space
+    )
+    medmask.save_mask(other, stored / "other.msk", chunks=(32, 32, 32))
+    s3.fs.put_file(str(stored / "other.msk"), s3.path("c64.msk"))  # behind medmask's back
+    s3.log.clear()
+    again = medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)
+    assert again.mapping == other.mapping
+    assert np.array_equal(again.data, other.data[roi])
+    # the chunk GET found another ETag: its bytes were dropped, then head and chunks afresh
+    assert s3.log.count("GET") == 3, s3.log.summary()
+    s3.log.clear()
+    medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)
+    assert s3.log.count("GET") == 1  # the new head is kept
+
+
+def test_a_read_inside_the_kept_head_still_checks_the_etag(
+    s3: BucketFixture, tmp_path: Path
+) -> None:
+    small = SegmentationMask(np.ones((4, 5, 6), np.uint8), {"a": 1})
+    changed = SegmentationMask(np.full((4, 5, 6), 2, np.uint8), {"b": 2})
+    url = s3.url("small.msk")
+    medmask.save_mask(small, url, storage_options=s3.storage_options)
+    assert medmask.load_mask(url, storage_options=s3.storage_options) == small
+    s3.log.clear()
+    assert medmask.load_mask(url, storage_options=s3.storage_options) == small
+    assert [g.range for g in s3.log.gets()] == ["bytes=0-0"]  # one byte, for its ETag
+    medmask.save_mask(changed, tmp_path / "changed.msk")
+    s3.fs.put_file(str(tmp_path / "changed.msk"), s3.path("small.msk"))
+    assert medmask.load_mask(url, storage_options=s3.storage_options) == changed
+
+
+def test_an_open_mask_file_refuses_a_replaced_object(s3: BucketFixture, stored: Path) -> None:
+    url = _upload(s3, stored, "64")
+    with MaskFile(url, storage_options=s3.storage_options) as opened:
+        s3.fs.put_file(str(stored / "c32.msk"), s3.path("c64.msk"))
+        with pytest.raises(medmask.ConcurrentModificationError, match=r"c64\.msk.*replaced"):
+            opened.read_array((slice(100, 164), slice(0, 64), slice(0, 64)))
+
+
+def test_writes_and_clear_drop_kept_heads(s3: BucketFixture, stored: Path) -> None:
+    from medmask.io import head_cache
+
+    url = _upload(s3, stored, "64")
+    roi = _patches(1, seed=8)[0]
+    medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)
+    head_cache.clear()
+    s3.log.clear()
+    medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)
+    assert s3.log.count("GET") == 2  # nothing kept: the head again
+    head_cache.keep_versioned = False
+    try:
+        head_cache.clear()
+        medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)
+        s3.log.clear()
+        medmask.load_mask(url, roi=roi, storage_options=s3.storage_options)
+        assert s3.log.count("GET") == 2  # switched off
+    finally:
+        head_cache.keep_versioned = True

@@ -31,6 +31,7 @@ from ._paths import (
     url_to_fs,
 )
 from ._ranges import merge_gap, merge_ranges, split_by_head, split_merged
+from ._versions import ObjectChangedError, read_versioned, supports_versions
 
 __all__ = [
     "AsyncByteSource",
@@ -151,14 +152,31 @@ class FsspecSource(_RangeReader):
 
     Ranges are served from and kept in ``cache`` (None: the process's ``head_cache``), which
     :func:`medmask.reader.read_directory` also uses for the object's head.
+
+    ``pinned`` (S3 only, else ignored): every read also learns the object's version (its
+    ETag); the first one read is :attr:`version`, and a read that finds another raises
+    :class:`ObjectChangedError` rather than return bytes of another object.
     """
 
-    def __init__(self, fs: Any, path: str, name: str, *, cache: HeadCache | None = None) -> None:
+    def __init__(
+        self,
+        fs: Any,
+        path: str,
+        name: str,
+        *,
+        cache: HeadCache | None = None,
+        pinned: bool = False,
+    ) -> None:
         self.fs, self.path, self.name = fs, path, name
         self.size = None  # unknown without an extra request
         self.remote = is_remote_fs(fs)
         self.cache_key: Key | None = None if is_local_fs(fs) else cache_key(fs, path)
         self._cache = cache  # None, not the default instance itself: sources pickle
+        self.pinned = pinned and supports_versions(fs)
+        #: the object's version (S3 ETag) its reads found, or the one they must find
+        self.version: str | None = None
+        #: whether a read checked :attr:`version` against the store
+        self.confirmed = False
 
     @property
     def cache(self) -> HeadCache:
@@ -168,6 +186,8 @@ class FsspecSource(_RangeReader):
     def read(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
+        if self.pinned:
+            return self._read_versioned([(start, end)])[0]
         try:
             data = self.fs.cat_file(self.path, start=start, end=end)
         except Exception as exc:
@@ -185,6 +205,8 @@ class FsspecSource(_RangeReader):
     def _read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if len(ranges) == 1:
             return [self.read(*ranges[0])]
+        if self.pinned:
+            return self._read_versioned(ranges)
         with translated(self.name, "reading", fs=self.fs, path=self.path):
             blobs = self.fs.cat_ranges(
                 [self.path] * len(ranges),
@@ -193,6 +215,39 @@ class FsspecSource(_RangeReader):
                 **_batch_option(self.fs),
             )
         return _blobs_or_raise(blobs, self.name, self.fs, self.path)
+
+    def _read_versioned(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        batch = get_config().max_concurrency
+        out = []
+        for answer in read_versioned(self.fs, self.path, ranges, batch=batch):
+            if isinstance(answer, BaseException):
+                if is_range_error(answer):  # start at or beyond the end: nothing there
+                    out.append(b"")
+                    continue
+                raise storage_error(
+                    answer, self.name, "reading", fs=self.fs, path=self.path
+                ) from answer
+            data, version = answer
+            self._check_version(version)
+            out.append(data)
+        return out
+
+    def _check_version(self, version: str) -> None:
+        if not version:
+            return
+        if self.version is None:
+            self.version = version
+        elif version != self.version:
+            raise ObjectChangedError(
+                f"{self.name}: the object was replaced since its head was read (ETag "
+                f"{self.version}, now {version}); open it again."
+            )
+        self.confirmed = True
+
+    def confirm(self) -> None:
+        """Check with a one-byte read that the object is still at :attr:`version`
+        (:class:`ObjectChangedError` if not)."""
+        self._read_versioned([(0, 1)])
 
 
 class FileObjectSource(_RangeReader):
@@ -319,18 +374,21 @@ def open_source(
     storage_options: dict[str, Any] | None = None,
     *,
     cache: HeadCache | None = None,
+    pinned: bool = False,
 ) -> ByteSource:
     """Open a path, URL, fsspec ``OpenFile`` or binary file object for ranged reads; remote
-    ones read through ``cache`` (None: the process's ``head_cache``)."""
+    ones read through ``cache`` (None: the process's ``head_cache``); ``pinned``: see
+    :class:`FsspecSource`."""
     path = local_path(source, storage_options)
     if path is not None:
         return LocalSource(path)
     if isinstance(source, str):
         fs, fs_path = url_to_fs(source, storage_options)
-        return FsspecSource(fs, fs_path, source, cache=cache)
+        return FsspecSource(fs, fs_path, source, cache=cache, pinned=pinned)
     opened = as_open_file(source)
     if opened is not None:
-        return FsspecSource(opened.fs, opened.path, source_name(opened), cache=cache)
+        name = source_name(opened)
+        return FsspecSource(opened.fs, opened.path, name, cache=cache, pinned=pinned)
     file = as_file_object(source)
     if file is not None:
         return FileObjectSource(file, source_name(file))
