@@ -342,6 +342,7 @@ def test_s3_reads_merge_over_the_remote_gap(
     assert np.array_equal(part.data, m.data[roi])
     ranges = [_range(r) for r in s3.log.gets()]
     assert ranges == [(0, HEAD_GUESS), (first[0], last[1])]  # one GET over the skipped chunk
+    medmask.io.head_cache.clear()  # (the head, kept with its ETag, would be re-used)
     s3.log.clear()
     with medmask.config.set(range_gap_remote=0):
         load_mask(s3.url("big.msk"), roi=roi, storage_options=s3.storage_options)

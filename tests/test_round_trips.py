@@ -221,14 +221,6 @@ def test_a_read_inside_the_kept_head_still_checks_the_etag(
     assert medmask.load_mask(url, storage_options=s3.storage_options) == changed
 
 
-def test_an_open_mask_file_refuses_a_replaced_object(s3: BucketFixture, stored: Path) -> None:
-    url = _upload(s3, stored, "64")
-    with MaskFile(url, storage_options=s3.storage_options) as opened:
-        s3.fs.put_file(str(stored / "c32.msk"), s3.path("c64.msk"))
-        with pytest.raises(medmask.ConcurrentModificationError, match=r"c64\.msk.*replaced"):
-            opened.read_array((slice(100, 164), slice(0, 64), slice(0, 64)))
-
-
 def test_writes_and_clear_drop_kept_heads(s3: BucketFixture, stored: Path) -> None:
     from medmask.io import head_cache
 

@@ -99,10 +99,9 @@ class MaskFile(StoredArray):
     The header, metadata and chunk index are read once, on opening (one request when they fit
     in the first 64 KiB). Use as a context manager or call :meth:`close`.
 
-    On S3 the file is pinned to the version (ETag) its head was read at: every later read
-    checks it, so an object replaced while the file is open raises
-    :class:`~medmask.io.ObjectChangedError` (a ``ConcurrentModificationError``), never other
-    bytes; the head is kept for :func:`load_msk` to re-use (docs/remote.md).
+    The file is pinned to the directory it read: chunks of an object replaced while it is
+    open fail their checksums (or are found truncated). On S3 the head is kept with the
+    object's ETag for :func:`load_msk` to re-use (docs/remote.md).
     """
 
     def __init__(
@@ -342,7 +341,8 @@ def _load_from_kept_head(
     kept = byte_source.cache.get_versioned(byte_source.cache_key)
     if kept is None:
         return None
-    head, byte_source.version = kept
+    head, version = kept
+    byte_source.expect_version(version)
     try:
         with MaskFile._from_head(byte_source, head, max_voxels, max_bytes) as opened:
             mask = opened.read(roi)

@@ -2,6 +2,10 @@
 
 A :class:`HeadCache` is an object that readers and writers take (``cache=``); ``None`` there
 means :data:`head_cache`, the process's default instance (off until enabled).
+
+Apart from the entries trusted for a time, it keeps heads read from S3 with the object's
+ETag (:meth:`HeadCache.put_versioned`, on even when the cache is off): those are re-used by
+``load_mask(url, roi=)`` only with a check of the ETag by the next read (docs/remote.md).
 """
 
 from __future__ import annotations

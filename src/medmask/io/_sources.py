@@ -154,8 +154,10 @@ class FsspecSource(_RangeReader):
     :func:`medmask.reader.read_directory` also uses for the object's head.
 
     ``pinned`` (S3 only, else ignored): every read also learns the object's version (its
-    ETag); the first one read is :attr:`version`, and a read that finds another raises
-    :class:`ObjectChangedError` rather than return bytes of another object.
+    ETag); the first one read is :attr:`version`. After :meth:`expect_version` (a head kept
+    from an earlier read), a read that finds another version raises
+    :class:`ObjectChangedError` rather than return bytes of another object; otherwise the
+    chunks' checksums tell (as for every source).
     """
 
     def __init__(
@@ -177,6 +179,7 @@ class FsspecSource(_RangeReader):
         self.version: str | None = None
         #: whether a read checked :attr:`version` against the store
         self.confirmed = False
+        self._expected = False
 
     @property
     def cache(self) -> HeadCache:
@@ -232,16 +235,22 @@ class FsspecSource(_RangeReader):
             out.append(data)
         return out
 
+    def expect_version(self, version: str) -> None:
+        """Reads must find the object at ``version`` (the ETag of a head read earlier)."""
+        self.version, self._expected, self.confirmed = version, True, False
+
     def _check_version(self, version: str) -> None:
         if not version:
             return
         if self.version is None:
             self.version = version
         elif version != self.version:
-            raise ObjectChangedError(
-                f"{self.name}: the object was replaced since its head was read (ETag "
-                f"{self.version}, now {version}); open it again."
-            )
+            if self._expected:
+                raise ObjectChangedError(
+                    f"{self.name}: the object was replaced since its head was read (ETag "
+                    f"{self.version}, now {version}); open it again."
+                )
+            return  # read at open: the checksums of the directory refuse other bytes
         self.confirmed = True
 
     def confirm(self) -> None:
