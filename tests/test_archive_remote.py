@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 from spacetransformer import Space
 
+import medmask.config
+import medmask.io
 from medmask import MaskFileExistsError, SegmentationMask
 from medmask.archive import MaskArchive
 from medmask.format.mska import ArchiveDirectory, parse_directory, valid_slots
@@ -117,6 +120,15 @@ def test_s3_load_segmask_and_read_all(s3: BucketFixture, organs: dict[str, Any])
     assert s3.log.count() == s3.log.count(method="GET"), s3.log.summary()
 
 
+@pytest.fixture
+def exact_gap() -> Iterator[None]:
+    """Remote reads merged over the local gap only: the test below checks that exactly the
+    chunks asked for travel (the remote default, 256 KiB, merges over skipped chunks)."""
+    with medmask.config.set(range_gap_remote=medmask.io.MERGE_GAP):
+        yield
+
+
+@pytest.mark.usefixtures("exact_gap")
 def test_s3_loading_one_member_fetches_only_its_ranges(
     s3: BucketFixture, many: dict[str, Any]
 ) -> None:

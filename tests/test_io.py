@@ -21,7 +21,15 @@ import medmask
 import medmask.api
 import medmask.io
 from medmask import MaskFile, SegmentationMask, load_mask, read_info, save_mask
-from medmask.io import HEAD_GUESS, MERGE_GAP, merge_ranges, open_source, read_heads, source_name
+from medmask.io import (
+    HEAD_GUESS,
+    MERGE_GAP,
+    MERGE_GAP_REMOTE,
+    merge_ranges,
+    open_source,
+    read_heads,
+    source_name,
+)
 from servers import BucketFixture
 
 # every s3 test here runs twice: against a server that answers at once and one 20 ms away
@@ -302,7 +310,10 @@ def test_s3_roi_fetches_only_its_chunks(
     expected = merge_ranges([r for r in wanted if r is not None and r[1] > HEAD_GUESS])
     assert len(expected) == n_requests
     s3.log.clear()
-    part = load_mask(s3.url("big.msk"), roi=roi, storage_options=s3.storage_options)
+    # the remote gap (256 KiB) would merge over the skipped chunks: at the local one, only the
+    # chunks asked for travel
+    with medmask.config.set(range_gap_remote=MERGE_GAP):
+        part = load_mask(s3.url("big.msk"), roi=roi, storage_options=s3.storage_options)
     norm = medmask.api.parse_roi(roi, m.shape)
     assert np.array_equal(part.data, m.data[norm])
     requests = s3.log.requests
@@ -313,6 +324,39 @@ def test_s3_roi_fetches_only_its_chunks(
     needed = sum(e - s for s, e in expected)
     assert s3.log.bytes_sent() == HEAD_GUESS + needed
     assert s3.log.bytes_sent() < len(data)
+
+
+def test_s3_reads_merge_over_the_remote_gap(
+    s3: BucketFixture, big: tuple[SegmentationMask, bytes]
+) -> None:
+    m, data = big
+    s3.fs.pipe_file(s3.path("big.msk"), data)
+    roi = (slice(7, 9), slice(130, 140), slice(None))  # chunks 15 and 17: two runs
+    with MaskFile(io.BytesIO(data)) as f:
+        first, last = f.chunk_byte_range(15), f.chunk_byte_range(17)
+    assert first is not None
+    assert last is not None
+    assert MERGE_GAP < last[0] - first[1] <= MERGE_GAP_REMOTE
+    s3.log.clear()
+    part = load_mask(s3.url("big.msk"), roi=roi, storage_options=s3.storage_options)
+    assert np.array_equal(part.data, m.data[roi])
+    ranges = [_range(r) for r in s3.log.gets()]
+    assert ranges == [(0, HEAD_GUESS), (first[0], last[1])]  # one GET over the skipped chunk
+    medmask.io.head_cache.clear()  # (the head, kept with its ETag, would be re-used)
+    s3.log.clear()
+    with medmask.config.set(range_gap_remote=0):
+        load_mask(s3.url("big.msk"), roi=roi, storage_options=s3.storage_options)
+    assert len(s3.log.gets()) == 3  # the setting is honoured
+
+
+def test_local_reads_keep_the_small_gap(big: tuple[SegmentationMask, bytes]) -> None:
+    _, data = big
+    local = medmask.io.FileObjectSource(io.BytesIO(data), "big.msk")
+    asked: list[tuple[int, int]] = []
+    read = local.read
+    local.read = lambda s, e: asked.append((s, e)) or read(s, e)  # type: ignore[method-assign]
+    local.read_ranges([(0, 10), (10 + MERGE_GAP + 1, 20 + MERGE_GAP)])
+    assert asked == [(0, 10), (11 + MERGE_GAP, 20 + MERGE_GAP)]  # not merged over 4 KiB
 
 
 def test_s3_small_file_head_read_is_short(s3: BucketFixture, mask: SegmentationMask) -> None:
@@ -691,6 +735,14 @@ DATA = bytes(range(256)) * 64  # 16 KiB
 FAR = 8 + MERGE_GAP + 1  # more than MERGE_GAP past (4, 8): not merged with it
 
 
+@pytest.fixture
+def exact_gap() -> Iterator[None]:
+    """Remote reads merged over the local gap only, as local ones: tests of exact ranges
+    ``FAR`` apart (the remote default, 256 KiB, would merge them; tested on its own)."""
+    with medmask.config.set(range_gap_remote=medmask.io.MERGE_GAP):
+        yield
+
+
 async def _close(source: Any) -> None:
     """Close the S3 client of an async source on its own event loop."""
     client = getattr(getattr(source, "fs", None), "_s3", None)
@@ -704,6 +756,7 @@ def _fresh(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "skip_instance_cache": True}
 
 
+@pytest.mark.usefixtures("exact_gap")
 def test_async_s3_reads_exact_ranges(s3: BucketFixture) -> None:
     s3.fs.pipe_file(s3.path("d.bin"), DATA)
     url, n = s3.url("d.bin"), len(DATA)
@@ -764,6 +817,7 @@ def test_async_s3_missing_object(s3: BucketFixture) -> None:
     asyncio.run(reads())
 
 
+@pytest.mark.usefixtures("exact_gap")
 def test_async_s3_reads_through_the_head_cache(s3: BucketFixture) -> None:
     s3.fs.pipe_file(s3.path("d.bin"), DATA)
     medmask.io.head_cache.enable()
@@ -813,6 +867,7 @@ def test_threaded_source_gets_the_storage_options(memory_fs: Any, tmp_path: Path
     source.close()
 
 
+@pytest.mark.usefixtures("exact_gap")
 def test_async_s3_ranges_go_out_at_most_32_at_once(s3: BucketFixture) -> None:
     s3.fs.pipe_file(s3.path("d.bin"), DATA * 13)
     options = {**s3.storage_options, "config_kwargs": {"max_pool_connections": 64}}
@@ -1349,6 +1404,7 @@ def test_file_object_source_edges() -> None:
     )
 
 
+@pytest.mark.usefixtures("exact_gap")
 def test_fsspec_source_reads(memory_fs: Any, s3: BucketFixture) -> None:
     memory_fs.pipe_file("/b/d.bin", DATA)
     s3.fs.pipe_file(s3.path("d.bin"), DATA)

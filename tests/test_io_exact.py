@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ from servers import BucketFixture
 
 DATA = bytes(range(256)) * 64  # 16 KiB
 FAR = 8 + medmask.io.MERGE_GAP + 1  # not merged with a range ending at 8
+
+
+@pytest.fixture
+def exact_gap() -> Iterator[None]:
+    """Remote reads merged over the local gap only, as local ones: tests of exact ranges
+    ``FAR`` apart (the remote default, 256 KiB, would merge them; tested on its own)."""
+    with medmask.config.set(range_gap_remote=medmask.io.MERGE_GAP):
+        yield
 
 
 def _oserror(*args: Any, **kwargs: Any) -> Any:
@@ -323,6 +332,7 @@ def _spy_cat_ranges(monkeypatch: pytest.MonkeyPatch, fs: Any) -> list[dict[str, 
     return seen
 
 
+@pytest.mark.usefixtures("exact_gap")
 def test_batch_size_only_on_async_filesystems(
     memory_fs: Any, s3: BucketFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -915,6 +925,7 @@ class _AsyncDuckFs:
         raise OSError("boom")
 
 
+@pytest.mark.usefixtures("exact_gap")
 def test_range_batch_failures_name_the_step() -> None:
     ranges = [(0, 4), (FAR, FAR + 4)]
     source = medmask.io.open_source(_Object(_DuckFs({}, fail=OSError("boom")), "b/k"))

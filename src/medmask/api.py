@@ -37,6 +37,8 @@ from .format.msk import build_msk
 from .format.sniff import SNIFF_BYTES, sniff
 from .io import (
     ByteSource,
+    FsspecSource,
+    ObjectChangedError,
     Target,
     name_suffix,
     open_source,
@@ -96,6 +98,10 @@ class MaskFile(StoredArray):
 
     The header, metadata and chunk index are read once, on opening (one request when they fit
     in the first 64 KiB). Use as a context manager or call :meth:`close`.
+
+    The file is pinned to the directory it read: chunks of an object replaced while it is
+    open fail their checksums (or are found truncated). On S3 the head is kept with the
+    object's ETag for :func:`load_msk` to re-use (docs/remote.md).
     """
 
     def __init__(
@@ -106,12 +112,40 @@ class MaskFile(StoredArray):
         max_voxels: int | None = None,
         max_bytes: int | None = None,
     ) -> None:
-        self._source = open_source(source, storage_options)
+        byte_source = open_source(source, storage_options, pinned=True)
+        self._attach(byte_source, None, max_voxels, max_bytes)
+
+    @classmethod
+    def _from_head(
+        cls,
+        byte_source: ByteSource,
+        head: bytes,
+        max_voxels: int | None = None,
+        max_bytes: int | None = None,
+    ) -> MaskFile:
+        """A file opened from a head already read (the source's reads check its version)."""
+        opened = cls.__new__(cls)
+        opened._attach(byte_source, head, max_voxels, max_bytes)
+        return opened
+
+    def _attach(
+        self,
+        byte_source: ByteSource,
+        head: bytes | None,
+        max_voxels: int | None,
+        max_bytes: int | None,
+    ) -> None:
+        self._source = byte_source
         try:
-            self._directory: Directory = _msk_directory(self._source)
+            self._directory: Directory = _msk_directory(self._source, head)
         except BaseException:
             self._source.close()
             raise
+        if head is None and isinstance(byte_source, FsspecSource) and byte_source.version:
+            # read by this source, at that version: safe to re-use once checked again
+            byte_source.cache.put_versioned(
+                byte_source.cache_key, self._directory.head, byte_source.version
+            )
         self._member = self._directory.members[0]
         self._engine = OpenedFile.open(
             self._source, self._directory, max_voxels=max_voxels, max_bytes=max_bytes
@@ -277,11 +311,47 @@ def load_msk(
     ``max_voxels``/``max_bytes`` bound the decoded size (defaults in ``docs/format.md``).
     """
     options = {"max_voxels": max_voxels, "max_bytes": max_bytes}
+    reused = _load_from_kept_head(source, roi, storage_options, max_voxels, max_bytes)
+    if reused is not None:
+        return reused
     opened = open_msk(source, storage_options=storage_options, **options)
     if opened is None:
         return load_legacy_mask(source, roi=roi, storage_options=storage_options, **options)
     with opened as f:
         return f.read(roi)
+
+
+def _load_from_kept_head(
+    source: Target,
+    roi: object,
+    storage_options: dict[str, Any] | None,
+    max_voxels: int | None,
+    max_bytes: int | None,
+) -> SegmentationMask | None:
+    """:func:`load_msk` from the head an earlier open of the same S3 object kept with its
+    ETag (:meth:`~medmask.io.HeadCache.get_versioned`): the chunk read checks the ETag (a
+    read the head covers entirely costs a one-byte read for it). None when no head is kept
+    or the object was replaced (its kept head is then dropped)."""
+    if not isinstance(source, str):
+        return None
+    byte_source = open_source(source, storage_options, pinned=True)
+    if not isinstance(byte_source, FsspecSource) or not byte_source.pinned:
+        byte_source.close()
+        return None
+    kept = byte_source.cache.get_versioned(byte_source.cache_key)
+    if kept is None:
+        return None
+    head, version = kept
+    byte_source.expect_version(version)
+    try:
+        with MaskFile._from_head(byte_source, head, max_voxels, max_bytes) as opened:
+            mask = opened.read(roi)
+            if not byte_source.confirmed:
+                byte_source.confirm()
+            return mask
+    except ObjectChangedError:
+        byte_source.cache.drop(byte_source.cache_key)
+        return None
 
 
 def open_msk(

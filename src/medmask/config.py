@@ -10,11 +10,18 @@ The environment is read once, when medmask is imported (or on :func:`refresh`); 
 
 An explicit argument (``load_mask(..., max_voxels=...)``) always wins over the settings.
 
+Two byte ranges closer than a gap are read with one request; the gap depends on the store.
+``range_gap`` applies to local files, ``memory://`` and file objects, where a read costs
+microseconds and skipped bytes are wasted work; ``range_gap_remote`` to object stores and HTTP
+(``s3://``, ``gs://``, ``az://``, ``https://``...), where a request costs a round trip (tens of
+milliseconds) and a few hundred KiB more cost less than one (docs/remote.md).
+
 | setting | default | environment variable |
 |---|---|---|
 | ``max_voxels`` | 2**33 | ``MEDMASK_MAX_VOXELS`` |
 | ``max_bytes`` | 8 GiB | ``MEDMASK_MAX_BYTES`` |
 | ``range_gap`` | 4 KiB | ``MEDMASK_RANGE_GAP`` |
+| ``range_gap_remote`` | 256 KiB | ``MEDMASK_RANGE_GAP_REMOTE`` |
 | ``range_block`` | 16 MiB | ``MEDMASK_RANGE_BLOCK`` |
 | ``max_concurrency`` | 32 | ``MEDMASK_MAX_CONCURRENCY`` |
 | ``decode_threads`` | 8 | ``MEDMASK_DECODE_THREADS`` |
@@ -55,8 +62,11 @@ class Config:
     max_voxels: int = 1 << 33
     #: decoded bytes of one mask
     max_bytes: int = 8 << 30
-    #: two byte ranges at most this far apart are read with one request
+    #: two byte ranges at most this far apart are read with one request (local files,
+    #: ``memory://``, file objects)
     range_gap: int = 4 << 10
+    #: the same on object stores and HTTP, where a request costs a round trip
+    range_gap_remote: int = 256 << 10
     #: a merged request reads at most this many bytes
     range_block: int = 16 << 20
     #: requests in flight at once when reading many objects

@@ -16,6 +16,7 @@ One concern per private module, everything public re-exported here:
 - ``_conditional``: :class:`ObjectVersion` and conditional PUTs, one entry per backend;
 - ``_gcs``: the gcsfs internals a conditional GCS write needs (and nothing else);
 - ``_local``: :class:`LocalLock` and :class:`LocalFile` for in-place writes;
+- ``_versions``: ranged reads that also give the object's version (S3 ETag);
 - ``_errors``: backend exceptions as medmask errors.
 
 Importing this package imports no fsspec: filesystems are created on first use.
@@ -45,7 +46,9 @@ from ._ranges import (
     HEAD_GUESS,
     MAX_CONCURRENCY,
     MERGE_GAP,
+    MERGE_GAP_REMOTE,
     MERGE_MAX,
+    merge_gap,
     merge_ranges,
     split_by_head,
 )
@@ -63,6 +66,7 @@ from ._sources import (
     read_ranges_after_head,
     read_whole,
 )
+from ._versions import ObjectChangedError
 from ._write import write_atomic, write_local_atomic
 
 __all__ = [
@@ -70,6 +74,7 @@ __all__ = [
     "HEAD_GUESS",
     "MAX_CONCURRENCY",
     "MERGE_GAP",
+    "MERGE_GAP_REMOTE",
     "MERGE_MAX",
     "AsyncByteSource",
     "AsyncFsspecSource",
@@ -80,6 +85,7 @@ __all__ = [
     "LocalFile",
     "LocalLock",
     "LocalSource",
+    "ObjectChangedError",
     "ObjectVersion",
     "OpenFileLike",
     "Target",
@@ -88,6 +94,7 @@ __all__ = [
     "head_cache",
     "list_folder",
     "local_path",
+    "merge_gap",
     "merge_ranges",
     "name_suffix",
     "object_version",

@@ -2,6 +2,10 @@
 
 A :class:`HeadCache` is an object that readers and writers take (``cache=``); ``None`` there
 means :data:`head_cache`, the process's default instance (off until enabled).
+
+Apart from the entries trusted for a time, it keeps heads read from S3 with the object's
+ETag (:meth:`HeadCache.put_versioned`, on even when the cache is off): those are re-used by
+``load_mask(url, roi=)`` only with a check of the ETag by the next read (docs/remote.md).
 """
 
 from __future__ import annotations
@@ -51,6 +55,12 @@ class HeadCache:
         self.ttl = 0.0
         self.ranges = False
         self.hits = self.misses = 0
+        # heads read with their version (S3 ETag), kept even when the cache is off: a reader
+        # that re-uses one checks the version with its next request (``load_mask(url, roi=)``)
+        self._versioned: collections.OrderedDict[Key, tuple[bytes, str]] = collections.OrderedDict()
+        self._versioned_bytes = 0
+        #: whether versioned heads are kept (on by default; they are never trusted unchecked)
+        self.keep_versioned = True
 
     @property
     def enabled(self) -> bool:
@@ -86,10 +96,12 @@ class HeadCache:
         self.enable(0, max_bytes=0, ttl=0.0, ranges=False)
 
     def clear(self) -> None:
-        """Drop every entry and reset the hit counts."""
+        """Drop every entry (versioned heads too) and reset the hit counts."""
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+            self._versioned.clear()
+            self._versioned_bytes = 0
             self.hits = self.misses = 0
 
     def _get(self, key: tuple[Any, ...]) -> bytes | None:
@@ -166,6 +178,40 @@ class HeadCache:
         with self._lock:
             for entry in [k for k in self._entries if k[:2] == key]:
                 self._remove(entry)
+            gone = self._versioned.pop(key, None)
+            if gone is not None:
+                self._versioned_bytes -= len(gone[0])
+
+    def put_versioned(self, key: Key | None, head: bytes, version: str) -> None:
+        """Keep ``head`` as read at ``version`` (the object's ETag), whether or not the cache
+        is on: a reader re-using it must check the version with its next read (up to
+        :mod:`medmask.config`'s ``head_cache_entries`` and ``head_cache_bytes``)."""
+        if key is None or not version or not self.keep_versioned or len(head) > HEAD_GUESS:
+            return
+        settings = get_config()
+        with self._lock:
+            gone = self._versioned.pop(key, None)
+            if gone is not None:
+                self._versioned_bytes -= len(gone[0])
+            self._versioned[key] = (bytes(head), version)
+            self._versioned_bytes += len(head)
+            while self._versioned and (
+                len(self._versioned) > settings.head_cache_entries
+                or self._versioned_bytes > settings.head_cache_bytes
+            ):
+                _, (old, _) = self._versioned.popitem(last=False)
+                self._versioned_bytes -= len(old)
+
+    def get_versioned(self, key: Key | None) -> tuple[bytes, str] | None:
+        """The head of object ``key`` and the version it was read at, if kept: to be checked
+        against the store by the next read (:attr:`FsspecSource.version`)."""
+        if key is None or not self.keep_versioned:
+            return None
+        with self._lock:
+            kept = self._versioned.get(key)
+            if kept is not None:
+                self._versioned.move_to_end(key)
+            return kept
 
     def _trim(self) -> None:
         while self._entries and (

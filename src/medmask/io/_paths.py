@@ -20,6 +20,7 @@ __all__ = [
     "is_file_object",
     "is_local_fs",
     "is_open_file",
+    "is_remote_fs",
     "list_folder",
     "local_path",
     "name_suffix",
@@ -144,6 +145,18 @@ def is_local_fs(fs: Any) -> bool:
     """Whether ``fs`` is fsspec's local filesystem."""
     protocol = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
+
+
+#: Filesystems whose reads cost no round trip (everything else is an object store or HTTP).
+_NEAR_PROTOCOLS = frozenset({"file", "local", "memory"})
+
+
+def is_remote_fs(fs: Any) -> bool:
+    """Whether a request to ``fs`` costs a network round trip (object stores, HTTP...): not
+    the local filesystem nor ``memory://``."""
+    protocol = getattr(fs, "protocol", ())
+    protocols = protocol if isinstance(protocol, tuple | list) else (protocol,)
+    return not _NEAR_PROTOCOLS.intersection(protocols)
 
 
 def local_path(target: Target, storage_options: dict[str, Any] | None = None) -> str | None:

@@ -13,7 +13,9 @@ __all__ = [
     "HEAD_GUESS",
     "MAX_CONCURRENCY",
     "MERGE_GAP",
+    "MERGE_GAP_REMOTE",
     "MERGE_MAX",
+    "merge_gap",
     "merge_ranges",
     "split_by_head",
     "split_merged",
@@ -22,11 +24,20 @@ __all__ = [
 #: First read of a file: header, metadata and index usually fit.
 HEAD_GUESS = 64 << 10
 #: Defaults of :mod:`medmask.config`'s ``range_gap`` (ranges closer than this are fetched as
-#: one request), ``range_block`` (larger merged reads are split, so that they go out
-#: concurrently) and ``max_concurrency`` (requests in flight for batched reads).
+#: one request, on local files and memory), ``range_gap_remote`` (the same on object stores),
+#: ``range_block`` (larger merged reads are split, so that they go out concurrently) and
+#: ``max_concurrency`` (requests in flight for batched reads).
 MERGE_GAP: Final = Config.range_gap
+MERGE_GAP_REMOTE: Final = Config.range_gap_remote
 MERGE_MAX: Final = Config.range_block
 MAX_CONCURRENCY: Final = Config.max_concurrency
+
+
+def merge_gap(remote: bool) -> int:
+    """The merge gap in force: :mod:`medmask.config`'s ``range_gap_remote`` for object stores
+    and HTTP (``remote``), ``range_gap`` for local files and memory."""
+    settings = get_config()
+    return settings.range_gap_remote if remote else settings.range_gap
 
 
 def merge_ranges(
@@ -34,7 +45,8 @@ def merge_ranges(
 ) -> list[tuple[int, int]]:
     """Sort ranges and merge those that overlap or lie within ``gap`` bytes of each other, as
     long as the merged range stays within ``max_size`` bytes (a range alone may exceed it).
-    Both default to :mod:`medmask.config`'s ``range_gap`` and ``range_block``."""
+    Both default to :mod:`medmask.config`'s ``range_gap`` (the local one: byte sources pass
+    :func:`merge_gap` of their store) and ``range_block``."""
     settings = get_config()
     gap = settings.range_gap if gap is None else gap
     max_size = settings.range_block if max_size is None else max_size

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, BinaryIO, Protocol
 
@@ -24,11 +25,13 @@ from ._paths import (
     as_file_object,
     as_open_file,
     is_local_fs,
+    is_remote_fs,
     local_path,
     source_name,
     url_to_fs,
 )
-from ._ranges import merge_ranges, split_by_head, split_merged
+from ._ranges import merge_gap, merge_ranges, split_by_head, split_merged
+from ._versions import ObjectChangedError, read_versioned, supports_versions
 
 __all__ = [
     "AsyncByteSource",
@@ -88,6 +91,8 @@ class AsyncByteSource(Protocol):
 class _RangeReader:
     name: str
     size: int | None = None
+    #: whether a request costs a round trip (it picks the merge gap: :func:`merge_gap`)
+    remote = False
 
     def read(self, start: int, end: int) -> bytes:
         raise NotImplementedError
@@ -98,7 +103,7 @@ class _RangeReader:
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
-        merged = merge_ranges(ranges)
+        merged = merge_ranges(ranges, merge_gap(self.remote))
         return split_merged(ranges, merged, self._read_many(merged))
 
     def close(self) -> None:
@@ -147,13 +152,34 @@ class FsspecSource(_RangeReader):
 
     Ranges are served from and kept in ``cache`` (None: the process's ``head_cache``), which
     :func:`medmask.reader.read_directory` also uses for the object's head.
+
+    ``pinned`` (S3 only, else ignored): every read also learns the object's version (its
+    ETag); the first one read is :attr:`version`. After :meth:`expect_version` (a head kept
+    from an earlier read), a read that finds another version raises
+    :class:`ObjectChangedError` rather than return bytes of another object; otherwise the
+    chunks' checksums tell (as for every source).
     """
 
-    def __init__(self, fs: Any, path: str, name: str, *, cache: HeadCache | None = None) -> None:
+    def __init__(
+        self,
+        fs: Any,
+        path: str,
+        name: str,
+        *,
+        cache: HeadCache | None = None,
+        pinned: bool = False,
+    ) -> None:
         self.fs, self.path, self.name = fs, path, name
         self.size = None  # unknown without an extra request
+        self.remote = is_remote_fs(fs)
         self.cache_key: Key | None = None if is_local_fs(fs) else cache_key(fs, path)
         self._cache = cache  # None, not the default instance itself: sources pickle
+        self.pinned = pinned and supports_versions(fs)
+        #: the object's version (S3 ETag) its reads found, or the one they must find
+        self.version: str | None = None
+        #: whether a read checked :attr:`version` against the store
+        self.confirmed = False
+        self._expected = False
 
     @property
     def cache(self) -> HeadCache:
@@ -163,6 +189,8 @@ class FsspecSource(_RangeReader):
     def read(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
+        if self.pinned:
+            return self._read_versioned([(start, end)])[0]
         try:
             data = self.fs.cat_file(self.path, start=start, end=end)
         except Exception as exc:
@@ -180,6 +208,8 @@ class FsspecSource(_RangeReader):
     def _read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if len(ranges) == 1:
             return [self.read(*ranges[0])]
+        if self.pinned:
+            return self._read_versioned(ranges)
         with translated(self.name, "reading", fs=self.fs, path=self.path):
             blobs = self.fs.cat_ranges(
                 [self.path] * len(ranges),
@@ -188,6 +218,45 @@ class FsspecSource(_RangeReader):
                 **_batch_option(self.fs),
             )
         return _blobs_or_raise(blobs, self.name, self.fs, self.path)
+
+    def _read_versioned(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        batch = get_config().max_concurrency
+        out = []
+        for answer in read_versioned(self.fs, self.path, ranges, batch=batch):
+            if isinstance(answer, BaseException):
+                if is_range_error(answer):  # start at or beyond the end: nothing there
+                    out.append(b"")
+                    continue
+                raise storage_error(
+                    answer, self.name, "reading", fs=self.fs, path=self.path
+                ) from answer
+            data, version = answer
+            self._check_version(version)
+            out.append(data)
+        return out
+
+    def expect_version(self, version: str) -> None:
+        """Reads must find the object at ``version`` (the ETag of a head read earlier)."""
+        self.version, self._expected, self.confirmed = version, True, False
+
+    def _check_version(self, version: str) -> None:
+        if not version:
+            return
+        if self.version is None:
+            self.version = version
+        elif version != self.version:
+            if self._expected:
+                raise ObjectChangedError(
+                    f"{self.name}: the object was replaced since its head was read (ETag "
+                    f"{self.version}, now {version}); open it again."
+                )
+            return  # read at open: the checksums of the directory refuse other bytes
+        self.confirmed = True
+
+    def confirm(self) -> None:
+        """Check with a one-byte read that the object is still at :attr:`version`
+        (:class:`ObjectChangedError` if not)."""
+        self._read_versioned([(0, 1)])
 
 
 class FileObjectSource(_RangeReader):
@@ -254,6 +323,7 @@ class AsyncFsspecSource:
         self.size: int | None = None
         self.cache_key: Key | None = cache_key(sync_fs if sync_fs is not None else fs, path)
         self._cache = cache
+        self.remote = is_remote_fs(sync_fs if sync_fs is not None else fs)
         # a blocking twin of fs, to tell a missing bucket from a missing object on errors
         self._sync_fs = sync_fs
 
@@ -285,7 +355,7 @@ class AsyncFsspecSource:
     async def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
-        merged = merge_ranges(ranges)
+        merged = merge_ranges(ranges, merge_gap(self.remote))
         if len(merged) == 1:
             return split_merged(ranges, merged, [await self._fetch(*merged[0])])
         try:
@@ -313,18 +383,21 @@ def open_source(
     storage_options: dict[str, Any] | None = None,
     *,
     cache: HeadCache | None = None,
+    pinned: bool = False,
 ) -> ByteSource:
     """Open a path, URL, fsspec ``OpenFile`` or binary file object for ranged reads; remote
-    ones read through ``cache`` (None: the process's ``head_cache``)."""
+    ones read through ``cache`` (None: the process's ``head_cache``); ``pinned``: see
+    :class:`FsspecSource`."""
     path = local_path(source, storage_options)
     if path is not None:
         return LocalSource(path)
     if isinstance(source, str):
         fs, fs_path = url_to_fs(source, storage_options)
-        return FsspecSource(fs, fs_path, source, cache=cache)
+        return FsspecSource(fs, fs_path, source, cache=cache, pinned=pinned)
     opened = as_open_file(source)
     if opened is not None:
-        return FsspecSource(opened.fs, opened.path, source_name(opened), cache=cache)
+        name = source_name(opened)
+        return FsspecSource(opened.fs, opened.path, name, cache=cache, pinned=pinned)
     file = as_file_object(source)
     if file is not None:
         return FileObjectSource(file, source_name(file))
@@ -346,9 +419,34 @@ def open_source_async(
     if isinstance(source, str) and local_path(source, storage_options) is None:
         fs, path = url_to_fs(source, storage_options)
         if getattr(fs, "async_impl", False):
-            async_fs, _ = url_to_fs(source, {**(storage_options or {}), "asynchronous": True})
+            async_fs = _async_twin(fs, source, storage_options)
             return AsyncFsspecSource(async_fs, path, source, sync_fs=fs, cache=cache)
     return ThreadedSource(open_source(source, storage_options, cache=cache))
+
+
+#: Async filesystems per event loop and filesystem token: fsspec's own instance cache is per
+#: thread, so a second ``asyncio.run`` in a thread would get an instance bound to the first,
+#: closed loop ("Event loop is closed").
+_ASYNC_FS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_ASYNC_FS_LOCK = threading.Lock()
+
+
+def _async_twin(fs: Any, source: str, storage_options: dict[str, Any] | None) -> Any:
+    """An ``asynchronous=True`` instance of ``fs``'s filesystem for the running event loop
+    (one per loop and options), or fsspec's cached one outside a running loop."""
+    options = {**(storage_options or {}), "asynchronous": True}
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return url_to_fs(source, options)[0]
+    token = str(getattr(fs, "_fs_token", id(fs)))
+    with _ASYNC_FS_LOCK:
+        known = _ASYNC_FS.setdefault(loop, {})
+        if token not in known:
+            known[token] = url_to_fs(source, {**options, "skip_instance_cache": True})[0]
+        return known[token]
 
 
 def read_whole(source: Target, storage_options: dict[str, Any] | None, limit: int) -> bytes:

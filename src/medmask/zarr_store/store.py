@@ -4,6 +4,12 @@
 The keys and documents are those of :class:`~medmask.zarr_store.layout.Layout`; every chunk
 key maps to the byte range of that chunk in the file, checked against its CRC on each read.
 Nothing is copied.
+
+Round trips: zarr asks for a selection's chunks with concurrent ``get`` calls (at most
+``async.concurrency`` at once). The store gathers those that arrive within
+:data:`COALESCE_WINDOW` seconds into one merged read, and once a wave of them fills zarr's
+concurrency it reads ahead the chunks that follow in zarr's order
+(:mod:`~medmask.zarr_store.readahead`). Every chunk is still checked on its own when served.
 """
 
 from __future__ import annotations
@@ -24,18 +30,35 @@ from zarr.abc.store import (
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from ..config import get as get_config
 from ..engine import check_chunk, check_label_count, check_member, count_in_bbox, member_name
-from ..errors import ConcurrentModificationError, InvalidTypeError, ReadOnlyError
+from ..errors import ConcurrentModificationError, InvalidTypeError, MedmaskError, ReadOnlyError
 from ..format.descriptor import Roi
 from ..io import AsyncByteSource, local_path, open_source_async, split_by_head
 from ..reader import Directory, read_directory_async
 from .convert import SELECT_LABEL
 from .layout import ChunkRef, Layout
+from .readahead import ReadAhead
 
 if TYPE_CHECKING:
     from zarr.core.buffer import Buffer, BufferPrototype
 
-__all__ = ["ArchiveStore", "open_zarr"]
+__all__ = ["COALESCE_WINDOW", "ArchiveStore", "open_zarr"]
+
+#: Seconds a chunk request waits for others to share its read (zarr issues a selection's
+#: requests together, so they arrive within one or two turns of the event loop).
+COALESCE_WINDOW = 0.002
+#: Chunks read ahead after the first full wave, per chunk of the wave (then: the rest of the
+#: selection as far as it can be told, up to ``range_block`` bytes).
+_FIRST_AHEAD = 2
+Result = bytes | MedmaskError
+
+
+def _check_byte_range(byte_range: ByteRequest | None) -> None:
+    if byte_range is not None and not isinstance(
+        byte_range, RangeByteRequest | OffsetByteRequest | SuffixByteRequest
+    ):
+        raise TypeError(f"Unexpected byte_range, got {byte_range!r}.")
 
 
 def _slice_bytes(data: bytes, byte_range: ByteRequest | None) -> bytes:
@@ -96,6 +119,17 @@ class ArchiveStore(Store):
         self._verify_locks: dict[int, asyncio.Lock] = {}  # per event loop
         # chunks fetched to check a structure, kept until zarr asks for them once
         self._fetched: dict[tuple[str, int], bytes] = {}
+        self._init_coalescing()
+
+    def _init_coalescing(self) -> None:
+        # chunk requests waiting for their window to close, per event loop
+        self._waiting: dict[int, list[tuple[ChunkRef, asyncio.Future[Result]]]] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
+        # chunks read ahead, kept until zarr asks for them once
+        self._ahead: dict[tuple[str, int], bytes] = {}
+        # chunks being read ahead: the read's arrival, per chunk
+        self._inflight: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._planners: dict[str, ReadAhead] = {}  # per member array
 
     # -- opening -----------------------------------------------------------------------------
     async def _open(self) -> None:
@@ -186,32 +220,160 @@ class ArchiveStore(Store):
             check_label_count(entry, found, name=name)
             self._verified.add(path)
 
-    async def _chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
-        """The checked bytes of stored chunks: those not already in memory are fetched in one
-        merged read (after any structure among them has had its bbox checked)."""
+    def _kept(self, ref: ChunkRef) -> bool:
+        key = (ref.member.name, ref.chunk_id)
+        return key in self._fetched or key in self._ahead
+
+    def _take(self, ref: ChunkRef) -> bytes | None:
+        key = (ref.member.name, ref.chunk_id)
+        kept = self._fetched.pop(key, None)
+        return self._ahead.pop(key, None) if kept is None else kept
+
+    def _plan_ahead(self, refs: Sequence[ChunkRef]) -> list[ChunkRef]:
+        """Chunks to read with ``refs`` because zarr will ask for them next
+        (:class:`~medmask.zarr_store.readahead.ReadAhead`), at most ``range_block`` bytes."""
+        limit = zarr.config.get("async.concurrency")
+        budget_bytes = get_config().range_block
+        out: list[ChunkRef] = []
+        groups: dict[str, list[ChunkRef]] = {}
+        for ref in refs:
+            if ref.structure is None:  # a structure's chunks were fetched to check its bbox
+                groups.setdefault(ref.member.name, []).append(ref)
+        for name, group in groups.items():
+            member = group[0].member
+            planner = self._planners.setdefault(name, ReadAhead(member.descriptor.grid))
+            ids = sorted(ref.chunk_id for ref in group)
+            candidates, budget = planner.plan(ids, limit if isinstance(limit, int) else None)
+            if planner.restarted:
+                for key in [k for k in self._ahead if k[0] == name]:
+                    del self._ahead[key]  # guesses for an earlier selection
+            asked, size = set(ids), 0
+            chosen: list[ChunkRef] = []
+            for chunk_id in candidates:
+                if budget is not None and len(chosen) >= budget:
+                    break
+                key = (name, chunk_id)
+                span = self.directory.chunk_range(member, chunk_id)
+                if span is None or chunk_id in asked or key in self._ahead or key in self._inflight:
+                    continue
+                if size + span[1] - span[0] > budget_bytes:
+                    break
+                chosen.append(ChunkRef(member, chunk_id, *span))
+                size += span[1] - span[0]
+            planner.read_to(chosen[-1].chunk_id if chosen else ids[-1])
+            out += chosen
+        return out
+
+    async def _chunk_results(
+        self, refs: Sequence[ChunkRef], *, read_ahead: bool = False
+    ) -> list[Result]:
+        """The checked bytes (or the error) of each stored chunk: those not already in memory
+        are fetched in one merged read (after any structure among them has had its bbox
+        checked), with the chunks read ahead when ``read_ahead``."""
         if not refs:
             return []
         for path in dict.fromkeys(ref.structure for ref in refs if ref.structure is not None):
             await self._verify_structure(path)
-        kept = [self._fetched.pop((ref.member.name, ref.chunk_id), None) for ref in refs]
-        missing = [(r.start, r.end) for r, s in zip(refs, kept, strict=True) if s is None]
-        fetched = iter(await self._read(missing) if missing else [])
-        streams = [next(fetched) if stream is None else stream for stream in kept]
+        loop = asyncio.get_running_loop()
+        for ref in refs:  # chunks a read in flight brings: wait for it, do not ask again
+            arriving = self._inflight.get((ref.member.name, ref.chunk_id))
+            if arriving is not None and arriving.get_loop() is loop:
+                await asyncio.shield(arriving)
+        kept = [self._take(ref) for ref in refs]
+        missing = [ref for ref, stream in zip(refs, kept, strict=True) if stream is None]
+        ahead = self._plan_ahead(missing) if read_ahead and missing else []
+        wanted = [(r.start, r.end) for r in (*missing, *ahead)]
+        arrived: asyncio.Future[None] = loop.create_future()
+        for ref in ahead:  # requests for these wait for this read instead of sending another
+            self._inflight[ref.member.name, ref.chunk_id] = arrived
+        try:
+            fetched = iter(await self._read(wanted) if wanted else [])
+            streams = [next(fetched) if stream is None else stream for stream in kept]
+            for ref in ahead:
+                self._ahead[ref.member.name, ref.chunk_id] = next(fetched)
+        finally:
+            for ref in ahead:
+                self._inflight.pop((ref.member.name, ref.chunk_id), None)
+            arrived.set_result(None)
         if self._local is not None and self._stat() != self._identity:
             raise ConcurrentModificationError(
                 f"{self.source}: the file changed since the store opened it (generation "
                 f"{self.directory.generation}); open it again to see the new state."
             )
-        checked = []
+        results: list[Result] = []
         for ref, stream in zip(refs, streams, strict=True):
             name = member_name(self.source, ref.member)
-            checked.append(bytes(check_chunk(ref.member, ref.chunk_id, stream, name=name)))
-        return checked
+            try:
+                results.append(bytes(check_chunk(ref.member, ref.chunk_id, stream, name=name)))
+            except MedmaskError as exc:
+                results.append(exc)
+        return results
+
+    async def _chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
+        """:meth:`_chunk_results`, raising the first error."""
+        out = []
+        for result in await self._chunk_results(refs):
+            if isinstance(result, MedmaskError):
+                raise result
+            out.append(result)
+        return out
+
+    async def _coalesced(self, ref: ChunkRef) -> bytes:
+        """The checked bytes of one chunk: from memory when read ahead, else with the other
+        requests that arrive within :data:`COALESCE_WINDOW` (one merged read)."""
+        if ref.structure is None:
+            planner = self._planners.get(ref.member.name)
+            if planner is not None:
+                planner.ask(ref.chunk_id)
+            arriving = self._inflight.get((ref.member.name, ref.chunk_id))
+            if arriving is not None and arriving.get_loop() is asyncio.get_running_loop():
+                await asyncio.shield(arriving)  # read ahead by a read in flight
+        if self._kept(ref) and (ref.structure is None or ref.structure in self._verified):
+            result = (await self._chunk_results([ref]))[0]
+        else:
+            loop = asyncio.get_running_loop()
+            waiting = self._waiting.get(id(loop))
+            if waiting is None:
+                waiting = self._waiting[id(loop)] = []
+                loop.call_later(COALESCE_WINDOW, self._start_flush, loop)
+            future: asyncio.Future[Result] = loop.create_future()
+            waiting.append((ref, future))
+            result = await future
+        if isinstance(result, MedmaskError):
+            raise result
+        return result
+
+    def _start_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._flush(self._waiting.pop(id(loop), [])))
+        self._flushes.add(task)  # a task only weakly referenced by the loop may vanish
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, waiting: list[tuple[ChunkRef, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._chunk_results([ref for ref, _ in waiting], read_ahead=True)
+        except BaseException as exc:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(waiting, results, strict=True):
+            if not future.done():  # (a cancelled request)
+                future.set_result(result)
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
-        return (await self.get_partial_values(prototype, [(key, byte_range)]))[0]
+        _check_byte_range(byte_range)
+        await self._load()
+        data = self.layout.document(key)
+        if data is None:
+            ref = self.layout.chunk(key)
+            if ref is None:
+                return None
+            data = await self._coalesced(ref)
+        return prototype.buffer.from_bytes(_slice_bytes(data, byte_range))
 
     def get_sync(
         self,
@@ -233,10 +395,7 @@ class ArchiveStore(Store):
         fetched together (one merged read through the source) and each checked."""
         key_ranges = list(key_ranges)
         for _, byte_range in key_ranges:
-            if byte_range is not None and not isinstance(
-                byte_range, RangeByteRequest | OffsetByteRequest | SuffixByteRequest
-            ):
-                raise TypeError(f"Unexpected byte_range, got {byte_range!r}.")
+            _check_byte_range(byte_range)
         await self._load()
         values: list[bytes | None] = []
         chunks: list[tuple[int, ChunkRef]] = []  # (position in key_ranges, chunk)
@@ -321,7 +480,13 @@ class ArchiveStore(Store):
         state = dict(self.__dict__)
         state["_reader"] = None  # bound to this process's event loop
         state["_verify_locks"], state["_fetched"] = {}, {}
+        for name in ("_waiting", "_flushes", "_ahead", "_inflight", "_planners"):
+            state.pop(name, None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_coalescing()
 
 
 def open_zarr(
