@@ -48,6 +48,8 @@ TOTALSEG = ROOT.parent / "shared" / "data" / "totalseg"
 UPSAMPLE = ROOT.parent / "shared" / "tools" / "upsample_labels.py"
 BEFORE = "4cd4c5a~1"  # the commit before pack_folder streamed its layers
 
+from s3_process import Server  # noqa: E402
+
 import medmask  # noqa: E402
 from medmask.dask import ingest  # noqa: E402
 from medmask.interop.folders import pack_folder  # noqa: E402
@@ -208,63 +210,6 @@ def ingest_runs(server: Any, opts: dict[str, Any], args: argparse.Namespace) -> 
             cluster.close()
 
 
-class ServerProcess:
-    """The moto server in a process of its own, so that it does not share the benchmark's GIL
-    (in-process, the server's request handling competes with the code measured). Its latency
-    is set through the child's stdin."""
-
-    _CHILD = (
-        "import sys\n"
-        "sys.path.insert(0, sys.argv[1])\n"
-        "from servers import RecordingMotoServer\n"
-        "server = RecordingMotoServer().start()\n"
-        "print(server.endpoint_url, flush=True)\n"
-        "for line in sys.stdin:\n"
-        "    server.latency = float(line)\n"
-        "    print('ok', flush=True)\n"
-        "server.stop()\n"
-    )
-
-    def __init__(self) -> None:
-        self._child = subprocess.Popen(
-            [sys.executable, "-c", self._CHILD, str(ROOT / "tests")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._child.stdout is not None
-        self.endpoint_url = self._child.stdout.readline().strip()
-        self._latency = 0.0
-
-    @property
-    def latency(self) -> float:
-        return self._latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        assert self._child.stdin is not None
-        assert self._child.stdout is not None
-        self._child.stdin.write(f"{seconds}\n")
-        self._child.stdin.flush()
-        assert self._child.stdout.readline().strip() == "ok"
-        self._latency = seconds
-
-    def create_bucket(self, name: str) -> None:
-        import urllib.request
-
-        request = urllib.request.Request(f"{self.endpoint_url}/{name}", method="PUT")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._child.stdin is not None
-        self._child.stdin.close()
-        self._child.wait(timeout=30)
-
-
 def server_fs(opts: dict[str, Any]) -> Any:
     import s3fs
 
@@ -337,8 +282,7 @@ def main() -> None:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_ingest:
-            with ServerProcess() as server:
-                server.create_bucket("bench")
+            with Server("bench") as server:
                 opts = {"endpoint_url": server.endpoint_url, "key": "testing",
                         "secret": "testing"}  # fmt: skip
                 ingest_runs(server, opts, args)

@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -44,6 +43,8 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+from s3_process import Server  # noqa: E402
+
 import medmask  # noqa: E402
 from cohort_data import msk_case_bytes  # noqa: E402
 from medmask import MaskArchive, SegmentationMask  # noqa: E402
@@ -54,48 +55,6 @@ BUCKET = "bench"
 
 
 # --- the server, in its own process ------------------------------------------------------------
-
-
-def _serve(conn: Any) -> None:
-    from servers import RecordingMotoServer
-
-    with RecordingMotoServer() as server:
-        server.create_bucket(BUCKET)
-        conn.send(server.endpoint_url)
-        while True:
-            command, arg = conn.recv()
-            if command == "latency":
-                server.latency = arg
-            elif command == "clear":
-                server.log.clear()
-            elif command == "stats":
-                gets = server.log.gets()
-                conn.send((len(server.log.requests), sum(g.bytes_sent or 0 for g in gets)))
-                continue
-            elif command == "stop":
-                conn.send(None)
-                return
-            conn.send(None)
-
-
-class Server:
-    """The moto process: set its latency, clear and read its request log."""
-
-    def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.process.start()
-        self.endpoint_url = self.conn.recv()
-        self.options = {"endpoint_url": self.endpoint_url, "key": "testing", "secret": "testing"}
-
-    def call(self, command: str, arg: Any = None) -> Any:
-        self.conn.send((command, arg))
-        return self.conn.recv()
-
-    def close(self) -> None:
-        self.call("stop")
-        self.process.join(5)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -178,7 +137,7 @@ def main() -> None:
     from medmask.dask import cohort_stats
     from medmask.zarr_store import open_zarr
 
-    server = Server()
+    server = Server(BUCKET)
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **server.options)
     opts = server.options
     print(f"uploading {cases} cases, an archive and a full-resolution volume ...", file=sys.stderr)

@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -46,52 +44,13 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+from s3_process import Server  # noqa: E402
+
 import medmask  # noqa: E402
 
 BUCKET = "bench"
 PATCH = 96
 Roi = tuple[slice, slice, slice]
-
-
-def _serve(conn: Any) -> None:
-    from servers import RecordingMotoServer
-
-    with RecordingMotoServer() as server:
-        server.create_bucket(BUCKET)
-        conn.send(server.endpoint_url)
-        while True:
-            command, arg = conn.recv()
-            if command == "latency":
-                server.latency = arg
-            elif command == "clear":
-                server.log.clear()
-            elif command == "counts":
-                conn.send((server.log.count("GET"), server.log.count("HEAD"), server.log.count()))
-                continue
-            elif command == "stop":
-                conn.send(None)
-                return
-            conn.send(None)
-
-
-class Server:
-    """The moto process: its latency, and its request log's counts."""
-
-    def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.process.start()
-        self.endpoint_url = self.conn.recv()
-        self.options = {"endpoint_url": self.endpoint_url, "key": "testing", "secret": "testing"}
-
-    def call(self, command: str, arg: Any = None) -> Any:
-        self.conn.send((command, arg))
-        return self.conn.recv()
-
-    def close(self) -> None:
-        self.call("stop")
-        self.process.join(5)
 
 
 def label_map() -> np.ndarray:
@@ -153,7 +112,7 @@ def main() -> None:
     truth = label_map()
     names = {f"label{v}": int(v) for v in np.flatnonzero(np.bincount(truth.ravel())) if v}
     mask = medmask.SegmentationMask(truth, names)
-    server = Server()
+    server = Server(BUCKET)
     opts = server.options
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **opts)
     sizes: dict[str, int] = {}
