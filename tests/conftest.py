@@ -344,3 +344,17 @@ def shared_data() -> Path:
             f"shared test data not found at {SHARED_DATA}: clone the project beside shared/"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A 2-worker ``dask.distributed`` LocalCluster (processes, one thread each), per module."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as lc,
+        Client(lc) as client,
+    ):
+        yield client

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -250,19 +249,6 @@ def test_s3_sources_to_another_bucket_options(
         str(tmp_path / "out" / "folder1.mska"),
         str(tmp_path / "out" / "map1.msk"),
     ]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as lc,
-        Client(lc) as client,
-    ):
-        yield client
 
 
 def test_ingest_on_a_two_worker_local_cluster(

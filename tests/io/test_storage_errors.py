@@ -105,35 +105,27 @@ def test_new_classes_keep_the_old_ones_as_bases() -> None:
 # --- S3: missing bucket, missing object -----------------------------------------------------
 
 
-def test_s3_missing_bucket_reads_and_writes(s3: BucketFixture) -> None:
-    url = "s3://no-such-bucket/case.msk"
-    options = s3.storage_options
-    reading = (
-        "s3://no-such-bucket/case.msk: bucket 'no-such-bucket' does not exist (reading failed)."
-    )
+def _check_missing_bucket(scheme: str, options: dict[str, Any]) -> str:
+    """Reads, writes, exclusive writes and archive writes to a missing bucket: one message
+    each; returns the reading message."""
+    url = f"{scheme}://no-such-bucket/case.msk"
+    reading = f"{url}: bucket 'no-such-bucket' does not exist (reading failed)."
     assert str(_raises(BucketNotFoundError, _load(url, options))) == reading
-    assert (
-        str(_raises(BucketNotFoundError, lambda: medmask.read_info(url, storage_options=options)))
-        == reading
-    )
     writing = reading.replace("reading failed", "writing failed")
-    assert (
-        str(
-            _raises(
-                BucketNotFoundError,
-                _save(url, options),
-            )
-        )
-        == writing
-    )
-    err = _raises(
-        BucketNotFoundError,
-        _save(url, options, overwrite=False),
-    )
-    assert str(err) == writing
-    archive = "s3://no-such-bucket/case.mska"
+    assert str(_raises(BucketNotFoundError, _save(url, options))) == writing
+    assert str(_raises(BucketNotFoundError, _save(url, options, overwrite=False))) == writing
+    archive = f"{scheme}://no-such-bucket/case.mska"
     err = _raises(BucketNotFoundError, lambda: _write_archive(archive, options))
     assert str(err) == f"{archive}: bucket 'no-such-bucket' does not exist (writing failed)."
+    return reading
+
+
+def test_s3_missing_bucket_reads_and_writes(s3: BucketFixture) -> None:
+    options = s3.storage_options
+    reading = _check_missing_bucket("s3", options)
+    url = "s3://no-such-bucket/case.msk"
+    info = _raises(BucketNotFoundError, lambda: medmask.read_info(url, storage_options=options))
+    assert str(info) == reading
     # a HEAD request's 404 names neither: the bucket is asked for
     err = _raises(BucketNotFoundError, lambda: medmask.io.stored_size(url, options))
     assert str(err) == reading.replace("reading failed", "reading the size of failed")
@@ -351,28 +343,7 @@ def test_s3_expired_token() -> None:
 
 
 def test_gcs_missing_bucket_reads_and_writes(gcs: BucketFixture) -> None:
-    url = "gs://no-such-bucket/case.msk"
-    options = gcs.storage_options
-    reading = f"{url}: bucket 'no-such-bucket' does not exist (reading failed)."
-    assert str(_raises(BucketNotFoundError, _load(url, options))) == reading
-    writing = reading.replace("reading failed", "writing failed")
-    assert (
-        str(
-            _raises(
-                BucketNotFoundError,
-                _save(url, options),
-            )
-        )
-        == writing
-    )
-    err = _raises(
-        BucketNotFoundError,
-        _save(url, options, overwrite=False),
-    )
-    assert str(err) == writing
-    archive = "gs://no-such-bucket/case.mska"
-    err = _raises(BucketNotFoundError, lambda: _write_archive(archive, options))
-    assert str(err) == f"{archive}: bucket 'no-such-bucket' does not exist (writing failed)."
+    _check_missing_bucket("gs", gcs.storage_options)
 
 
 def test_gcs_missing_object(gcs: BucketFixture) -> None:
