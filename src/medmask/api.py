@@ -340,6 +340,7 @@ def _load_from_kept_head(
         return None
     kept = byte_source.cache.get_versioned(byte_source.cache_key)
     if kept is None:
+        byte_source.close()
         return None
     head, version = kept
     byte_source.expect_version(version)
