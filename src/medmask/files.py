@@ -17,7 +17,7 @@ from .interop.registry import CONVERTERS, Converter, kind_of_name, titles_taking
 from .io import Target, source_name
 from .mask import SegmentationMask
 
-__all__ = ["NIFTI_SUFFIXES", "load_mask", "save_mask"]
+__all__ = ["NIFTI_SUFFIXES", "from_nibabel", "load_mask", "save_mask", "to_nibabel"]
 
 
 def _converter(target: Target, *, writes: bool) -> Converter:
@@ -113,3 +113,18 @@ def load_mask(
     )
     assert converter.read is not None  # _converter(writes=False)
     return converter.read(source, storage_options=storage_options, **options)
+
+
+def to_nibabel(mask: SegmentationMask) -> Any:
+    """:func:`medmask.interop.nifti.to_nibabel` (``SegmentationMask.to_nibabel`` calls this)."""
+    from .interop.nifti import to_nibabel as image_of  # nibabel's module loads on use only
+
+    return image_of(mask)
+
+
+def from_nibabel(img: Any, mapping: Any = None, *, labels: Any = None) -> SegmentationMask:
+    """:func:`medmask.interop.nifti.from_nibabel` (``SegmentationMask.from_nibabel`` calls
+    this)."""
+    from .interop.nifti import from_nibabel as mask_of
+
+    return mask_of(img, mapping, labels=labels)

@@ -518,7 +518,7 @@ class SegmentationMask:
             aligned, self._mapping, target, self._bit_depth, self._attributes
         )
 
-    # -- persistence (implemented in medmask.files) ---------------------------------------------
+    # -- persistence and nibabel (implemented in medmask.files) ----------------------------------
     def save(self, target: str | PathLike[str] | Any, **kwargs: Any) -> None:
         """Write to ``.msk`` (or NIfTI, by name); see :func:`medmask.save_mask`."""
         from .files import save_mask  # the I/O layers sit above mask; imported on use only
@@ -531,6 +531,21 @@ class SegmentationMask:
         from .files import load_mask
 
         return load_mask(source, **kwargs)
+
+    def to_nibabel(self) -> Any:
+        """The mask as an in-memory nibabel ``Nifti1Image`` (``img.affine`` is :attr:`affine`);
+        see :func:`medmask.to_nibabel`."""
+        from .files import to_nibabel
+
+        return to_nibabel(self)
+
+    @classmethod
+    def from_nibabel(cls, img: Any, mapping: Any = None, *, labels: Any = None) -> SegmentationMask:
+        """A mask from an in-memory nibabel image, names from ``mapping`` or ``labels`` (the
+        same thing); see :func:`medmask.from_nibabel`."""
+        from .files import from_nibabel
+
+        return from_nibabel(img, mapping, labels=labels)
 
     # -- protocol ------------------------------------------------------------------------------
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:

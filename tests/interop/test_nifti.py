@@ -640,3 +640,23 @@ def test_from_nifti_without_a_mapping_counts_the_voxels_once(
     assert [n for n in counted if n == arr.size] == [arr.size]  # one pass over the voxels
     assert mask.label_counts() == {"label_4": 48, "label_9": 1}
     np.testing.assert_array_equal(mask.data, arr.transpose(2, 1, 0))
+
+
+def test_labels_is_another_name_for_mapping_and_the_mask_has_nibabel_methods() -> None:
+    mask = _oblique_mask()
+    img = mask.to_nibabel()
+    np.testing.assert_allclose(img.affine, mask.affine)
+    for back in (
+        medmask.from_nibabel(img, labels=mask.mapping),
+        SegmentationMask.from_nibabel(img, labels=mask.mapping),
+        SegmentationMask.from_nibabel(img, mask.mapping),
+        medmask.from_nifti(img, labels={"liver": 1, "spleen": 2, "kidney_left": 3}),
+    ):
+        np.testing.assert_array_equal(back.data, mask.data)
+        assert back.mapping.to_dict() == mask.mapping.to_dict()
+        assert spaces_match(back.space, mask.space) is None
+    with pytest.raises(medmask.InvalidValueError) as info:
+        medmask.from_nibabel(img, mask.mapping, labels=mask.mapping)
+    assert str(info.value) == (
+        "Expected the label names once: mapping= or labels= (the same thing). Got both."
+    )

@@ -400,10 +400,24 @@ def write_nifti(
     return len(data)
 
 
+Names = LabelMapping | Mapping[str, int] | Target
+
+
+def _names_given(mapping: Names | None, labels: Names | None) -> Names | None:
+    """The label names passed as ``mapping=`` or as ``labels=`` (the same thing, under the
+    name of the CLI's ``--labels``), never both."""
+    if mapping is not None and labels is not None:
+        raise InvalidValueError(
+            "Expected the label names once: mapping= or labels= (the same thing). Got both."
+        )
+    return labels if mapping is None else mapping
+
+
 def from_nifti(
     source: Target,
-    mapping: LabelMapping | Mapping[str, int] | Target | None = None,
+    mapping: Names | None = None,
     *,
+    labels: Names | None = None,
     storage_options: dict[str, Any] | None = None,
     max_bytes: int | None = None,
 ) -> SegmentationMask:
@@ -412,13 +426,14 @@ def from_nifti(
     ``source``: a path, URL or file object, or a nibabel image already in memory (then the
     same as :func:`from_nibabel`). ``mapping``: label names as a mapping, or a label table's
     path or URL (JSON, TSV/CSV, ITK-SNAP ``.txt``, 3D Slicer ``.ctbl``; see
-    :mod:`medmask.interop.labels`). Without it the values present are named
-    ``label_<value>``.
+    :mod:`medmask.interop.labels`); ``labels=`` is another name for it. Without it the values
+    present are named ``label_<value>``.
     """
+    names = _names_given(mapping, labels)
     if _is_image(source):
-        return from_nibabel(source, mapping, storage_options=storage_options)
+        return from_nibabel(source, names, storage_options=storage_options)
     img = _load_image(source, storage_options, max_bytes_limit(max_bytes))
-    return _mask_of_image(img, source_name(source), mapping, storage_options)
+    return _mask_of_image(img, source_name(source), names, storage_options)
 
 
 def _mask_of_image(
@@ -500,18 +515,20 @@ def to_nibabel(mask: SegmentationMask) -> Any:
 
 def from_nibabel(
     img: Any,
-    mapping: LabelMapping | Mapping[str, int] | Target | None = None,
+    mapping: Names | None = None,
     *,
+    labels: Names | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> SegmentationMask:
     """A :class:`SegmentationMask` from an in-memory nibabel image (``Nifti1Image``,
     ``Nifti2Image`` or anything with ``dataobj``, ``affine`` and ``shape``), with the checks of
     :func:`from_nifti`: integer or whole-number voxels in range, a usable affine. ``mapping``
-    as for :func:`from_nifti` (``storage_options`` for a table given by URL)."""
+    (or ``labels``) as for :func:`from_nifti` (``storage_options`` for a table given by URL)."""
+    names = _names_given(mapping, labels)
     if not _is_image(img):
         raise InvalidTypeError(
             f"Expected a nibabel image (with dataobj and affine). Got {type(img).__name__}; "
             "for a file name use from_nifti."
         )
     name = getattr(img, "get_filename", lambda: None)() or f"<{type(img).__name__}>"
-    return _mask_of_image(img, str(name), mapping, storage_options)
+    return _mask_of_image(img, str(name), names, storage_options)
