@@ -13,7 +13,14 @@ from typing import Any
 
 from .errors import InvalidTypeError, InvalidValueError
 from .format.sniff import NIFTI_SUFFIXES
-from .interop.registry import CONVERTERS, Converter, kind_of_name, titles_taking
+from .interop.registry import (
+    CONVERTERS,
+    Converter,
+    from_nibabel,
+    kind_of_name,
+    titles_taking,
+    to_nibabel,
+)
 from .io import Target, source_name
 from .mask import SegmentationMask
 
@@ -113,18 +120,3 @@ def load_mask(
     )
     assert converter.read is not None  # _converter(writes=False)
     return converter.read(source, storage_options=storage_options, **options)
-
-
-def to_nibabel(mask: SegmentationMask) -> Any:
-    """:func:`medmask.interop.nifti.to_nibabel` (``SegmentationMask.to_nibabel`` calls this)."""
-    from .interop.nifti import to_nibabel as image_of  # nibabel's module loads on use only
-
-    return image_of(mask)
-
-
-def from_nibabel(img: Any, mapping: Any = None, *, labels: Any = None) -> SegmentationMask:
-    """:func:`medmask.interop.nifti.from_nibabel` (``SegmentationMask.from_nibabel`` calls
-    this)."""
-    from .interop.nifti import from_nibabel as mask_of
-
-    return mask_of(img, mapping, labels=labels)

@@ -41,10 +41,12 @@ __all__ = [
     "CONVERTERS",
     "Converter",
     "describe_suffixes",
+    "from_nibabel",
     "kind_of",
     "kind_of_name",
     "member_name",
     "titles_taking",
+    "to_nibabel",
 ]
 
 StorageOptions = dict[str, Any] | None
@@ -209,6 +211,20 @@ def _write_nifti(
     from .nifti import to_nifti
 
     return to_nifti(mask, target, storage_options=storage_options, overwrite=overwrite)
+
+
+def to_nibabel(mask: SegmentationMask) -> Any:
+    """:func:`medmask.interop.nifti.to_nibabel`, its module (and nibabel) loaded on use."""
+    from .nifti import to_nibabel as image_of
+
+    return image_of(mask)
+
+
+def from_nibabel(img: Any, mapping: Any = None, *, labels: Any = None) -> SegmentationMask:
+    """:func:`medmask.interop.nifti.from_nibabel`, its module loaded on use."""
+    from .nifti import from_nibabel as mask_of
+
+    return mask_of(img, mapping, labels=labels)
 
 
 def _read_dicom(
