@@ -122,6 +122,16 @@ class RequestLog:
     def gets(self, path_contains: str | None = None) -> list[RecordedRequest]:
         return self.filter("GET", path_contains)
 
+    def get_ranges(self, path_contains: str | None = None) -> list[tuple[int, int]]:
+        """The ``[start, end)`` byte ranges of the matching GETs, oldest first; every one must
+        carry a closed ``Range`` header."""
+        out = []
+        for request in self.gets(path_contains):
+            match = re.fullmatch(r"bytes=(\d+)-(\d+)", request.range or "")
+            assert match, f"a GET without a byte range: {request}"
+            out.append((int(match[1]), int(match[2]) + 1))
+        return out
+
     def count(self, method: str | None = None, path_contains: str | None = None) -> int:
         return len(self.filter(method, path_contains))
 

@@ -425,15 +425,6 @@ def test_every_chunk_read_is_checked(tmp_path: Path, msk: Path) -> None:
         ds["mask"].compute()
 
 
-def _ranges(bucket: BucketFixture, key: str) -> list[tuple[int, int]]:
-    out = []
-    for request in bucket.log.gets(key):
-        match = re.fullmatch(r"bytes=(\d+)-(\d+)", request.range or "")
-        assert match, f"a GET without a byte range: {request}"
-        out.append((int(match[1]), int(match[2]) + 1))
-    return out
-
-
 def _chunk_spans(path: Path, member: str) -> dict[tuple[int, int, int], tuple[int, int]]:
     """Byte range of each stored chunk of ``member``, by chunk grid position."""
     with MaskArchive(path) as archive:
@@ -459,7 +450,7 @@ def test_s3_open_reads_only_the_directory_then_only_the_chunks_asked_for(
     )
     assert list(ds.data_vars) == ["noise", "total", "kidney left", "layer_0"]
     assert "x" in ds.coords
-    assert _ranges(s3, "case.mska") == [(0, HEAD_GUESS)], s3.log.summary()
+    assert s3.log.get_ranges("case.mska") == [(0, HEAD_GUESS)], s3.log.summary()
     assert not any(r.method == "HEAD" for r in s3.log.requests)
     s3.log.clear()
     top = ds["total"].isel(z=slice(0, CHUNKS[0])).values  # the first z-slab of chunks
@@ -467,7 +458,7 @@ def test_s3_open_reads_only_the_directory_then_only_the_chunks_asked_for(
         np.testing.assert_array_equal(top, archive.load_segmask("total").data[: CHUNKS[0]])
     spans = [span for pos, span in _chunk_spans(mska, "total").items() if pos[0] == 0]
     lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
-    got = _ranges(s3, "case.mska")
+    got = s3.log.get_ranges("case.mska")
     assert got, s3.log.summary()
     assert all(lo <= s and e <= hi for s, e in got), (got, (lo, hi))
 

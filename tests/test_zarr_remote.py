@@ -3,7 +3,6 @@ object replaced between opening and reading."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +42,6 @@ def organs_archive(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     return path
 
 
-def _ranges(bucket: BucketFixture, key: str) -> list[tuple[int, int]]:
-    out = []
-    for request in bucket.log.gets(key):
-        match = re.fullmatch(r"bytes=(\d+)-(\d+)", request.range or "")
-        assert match, f"a GET without a byte range: {request}"
-        out.append((int(match[1]), int(match[2]) + 1))
-    return out
-
-
 def _liver_chunk_ranges(path: Path) -> set[tuple[int, int]]:
     with MaskArchive(path) as archive:
         member = archive._directory.member("liver")
@@ -69,14 +59,14 @@ def test_s3_open_zarr_reads_only_the_directory_and_the_member(
     s3.log.clear()
     group = open_zarr(s3.url("organs.mska"), storage_options=s3.storage_options)
     assert len(group.attrs["medmask"]["members"]) == 119
-    assert _ranges(s3, "organs.mska") == [(0, HEAD_GUESS)]  # the directory: one ranged GET
+    assert s3.log.get_ranges("organs.mska") == [(0, HEAD_GUESS)]  # the directory: one ranged GET
     with MaskArchive(organs_archive) as archive:
         expected_member = archive.load_segmask("liver").data
         expected_structure = archive.get_binary_mask_by_names("liver")
     s3.log.clear()
     np.testing.assert_array_equal(group["liver"][...], expected_member)
     wanted = _liver_chunk_ranges(organs_archive)
-    got = _ranges(s3, "organs.mska")
+    got = s3.log.get_ranges("organs.mska")
     # zarr's concurrent chunk requests coalesced into one GET of exactly the member's chunks
     assert got == [(min(wanted)[0], max(wanted)[1])], s3.log.summary()
     assert sum(e - s for s, e in wanted) == max(wanted)[1] - min(wanted)[0]  # nothing else
@@ -89,7 +79,7 @@ def test_s3_open_zarr_reads_only_the_directory_and_the_member(
     # read) to check the bbox holds the stored count, then served to zarr from memory
     in_bbox = sorted(wanted)[z0 // 6 : z1 // 6 + 1]
     assert len(in_bbox) == len({z // 6 for z in range(z0, z1 + 1)})
-    assert _ranges(s3, "organs.mska") == [(in_bbox[0][0], in_bbox[-1][1])], s3.log.summary()
+    assert s3.log.get_ranges("organs.mska") == [(in_bbox[0][0], in_bbox[-1][1])], s3.log.summary()
     assert sum(e - s for s, e in in_bbox) == in_bbox[-1][1] - in_bbox[0][0]  # contiguous
 
 
@@ -163,7 +153,7 @@ def test_s3_get_partial_values_is_one_request(s3: BucketFixture, organs_archive:
         )
     )
     # the member's chunks lie back to back: one merged ranged GET for all of them
-    assert _ranges(s3, "batch.mska") == [(min(wanted)[0], max(wanted)[1])], s3.log.summary()
+    assert s3.log.get_ranges("batch.mska") == [(min(wanted)[0], max(wanted)[1])], s3.log.summary()
     data = organs_archive.read_bytes()
     assert sorted(b.to_bytes() for b in got if b is not None) == sorted(
         data[start : start + 4] for start, _ in wanted
